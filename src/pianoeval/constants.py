@@ -1,0 +1,48 @@
+"""Project-wide constants: label names, rates and defaults, each with the reason for its value."""
+
+from __future__ import annotations
+
+# The 19 PercePiano perceptual dimensions, in label-file order (labels/label_names.csv).
+# Each label is a mean rating on a 1-7 scale divided by 7, so it lies in [1/7, 1].
+DIMENSIONS: tuple[str, ...] = (
+    "Timing_Stable_Unstable",
+    "Articulation_Short_Long",
+    "Articulation_Soft_cushioned_Hard_solid",
+    "Pedal_Sparse/dry_Saturated/wet",
+    "Pedal_Clean_Blurred",
+    "Timbre_Even_Colorful",
+    "Timbre_Shallow_Rich",
+    "Timbre_Bright_Dark",
+    "Timbre_Soft_Loud",
+    "Dynamic_Sophisticated/mellow_Raw/crude",
+    "Dynamic_Little_dynamic_range_Large_dynamic_range",
+    "Music_Making_Fast_paced_Slow_paced",
+    "Music_Making_Flat_Spacious",
+    "Music_Making_Disproportioned_Balanced",
+    "Music_Making_Pure_Dramatic/expressive",
+    "Emotion_&_Mood_Optimistic/pleasant_Dark",
+    "Emotion_&_Mood_Low_Energy_High_Energy",
+    "Emotion_&_Mood_Honest_Imaginative",
+    "Interpretation_Unsatisfactory/doubtful_Convincing",
+)
+# Number of perceptual dimensions predicted by every model head.
+N_DIMS: int = len(DIMENSIONS)
+# Lowest and highest possible label value (rating 1/7 and 7/7).
+LABEL_MIN: float = 1.0 / 7.0
+LABEL_MAX: float = 1.0
+
+# Audio sample rate: MuQ and the rendered corpus both use 24 kHz mono.
+SAMPLE_RATE: int = 24_000
+# Frames per second of the continuous MIDI curves (S3): 20 fps resolves 50 ms onsets
+# while keeping a 40 s PercePiano segment at 800 frames.
+FEATURE_FRAME_RATE: int = 20
+# A pair whose label difference is below this is "ambiguous" and left out of pairwise
+# accuracy and ranking losses: it is about a third of the mean rater std on the /7 scale.
+AMBIGUOUS_THRESHOLD: float = 0.05
+# Default seed for everything random (folds, demo corpus, training).
+DEFAULT_SEED: int = 42
+# MIDI control change number of the sustain pedal, and the value at which it counts as down.
+SUSTAIN_CC: int = 64
+PEDAL_DOWN_THRESHOLD: int = 64
+# Data tiers: labelled, competition placements, several performances of one piece, unlabelled.
+TIERS: tuple[str, ...] = ("T1", "T2", "T3", "T4")
