@@ -1,0 +1,24 @@
+# pianoeval: prepare data -> featurize/render/embed -> pretrain/train per fold -> compare
+# -> fuse -> robustness -> results/fusion/winner.json
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/features.smk"
+include: "rules/train.smk"
+include: "rules/compare.smk"
+include: "rules/fusion.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/fusion/winner.json",
+        "results/robustness/report.json",
+        "results/report/index.html",

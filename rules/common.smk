@@ -1,0 +1,134 @@
+# Helpers shared by all rules: config validation, wildcard constraints, input functions.
+import json
+from pathlib import Path
+
+from snakemake.utils import validate
+
+validate(config, schema="../config/config.schema.yaml", set_default=True)
+
+FOLDS = list(range(config["folds"]["k"]))
+SYMBOLIC_MODELS = list(config["symbolic"]["models"])
+BASELINES = [f"baseline_{name}" for name in config["symbolic"]["baselines"]]
+AUDIO_MODELS = list(config["audio"]["models"]) if config["render"]["enabled"] else []
+TRACK_MODELS = {"symbolic": SYMBOLIC_MODELS + BASELINES, "audio": AUDIO_MODELS}
+TRACKS = [track for track, models in TRACK_MODELS.items() if models]
+FUSION_MODELS = [
+    f"{name}_score" if cond else name
+    for name in config["fusion"]["models"]
+    for cond in config["fusion"]["score_conditioning"]
+]
+# Which cached features each symbolic model reads.
+FEATURE_KIND = {
+    "s1": "tokens",
+    "s2": "graphs",
+    "s3": "curves",
+    "baseline_mean": "stats",
+    "baseline_ridge": "stats",
+    "baseline_segment_mean": "stats",
+}
+PRETRAINED = {"s1", "s2", "s3"}
+
+
+def _alternatives(values):
+    """A regex matching exactly one of the configured values."""
+    return "|".join(sorted(map(str, values), key=len, reverse=True)) or "__none__"
+
+
+wildcard_constraints:
+    track=_alternatives(TRACKS + ["fusion"]),
+    model=_alternatives(SYMBOLIC_MODELS + BASELINES + AUDIO_MODELS),
+    fold=_alternatives(FOLDS),
+    fusion=_alternatives(FUSION_MODELS),
+    kind="tokens|graphs|curves|stats",
+
+
+def resolved_config(*sections):
+    """Path of the resolved config restricted to `sections` (content-addressed, so edits rerun)."""
+    from pianoeval.config import write_resolved
+
+    return str(
+        write_resolved(config, "results/config", ("run_name", "seed") + sections)
+    )
+
+
+def manifest_source(wildcards):
+    """The demo manifest when the demo is configured, else nothing (the real root is read directly)."""
+    if config["data"]["source"] == "demo":
+        return "results/demo/manifest.parquet"
+    root = Path(config["data"]["percepiano_root"])
+    return [] if root.exists() else "resources/percepiano/index.csv"
+
+
+def train_inputs(wildcards):
+    """Features, folds and (for pretrained models) the fold's pretrained encoder."""
+    inputs = {
+        "manifest": "results/prepare/manifest.parquet",
+        "folds": "results/folds/folds.json",
+    }
+    if wildcards.track == "audio":
+        inputs["features"] = f"results/embed/{config['audio']['backbone']}.pt"
+    else:
+        inputs["features"] = f"results/featurize/{FEATURE_KIND[wildcards.model]}.pt"
+        if wildcards.model in PRETRAINED and config["symbolic"]["pretrain"]:
+            inputs["pretrained"] = (
+                f"results/pretrain/{wildcards.model}/fold_{wildcards.fold}/encoder.pt"
+            )
+    return inputs
+
+
+def track_metrics(wildcards):
+    """Every fold's metrics of every model of a track (the fusion variants for `fusion`)."""
+    if wildcards.track == "fusion":
+        return fusion_metrics(wildcards)
+    return expand(
+        "results/train/{track}/{model}/fold_{fold}/metrics.json",
+        track=wildcards.track,
+        model=TRACK_MODELS[wildcards.track],
+        fold=FOLDS,
+    )
+
+
+def fuse_inputs(wildcards):
+    """Both tracks' winners and the fold's embeddings from every candidate encoder."""
+    embeddings = [
+        f"results/train/{track}/{model}/fold_{wildcards.fold}/embeddings.pt"
+        for track in ("symbolic", "audio")
+        for model in TRACK_MODELS[track]
+        if not model.startswith("baseline_")
+    ]
+    return {
+        "symbolic_winner": "results/compare/symbolic/winner.json",
+        "audio_winner": "results/compare/audio/winner.json",
+        "folds": "results/folds/folds.json",
+        "manifest": "results/prepare/manifest.parquet",
+        "embeddings": embeddings,
+    }
+
+
+def fusion_metrics(wildcards):
+    """Every fold's metrics of every fusion variant."""
+    return expand(
+        "results/fuse/{fusion}/fold_{fold}/metrics.json",
+        fusion=FUSION_MODELS,
+        fold=FOLDS,
+    )
+
+
+def config_for(*sections):
+    """An input function giving the resolved config of `sections` (see resolved_config)."""
+
+    def resolved(wildcards):
+        return resolved_config(*sections)
+
+    resolved.__name__ = "config_for_" + "_".join(sections)
+    return resolved
+
+
+def pretrain_features(wildcards):
+    """The cached features a symbolic model pretrains on."""
+    return f"results/featurize/{FEATURE_KIND[wildcards.model]}.pt"
+
+
+def pretrained_flag(wildcards, input):
+    """`--pretrained PATH` when the model has a pretrained encoder input, else nothing."""
+    return f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else ""

@@ -1,0 +1,46 @@
+# Featurize MIDI for the symbolic models and embed rendered audio for the audio models.
+# Both cache per file (results/cache/...) so reruns and added files only compute what is new.
+
+
+rule featurize:
+    input:
+        manifest="results/prepare/manifest.parquet",
+    output:
+        features="results/featurize/{kind}.pt",
+    log:
+        "logs/featurize/{kind}.log",
+    benchmark:
+        "benchmarks/featurize/{kind}.tsv"
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+    params:
+        config=config_for("features"),
+    shell:
+        "pianoeval featurize {wildcards.kind} --config {params.config} --manifest {input.manifest}"
+        " --out {output.features} --cache-dir results/cache/{wildcards.kind} --threads {threads} > {log} 2>&1"
+
+
+rule embed:
+    input:
+        manifest="results/render/manifest.parquet",
+    output:
+        embeddings="results/embed/{backbone}.pt",
+    log:
+        "logs/embed/{backbone}.log",
+    benchmark:
+        "benchmarks/embed/{backbone}.tsv"
+    wildcard_constraints:
+        backbone="logmel|muq|transkun",
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+    params:
+        config=config_for("render", "audio"),
+    shell:
+        "pianoeval embed {wildcards.backbone} --config {params.config} --manifest {input.manifest}"
+        " --out {output.embeddings} --cache-dir results/cache/embed_{wildcards.backbone} > {log} 2>&1"

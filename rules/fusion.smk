@@ -1,0 +1,88 @@
+# Fuse the winning audio and symbolic encoders per fold, compare the variants, validate
+# robustness of the selected model, and write the final winner.
+
+
+rule fuse:
+    input:
+        unpack(fuse_inputs),
+    output:
+        metrics="results/fuse/{fusion}/fold_{fold}/metrics.json",
+        predictions="results/fuse/{fusion}/fold_{fold}/predictions.csv",
+    log:
+        "logs/fuse/{fusion}/fold_{fold}.log",
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    resources:
+        mem_mb=4000,
+        gpu=1,
+        runtime=60,
+    params:
+        config=config_for("fusion", "training"),
+    shell:
+        "pianoeval fuse {wildcards.fusion} --config {params.config} --fold {wildcards.fold}"
+        " --manifest {input.manifest} --folds {input.folds} --symbolic-winner {input.symbolic_winner}"
+        " --audio-winner {input.audio_winner}"
+        " --out-dir results/fuse/{wildcards.fusion}/fold_{wildcards.fold} > {log} 2>&1"
+
+
+rule robustness:
+    input:
+        fusion_winner="results/compare/fusion/winner.json",
+        audio_winner="results/compare/audio/winner.json",
+        symbolic_winner="results/compare/symbolic/winner.json",
+        manifest="results/render/manifest.parquet",
+        folds="results/folds/folds.json",
+        fusion_metrics=fusion_metrics,
+    output:
+        report="results/robustness/report.json",
+        plot="results/robustness/score_drop.png",
+    log:
+        "logs/robustness/robustness.log",
+    benchmark:
+        "benchmarks/robustness/robustness.tsv"
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        runtime=120,
+    params:
+        config=config_for("render", "audio", "robustness", "seed"),
+    shell:
+        "pianoeval robustness --config {params.config} --manifest {input.manifest} --folds {input.folds}"
+        " --fusion-winner {input.fusion_winner} --out-dir results/robustness > {log} 2>&1"
+
+
+rule fusion:
+    input:
+        fusion="results/compare/fusion/comparison.json",
+        symbolic="results/compare/symbolic/comparison.json",
+        audio="results/compare/audio/comparison.json",
+        robustness="results/robustness/report.json",
+    output:
+        winner="results/fusion/winner.json",
+    log:
+        "logs/fusion/fusion.log",
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    shell:
+        "pianoeval finalize --fusion {input.fusion} --symbolic {input.symbolic} --audio {input.audio}"
+        " --robustness {input.robustness} --out {output.winner} > {log} 2>&1"
+
+
+rule report:
+    input:
+        winner="results/fusion/winner.json",
+        tables=expand(
+            "results/compare/{track}/comparison.md", track=TRACKS + ["fusion"]
+        ),
+        robustness="results/robustness/report.json",
+    output:
+        html="results/report/index.html",
+    log:
+        "logs/report/report.log",
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    shell:
+        "pianoeval report --results results --out {output.html} > {log} 2>&1"

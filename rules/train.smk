@@ -1,0 +1,56 @@
+# Self-supervised pretraining (symbolic, per fold: never on the fold's validation MIDI) and
+# supervised training of every model on every fold.
+
+
+rule pretrain:
+    input:
+        manifest="results/prepare/manifest.parquet",
+        folds="results/folds/folds.json",
+        features=pretrain_features,
+    output:
+        encoder="results/pretrain/{model}/fold_{fold}/encoder.pt",
+    log:
+        "logs/pretrain/{model}/fold_{fold}.log",
+    benchmark:
+        "benchmarks/pretrain/{model}/fold_{fold}.tsv"
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        gpu=1,
+        runtime=120,
+    params:
+        config=config_for("features", "symbolic", "training"),
+    shell:
+        "pianoeval pretrain {wildcards.model} --config {params.config} --fold {wildcards.fold}"
+        " --manifest {input.manifest} --folds {input.folds} --features {input.features}"
+        " --out {output.encoder} > {log} 2>&1"
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        metrics="results/train/{track}/{model}/fold_{fold}/metrics.json",
+        predictions="results/train/{track}/{model}/fold_{fold}/predictions.csv",
+        embeddings="results/train/{track}/{model}/fold_{fold}/embeddings.pt",
+    log:
+        "logs/train/{track}/{model}/fold_{fold}.log",
+    benchmark:
+        "benchmarks/train/{track}/{model}/fold_{fold}.tsv"
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        gpu=1,
+        runtime=240,
+    params:
+        config=config_for("features", "symbolic", "audio", "training"),
+        pretrained=pretrained_flag,
+    shell:
+        "pianoeval train {wildcards.track} {wildcards.model} --config {params.config}"
+        " --fold {wildcards.fold} --manifest {input.manifest} --folds {input.folds}"
+        " --features {input.features} {params.pretrained}"
+        " --out-dir results/train/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold} > {log} 2>&1"

@@ -1,0 +1,106 @@
+"""Load, validate and resolve the pipeline configuration against its JSON schema (with defaults)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pianoeval.errors import ConfigError
+
+_SCHEMA_NAME = "config.schema.yaml"
+
+
+def schema_path() -> Path:
+    """Return the config schema: shipped in the package (wheel) or in the repo's config/ folder."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / _SCHEMA_NAME, here.parents[1] / "config" / _SCHEMA_NAME):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("config schema not found; reinstall pianoeval", here / _SCHEMA_NAME)
+
+
+def load_schema() -> dict[str, Any]:
+    """Read the JSON schema (YAML) as a dict."""
+    return yaml.safe_load(schema_path().read_text())
+
+
+def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `config` with every missing key set to its schema default, recursively."""
+    out = copy.deepcopy(config) if config is not None else {}
+    for key, sub in schema.get("properties", {}).items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if isinstance(out.get(key), dict) and sub.get("type") == "object":
+            out[key] = fill_defaults(out[key], sub)
+    return out
+
+
+def validate_config(config: dict[str, Any], source: str | Path | None = None) -> dict[str, Any]:
+    """Fill defaults and validate; raise ConfigError naming the file and the first bad key."""
+    import jsonschema
+
+    schema = load_schema()
+    resolved = fill_defaults(config or {}, schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(resolved), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"config key {where}: {err.message}", source)
+    return resolved
+
+
+def load_config(*paths: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge YAML config files (later wins) and overrides, then validate; return the resolved dict."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("config file not found", path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"invalid YAML ({exc})", path) from exc
+        if not isinstance(data, dict):
+            raise ConfigError("config must be a mapping of keys to values", path)
+        merged = deep_merge(merged, data)
+    if overrides:
+        merged = deep_merge(merged, overrides)
+    return validate_config(merged, paths[-1] if paths else None)
+
+
+def deep_merge(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
+    """Recursively merge `other` into a copy of `base` (dicts merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in other.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """A short stable hash of a config dict (key order independent)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def write_resolved(config: dict[str, Any], folder: str | Path, sections: tuple[str, ...] = ()) -> Path:
+    """Write the sections of a resolved config to `folder/<digest>.yaml` (idempotent); return the path.
+
+    The file name is content-addressed so a rule that receives it as a parameter reruns exactly
+    when the sections it depends on change.
+    """
+    from pianoeval.io import atomic_path
+
+    subset = {k: config[k] for k in sections if k in config} if sections else config
+    target = Path(folder) / f"{config_digest(subset)}.yaml"
+    if not target.exists():
+        with atomic_path(target) as tmp:
+            tmp.write_text(yaml.safe_dump(subset, sort_keys=False))
+    return target
