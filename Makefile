@@ -1,0 +1,28 @@
+# The two commands of the README, plus the checks CI runs. Every target bootstraps first.
+.PHONY: demo test lint dryrun bootstrap clean
+
+SNAKEMAKE = .venv/bin/snakemake
+# Rules call the `pianoeval` command of the venv.
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+CORES ?= 2
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(SNAKEMAKE) --cores $(CORES) --printshellcmds results/fusion/winner.json results/report/index.html
+
+test: bootstrap
+	.venv/bin/python -m pytest -q
+
+lint: bootstrap
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/snakefmt --check Snakefile rules/
+	$(SNAKEMAKE) --lint
+
+dryrun: bootstrap
+	bash scripts/dryrun_all.sh
+
+clean:
+	rm -rf results logs benchmarks .snakemake

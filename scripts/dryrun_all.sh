@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Dry-run the full target for every shipped config and every profile (CI checks the DAG this way).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SM=.venv/bin/snakemake
+for cfg in config/config.yaml config/percepiano.yaml; do
+  echo "dry run: $cfg"
+  $SM results/fusion/winner.json -n --quiet --cores 2 --configfile "$cfg" >/dev/null
+done
+for profile in profiles/*/; do
+  echo "dry run: profile $profile"
+  $SM -n --quiet --profile "$profile" results/fusion/winner.json >/dev/null
+done
+echo "dry runs: ok"

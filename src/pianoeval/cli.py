@@ -1,0 +1,268 @@
+"""The `pianoeval` command: one CLI whose subcommands are the pipeline's steps.
+
+Each subcommand parses its arguments and calls a plain, importable function, so every step can
+be tested without Snakemake. Expected failures print `error: <file>: <problem>` on one line and
+exit with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pianoeval import __version__
+from pianoeval.errors import PianoevalError
+
+log = logging.getLogger("pianoeval")
+
+
+def _config(args: argparse.Namespace) -> dict:
+    """Load the validated config named by --config (defaults if none)."""
+    from pianoeval.config import load_config, validate_config
+
+    return load_config(args.config) if args.config else validate_config({})
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """Generate the demo corpus and its manifest."""
+    from pianoeval.pipeline.data_steps import run_demo
+
+    run_demo(_config(args), Path(args.out_dir))
+
+
+def cmd_fetch(args: argparse.Namespace) -> None:
+    """Fetch a public dataset into a folder."""
+    from pianoeval.data.fetch import fetch_dataset
+
+    fetch_dataset(args.dataset, Path(args.root))
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    """Build the corpus manifest from the configured source."""
+    from pianoeval.pipeline.data_steps import run_prepare
+
+    run_prepare(_config(args), Path(args.out))
+
+
+def cmd_folds(args: argparse.Namespace) -> None:
+    """Write leak-checked folds."""
+    from pianoeval.pipeline.data_steps import run_folds
+
+    run_folds(_config(args), Path(args.manifest), Path(args.out))
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    """Render every performance MIDI to audio."""
+    from pianoeval.pipeline.data_steps import run_render
+
+    run_render(_config(args), Path(args.manifest), Path(args.audio_dir), Path(args.out), args.threads)
+
+
+def cmd_featurize(args: argparse.Namespace) -> None:
+    """Featurize every MIDI of the manifest (tokens, graphs, curves or stats)."""
+    from pianoeval.pipeline.featurize import run_featurize
+
+    run_featurize(args.kind, _config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir), args.threads)
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    """Embed rendered audio with a frozen backbone."""
+    from pianoeval.pipeline.embed import run_embed
+
+    run_embed(args.backbone, _config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir))
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    """Self-supervised pretraining of a symbolic encoder on one fold's training MIDI."""
+    from pianoeval.training.pretrain import run_pretrain
+
+    run_pretrain(
+        args.model,
+        _config(args),
+        args.fold,
+        Path(args.manifest),
+        Path(args.folds),
+        Path(args.features),
+        Path(args.out),
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train and evaluate one model on one fold."""
+    from pianoeval.training.train import run_train
+
+    run_train(
+        args.track,
+        args.model,
+        _config(args),
+        args.fold,
+        Path(args.manifest),
+        Path(args.folds),
+        Path(args.features),
+        Path(args.out_dir),
+        Path(args.pretrained) if args.pretrained else None,
+    )
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    """Compare models across folds and pick the winner."""
+    from pianoeval.compare import run_compare
+
+    run_compare(args.track, _config(args), [Path(p) for p in args.metrics], Path(args.out_dir))
+
+
+def cmd_fuse(args: argparse.Namespace) -> None:
+    """Train one fusion variant on one fold from the track winners' embeddings."""
+    from pianoeval.pipeline.fuse import run_fuse
+
+    run_fuse(
+        args.fusion,
+        _config(args),
+        args.fold,
+        Path(args.manifest),
+        Path(args.folds),
+        Path(args.symbolic_winner),
+        Path(args.audio_winner),
+        Path(args.out_dir),
+    )
+
+
+def cmd_robustness(args: argparse.Namespace) -> None:
+    """Evaluate the selected model under degraded recording conditions."""
+    from pianoeval.robustness import run_robustness
+
+    run_robustness(_config(args), Path(args.manifest), Path(args.folds), Path(args.fusion_winner), Path(args.out_dir))
+
+
+def cmd_finalize(args: argparse.Namespace) -> None:
+    """Write results/fusion/winner.json from the comparisons and the robustness report."""
+    from pianoeval.compare import run_finalize
+
+    run_finalize(Path(args.fusion), Path(args.symbolic), Path(args.audio), Path(args.robustness), Path(args.out))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Gather comparison tables and plots into one HTML page."""
+    from pianoeval.report import run_report
+
+    run_report(Path(args.results), Path(args.out))
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    """Score a recording or MIDI with the trained winner."""
+    from pianoeval.score import run_score
+
+    run_score(Path(args.recording), Path(args.score) if args.score else None, Path(args.model), Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subparser per pipeline step."""
+    parser = argparse.ArgumentParser(prog="pianoeval", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pianoeval {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], None], config: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=func.__doc__)
+        p.set_defaults(func=func)
+        if config:
+            p.add_argument("--config", help="resolved config YAML (defaults when omitted)")
+        return p
+
+    p = add("demo", cmd_demo)
+    p.add_argument("--out-dir", required=True)
+    p = add("fetch", cmd_fetch, config=False)
+    p.add_argument("dataset", choices=["percepiano", "asap"])
+    p.add_argument("--root", required=True)
+    p = add("prepare", cmd_prepare)
+    p.add_argument("--out", required=True)
+    p = add("folds", cmd_folds)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p = add("render", cmd_render)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--audio-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p = add("featurize", cmd_featurize)
+    p.add_argument("kind", choices=["tokens", "graphs", "curves", "stats"])
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--cache-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p = add("embed", cmd_embed)
+    p.add_argument("backbone", choices=["logmel", "muq", "transkun"])
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--cache-dir", required=True)
+    p = add("pretrain", cmd_pretrain)
+    p.add_argument("model")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--folds", required=True)
+    p.add_argument("--features", required=True)
+    p.add_argument("--out", required=True)
+    p = add("train", cmd_train)
+    p.add_argument("track", choices=["symbolic", "audio"])
+    p.add_argument("model")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--folds", required=True)
+    p.add_argument("--features", required=True)
+    p.add_argument("--pretrained")
+    p.add_argument("--out-dir", required=True)
+    p = add("compare", cmd_compare)
+    p.add_argument("track", choices=["symbolic", "audio", "fusion"])
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True)
+    p = add("fuse", cmd_fuse)
+    p.add_argument("fusion")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--folds", required=True)
+    p.add_argument("--symbolic-winner", required=True)
+    p.add_argument("--audio-winner", required=True)
+    p.add_argument("--out-dir", required=True)
+    p = add("robustness", cmd_robustness)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--folds", required=True)
+    p.add_argument("--fusion-winner", required=True)
+    p.add_argument("--out-dir", required=True)
+    p = add("finalize", cmd_finalize, config=False)
+    for name in ("fusion", "symbolic", "audio", "robustness", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p = add("report", cmd_report, config=False)
+    p.add_argument("--results", default="results")
+    p.add_argument("--out", required=True)
+    p = add("score", cmd_score, config=False)
+    p.add_argument("recording", help="WAV/FLAC/MP3 audio or a MIDI file")
+    p.add_argument("--score", help="score MIDI of the piece (optional)")
+    p.add_argument("--model", default="results/fusion/winner.json")
+    p.add_argument("--out", default="score.json")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run one subcommand; expected failures print one line and return 1."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        args.func(args)
+    except PianoevalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

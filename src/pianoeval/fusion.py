@@ -1,0 +1,199 @@
+"""Fusion of the audio and symbolic tracks: cross-attention (F1), concat (F2), per-dimension gating (F3).
+
+Every fusion network reads precomputed per-performance embeddings from the fold's single-track
+winners: `z_audio [B, Ha]`, `z_symbolic [B, Hs]`, their own predicted scores `scores_audio`,
+`scores_symbolic [B, 19]`, and, with score conditioning, `z_score [B, Hs]` (the score MIDI's
+embedding by the same symbolic encoder).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from pianoeval.constants import N_DIMS
+
+
+class _Inputs(nn.Module):
+    """Normalises and projects both tracks to a common width; adds the score-relative view."""
+
+    def __init__(
+        self, audio_dim: int, symbolic_dim: int, hidden: int, score_conditioning: bool, dropout: float
+    ) -> None:
+        super().__init__()
+        self.score_conditioning = score_conditioning
+        self.audio = nn.Sequential(
+            nn.LayerNorm(audio_dim + N_DIMS), nn.Dropout(dropout), nn.Linear(audio_dim + N_DIMS, hidden)
+        )
+        sym_in = symbolic_dim * (2 if score_conditioning else 1) + N_DIMS
+        self.symbolic = nn.Sequential(nn.LayerNorm(sym_in), nn.Dropout(dropout), nn.Linear(sym_in, hidden))
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(audio [B, hidden], symbolic [B, hidden])."""
+        a = torch.cat([batch["z_audio"], batch["scores_audio"]], dim=-1)
+        s_parts = [batch["z_symbolic"]]
+        if self.score_conditioning:
+            # Model the performance relative to the score: what the player changed.
+            s_parts.append(batch["z_symbolic"] - batch["z_score"])
+        s = torch.cat([*s_parts, batch["scores_symbolic"]], dim=-1)
+        return self.audio(a), self.symbolic(s)
+
+
+class ConcatFusion(nn.Module):
+    """F2: concatenate both tracks and mix with an MLP → z [B, hidden]."""
+
+    def __init__(
+        self,
+        audio_dim: int,
+        symbolic_dim: int,
+        hidden: int = 128,
+        score_conditioning: bool = False,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        self.hidden_size = hidden
+        self.inputs = _Inputs(audio_dim, symbolic_dim, hidden, score_conditioning, dropout)
+        self.mix = nn.Sequential(nn.GELU(), nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Dropout(dropout))
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """z [B, hidden]."""
+        a, s = self.inputs(batch)
+        return self.mix(torch.cat([a, s], dim=-1))
+
+
+class CrossAttentionFusion(nn.Module):
+    """F1: each track becomes `n_tokens` tokens; bidirectional cross-attention, then pooling → z [B, hidden]."""
+
+    def __init__(
+        self,
+        audio_dim: int,
+        symbolic_dim: int,
+        hidden: int = 128,
+        score_conditioning: bool = False,
+        dropout: float = 0.2,
+        n_tokens: int = 4,
+        heads: int = 4,
+    ) -> None:
+        super().__init__()
+        self.hidden_size = hidden
+        self.n_tokens = n_tokens
+        self.inputs = _Inputs(audio_dim, symbolic_dim, hidden * n_tokens, score_conditioning, dropout)
+        self.a_to_s = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.s_to_a = nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+        self.norm_a, self.norm_s = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.out = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Dropout(dropout))
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """z [B, hidden]."""
+        a, s = self.inputs(batch)
+        b = a.shape[0]
+        a = a.view(b, self.n_tokens, -1)
+        s = s.view(b, self.n_tokens, -1)
+        a2 = self.norm_a(a + self.a_to_s(a, s, s, need_weights=False)[0])  # audio attends to symbolic
+        s2 = self.norm_s(s + self.s_to_a(s, a, a, need_weights=False)[0])  # symbolic attends to audio
+        return self.out(torch.cat([a2.mean(dim=1), s2.mean(dim=1)], dim=-1))
+
+
+class GatedFusion(nn.Module):
+    """F3: per-dimension gates g [B, 19] in [0, 1] mix the two tracks' score predictions.
+
+    scores = g * audio_scores + (1 - g) * symbolic_scores, where each track's scores come from
+    its own head on its projected embedding; `get_gates` exposes g for interpretation.
+    """
+
+    def __init__(
+        self,
+        audio_dim: int,
+        symbolic_dim: int,
+        hidden: int = 128,
+        score_conditioning: bool = False,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        from pianoeval.heads import ScoreHeads
+
+        self.hidden_size = hidden
+        self.inputs = _Inputs(audio_dim, symbolic_dim, hidden, score_conditioning, dropout)
+        self.audio_head = ScoreHeads(hidden, N_DIMS, dropout=dropout)
+        self.symbolic_head = ScoreHeads(hidden, N_DIMS, dropout=dropout)
+        self.gate = nn.Sequential(nn.GELU(), nn.Linear(2 * hidden, N_DIMS))
+
+    def init_bias(self, mean: torch.Tensor) -> None:
+        """Start both heads at the training label mean."""
+        self.audio_head.init_bias(mean)
+        self.symbolic_head.init_bias(mean)
+
+    def get_gates(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Audio weight per dimension g [B, 19] in [0, 1]."""
+        a, s = self.inputs(batch)
+        return torch.sigmoid(self.gate(torch.cat([a, s], dim=-1)))
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """z [B, hidden]: the mean of both projected tracks (for embedding export)."""
+        a, s = self.inputs(batch)
+        return 0.5 * (a + s)
+
+    def predict_scores(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Scores [B, 19] in (0, 1) as the gated mix of both tracks' heads."""
+        a, s = self.inputs(batch)
+        g = torch.sigmoid(self.gate(torch.cat([a, s], dim=-1)))
+        return g * self.audio_head(a) + (1 - g) * self.symbolic_head(s)
+
+
+FUSIONS = {"f1": CrossAttentionFusion, "f2": ConcatFusion, "f3": GatedFusion}
+
+
+def build_fusion(name: str, audio_dim: int, symbolic_dim: int, hidden: int = 128) -> nn.Module:
+    """`f1`/`f2`/`f3`, with `_score` suffix for score conditioning."""
+    from pianoeval.errors import ConfigError
+
+    base, _, suffix = name.partition("_")
+    if base not in FUSIONS or suffix not in ("", "score"):
+        raise ConfigError(f"unknown fusion {name!r}; known: f1, f2, f3 (optionally with _score)")
+    return FUSIONS[base](audio_dim, symbolic_dim, hidden=hidden, score_conditioning=suffix == "score")
+
+
+class FusedPerformanceModel(nn.Module):
+    """Frozen single-track encoders (or their precomputed embeddings) + a fusion network.
+
+    With precomputed embeddings it is the fusion network itself; with encoders it first embeds
+    the raw track inputs (`audio_batch`, `symbolic_batch`, optional `score_batch`) and scores.
+    """
+
+    def __init__(
+        self, fusion: nn.Module, audio_model: nn.Module | None = None, symbolic_model: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        self.fusion = fusion
+        self.hidden_size = fusion.hidden_size
+        self.audio_model = audio_model
+        self.symbolic_model = symbolic_model
+        for model in (audio_model, symbolic_model):
+            if model is not None:
+                model.requires_grad_(False)
+                model.eval()
+
+    def _embed(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Fill z_/scores_ keys from the frozen encoders when the batch holds raw inputs."""
+        if "z_audio" in batch:
+            return batch
+        out = dict(batch)
+        with torch.no_grad():
+            for track, model in (("audio", self.audio_model), ("symbolic", self.symbolic_model)):
+                z = model.encoder(batch[f"{track}_batch"])
+                out[f"z_{track}"], out[f"scores_{track}"] = z, model.heads(z)
+            if "score_batch" in batch:
+                out["z_score"] = self.symbolic_model.encoder(batch["score_batch"])
+        return out
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """z [B, hidden]."""
+        return self.fusion(self._embed(batch))
+
+    def predict_scores(self, batch: dict[str, Any]) -> torch.Tensor | None:
+        """Scores [B, 19] when the fusion mixes scores itself (F3), else None (use the heads)."""
+        if hasattr(self.fusion, "predict_scores"):
+            return self.fusion.predict_scores(self._embed(batch))
+        return None

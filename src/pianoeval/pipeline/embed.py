@@ -1,0 +1,105 @@
+"""Embed rendered audio with a frozen backbone, cached per file, into one store for the audio heads.
+
+Output (`torch.save`): `{"kind": "audio", "meta": {"backbone", "dim", "frame_rate", "sample_rate"},
+"items": {segment_id: {"audio_emb": [F, D] float32}}, "skipped": [...]}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pianoeval.errors import InputError
+from pianoeval.io import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+# Bump when the embedding of a file changes for the same backbone settings.
+EMBEDDER_VERSION = 1
+# Frames are averaged down to this rate (per second): enough for phrasing and pedalling,
+# small enough that a 40 s segment is 200 frames.
+CACHE_FRAME_RATE = 5.0
+
+
+def build_frozen_backbone(name: str, config: dict[str, Any]) -> Any:
+    """The frozen backbone `name` in eval mode (pretrained where it can be loaded offline)."""
+    from pianoeval.audio.backbones import build_backbone
+
+    backbone = build_backbone(name)
+    backbone.eval()
+    backbone.requires_grad_(False)
+    return backbone
+
+
+def pool_frames(emb: torch.Tensor, frame_rate: float, target_rate: float = CACHE_FRAME_RATE) -> torch.Tensor:
+    """Average frames [F, D] in windows so the rate becomes `target_rate` → [F', D]."""
+    step = max(1, round(frame_rate / target_rate))
+    n = emb.shape[0] // step * step
+    if n == 0:
+        return emb.mean(dim=0, keepdim=True)
+    pooled = emb[:n].reshape(-1, step, emb.shape[1]).mean(dim=1)
+    if n < emb.shape[0]:
+        pooled = torch.cat([pooled, emb[n:].mean(dim=0, keepdim=True)])
+    return pooled
+
+
+def embed_wave(backbone: Any, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
+    """Frame embeddings [F', D] of one mono waveform at `sample_rate` (resampled to the backbone's)."""
+    if sample_rate != backbone.sample_rate:
+        import soxr
+
+        wave = soxr.resample(wave, sample_rate, backbone.sample_rate).astype(np.float32)
+    with torch.no_grad():
+        emb, mask = backbone(torch.from_numpy(np.ascontiguousarray(wave))[None], None)
+    frames = emb[0][mask[0]] if mask is not None else emb[0]
+    return pool_frames(frames.float(), backbone.frame_rate)
+
+
+def run_embed(backbone_name: str, config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path) -> dict[str, Any]:
+    """Embed every rendered segment of the manifest (resumable through the per-file cache)."""
+    from tqdm import tqdm
+
+    from pianoeval.audio.io import load_audio
+    from pianoeval.data.manifest import read_manifest
+
+    df = read_manifest(manifest)
+    rows = df[df["audio_path"].notna()]
+    if rows.empty:
+        raise InputError("the manifest has no audio paths; run the render rule first", manifest)
+    sr = config["render"]["sample_rate"]
+    backbone = build_frozen_backbone(backbone_name, config)
+    items: dict[str, Any] = {}
+    skipped: list[dict[str, str]] = []
+    for row in tqdm(list(rows.itertuples()), desc=f"embed {backbone_name}", mininterval=5):
+        try:
+            digest = hashlib.sha1(
+                Path(row.audio_path).read_bytes() + f"{backbone_name}|{EMBEDDER_VERSION}|{CACHE_FRAME_RATE}".encode()
+            ).hexdigest()
+            target = cache_dir / digest[:2] / f"{digest}.pt"
+            if not target.exists():
+                emb = embed_wave(backbone, load_audio(row.audio_path, sample_rate=sr), sr)
+                with atomic_path(target) as tmp:
+                    torch.save(emb.clone(), tmp)
+            items[row.segment_id] = {"audio_emb": torch.load(target)}
+        except (InputError, OSError) as exc:
+            skipped.append({"key": row.segment_id, "error": str(exc)})
+            log.warning("skipped %s", exc)
+    if not items:
+        raise InputError("no audio file could be embedded", manifest)
+    dim = int(next(iter(items.values()))["audio_emb"].shape[1])
+    meta = {
+        "backbone": backbone_name,
+        "dim": dim,
+        "frame_rate": CACHE_FRAME_RATE,
+        "sample_rate": backbone.sample_rate,
+    }
+    with atomic_path(out) as tmp:
+        torch.save({"kind": "audio", "meta": meta, "items": items, "skipped": skipped}, tmp)
+    write_json({"n_items": len(items), "skipped": skipped}, out.with_suffix(".skipped.json"))
+    log.info("embedded %d files with %s (%d skipped) -> %s", len(items), backbone_name, len(skipped), out)
+    return meta

@@ -1,0 +1,57 @@
+"""Provenance written beside every training output: config, seed, package version, git revision."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pianoeval import __version__
+from pianoeval.io import atomic_path, write_json
+
+
+def git_revision(repo: str | Path | None = None) -> str | None:
+    """The git commit of the source tree (with '-dirty' if modified), or None outside git."""
+    cwd = Path(repo) if repo else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{rev}-dirty" if dirty else rev
+
+
+def write_provenance(out_dir: str | Path, config: dict[str, Any], seed: int, **extra: Any) -> None:
+    """Write `config.yaml` (resolved config) and `provenance.json` into `out_dir`."""
+    import torch
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    write_json(
+        {
+            "pianoeval_version": __version__,
+            "git_revision": git_revision(),
+            "seed": seed,
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+            "host": platform.node(),
+            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            **extra,
+        },
+        out_dir / "provenance.json",
+    )

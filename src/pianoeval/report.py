@@ -1,0 +1,67 @@
+"""One self-contained HTML page gathering the comparison tables, plots and the final winner."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from pianoeval.io import atomic_path
+
+
+def _markdown_table_to_html(text: str) -> str:
+    """Render the Markdown produced by format_comparison_table (plus its heading lines) as HTML."""
+    out: list[str] = []
+    rows = [line for line in text.splitlines() if line.startswith("|")]
+    for line in text.splitlines():
+        if line.startswith("# "):
+            out.append(f"<h2>{html.escape(line[2:])}</h2>")
+        elif line and not line.startswith("|"):
+            out.append(f"<p>{html.escape(line).replace('**', '')}</p>")
+    if rows:
+        out.append("<table>")
+        for k, line in enumerate(rows):
+            if k == 1 and set(line.replace("|", "").strip()) <= set("-: "):
+                continue
+            cells = [c.strip().replace("**", "") for c in line.strip("|").split("|")]
+            tag = "th" if k == 0 else "td"
+            out.append("<tr>" + "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in cells) + "</tr>")
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def _img(path: Path) -> str:
+    """An inline <img> of a PNG (so the page is one file)."""
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def run_report(results: Path, out: Path) -> Path:
+    """Write `out` (HTML) from results/compare/*, results/robustness and results/fusion/winner.json."""
+    parts = ["<h1>pianoeval results</h1>"]
+    winner = results / "fusion" / "winner.json"
+    if winner.is_file():
+        parts.append(
+            "<h2>Final winner</h2><pre>" + html.escape(json.dumps(json.loads(winner.read_text()), indent=2)) + "</pre>"
+        )
+    for track in ("symbolic", "audio", "fusion"):
+        folder = results / "compare" / track
+        if (folder / "comparison.md").is_file():
+            parts.append(_markdown_table_to_html((folder / "comparison.md").read_text()))
+        if (folder / "per_dimension.png").is_file():
+            parts.append(_img(folder / "per_dimension.png"))
+    rob = results / "robustness"
+    if (rob / "report.md").is_file():
+        parts.append(_markdown_table_to_html((rob / "report.md").read_text()))
+    if (rob / "score_drop.png").is_file():
+        parts.append(_img(rob / "score_drop.png"))
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:4px 8px}img{max-width:100%}"
+    )
+    head = f"<head><meta charset='utf-8'><title>pianoeval</title><style>{style}</style></head>"
+    page = f"<!doctype html><html>{head}<body>{''.join(parts)}</body></html>"
+    with atomic_path(out, suffix=".html") as tmp:
+        tmp.write_text(page)
+    return out

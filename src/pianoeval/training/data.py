@@ -1,0 +1,137 @@
+"""Turn a feature store, the manifest and one fold into labelled items, splits and DataLoaders."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from pianoeval.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FoldData:
+    """Labelled items of one fold: `splits[name]` lists indices into `items` (train/dev/val)."""
+
+    items: list[dict[str, Any]]
+    splits: dict[str, list[int]]
+    meta: dict[str, Any]
+    missing: list[str]
+
+    def subset(self, split: str) -> list[dict[str, Any]]:
+        """The items of one split."""
+        return [self.items[i] for i in self.splits[split]]
+
+    def labels(self, split: str) -> np.ndarray:
+        """Labels [N, 19] of one split."""
+        return np.stack([self.items[i]["labels"].numpy() for i in self.splits[split]])
+
+    def groups(self, split: str) -> np.ndarray:
+        """Segment-group indices [N] of one split."""
+        return np.array([int(self.items[i]["group"]) for i in self.splits[split]])
+
+
+def load_feature_store(path: Path) -> dict[str, Any]:
+    """Read a feature/embedding store written by `featurize` or `embed`."""
+    if not path.is_file():
+        raise InputError("feature file not found; run its featurize/embed rule first", path)
+    store = torch.load(path, weights_only=False)
+    if not isinstance(store, dict) or "items" not in store:
+        raise InputError("not a pianoeval feature store (no 'items')", path)
+    return store
+
+
+def load_fold_data(store: dict[str, Any], manifest: pd.DataFrame, folds: dict[str, Any], fold: int) -> FoldData:
+    """Join features with labels and groups for the train/dev/val ids of `fold`."""
+    from pianoeval.data.manifest import label_matrix
+
+    spec = next((f for f in folds["folds"] if int(f["fold"]) == fold), None)
+    if spec is None:
+        raise InputError(f"fold {fold} is not in the folds file (k={folds.get('k')})")
+    labels = label_matrix(manifest)
+    by_id = {sid: i for i, sid in enumerate(manifest["segment_id"])}
+    group_index = {g: i for i, g in enumerate(sorted(manifest["segment_group"].unique()))}
+    items: list[dict[str, Any]] = []
+    splits: dict[str, list[int]] = {}
+    missing: list[str] = []
+    for split in ("train", "dev", "val"):
+        splits[split] = []
+        for sid in spec[split]:
+            if sid not in store["items"]:
+                missing.append(sid)  # featurizing it failed; reported, not fatal
+                continue
+            row = by_id.get(sid)
+            if row is None or np.isnan(labels[row]).any():
+                raise InputError(f"segment {sid} of fold {fold} has no labels in the manifest")
+            item = dict(store["items"][sid])
+            item.update(
+                labels=torch.tensor(labels[row], dtype=torch.float32),
+                group=torch.tensor(group_index[manifest["segment_group"].iloc[row]], dtype=torch.long),
+                segment_id=sid,
+                split=split,
+            )
+            items.append(item)
+            splits[split].append(len(items) - 1)
+    if missing:
+        log.warning("%d segments of fold %d have no features (skipped during featurizing)", len(missing), fold)
+    for split in ("train", "val"):
+        if not splits[split]:
+            raise InputError(f"fold {fold} has no usable {split} segments")
+    return FoldData(items, splits, store.get("meta", {}), missing)
+
+
+class GroupBatchSampler(Sampler[list[int]]):
+    """Batches of indices where performances of one musical segment sit together (for ranking pairs).
+
+    Each epoch shuffles the groups and the members within each group, concatenates them and cuts
+    the sequence into batches, so most batches contain whole groups.
+    """
+
+    def __init__(self, groups: list[int], batch_size: int, shuffle: bool = True, seed: int = 0) -> None:
+        self.groups = np.asarray(groups)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        unique = np.unique(self.groups)
+        if self.shuffle:
+            rng.shuffle(unique)
+        order: list[int] = []
+        for g in unique:
+            members = np.flatnonzero(self.groups == g)
+            if self.shuffle:
+                rng.shuffle(members)
+            order.extend(members.tolist())
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]
+
+    def __len__(self) -> int:
+        return (len(self.groups) + self.batch_size - 1) // self.batch_size
+
+
+def make_loader(
+    items: list[dict[str, Any]], batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
+) -> DataLoader:
+    """A DataLoader over items with group-aware batching and the multi-task collate."""
+    from pianoeval.data.datasets import multi_task_collate_fn
+
+    sampler = GroupBatchSampler([int(it["group"]) for it in items], batch_size, shuffle=shuffle, seed=seed)
+    return DataLoader(
+        items,  # a list is a valid map-style dataset
+        batch_sampler=sampler,
+        collate_fn=multi_task_collate_fn,
+        num_workers=num_workers,
+    )

@@ -1,0 +1,122 @@
+"""The LightningModule that trains any encoder (`nn.Module` → z [B, H]) to predict the 19 dimensions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from pianoeval.constants import AMBIGUOUS_THRESHOLD, N_DIMS
+
+
+class PerformanceModule(L.LightningModule):
+    """Encoder + score heads trained with regression + within-piece ranking (+ contrastive) losses.
+
+    Batches hold the encoder's inputs plus `labels [B, 19]` and `group [B]` (musical segment index).
+    Ranking pairs are formed inside the batch between performances of the same group; the batch
+    sampler puts several performances of one group in each batch.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        n_dims: int = N_DIMS,
+        lr: float = 3e-4,
+        weight_decay: float = 0.01,
+        loss_weights: dict[str, float] | None = None,
+        threshold: float = AMBIGUOUS_THRESHOLD,
+        max_epochs: int = 40,
+        dropout: float = 0.1,
+        label_mean: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoder"])
+        from pianoeval.heads import ProjectionHead, ScoreHeads
+
+        self.encoder = encoder
+        self.heads = ScoreHeads(encoder.hidden_size, n_dims, dropout=dropout)
+        self.projection = ProjectionHead(encoder.hidden_size, 64)
+        self.loss_weights = {"ranking": 1.0, "regression": 1.0, "ccc": 0.0, "contrastive": 0.0}
+        self.loss_weights.update(loss_weights or {})
+        if label_mean is not None:
+            # Start the regression head at the training mean: the first epochs then learn deviations.
+            mean = torch.tensor(label_mean, dtype=torch.float32)
+            self.heads.init_bias(mean)
+            if hasattr(encoder, "init_bias"):
+                encoder.init_bias(mean)
+        self._dev_outputs: list[dict[str, torch.Tensor]] = []
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Predicted scores [B, 19] in (0, 1)."""
+        return self.scores_from(self.encoder(batch), batch)
+
+    def scores_from(self, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Scores [B, 19]: the encoder's own scorer when it has one (gated fusion), else the heads."""
+        custom = getattr(self.encoder, "predict_scores", None)
+        scores = custom(batch) if custom is not None else None
+        return self.heads(z) if scores is None else scores
+
+    def embed(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Encoder embedding z [B, H]."""
+        return self.encoder(batch)
+
+    def compute_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Total loss, its named parts, and the scores [B, 19]."""
+        from pianoeval.losses import pairwise_ranking_loss, regression_loss, supervised_contrastive_loss
+
+        z = self.encoder(batch)
+        scores = self.scores_from(z, batch)
+        labels, groups = batch["labels"], batch["group"]
+        parts: dict[str, torch.Tensor] = {}
+        w = self.loss_weights
+        if w.get("regression", 0.0) > 0:
+            parts["regression"] = regression_loss(scores, labels, kind="mse")
+        if w.get("ccc", 0.0) > 0:
+            parts["ccc"] = regression_loss(scores, labels, kind="ccc")
+        if w.get("ranking", 0.0) > 0:
+            # Rank on the head's logits so the ranking signal is not squashed by the sigmoid.
+            logits = torch.logit(scores.clamp(1e-4, 1 - 1e-4))
+            parts["ranking"] = pairwise_ranking_loss(logits, labels, groups, threshold=self.hparams.threshold)
+        if w.get("contrastive", 0.0) > 0:
+            parts["contrastive"] = supervised_contrastive_loss(self.projection(z), groups, temperature=0.1)
+        total = sum(w[name] * value for name, value in parts.items())
+        return total, parts, scores
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        total, parts, _ = self.compute_losses(batch)
+        bs = batch["labels"].shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        return total
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        total, _, scores = self.compute_losses(batch)
+        self.log("dev/loss", total, batch_size=batch["labels"].shape[0])
+        self._dev_outputs.append(
+            {"pred": scores.detach().cpu(), "target": batch["labels"].cpu(), "group": batch["group"].cpu()}
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        from pianoeval.metrics import pairwise_accuracy, r2_scores
+
+        if not self._dev_outputs:
+            return
+        pred = torch.cat([o["pred"] for o in self._dev_outputs]).numpy()
+        target = torch.cat([o["target"] for o in self._dev_outputs]).numpy()
+        group = torch.cat([o["group"] for o in self._dev_outputs]).numpy()
+        self._dev_outputs.clear()
+        acc = pairwise_accuracy(pred, target, group, threshold=self.hparams.threshold)["overall"]
+        r2 = r2_scores(pred, target)["mean"] if len(pred) > 1 else float("nan")
+        self.log("dev/pairwise_acc", float(acc) if acc is not None else 0.5, prog_bar=True)
+        self.log("dev/r2", float(r2), prog_bar=True)
+        # One number for model selection: both metrics matter, pairwise first.
+        self.log("dev/selection", float(acc or 0.5) + 0.5 * float(np.nan_to_num(r2, nan=-1.0)))
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.max_epochs))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

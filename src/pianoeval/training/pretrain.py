@@ -1,0 +1,147 @@
+"""Self-supervised pretraining of a symbolic encoder on one fold's training MIDI (never its val fold)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from pianoeval.errors import ConfigError
+from pianoeval.io import atomic_path, read_json
+
+log = logging.getLogger(__name__)
+
+
+class PretrainModule(L.LightningModule):
+    """Wraps a pretraining objective (`objective(batch) -> (loss, logs)`) for Lightning."""
+
+    def __init__(self, objective: nn.Module, lr: float = 5e-4, weight_decay: float = 0.01) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["objective"])
+        self.objective = objective
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, logs = self.objective(batch)
+        bs = int(batch["input_ids"].shape[0]) if "input_ids" in batch else 1
+        self.log("pretrain/loss", loss, prog_bar=True, batch_size=bs)
+        for name, value in logs.items():
+            self.log(f"pretrain/{name}", value, batch_size=bs)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+
+def pretraining_keys(store: dict[str, Any], manifest: Any, folds: dict[str, Any], fold: int) -> list[str]:
+    """Feature keys usable for pretraining on `fold`: everything except the val fold's segments and scores."""
+    spec = next(f for f in folds["folds"] if int(f["fold"]) == fold)
+    val_ids = set(spec["val"])
+    val_groups = set(manifest.loc[manifest["segment_id"].isin(val_ids), "segment_group"])
+    # Score MIDIs of validation music are excluded too: they are the same notes.
+    val_scores = {
+        f"score::{p}"
+        for p in manifest.loc[manifest["segment_group"].isin(val_groups), "score_midi_path"]
+        if isinstance(p, str)
+    }
+    val_unlabelled = set(manifest.loc[manifest["segment_group"].isin(val_groups), "segment_id"])
+    excluded = val_ids | val_scores | val_unlabelled
+    return sorted(k for k in store["items"] if k not in excluded)
+
+
+def build_objective(model: str, encoder: nn.Module, meta: dict[str, Any]) -> nn.Module:
+    """The pretraining objective of a symbolic model (masked tokens, link prediction, contrastive)."""
+    from pianoeval.symbolic import pretraining
+
+    if model == "s1":
+        return pretraining.MaskedTokenObjective(encoder, vocab_size=meta["vocab_size"])
+    if model == "s2":
+        return pretraining.LinkPredictionObjective(encoder)
+    if model == "s3":
+        return pretraining.ContrastiveCurveObjective(encoder)
+    raise ConfigError(f"model {model!r} has no pretraining stage")
+
+
+def build_pretrain_loader(
+    model: str, items: list[dict[str, Any]], meta: dict[str, Any], batch_size: int, seed: int
+) -> DataLoader:
+    """A shuffled loader of pretraining batches (BERT-style masked sequences for s1)."""
+    from pianoeval.data.datasets import MIDIPretrainingDataset, multi_task_collate_fn
+
+    generator = torch.Generator().manual_seed(seed)
+    if model == "s1":
+        specials = sorted({meta["pad_token_id"], meta["mask_token_id"], *meta.get("special_ids", [])})
+        dataset: Any = MIDIPretrainingDataset(
+            [it["input_ids"].tolist() for it in items],
+            vocab_size=meta["vocab_size"],
+            mask_token_id=meta["mask_token_id"],
+            pad_token_id=meta["pad_token_id"],
+            special_ids=specials,
+            max_len=meta["max_seq_len"],
+            seed=seed,
+        )
+    else:
+        dataset = items
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, generator=generator, collate_fn=multi_task_collate_fn
+    )
+
+
+def run_pretrain(
+    model: str,
+    config: dict[str, Any],
+    fold: int,
+    manifest_path: Path,
+    folds_path: Path,
+    features_path: Path,
+    out: Path,
+) -> dict[str, Any]:
+    """Pretrain `model`'s encoder for `training.pretrain_epochs` epochs; save `{"encoder": state_dict}`."""
+    from pianoeval.data.manifest import read_manifest
+    from pianoeval.training.data import load_feature_store
+    from pianoeval.training.registry import build_network
+    from pianoeval.training.train import fold_seed
+
+    start = time.perf_counter()
+    seed = fold_seed(config, fold)
+    L.seed_everything(seed, workers=True, verbose=False)
+    store = load_feature_store(features_path)
+    manifest = read_manifest(manifest_path)
+    keys = pretraining_keys(store, manifest, read_json(folds_path), fold)
+    items = [store["items"][k] for k in keys]
+    encoder = build_network(model, store["meta"], config)
+    objective = build_objective(model, encoder, store["meta"])
+    epochs = config["training"]["pretrain_epochs"]
+    info: dict[str, Any] = {
+        "model": model,
+        "fold": fold,
+        "n_items": len(items),
+        "epochs": epochs,
+        "seed": seed,
+    }
+    if epochs > 0:
+        module = PretrainModule(objective)
+        loader = build_pretrain_loader(model, items, store["meta"], config["training"]["batch_size"], seed)
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            accelerator="auto",
+            devices=1,
+            precision=config["training"]["precision"],
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            deterministic=True,
+        )
+        trainer.fit(module, loader)
+        info["final_loss"] = float(trainer.callback_metrics.get("pretrain/loss", torch.tensor(float("nan"))))
+    info["wall_s"] = round(time.perf_counter() - start, 2)
+    with atomic_path(out) as tmp:
+        torch.save({"encoder": encoder.state_dict(), "info": info}, tmp)
+    log.info("pretrained %s fold %d on %d files: %s", model, fold, len(items), info)
+    return info
