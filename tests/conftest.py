@@ -1,0 +1,46 @@
+"""Shared pytest fixtures: the real data folder and a tiny Performance MIDI factory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pianoeval.data.midi import Performance, write_performance
+
+# Real data (read-only): $PIANOEVAL_SHARED_DATA, else <repo>/../shared/data.
+SHARED_DATA = Path(
+    os.environ.get("PIANOEVAL_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path of the real data folder; skips the test only when that folder is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (set PIANOEVAL_SHARED_DATA to its location)")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_midi(tmp_path: Path) -> Callable[..., Path]:
+    """Factory writing a small piano MIDI in tmp_path: one note per pitch, 0.5 s apart, pedal down then up."""
+
+    def make(
+        name: str = "tiny.mid",
+        pitches: Sequence[int] = (60, 62, 64, 65, 67),
+        step_s: float = 0.5,
+        velocity: int = 80,
+        pedal: bool = True,
+    ) -> Path:
+        onsets = np.arange(len(pitches)) * step_s
+        notes = np.stack([onsets, onsets + 0.9 * step_s, np.asarray(pitches), np.full(len(pitches), velocity)], axis=1)
+        ped = np.array([[0.0, 127.0], [onsets[-1] + step_s, 0.0]]) if pedal else np.zeros((0, 2))
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_performance(Performance(notes, ped), path)
+
+    return make

@@ -1,0 +1,163 @@
+"""Folds: group-disjoint on real PercePiano, balanced, deterministic, and the leak check catches leaks."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pianoeval.constants import N_DIMS
+from pianoeval.data.folds import FoldLeakError, check_folds, fold_groups, make_folds, read_folds, write_folds
+from pianoeval.data.manifest import labelled_mask, make_rows
+from pianoeval.data.percepiano import load_percepiano
+from pianoeval.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def percepiano(shared_data: Path) -> pd.DataFrame:
+    return load_percepiano(shared_data / "percepiano")
+
+
+@pytest.fixture(scope="module")
+def seg_folds(percepiano: pd.DataFrame) -> dict:
+    return make_folds(percepiano, k=4, protocol="segment", seed=42)
+
+
+def _groups(df: pd.DataFrame, ids: list[str], column: str = "segment_group") -> set[str]:
+    return set(df.set_index("segment_id").loc[ids, column])
+
+
+def test_segment_folds_are_group_disjoint(percepiano: pd.DataFrame, seg_folds: dict) -> None:
+    check_folds(seg_folds, percepiano)
+    assert seg_folds["protocol"] == "segment" and seg_folds["k"] == 4 and seg_folds["seed"] == 42
+    for fold in seg_folds["folds"]:
+        val = _groups(percepiano, fold["val"])
+        assert not val & _groups(percepiano, fold["train"])
+        assert not val & _groups(percepiano, fold["dev"])
+        assert not _groups(percepiano, fold["dev"]) & _groups(percepiano, fold["train"])
+        assert fold["val"] and fold["dev"] and fold["train"]
+
+
+def test_every_labelled_segment_is_validated_once(percepiano: pd.DataFrame, seg_folds: dict) -> None:
+    vals = [i for f in seg_folds["folds"] for i in f["val"]]
+    labelled = set(percepiano["segment_id"][labelled_mask(percepiano)])
+    assert len(vals) == len(set(vals)) == 1189
+    assert set(vals) == labelled
+    for f in seg_folds["folds"]:
+        assert len(f["train"]) + len(f["dev"]) + len(f["val"]) == 1189
+
+
+def test_folds_are_balanced_and_dev_near_fraction(seg_folds: dict) -> None:
+    sizes = [len(f["val"]) for f in seg_folds["folds"]]
+    assert max(sizes) - min(sizes) <= 0.1 * np.mean(sizes)  # the largest merged group has 156 rows
+    for f in seg_folds["folds"]:
+        share = len(f["dev"]) / (len(f["dev"]) + len(f["train"]))
+        assert 0.08 <= share <= 0.2
+
+
+def test_d960_cuts_land_in_the_same_val_fold(percepiano: pd.DataFrame, seg_folds: dict) -> None:
+    where = {i: f["fold"] for f in seg_folds["folds"] for i in f["val"]}
+    assert where["Schubert_D960_mv2_16bars_1_04"] == where["Schubert_D960_mv2_8bars_1_06"]
+    assert where["Schubert_D960_mv2_8bars_1_07"] == where["Schubert_D960_mv2_8bars_5_06"]
+
+
+def test_determinism(percepiano: pd.DataFrame, seg_folds: dict) -> None:
+    assert make_folds(percepiano, k=4, protocol="segment", seed=42) == seg_folds
+    other = make_folds(percepiano, k=4, protocol="segment", seed=7)
+    assert [f["val"] for f in other["folds"]] != [f["val"] for f in seg_folds["folds"]]
+
+
+def test_performer_protocol(percepiano: pd.DataFrame) -> None:
+    folds = make_folds(percepiano, k=4, protocol="performer", seed=42)
+    check_folds(folds, percepiano)
+    keys = fold_groups(percepiano, "performer").set_axis(percepiano["segment_id"])
+    for fold in folds["folds"]:
+        val = set(keys[fold["val"]])
+        assert not val & set(keys[fold["train"] + fold["dev"]])
+    # Score and Score2 renditions are one "performer": all in the same val fold.
+    score_ids = percepiano["segment_id"][percepiano["performer"].isin(["Score", "Score2"]) & labelled_mask(percepiano)]
+    where = {i: f["fold"] for f in folds["folds"] for i in f["val"]}
+    assert len({where[i] for i in score_ids}) == 1
+    # Beethoven pianist 11 is the repo's person 5, so shares a group with Schubert pianist 5.
+    assert keys["Beethoven_WoO80_thema_8bars_11_1"] == keys["Schubert_D960_mv2_8bars_5_01"] == "percepiano:5"
+
+
+def _leak(folds: dict, kind: str, df: pd.DataFrame) -> tuple[dict, str]:
+    bad = copy.deepcopy(folds)
+    f0 = bad["folds"][0]
+    if kind == "group_in_train_and_val":
+        moved = f0["val"].pop()
+        f0["train"].append(moved)
+        return bad, df.set_index("segment_id").at[moved, "segment_group"]
+    if kind == "id_twice":
+        f0["train"].append(f0["train"][0])
+        return bad, "more than once"
+    if kind == "unknown_id":
+        f0["val"].append("nope_8bars_1_1")
+        return bad, "nope_8bars_1_1"
+    if kind == "empty_val":
+        f0["train"] += f0["val"]
+        f0["val"] = []
+        return bad, "empty"
+    if kind == "unlabelled_id":
+        f0["train"].append("Beethoven_WoO80_var10_8bars_Score_8")
+        return bad, "unlabelled"
+    f0["dev"].append(f0["train"].pop())  # dev_and_train
+    return bad, "dev and train"
+
+
+LEAKS = ["group_in_train_and_val", "id_twice", "unknown_id", "empty_val", "unlabelled_id", "dev_and_train"]
+
+
+@pytest.mark.parametrize("kind", LEAKS, ids=LEAKS)
+def test_check_folds_catches_bad_folds(kind: str, percepiano: pd.DataFrame, seg_folds: dict) -> None:
+    bad, expected = _leak(seg_folds, kind, percepiano)
+    with pytest.raises(InputError, match=expected) as info:
+        check_folds(bad, percepiano, path="folds.json")
+    assert info.value.path == "folds.json"
+    if kind in ("group_in_train_and_val", "dev_and_train"):
+        assert isinstance(info.value, FoldLeakError)
+
+
+def test_write_read_round_trip(tmp_path: Path, seg_folds: dict) -> None:
+    path = write_folds(seg_folds, tmp_path / "folds" / "folds.json")
+    assert read_folds(path) == seg_folds
+    path.write_text('{"protocol": "segment", "k": 2, "folds": []}')
+    with pytest.raises(InputError, match="fold entries") as info:
+        read_folds(path)
+    assert info.value.path == str(path)
+
+
+def _toy(n_groups: int, per_group: int = 3) -> pd.DataFrame:
+    rows = [
+        {
+            "segment_id": f"g{g}_{p}",
+            "piece_id": "toy",
+            "segment_group": f"g{g}",
+            "performer": str(p),
+            "tier": "T1",
+            "source": "demo",
+            "labels": np.full(N_DIMS, 0.5),
+        }
+        for g in range(n_groups)
+        for p in range(per_group)
+    ]
+    rows.append({**rows[0], "segment_id": "unlabelled", "labels": None})
+    return make_rows(rows)
+
+
+def test_toy_folds_skip_unlabelled_and_refuse_too_many_folds() -> None:
+    df = _toy(6)
+    folds = make_folds(df, k=3, seed=1, dev_fraction=0.2)
+    check_folds(folds, df)
+    assert all(len(f["val"]) == 6 for f in folds["folds"])  # 2 groups of 3 each
+    assert all("unlabelled" not in f["train"] + f["dev"] + f["val"] for f in folds["folds"])
+    with pytest.raises(InputError, match="k=7"):
+        make_folds(df, k=7)
+    with pytest.raises(InputError, match="protocol"):
+        make_folds(df, k=2, protocol="random")
+    no_dev = make_folds(df, k=3, dev_fraction=0.0)
+    assert all(f["dev"] == [] for f in no_dev["folds"])
