@@ -1,0 +1,98 @@
+"""Heads shared by every track: masked attention pooling, the 19-dimension score heads, a projection head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pianoeval.constants import LABEL_MAX, LABEL_MIN, N_DIMS
+
+
+class AttentionPooling(nn.Module):
+    """Masked attention pooling: states `[B, T, H]` and mask `[B, T]` (True = real) → `[B, H]`.
+
+    A learned scorer gives each step a weight; padded steps get exactly zero weight, and a row with
+    no real step pools to the zero vector (rather than NaN).
+    """
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        # A small tanh MLP scorer (Bahdanau-style) rather than a single vector: it lets the weight
+        # depend on feature combinations at no real cost.
+        self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooling weights `[B, T]`: sum to 1 over real steps, exactly 0 on padding (all 0 if no real step)."""
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        mask = mask.to(device=x.device, dtype=torch.bool)
+        logits = self.score(x).squeeze(-1)
+        # An all-padding row would be softmax over all -inf = NaN; give it finite logits and zero it below.
+        has_real = mask.any(dim=1, keepdim=True)
+        logits = logits.masked_fill(~mask & has_real, float("-inf"))
+        return torch.softmax(logits, dim=1) * mask
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Pooled `[B, H]` from `x [B, T, H]` and `mask [B, T]`."""
+        w = self.weights(x, mask)
+        # Padded states may be garbage (even NaN from fully padded attention rows): 0 * NaN is NaN, so zero them.
+        if mask is not None:
+            x = x.masked_fill(~mask.to(device=x.device, dtype=torch.bool).unsqueeze(-1), 0.0)
+        return torch.einsum("bt,bth->bh", w, x)
+
+
+class ScoreHeads(nn.Module):
+    """The 19-dimension heads on an embedding `z [B, H]`.
+
+    - Regression: an MLP + sigmoid → `scores [B, n_dims]` in (0, 1).
+    - Ranking: a separate MLP gives a per-dimension utility `u(z) [B, n_dims]`;
+      `rank_logits(z_a, z_b) = u(z_a) - u(z_b)` is the logit that a ranks above b on each dimension.
+      A difference of utilities is exactly antisymmetric (IEEE subtraction is) and transitive, unlike an
+      MLP on the pair. With dropout active (train mode) the two utilities draw separate masks.
+    """
+
+    def __init__(self, hidden: int, n_dims: int = N_DIMS, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.n_dims = n_dims
+        self.regression = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_dims)
+        )
+        self.ranking = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_dims)
+        )
+
+    def init_bias(self, mean: torch.Tensor) -> None:
+        """Set the regression output bias so an all-zero hidden state predicts `mean [n_dims]`."""
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+        if mean.numel() != self.n_dims:
+            raise ValueError(f"init_bias: expected {self.n_dims} means, got {mean.numel()}")
+        # Clamp inside the label range (and away from 0/1) so the logit is finite.
+        mean = mean.clamp(min=max(1e-4, LABEL_MIN / 2), max=min(1 - 1e-4, LABEL_MAX - 1e-4))
+        last = self.regression[-1]
+        with torch.no_grad():
+            last.bias.copy_(torch.logit(mean).to(last.bias))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Scores `[B, n_dims]` in (0, 1) from `z [B, H]`."""
+        return torch.sigmoid(self.regression(z))
+
+    def utility(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-dimension ranking utility `[B, n_dims]` (unbounded) from `z [B, H]`."""
+        return self.ranking(z)
+
+    def rank_logits(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        """Logits `[B, n_dims]` that a ranks above b per dimension; `rank_logits(a, b) == -rank_logits(b, a)`."""
+        return self.utility(z_a) - self.utility(z_b)
+
+
+class ProjectionHead(nn.Module):
+    """SimCLR-style projection for contrastive losses: `z [B, H]` → L2-normalised `[B, out]`."""
+
+    def __init__(self, hidden: int, out: int = 64) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Unit-norm projections `[B, out]`."""
+        return F.normalize(self.net(z), dim=-1)
