@@ -23,11 +23,17 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.pianoeval-installed
 # Reinstall only when the dependency pins change.
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.sh -nt "$stamp" ]; then
   echo "bootstrap: installing Python packages (torch 2.13.0 CPU wheel first, so nothing pulls a CUDA build)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  # This machine's pip config lists local indexes that may not exist; drop those warnings only.
+  pipq() { .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
+  pipq --upgrade pip
+  pipq "torch==2.13.0"
+  pipq -e ".[dev]"
+  # muq and transkun declare torchaudio (no release for torch 2.13), so pip would replace torch:
+  # install them and their two pure-Python imports without dependencies (docs/audio_backbones.md).
+  pipq --no-deps "muq==0.1.0" "transkun==2.0.1" "einops==0.8.2" "easydict==1.14"
+  .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch was replaced')"
   touch "$stamp"
 fi
 echo "bootstrap: ready ($(.venv/bin/python -c 'import torch, pianoeval; print("torch", torch.__version__, "pianoeval", pianoeval.__version__)'))"
