@@ -1,11 +1,33 @@
-"""Audio-track encoders over cached backbone frames (the frozen-backbone path of A1 and the logmel baseline)."""
+"""Audio-track networks and the three audio models (A1-A3).
+
+- `EmbeddingSequenceEncoder`: cached frames `audio_emb [B, F, D]` → z (the probe's encoder; the shared
+  encoder of every audio model).
+- `AudioScoreNetwork` (plain `nn.Module`): an optional waveform backbone in front of that encoder.
+- `MuQLoRAModel` (A1): LoRA adapters on the backbone's attention projections, or a frozen backbone /
+  cached frames; ranking + contrastive + regression + invariance losses.
+- `MuQStagedModel` (A2): a self-supervised stage (cross-performer contrastive + augmentation
+  invariance), then A1's supervised loss with a fresh optimiser.
+- `MuQFullUnfreezeModel` (A3): the whole backbone, unfrozen block by block on an epoch schedule, with
+  layer-wise decayed learning rates.
+
+The LightningModules own losses, optimisers and logging; the network attribute is called `encoder`
+and `scores_from(z, batch)` exists, as in `training.module.PerformanceModule`, so the pipeline's
+prediction code works with them unchanged.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from typing import Any
 
+import lightning as L
+import numpy as np
 import torch
 from torch import nn
+
+from pianoeval.constants import AMBIGUOUS_THRESHOLD, N_DIMS
+from pianoeval.errors import ConfigError, InputError
 
 
 class EmbeddingSequenceEncoder(nn.Module):
@@ -37,3 +59,634 @@ class EmbeddingSequenceEncoder(nn.Module):
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         h = self.context(self.proj(self.input_norm(x)), src_key_padding_mask=~mask)
         return self.out(self.pool(h, mask))
+
+
+# Batch keys of each view: (waveform, cached frames, cached-frame mask). A waveform `wave` has its
+# mask at `wave_mask` (and `wave_aug_mask`), as `multi_task_collate_fn` names them.
+VIEW_KEYS: dict[str, tuple[str, str, str]] = {
+    "clean": ("wave", "audio_emb", "audio_mask"),
+    "aug": ("wave_aug", "audio_aug", "audio_aug_mask"),
+}
+
+
+def enable_gradient_checkpointing(backbone: nn.Module) -> None:
+    """Recompute each backbone block's activations during backward (less memory, ~30% more compute)."""
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    blocks = backbone.layers()
+    # transformers' GradientCheckpointingLayer (MuQ's conformer blocks) checkpoints `forward` when
+    # these two attributes are set; the hidden-state hooks sit on `__call__`, outside the checkpoint.
+    if not blocks or not all(isinstance(block, GradientCheckpointingLayer) for block in blocks):
+        raise ConfigError(
+            f"gradient checkpointing is implemented for MuQ's conformer blocks, not for {type(backbone).__name__}"
+        )
+    for block in blocks:
+        block.gradient_checkpointing = True
+        block._gradient_checkpointing_func = functools.partial(checkpoint, use_reentrant=False)
+
+
+class AudioScoreNetwork(nn.Module):
+    """Audio batch → z [B, hidden]: `wave [B, S]` through `backbone`, or cached `audio_emb [B, F, D]`,
+    then the shared `EmbeddingSequenceEncoder`.
+
+    With a backbone, a batch carrying `wave` is embedded live (gradients reach whatever in the backbone
+    is trainable); a batch with only `audio_emb` uses the cached frames. Backbone parts whose weights
+    are all frozen run in eval mode even while training (see `train`).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module | None = None,
+        in_dim: int | None = None,
+        hidden: int = 512,
+        context_layers: int = 1,
+        heads: int = 8,
+        dropout: float = 0.1,
+        hidden_layers: Sequence[int] | None = None,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if backbone is None and in_dim is None:
+            raise ConfigError("AudioScoreNetwork needs a backbone or `in_dim`, the size of the cached frames")
+        if backbone is not None and in_dim is not None and in_dim != backbone.hidden_size:
+            raise ConfigError(f"in_dim={in_dim} differs from the backbone's hidden size {backbone.hidden_size}")
+        self.backbone = backbone
+        self.in_dim = int(in_dim if in_dim is not None else backbone.hidden_size)
+        # Which backbone hidden states to average (None = the last); MuQ probes use 9-12 of 12.
+        self.hidden_layers = list(hidden_layers) if hidden_layers is not None else None
+        self.sequence_encoder = EmbeddingSequenceEncoder(self.in_dim, hidden, context_layers, heads, dropout)
+        self.hidden_size = hidden
+        if gradient_checkpointing:
+            if backbone is None:
+                raise ConfigError("gradient_checkpointing needs a backbone (cached frames have no backbone pass)")
+            enable_gradient_checkpointing(backbone)
+
+    def backbone_trainable(self) -> bool:
+        """True when some backbone weight (a LoRA adapter, an unfrozen block) requires a gradient."""
+        return self.backbone is not None and any(p.requires_grad for p in self.backbone.parameters())
+
+    def has_view(self, batch: dict[str, Any], view: str = "aug") -> bool:
+        """Whether `batch` carries `view` ("clean" or "aug") in a form this network can read."""
+        wave_key, emb_key, _ = VIEW_KEYS[view]
+        return (self.backbone is not None and wave_key in batch) or emb_key in batch
+
+    def frames(self, batch: dict[str, Any], view: str = "clean") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Frame embeddings [B, F, D] and mask [B, F] of one view, live from the waveform or cached."""
+        wave_key, emb_key, mask_key = VIEW_KEYS[view]
+        if self.backbone is not None and wave_key in batch:
+            wave, wave_mask = batch[wave_key], batch.get(f"{wave_key}_mask")
+            if self.backbone_trainable():
+                return self.backbone(wave, wave_mask, layers=self.hidden_layers)
+            # A fully frozen backbone needs no graph: this keeps activation memory at inference level.
+            with torch.no_grad():
+                return self.backbone(wave, wave_mask, layers=self.hidden_layers)
+        if emb_key in batch:
+            emb = batch[emb_key]
+            if emb.shape[-1] != self.in_dim:
+                raise InputError(
+                    f"cached frames {emb_key!r} have size {emb.shape[-1]}, the network expects {self.in_dim}; "
+                    "re-run the embed rule with this backbone"
+                )
+            return emb, batch.get(mask_key)
+        wanted = f"{wave_key!r} or {emb_key!r}" if self.backbone is not None else repr(emb_key)
+        raise InputError(f"the batch has no {view} audio: expected {wanted}, got keys {sorted(batch)}")
+
+    def forward(self, batch: dict[str, Any], view: str = "clean") -> torch.Tensor:
+        """z [B, hidden] of one view ("clean": `wave`/`audio_emb`; "aug": `wave_aug`/`audio_aug`)."""
+        emb, mask = self.frames(batch, view)
+        return self.sequence_encoder({"audio_emb": emb, "audio_mask": mask})
+
+    def train(self, mode: bool = True) -> AudioScoreNetwork:
+        """Set train/eval mode; frozen backbone parts stay in eval mode."""
+        super().train(mode)
+        if mode and self.backbone is not None:
+            # Weights nobody learns should not see dropout noise, and their BatchNorm running
+            # statistics (MuQ's conv front end and conformer conv modules) must not drift.
+            for module in self.backbone.modules():
+                params = list(module.parameters())
+                if params and not any(p.requires_grad for p in params):
+                    module.eval()
+        return self
+
+
+class AudioTrackModule(L.LightningModule):
+    """Shared training logic of A1-A3: score heads, projection head, the supervised loss, dev metrics.
+
+    Loss = w_rank * ranking + w_contrastive * contrastive + w_reg * regression + w_inv * invariance:
+    ranking is the within-group logistic loss on the ranking head's pair logits, contrastive the
+    supervised-contrastive loss with same-segment-group positives, regression the MSE of the scores,
+    invariance 1 - cos(z_clean, z_aug) (only when the batch carries an augmented view).
+    """
+
+    def __init__(
+        self,
+        network: AudioScoreNetwork,
+        n_dims: int = N_DIMS,
+        lr: float = 3e-4,
+        backbone_lr: float | None = None,
+        weight_decay: float = 0.01,
+        w_rank: float = 1.0,
+        w_contrastive: float = 0.1,
+        w_reg: float = 1.0,
+        w_inv: float = 0.1,
+        temperature: float = 0.1,
+        threshold: float = AMBIGUOUS_THRESHOLD,
+        max_epochs: int = 40,
+        dropout: float = 0.1,
+        projection_dim: int = 128,
+        label_mean: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        # Subclass arguments are collected too (Lightning walks the __init__ frames).
+        self.save_hyperparameters(ignore=["network"])
+        from pianoeval.heads import ProjectionHead, ScoreHeads
+
+        self.encoder = network
+        self.heads = ScoreHeads(network.hidden_size, n_dims, dropout=dropout)
+        self.projection = ProjectionHead(network.hidden_size, projection_dim)
+        self.loss_weights = self.supervised_weights()
+        if not any(v != 0.0 for v in self.loss_weights.values()):
+            raise ConfigError("all supervised loss weights (w_rank, w_contrastive, w_reg, w_inv) are 0")
+        if label_mean is not None:
+            # Start the regression head at the training mean: the first epochs then learn deviations.
+            self.heads.init_bias(torch.tensor(label_mean, dtype=torch.float32))
+        self._dev_outputs: list[dict[str, torch.Tensor]] = []
+
+    def supervised_weights(self) -> dict[str, float]:
+        """Weights of A1's loss terms, from the constructor."""
+        h = self.hparams
+        return {
+            "ranking": float(h.w_rank),
+            "contrastive": float(h.w_contrastive),
+            "regression": float(h.w_reg),
+            "invariance": float(h.w_inv),
+        }
+
+    # --- inference -------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Predicted scores [B, n_dims] in [0, 1]."""
+        return self.predict_scores(batch)
+
+    def embed(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Shared embedding z [B, H]."""
+        return self.encoder(batch)
+
+    def predict_scores(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Scores [B, n_dims] in [0, 1] from the batch's clean view."""
+        return self.heads(self.encoder(batch))
+
+    def scores_from(self, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Scores [B, n_dims] from an embedding z [B, H] (the PerformanceModule interface)."""
+        return self.heads(z)
+
+    def ranking_logits(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        """Logits [B, n_dims] that performance a ranks above b per dimension, from z_a, z_b [B, H]."""
+        return self.heads.rank_logits(z_a, z_b)
+
+    # --- losses ----------------------------------------------------------------------------------
+    def loss_terms(self, batch: dict[str, Any], z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Unweighted loss terms with a nonzero weight that this batch can feed (z [B, H])."""
+        from pianoeval.losses import (
+            invariance_loss,
+            pairwise_ranking_loss,
+            regression_loss,
+            supervised_contrastive_loss,
+        )
+
+        w, h = self.loss_weights, self.hparams
+        terms: dict[str, torch.Tensor] = {}
+        labels, groups = batch.get("labels"), batch.get("group")
+        label_mask = batch.get("label_mask")
+        if labels is not None and w["ranking"] != 0.0 and groups is not None:
+            # Unlabelled rows form no pair: the ranking loss skips NaN targets.
+            targets = labels if label_mask is None else labels.masked_fill(~label_mask.bool()[:, None], float("nan"))
+            # On utilities u(z): u(z_i) - u(z_j) is exactly ranking_logits(z_i, z_j) for every in-group pair.
+            terms["ranking"] = pairwise_ranking_loss(self.heads.utility(z), targets, groups, threshold=h.threshold)
+        if labels is not None and w["regression"] != 0.0:
+            terms["regression"] = regression_loss(self.heads(z), labels, kind="mse", mask=label_mask)
+        if w["contrastive"] != 0.0 and groups is not None:
+            # Other performances of the same segment are the positives: what differs between them
+            # is the playing, so the projection must keep it while the music itself is shared.
+            terms["contrastive"] = supervised_contrastive_loss(self.projection(z), groups, temperature=h.temperature)
+        if w["invariance"] != 0.0 and self.encoder.has_view(batch, "aug"):
+            terms["invariance"] = invariance_loss(z, self.encoder(batch, view="aug"), kind="cosine")
+        return terms
+
+    def compute_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Weighted total loss, its unweighted parts (detached), and z [B, H]."""
+        z = self.encoder(batch)
+        terms = self.loss_terms(batch, z)
+        if not terms:
+            # Nothing to learn from (e.g. only invariance weighted, no augmented view): a zero on the graph.
+            return z.sum() * 0.0, {}, z
+        total = sum(self.loss_weights[name] * value for name, value in terms.items())
+        return total, {name: value.detach() for name, value in terms.items()}, z
+
+    # --- Lightning hooks -------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        # Lightning does not call .train() at fit start (it restores per-module flags after
+        # validation), so apply the network's rule, frozen backbone parts in eval mode, here.
+        self.encoder.train(True)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        total, parts, z = self.compute_losses(batch)
+        bs = z.shape[0]
+        self.log("train/loss", total, prog_bar=True, batch_size=bs)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=bs)
+        return total
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        total, _, z = self.compute_losses(batch)
+        self.log("dev/loss", total, batch_size=z.shape[0])
+        if "labels" in batch and "group" in batch:
+            self._dev_outputs.append(
+                {"pred": self.heads(z).detach().cpu(), "target": batch["labels"].cpu(), "group": batch["group"].cpu()}
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        from pianoeval.metrics import pairwise_accuracy, r2_scores
+
+        if not self._dev_outputs:
+            return
+        pred = torch.cat([o["pred"] for o in self._dev_outputs]).float().numpy()
+        target = torch.cat([o["target"] for o in self._dev_outputs]).float().numpy()
+        group = torch.cat([o["group"] for o in self._dev_outputs]).numpy()
+        self._dev_outputs.clear()
+        acc = pairwise_accuracy(pred, target, group, threshold=self.hparams.threshold)["overall"]
+        r2 = r2_scores(pred, target)["mean"] if len(pred) > 1 else float("nan")
+        # Same names as PerformanceModule: the pipeline's early stopping monitors dev/selection.
+        self.log("dev/pairwise_acc", float(acc) if acc is not None else 0.5, prog_bar=True)
+        self.log("dev/r2", float(r2), prog_bar=True)
+        self.log("dev/selection", float(acc or 0.5) + 0.5 * float(np.nan_to_num(r2, nan=-1.0)))
+
+    # --- optimiser -------------------------------------------------------------------------------
+    def top_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters outside the backbone: shared encoder, score heads, projection."""
+        return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("encoder.backbone.")]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups: "top" at `lr`, trainable backbone weights ("backbone") at `backbone_lr`."""
+        h = self.hparams
+        groups = [{"params": self.top_parameters(), "lr": h.lr, "name": "top"}]
+        if self.encoder.backbone is not None:
+            backbone = [p for p in self.encoder.backbone.parameters() if p.requires_grad]
+            if backbone:
+                groups.append({"params": backbone, "lr": h.backbone_lr or h.lr, "name": "backbone"})
+        return groups
+
+    def schedule_epochs(self) -> int:
+        """Epochs the cosine schedule spans."""
+        return max(1, int(self.hparams.max_epochs))
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.param_groups(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.schedule_epochs())
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+class MuQLoRAModel(AudioTrackModule):
+    """A1: LoRA adapters on the backbone's attention projections + shared encoder + 19 heads.
+
+    `lora_rank > 0` adds adapters to `lora_modules` of blocks `lora_layers` (all blocks if None) and
+    freezes the rest of the backbone; `lora_rank = 0` keeps the backbone frozen (or, with a network
+    built without a backbone, trains on cached `audio_emb` frames).
+    """
+
+    def __init__(
+        self,
+        network: AudioScoreNetwork,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
+        lora_layers: Sequence[int] | None = None,
+        lora_modules: Sequence[str] = ("linear_q", "linear_k", "linear_v"),
+        lora_dropout: float = 0.0,
+        n_dims: int = N_DIMS,
+        lr: float = 3e-4,
+        backbone_lr: float | None = None,
+        weight_decay: float = 0.01,
+        w_rank: float = 1.0,
+        w_contrastive: float = 0.1,
+        w_reg: float = 1.0,
+        w_inv: float = 0.1,
+        temperature: float = 0.1,
+        threshold: float = AMBIGUOUS_THRESHOLD,
+        max_epochs: int = 40,
+        dropout: float = 0.1,
+        projection_dim: int = 128,
+        label_mean: list[float] | None = None,
+    ) -> None:
+        super().__init__(
+            network,
+            n_dims=n_dims,
+            lr=lr,
+            backbone_lr=backbone_lr,
+            weight_decay=weight_decay,
+            w_rank=w_rank,
+            w_contrastive=w_contrastive,
+            w_reg=w_reg,
+            w_inv=w_inv,
+            temperature=temperature,
+            threshold=threshold,
+            max_epochs=max_epochs,
+            dropout=dropout,
+            projection_dim=projection_dim,
+            label_mean=label_mean,
+        )
+        if network.backbone is None:
+            if lora_rank > 0:
+                raise ConfigError("LoRA needs a backbone; for cached audio_emb frames set lora_rank=0")
+        elif lora_rank > 0:
+            from pianoeval.audio.lora import apply_lora
+
+            network.backbone = apply_lora(
+                network.backbone,
+                rank=lora_rank,
+                alpha=lora_alpha,
+                target_layers=lora_layers,
+                target_modules=tuple(lora_modules),
+                dropout=lora_dropout,
+            )
+        else:
+            network.backbone.requires_grad_(False)
+
+
+STAGES: tuple[str, ...] = ("self_supervised", "supervised")
+
+
+class MuQStagedModel(MuQLoRAModel):
+    """A2: stage "self_supervised" (cross-performer contrastive + augmentation invariance, no labels
+    needed), then `switch_to_supervised()` to A1's loss with a freshly built optimiser.
+
+    The self-supervised stage trains backbone adapters, shared encoder and projection (the score heads
+    are not in its optimiser). With `self_supervised_epochs=k` the switch happens at the start of epoch
+    k; otherwise call `switch_to_supervised()` yourself. The stage is saved in checkpoints.
+    """
+
+    def __init__(
+        self,
+        network: AudioScoreNetwork,
+        stage: str = "self_supervised",
+        self_supervised_epochs: int | None = None,
+        ssl_w_contrastive: float = 1.0,
+        ssl_w_inv: float = 1.0,
+        ssl_lr: float | None = None,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
+        lora_layers: Sequence[int] | None = None,
+        lora_modules: Sequence[str] = ("linear_q", "linear_k", "linear_v"),
+        lora_dropout: float = 0.0,
+        n_dims: int = N_DIMS,
+        lr: float = 3e-4,
+        backbone_lr: float | None = None,
+        weight_decay: float = 0.01,
+        w_rank: float = 1.0,
+        w_contrastive: float = 0.1,
+        w_reg: float = 1.0,
+        w_inv: float = 0.1,
+        temperature: float = 0.1,
+        threshold: float = AMBIGUOUS_THRESHOLD,
+        max_epochs: int = 40,
+        dropout: float = 0.1,
+        projection_dim: int = 128,
+        label_mean: list[float] | None = None,
+    ) -> None:
+        if stage not in STAGES:
+            raise ConfigError(f"unknown stage {stage!r}; use one of {', '.join(STAGES)}")
+        super().__init__(
+            network,
+            lora_rank=lora_rank,
+            lora_alpha=lora_alpha,
+            lora_layers=lora_layers,
+            lora_modules=lora_modules,
+            lora_dropout=lora_dropout,
+            n_dims=n_dims,
+            lr=lr,
+            backbone_lr=backbone_lr,
+            weight_decay=weight_decay,
+            w_rank=w_rank,
+            w_contrastive=w_contrastive,
+            w_reg=w_reg,
+            w_inv=w_inv,
+            temperature=temperature,
+            threshold=threshold,
+            max_epochs=max_epochs,
+            dropout=dropout,
+            projection_dim=projection_dim,
+            label_mean=label_mean,
+        )
+        if ssl_w_contrastive == 0.0 and ssl_w_inv == 0.0:
+            raise ConfigError("the self-supervised stage needs ssl_w_contrastive or ssl_w_inv > 0")
+        self.stage = stage
+        self._switch_epoch = 0
+        self.loss_weights = self.stage_weights(stage)
+
+    def stage_weights(self, stage: str) -> dict[str, float]:
+        """Loss weights of `stage`: self-supervised uses no labels (ranking and regression are 0)."""
+        if stage == "supervised":
+            return self.supervised_weights()
+        h = self.hparams
+        return {
+            "ranking": 0.0,
+            "contrastive": float(h.ssl_w_contrastive),
+            "regression": 0.0,
+            "invariance": float(h.ssl_w_inv),
+        }
+
+    def switch_to_supervised(self) -> None:
+        """Move to A1's loss and weights, and (under a trainer) rebuild the optimiser and schedule."""
+        if self.stage == "supervised":
+            return
+        self.stage = "supervised"
+        self.loss_weights = self.stage_weights("supervised")
+        self._switch_epoch = self.current_epoch
+        if self._trainer is not None:
+            # A new optimiser rather than a new group: the heads join, AdamW moments shaped by the
+            # contrastive objective are dropped, and the cosine schedule restarts for this stage.
+            self.trainer.strategy.setup_optimizers(self.trainer)
+
+    def top_parameters(self) -> list[nn.Parameter]:
+        """Trainable non-backbone parameters of this stage (the score heads only when supervised)."""
+        params = super().top_parameters()
+        if self.stage == "supervised":
+            return params
+        heads = {id(p) for p in self.heads.parameters()}
+        return [p for p in params if id(p) not in heads]
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """As A1, at `ssl_lr` (default `lr`) in the self-supervised stage."""
+        groups = super().param_groups()
+        if self.stage == "self_supervised" and self.hparams.ssl_lr is not None:
+            for group in groups:
+                group["lr"] = self.hparams.ssl_lr
+        return groups
+
+    def schedule_epochs(self) -> int:
+        """The cosine schedule of each stage spans that stage's epochs."""
+        h = self.hparams
+        if self.stage == "self_supervised" and h.self_supervised_epochs is not None:
+            return max(1, int(h.self_supervised_epochs))
+        return max(1, int(h.max_epochs) - self._switch_epoch)
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        k = self.hparams.self_supervised_epochs
+        if k is not None and self.stage == "self_supervised" and self.current_epoch >= k:
+            self.switch_to_supervised()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["audio_stage"] = {"stage": self.stage, "switch_epoch": self._switch_epoch}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Runs before the trainer builds optimisers on resume, so they get this stage's structure.
+        saved = checkpoint.get("audio_stage")
+        if saved is not None:
+            self.stage = saved["stage"]
+            self._switch_epoch = int(saved["switch_epoch"])
+            self.loss_weights = self.stage_weights(self.stage)
+
+
+class MuQFullUnfreezeModel(AudioTrackModule):
+    """A3: the full backbone, frozen at first, unfrozen block by block on `unfreeze_schedule`.
+
+    `unfreeze_schedule` maps an epoch to backbone block indices (negative = from the top) whose
+    weights start training at that epoch (default: the top block at epoch 0, one more block down
+    each epoch). Block i trains at `(backbone_lr or lr) * layer_lr_decay ** (num_blocks - 1 - i)`:
+    the top block at the full rate, each block below it `layer_lr_decay` times slower, in its own
+    optimiser group `block.{i}`. Blocks unfrozen mid-training join the live optimiser. The backbone's
+    front end (mel, conv subsampling) and the conformer's final LayerNorm stay frozen.
+    """
+
+    def __init__(
+        self,
+        network: AudioScoreNetwork,
+        unfreeze_schedule: dict[int, list[int]] | None = None,
+        layer_lr_decay: float = 0.8,
+        n_dims: int = N_DIMS,
+        lr: float = 3e-4,
+        backbone_lr: float | None = None,
+        weight_decay: float = 0.01,
+        w_rank: float = 1.0,
+        w_contrastive: float = 0.1,
+        w_reg: float = 1.0,
+        w_inv: float = 0.1,
+        temperature: float = 0.1,
+        threshold: float = AMBIGUOUS_THRESHOLD,
+        max_epochs: int = 40,
+        dropout: float = 0.1,
+        projection_dim: int = 128,
+        label_mean: list[float] | None = None,
+    ) -> None:
+        if network.backbone is None:
+            raise ConfigError("MuQFullUnfreezeModel needs a network with a backbone (it fine-tunes the backbone)")
+        if not 0.0 < layer_lr_decay <= 1.0:
+            raise ConfigError(f"layer_lr_decay must be in (0, 1], got {layer_lr_decay}")
+        super().__init__(
+            network,
+            n_dims=n_dims,
+            lr=lr,
+            backbone_lr=backbone_lr,
+            weight_decay=weight_decay,
+            w_rank=w_rank,
+            w_contrastive=w_contrastive,
+            w_reg=w_reg,
+            w_inv=w_inv,
+            temperature=temperature,
+            threshold=threshold,
+            max_epochs=max_epochs,
+            dropout=dropout,
+            projection_dim=projection_dim,
+            label_mean=label_mean,
+        )
+        network.backbone.requires_grad_(False)
+        n = self.num_blocks
+        if n == 0:
+            raise ConfigError(f"{type(network.backbone).__name__} has no blocks to unfreeze")
+        raw = unfreeze_schedule if unfreeze_schedule is not None else {e: [n - 1 - e] for e in range(n)}
+        self.unfreeze_schedule: dict[int, list[int]] = {}
+        for epoch, layers in raw.items():
+            if int(epoch) < 0:
+                raise ConfigError(f"unfreeze_schedule epochs must be >= 0, got {epoch}")
+            bad = [i for i in layers if not -n <= int(i) < n]
+            if bad:
+                raise ConfigError(f"unfreeze_schedule layers {bad} out of range: the backbone has blocks 0..{n - 1}")
+            self.unfreeze_schedule[int(epoch)] = [int(i) % n for i in layers]
+        # Unfrozen blocks in the order they were unfrozen: the order of their optimiser groups.
+        self.unfrozen: list[int] = []
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of backbone blocks."""
+        return len(self.encoder.backbone.layers())
+
+    def layer_lr(self, index: int) -> float:
+        """Base learning rate of backbone block `index`: (backbone_lr or lr) * decay ** depth from the top."""
+        h = self.hparams
+        depth = self.num_blocks - 1 - index
+        return float((h.backbone_lr or h.lr) * h.layer_lr_decay**depth)
+
+    def unfreeze_due(self, epoch: int) -> list[int]:
+        """Unfreeze every block scheduled at or before `epoch`; return the newly unfrozen indices."""
+        blocks = self.encoder.backbone.layers()
+        new: list[int] = []
+        for when in sorted(self.unfreeze_schedule):
+            if when > epoch:
+                break
+            for index in self.unfreeze_schedule[when]:
+                if index not in self.unfrozen:
+                    blocks[index].requires_grad_(True)
+                    self.unfrozen.append(index)
+                    new.append(index)
+        return new
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups: "top" at `lr`, then `block.{i}` at `layer_lr(i)` per unfrozen block (unfreezing order)."""
+        blocks = self.encoder.backbone.layers()
+        groups = [{"params": self.top_parameters(), "lr": self.hparams.lr, "name": "top"}]
+        for index in self.unfrozen:
+            params = [p for p in blocks[index].parameters() if p.requires_grad]
+            groups.append({"params": params, "lr": self.layer_lr(index), "name": f"block.{index}"})
+        return groups
+
+    def configure_optimizers(self) -> Any:
+        # Blocks due now (epoch 0 on a fresh run) must be in the first optimiser.
+        self.unfreeze_due(self.current_epoch)
+        return super().configure_optimizers()
+
+    def on_train_epoch_start(self) -> None:
+        new = self.unfreeze_due(self.current_epoch)
+        # After unfreezing, so newly trainable blocks leave eval mode (dropout, BatchNorm statistics).
+        super().on_train_epoch_start()
+        if new and self._trainer is not None and self.trainer.optimizers:
+            for index in new:
+                self._add_block_to_optimizer(index)
+
+    def _add_block_to_optimizer(self, index: int) -> None:
+        """Add block `index` as a new param group of the live optimiser (and its LR schedulers)."""
+        optimizer = self.trainer.optimizers[0]
+        present = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        params = [p for p in self.encoder.backbone.layers()[index].parameters() if p.requires_grad]
+        params = [p for p in params if id(p) not in present]
+        if not params:
+            return
+        base = self.layer_lr(index)
+        top = optimizer.param_groups[0]
+        # Join the schedule where the other groups are now: same multiplier of the base rate.
+        scale = top["lr"] / top.get("initial_lr", top["lr"])
+        optimizer.add_param_group({"params": params, "lr": base * scale, "initial_lr": base, "name": f"block.{index}"})
+        for config in self.trainer.lr_scheduler_configs:
+            # Schedulers keep one base rate per group and zip them strictly with the groups.
+            if hasattr(config.scheduler, "base_lrs"):
+                config.scheduler.base_lrs.append(base)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["unfrozen_layers"] = list(self.unfrozen)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # requires_grad is not in the state dict; restore it (in order) before optimisers are rebuilt.
+        blocks = self.encoder.backbone.layers()
+        self.unfrozen = []
+        for index in checkpoint.get("unfrozen_layers", []):
+            blocks[index].requires_grad_(True)
+            self.unfrozen.append(int(index))
