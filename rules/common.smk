@@ -4,6 +4,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from pianoeval.pipeline.featurize import FEATURIZER_VERSION
+
 validate(config, schema="../config/config.schema.yaml", set_default=True)
 
 FOLDS = list(range(config["folds"]["k"]))
@@ -66,6 +68,8 @@ def train_inputs(wildcards):
         "folds": "results/folds/folds.json",
     }
     if wildcards.track == "audio":
+        # The rendered manifest: same rows and labels, plus the audio_path live backbones read.
+        inputs["manifest"] = "results/render/manifest.parquet"
         inputs["features"] = f"results/embed/{config['audio']['backbone']}.pt"
     else:
         inputs["features"] = f"results/featurize/{FEATURE_KIND[wildcards.model]}.pt"

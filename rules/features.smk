@@ -18,6 +18,8 @@ rule featurize:
         mem_mb=4000,
     params:
         config=config_for("features"),
+        # A new featurizer version changes this param, so Snakemake reruns the rule.
+        version=FEATURIZER_VERSION,
     shell:
         "pianoeval featurize {wildcards.kind} --config {params.config} --manifest {input.manifest}"
         " --out {output.features} --cache-dir results/cache/{wildcards.kind} --threads {threads} > {log} 2>&1"

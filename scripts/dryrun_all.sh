@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SM=.venv/bin/snakemake
-for cfg in config/config.yaml config/percepiano.yaml; do
+for cfg in config/config.yaml config/percepiano.yaml config/audio_cpu.yaml; do
   echo "dry run: $cfg"
   $SM results/fusion/winner.json -n --quiet --cores 2 --configfile "$cfg" >/dev/null
 done

@@ -89,6 +89,7 @@ def run_robustness(
     from pianoeval.data.manifest import label_matrix, read_manifest
     from pianoeval.metrics import compute_robustness_metrics
     from pianoeval.pipeline.embed import build_frozen_backbone, embed_wave
+    from pianoeval.training.audio_data import crop_or_pad
     from pianoeval.training.train import load_trained_module
 
     results = fusion_winner.resolve().parents[2]
@@ -122,8 +123,16 @@ def run_robustness(
         groups.append(manifest["segment_group"].iloc[[row_of[s] for s in ids]].to_numpy())
         waves = [load_audio(manifest["audio_path"].iloc[row_of[s]], sample_rate=sr) for s in ids]
         for cond, chain in tqdm([("clean", []), *conds], desc=f"robustness fold {fold}", mininterval=5):
-            embs = [embed_wave(backbone, degrade(w, chain, augmentor), sr) for w in waves]
-            batch = multi_task_collate_fn([{"audio_emb": e} for e in embs])
+            degraded = [degrade(w, chain, augmentor) for w in waves]
+            if getattr(audio_module.encoder, "backbone", None) is not None:
+                # A1/A3 with a live backbone (LoRA, unfrozen blocks) read the waveform, windowed as in
+                # training's evaluation (the first clip_seconds), not the frozen backbone's frames.
+                n = round(float(config["audio"]["clip_seconds"]) * sr)
+                windows = [crop_or_pad(w, n) for w in degraded]
+                items = [{"wave": torch.from_numpy(w), "wave_mask": torch.from_numpy(m)} for w, m in windows]
+            else:
+                items = [{"audio_emb": embed_wave(backbone, w, sr)} for w in degraded]
+            batch = multi_task_collate_fn(items)
             with torch.no_grad():
                 z_a = audio_module.encoder(batch)
                 s_a = audio_module.scores_from(z_a, batch)

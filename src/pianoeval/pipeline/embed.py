@@ -27,10 +27,10 @@ CACHE_FRAME_RATE = 5.0
 
 
 def build_frozen_backbone(name: str, config: dict[str, Any]) -> Any:
-    """The frozen backbone `name` in eval mode (pretrained where it can be loaded offline)."""
-    from pianoeval.audio.backbones import build_backbone
+    """The frozen backbone `name` in eval mode, as `config["audio"]` asks (MuQ: released or small random weights)."""
+    from pianoeval.training.registry import build_audio_backbone
 
-    backbone = build_backbone(name)
+    backbone = build_audio_backbone(name, config)
     backbone.eval()
     backbone.requires_grad_(False)
     return backbone
@@ -66,6 +66,7 @@ def run_embed(backbone_name: str, config: dict[str, Any], manifest: Path, out: P
 
     from pianoeval.audio.io import load_audio
     from pianoeval.data.manifest import read_manifest
+    from pianoeval.training.registry import backbone_fingerprint
 
     df = read_manifest(manifest)
     rows = df[df["audio_path"].notna()]
@@ -73,13 +74,15 @@ def run_embed(backbone_name: str, config: dict[str, Any], manifest: Path, out: P
         raise InputError("the manifest has no audio paths; run the render rule first", manifest)
     sr = config["render"]["sample_rate"]
     backbone = build_frozen_backbone(backbone_name, config)
+    # Settings that change the weights (MuQ released vs small random) are part of the cache key;
+    # empty for logmel and transkun, so their existing caches stay valid.
+    fingerprint = backbone_fingerprint(backbone_name, config)
+    tag = f"{backbone_name}|{EMBEDDER_VERSION}|{CACHE_FRAME_RATE}" + (f"|{fingerprint}" if fingerprint else "")
     items: dict[str, Any] = {}
     skipped: list[dict[str, str]] = []
     for row in tqdm(list(rows.itertuples()), desc=f"embed {backbone_name}", mininterval=5):
         try:
-            digest = hashlib.sha1(
-                Path(row.audio_path).read_bytes() + f"{backbone_name}|{EMBEDDER_VERSION}|{CACHE_FRAME_RATE}".encode()
-            ).hexdigest()
+            digest = hashlib.sha1(Path(row.audio_path).read_bytes() + tag.encode()).hexdigest()
             target = cache_dir / digest[:2] / f"{digest}.pt"
             if not target.exists():
                 emb = embed_wave(backbone, load_audio(row.audio_path, sample_rate=sr), sr)

@@ -22,7 +22,8 @@ from pianoeval.io import atomic_path, write_json
 log = logging.getLogger(__name__)
 
 # Bump when a featurizer changes its output, so stale cache entries are not reused.
-FEATURIZER_VERSION = 1
+# 2: every kind also carries `stats` (the side input of the symbolic encoders).
+FEATURIZER_VERSION = 2
 
 _TOKENIZER = None
 
@@ -40,29 +41,37 @@ def _tokenizer(max_seq_len: int):  # -> PianoTokenizer
 def featurize_file(kind: str, path: str, features_cfg: dict[str, Any]) -> dict[str, Any]:
     """Compute the feature item of one MIDI file for `kind`; InputError if the file is unusable."""
     from pianoeval.data.midi import load_performance
+    from pianoeval.symbolic.stats import midi_statistics
 
+    if kind not in ("tokens", "graphs", "curves", "stats"):
+        raise ValueError(f"unknown feature kind {kind!r}")
+    perf = load_performance(path)
+    # Every kind carries the statistics: the ridge baseline's input and the encoders' side input.
+    item: dict[str, Any] = {"stats": torch.from_numpy(midi_statistics(perf))}
     if kind == "tokens":
         ids = _tokenizer(features_cfg["max_seq_len"]).encode(path)
-        return {"input_ids": torch.tensor(ids, dtype=torch.long)}
-    perf = load_performance(path)
-    if kind == "graphs":
+        item["input_ids"] = torch.tensor(ids, dtype=torch.long)
+    elif kind == "graphs":
         from pianoeval.symbolic.graph import build_note_graph
 
-        return {"graph": build_note_graph(perf)}
-    if kind == "curves":
+        item["graph"] = build_note_graph(perf)
+    elif kind == "curves":
         from pianoeval.symbolic.features import extract_continuous_features
 
         curves = extract_continuous_features(perf, frame_rate=features_cfg["frame_rate"])
-        return {"curves": torch.from_numpy(np.ascontiguousarray(curves, dtype=np.float32))}
-    if kind == "stats":
-        from pianoeval.symbolic.stats import midi_statistics
-
-        return {"stats": torch.from_numpy(midi_statistics(perf))}
-    raise ValueError(f"unknown feature kind {kind!r}")
+        item["curves"] = torch.from_numpy(np.ascontiguousarray(curves, dtype=np.float32))
+    return item
 
 
 def kind_meta(kind: str, features_cfg: dict[str, Any]) -> dict[str, Any]:
-    """Facts a model needs about a feature kind (vocabulary, channel count)."""
+    """Facts a model needs about a feature kind (vocabulary, channel count, statistics count)."""
+    from pianoeval.symbolic.stats import STAT_NAMES
+
+    return {**_kind_meta(kind, features_cfg), "n_stats": len(STAT_NAMES)}
+
+
+def _kind_meta(kind: str, features_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The kind-specific part of kind_meta."""
     if kind == "tokens":
         tok = _tokenizer(features_cfg["max_seq_len"])
         return {

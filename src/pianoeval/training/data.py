@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,9 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from pianoeval.errors import InputError
+
+if TYPE_CHECKING:
+    from pianoeval.training.audio_data import WaveformSpec
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +29,21 @@ class FoldData:
     splits: dict[str, list[int]]
     meta: dict[str, Any]
     missing: list[str]
+    # Set for audio models that run their backbone live: items then get waveforms on access.
+    waveforms: WaveformSpec | None = None
 
     def subset(self, split: str) -> list[dict[str, Any]]:
         """The items of one split."""
         return [self.items[i] for i in self.splits[split]]
+
+    def dataset(self, split: str, train: bool = False) -> Sequence[dict[str, Any]]:
+        """What a loader of one split reads: the items, or a `WaveformDataset` over them (random
+        windows and augmented views when `train`)."""
+        if self.waveforms is None:
+            return self.subset(split)
+        from pianoeval.training.audio_data import WaveformDataset
+
+        return WaveformDataset(self.subset(split), self.waveforms, train=train)
 
     def labels(self, split: str) -> np.ndarray:
         """Labels [N, 19] of one split."""
@@ -123,14 +137,20 @@ class GroupBatchSampler(Sampler[list[int]]):
 
 
 def make_loader(
-    items: list[dict[str, Any]], batch_size: int, shuffle: bool, seed: int, num_workers: int = 0
+    items: list[dict[str, Any]],
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    num_workers: int = 0,
+    dataset: Sequence[dict[str, Any]] | None = None,
 ) -> DataLoader:
-    """A DataLoader over items with group-aware batching and the multi-task collate."""
+    """A DataLoader over items (or `dataset`, indexed like them) with group-aware batching and the
+    multi-task collate."""
     from pianoeval.data.datasets import multi_task_collate_fn
 
     sampler = GroupBatchSampler([int(it["group"]) for it in items], batch_size, shuffle=shuffle, seed=seed)
     return DataLoader(
-        items,  # a list is a valid map-style dataset
+        items if dataset is None else dataset,  # a list is a valid map-style dataset
         batch_sampler=sampler,
         collate_fn=multi_task_collate_fn,
         num_workers=num_workers,

@@ -104,7 +104,7 @@ def run_pretrain(
     """Pretrain `model`'s encoder for `training.pretrain_epochs` epochs; save `{"encoder": state_dict}`."""
     from pianoeval.data.manifest import read_manifest
     from pianoeval.training.data import load_feature_store
-    from pianoeval.training.registry import build_network
+    from pianoeval.training.registry import build_encoder
     from pianoeval.training.train import fold_seed
 
     start = time.perf_counter()
@@ -114,7 +114,7 @@ def run_pretrain(
     manifest = read_manifest(manifest_path)
     keys = pretraining_keys(store, manifest, read_json(folds_path), fold)
     items = [store["items"][k] for k in keys]
-    encoder = build_network(model, store["meta"], config)
+    encoder = build_encoder(model, store["meta"], config)
     objective = build_objective(model, encoder, store["meta"])
     epochs = config["training"]["pretrain_epochs"]
     info: dict[str, Any] = {

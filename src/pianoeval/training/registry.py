@@ -9,12 +9,28 @@ from torch import nn
 from pianoeval.errors import ConfigError
 
 SYMBOLIC_MODELS = ("s1", "s2", "s3")
-AUDIO_MODELS = ("probe",)
+AUDIO_MODELS = ("probe", "a1", "a2", "a3")
+# The audio models whose LightningModule is not PerformanceModule (see build_module).
+AUDIO_TRACK_MODELS = ("a1", "a2", "a3")
 BASELINES = ("baseline_mean", "baseline_ridge", "baseline_segment_mean")
 
 
 def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
-    """Build the encoder of `model` sized by the feature store's `meta` and the config."""
+    """Build the encoder of `model` sized by the feature store's `meta` and the config.
+
+    Symbolic encoders are wrapped in `WithStatistics` when `symbolic.stats_side_input` is set and
+    the feature store carries statistics (pretrained weights then load into `.base`).
+    """
+    net = build_encoder(model, meta, config)
+    if model in SYMBOLIC_MODELS and config["symbolic"].get("stats_side_input") and meta.get("n_stats"):
+        from pianoeval.side_input import WithStatistics
+
+        net = WithStatistics(net, int(meta["n_stats"]), dropout=config["symbolic"]["dropout"])
+    return net
+
+
+def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
+    """The bare encoder of `model`, without side inputs (what pretraining objectives wrap)."""
     sym = config["symbolic"]
     if model == "s1":
         from pianoeval.symbolic.networks import REMITransformer
@@ -50,8 +66,119 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
             heads=sym["heads"],
             dropout=sym["dropout"],
         )
+    if model in AUDIO_TRACK_MODELS:
+        from pianoeval.audio.models import AudioScoreNetwork
+
+        aud = config["audio"]
+        common = {
+            "hidden": aud["hidden"],
+            "context_layers": aud["context_layers"],
+            "heads": aud["heads"],
+        }
+        if not uses_live_backbone(model, config):
+            # A frozen backbone is cheapest run once by the embed rule: train on its cached frames.
+            return AudioScoreNetwork(in_dim=meta["dim"], **common)
+        return AudioScoreNetwork(
+            backbone=build_audio_backbone(aud["backbone"], config),
+            hidden_layers=aud["hidden_layers"],
+            gradient_checkpointing=aud["gradient_checkpointing"],
+            **common,
+        )
     if model in AUDIO_MODELS:
         from pianoeval.audio.models import EmbeddingSequenceEncoder
 
         return EmbeddingSequenceEncoder(in_dim=meta["dim"], hidden=config["audio"]["hidden"])
     raise ConfigError(f"unknown model {model!r}; known: {', '.join(SYMBOLIC_MODELS + AUDIO_MODELS + BASELINES)}")
+
+
+def uses_live_backbone(model: str, config: dict[str, Any]) -> bool:
+    """Whether `model` runs the backbone on waveforms (a1/a2 with LoRA, a3) rather than on cached frames."""
+    if model == "a3":
+        return True
+    return model in ("a1", "a2") and int(config["audio"]["lora_rank"]) > 0
+
+
+def build_audio_backbone(name: str, config: dict[str, Any]) -> nn.Module:
+    """Backbone `name` as the config asks (MuQ: released weights, or the small random-weight one)."""
+    from pianoeval.audio.backbones import build_backbone, muq_small_config
+
+    if name != "muq":
+        return build_backbone(name)
+    aud = config["audio"]
+    if aud["muq_pretrained"]:
+        return build_backbone("muq", name_or_path=aud["muq_name_or_path"])
+    # Seeded by the global seed so the embed rule and every fold build the same random weights.
+    return build_backbone("muq", config=muq_small_config(**aud["muq_small"]), seed=int(config["seed"]))
+
+
+def backbone_fingerprint(name: str, config: dict[str, Any]) -> str:
+    """The backbone settings that change its embeddings (for cache keys); empty for fixed backbones."""
+    if name != "muq":
+        return ""
+    aud = config["audio"]
+    if aud["muq_pretrained"]:
+        return f"pretrained={aud['muq_name_or_path']}"
+    small = ",".join(f"{k}={v}" for k, v in sorted(aud["muq_small"].items()))
+    return f"small({small}),seed={config['seed']}"
+
+
+def build_module(model: str, net: nn.Module, config: dict[str, Any], label_mean: list[float] | None) -> Any:
+    """The LightningModule that trains `net` for `model`: A1-A3's own modules, else PerformanceModule.
+
+    Built before any state is loaded: A1/A2 add LoRA adapters to the backbone in their constructor.
+    """
+    tcfg = config["training"]
+    if model not in AUDIO_TRACK_MODELS:
+        from pianoeval.training.module import PerformanceModule
+
+        return PerformanceModule(
+            net,
+            lr=tcfg["lr"],
+            weight_decay=tcfg["weight_decay"],
+            loss_weights=tcfg["loss_weights"],
+            max_epochs=tcfg["max_epochs"],
+            label_mean=label_mean,
+        )
+    from pianoeval.audio.models import MuQFullUnfreezeModel, MuQLoRAModel, MuQStagedModel
+
+    aud = config["audio"]
+    w = aud["loss_weights"]
+    shared: dict[str, Any] = {
+        "lr": tcfg["lr"],
+        "backbone_lr": aud["backbone_lr"],
+        "weight_decay": tcfg["weight_decay"],
+        "w_rank": w["ranking"],
+        "w_contrastive": w["contrastive"],
+        "w_reg": w["regression"],
+        "w_inv": w["invariance"],
+        "max_epochs": tcfg["max_epochs"],
+        "label_mean": label_mean,
+    }
+    lora = {
+        "lora_rank": aud["lora_rank"] if uses_live_backbone(model, config) else 0,
+        "lora_alpha": aud["lora_alpha"],
+        "lora_layers": aud["lora_layers"],
+    }
+    if model == "a1":
+        return MuQLoRAModel(net, **lora, **shared)
+    if model == "a2":
+        if aud["self_supervised_epochs"] >= tcfg["max_epochs"]:
+            raise ConfigError(
+                f"a2: audio.self_supervised_epochs ({aud['self_supervised_epochs']}) leaves no supervised epoch "
+                f"within training.max_epochs ({tcfg['max_epochs']}); lower it or raise max_epochs"
+            )
+        return MuQStagedModel(
+            net,
+            self_supervised_epochs=aud["self_supervised_epochs"],
+            ssl_w_contrastive=w["ssl_contrastive"],
+            ssl_w_inv=w["ssl_invariance"],
+            **lora,
+            **shared,
+        )
+    schedule = aud["unfreeze_schedule"]
+    return MuQFullUnfreezeModel(
+        net,
+        unfreeze_schedule={int(k): list(v) for k, v in schedule.items()} if schedule is not None else None,
+        layer_lr_decay=aud["layer_lr_decay"],
+        **shared,
+    )

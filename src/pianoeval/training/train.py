@@ -91,7 +91,8 @@ def _write_predictions(data: FoldData, preds: dict[str, np.ndarray], path: Path)
 def _predict_network(
     module: Any, data: FoldData, batch_size: int
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Scores and embeddings of every split from a trained PerformanceModule (eval mode)."""
+    """Scores and embeddings of every split from a trained module (PerformanceModule or an audio
+    track module: both have `encoder` and `scores_from`), in eval mode."""
     module.eval()
     preds: dict[str, np.ndarray] = {}
     embs: dict[str, np.ndarray] = {}
@@ -104,9 +105,10 @@ def _predict_network(
                 continue
             from pianoeval.data.datasets import multi_task_collate_fn
 
+            dataset = data.dataset(split)  # the items, or their waveforms (first window, no augmentation)
             p, e = [], []
             for start in range(0, len(items), batch_size):
-                batch = multi_task_collate_fn(items[start : start + batch_size])
+                batch = multi_task_collate_fn([dataset[i] for i in range(start, min(start + batch_size, len(items)))])
                 z = module.encoder(batch)
                 p.append(module.scores_from(z, batch).numpy())
                 e.append(z.numpy())
@@ -124,46 +126,115 @@ def train_network(
     write_json({"kind": "network", "model": model, "meta": data.meta}, out_dir / "model_spec.json")
     if pretrained is not None:
         state = torch.load(pretrained, weights_only=False)
-        missing, unexpected = net.load_state_dict(state["encoder"], strict=False)
+        # A side-input wrapper holds the pretrained encoder as `.base`.
+        target = getattr(net, "base", net)
+        missing, unexpected = target.load_state_dict(state["encoder"], strict=False)
         log.info(
             "loaded pretrained encoder %s (missing %d, unexpected %d keys)",
             pretrained,
             len(missing),
             len(unexpected),
         )
-    return fit_module(net, config, data, out_dir, seed)
+    return fit_module(net, config, data, out_dir, seed, model=model)
+
+
+def batch_settings(model: str | None, config: dict[str, Any]) -> tuple[int, int]:
+    """(batch size, batches per optimiser step): the audio section's for a live backbone, else training's."""
+    from pianoeval.training.registry import uses_live_backbone
+
+    size = config["training"]["batch_size"]
+    if model and model in ("a1", "a2", "a3") and uses_live_backbone(model, config):
+        aud = config["audio"]
+        return int(aud["batch_size"] or size), int(aud["accumulate_grad_batches"])
+    return int(size), 1
+
+
+def _supervised(trainer: Any) -> bool:
+    """False while a staged module (A2) is in its label-free stage, where dev scores mean nothing."""
+    return getattr(trainer.lightning_module, "stage", "supervised") == "supervised"
+
+
+def _selection_callbacks(ckpt_dir: Path, patience: int) -> tuple[Any, Any]:
+    """Early stopping and best-checkpoint selection on dev/selection, both blind to A2's label-free
+    stage: its score heads are not trained yet, so patience counts from the switch and the best
+    checkpoint is always a supervised one."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    class StageAwareEarlyStopping(EarlyStopping):
+        def _should_skip_check(self, trainer: Any) -> bool:
+            return super()._should_skip_check(trainer) or not _supervised(trainer)
+
+    class StageAwareCheckpoint(ModelCheckpoint):
+        def _save_topk_checkpoint(self, trainer: Any, monitor_candidates: dict[str, Any]) -> None:
+            if _supervised(trainer):  # `last.ckpt` is still written every epoch (resuming)
+                super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    stopping = StageAwareEarlyStopping(monitor="dev/selection", mode="max", patience=patience)
+    checkpoint = StageAwareCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="dev/selection", mode="max", save_last=True
+    )
+    return stopping, checkpoint
+
+
+def _same_run(ckpt_dir: Path, config: dict[str, Any], net: torch.nn.Module, seed: int) -> bool:
+    """True when `ckpt_dir` holds checkpoints of this very run (config, network shape, seed).
+
+    Anything else there is stale (an earlier config of the same model and fold): it is removed,
+    so a rerun with new settings starts afresh instead of resuming a different model.
+    """
+    import hashlib
+    import json
+    import shutil
+
+    shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
+    key = hashlib.sha1(json.dumps([config, shapes, seed], sort_keys=True, default=str).encode()).hexdigest()
+    stamp = ckpt_dir / "run.json"
+    same = stamp.is_file() and read_json(stamp).get("key") == key
+    if not same:
+        if ckpt_dir.exists():
+            log.info("removing checkpoints of an earlier run in %s", ckpt_dir)
+            shutil.rmtree(ckpt_dir)
+        write_json({"key": key}, stamp)
+    return same
 
 
 def fit_module(
-    net: torch.nn.Module, config: dict[str, Any], data: FoldData, out_dir: Path, seed: int
+    net: torch.nn.Module,
+    config: dict[str, Any],
+    data: FoldData,
+    out_dir: Path,
+    seed: int,
+    model: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit a PerformanceModule around `net` with early stopping on the dev split; return (best module, info)."""
+    """Fit `model`'s LightningModule (`registry.build_module`; PerformanceModule unless an audio model
+    a1-a3) around `net` with early stopping on the dev split; return (best module, info)."""
     import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from pianoeval.training.module import PerformanceModule
+    from pianoeval.training.registry import build_module
 
     tcfg = config["training"]
-    module = PerformanceModule(
-        net,
-        lr=tcfg["lr"],
-        weight_decay=tcfg["weight_decay"],
-        loss_weights=tcfg["loss_weights"],
-        max_epochs=tcfg["max_epochs"],
-        label_mean=data.labels("train").mean(axis=0).tolist(),
+    module = build_module(model or "", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
+    batch_size, accumulate = batch_settings(model, config)
+    train_loader = make_loader(
+        data.subset("train"),
+        batch_size,
+        True,
+        seed,
+        tcfg["num_workers"],
+        dataset=data.dataset("train", train=True),
     )
-    train_loader = make_loader(data.subset("train"), tcfg["batch_size"], True, seed, tcfg["num_workers"])
     dev_split = "dev" if data.splits["dev"] else "train"
-    dev_loader = make_loader(data.subset(dev_split), tcfg["batch_size"], False, seed)
+    dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
     ckpt_dir = out_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="dev/selection", mode="max", save_last=True)
+    stopping, checkpoint = _selection_callbacks(ckpt_dir, tcfg["patience"])
     trainer = L.Trainer(
         max_epochs=tcfg["max_epochs"],
         accelerator="auto",
         devices=1,
         precision=tcfg["precision"],
-        callbacks=[EarlyStopping(monitor="dev/selection", mode="max", patience=tcfg["patience"]), checkpoint],
+        accumulate_grad_batches=accumulate,
+        callbacks=[stopping, checkpoint],
         logger=CSVLogger(out_dir, name="logs", version=""),
         deterministic=True,
         enable_progress_bar=False,
@@ -171,9 +242,9 @@ def fit_module(
         log_every_n_steps=1,
     )
     last = ckpt_dir / "last.ckpt"
-    resume = str(last) if last.exists() else None  # a killed run continues from its last epoch
+    resume = str(last) if _same_run(ckpt_dir, config, net, seed) and last.exists() else None
     if resume:
-        log.info("resuming from %s", resume)
+        log.info("resuming from %s", resume)  # a killed run continues from its last epoch
     trainer.fit(module, train_loader, dev_loader, ckpt_path=resume)
     best_path = checkpoint.best_model_path or str(last)
     best = torch.load(best_path, weights_only=False)
@@ -226,6 +297,28 @@ def write_fold_outputs(
     return metrics
 
 
+def waveform_spec(model: str, config: dict[str, Any], manifest: pd.DataFrame, seed: int) -> Any:
+    """How `model` reads waveforms (`WaveformSpec`), or None when it trains on cached frames."""
+    from pianoeval.training.audio_data import WaveformSpec
+    from pianoeval.training.registry import uses_live_backbone
+
+    if not uses_live_backbone(model, config):
+        return None
+    aud = config["audio"]
+    w = aud["loss_weights"]
+    # The augmented view costs a second backbone pass: only when a loss term reads it.
+    augment = w["invariance"] > 0 or (model == "a2" and w["ssl_invariance"] > 0)
+    rows = manifest[manifest["audio_path"].notna()]
+    return WaveformSpec(
+        audio_paths=dict(zip(rows["segment_id"], rows["audio_path"], strict=True)),
+        sample_rate=int(config["render"]["sample_rate"]),
+        clip_seconds=float(aud["clip_seconds"]),
+        augment=bool(augment),
+        augment_prob=float(aud["augment_prob"]),
+        seed=seed,
+    )
+
+
 def run_train(
     track: str,
     model: str,
@@ -257,14 +350,17 @@ def run_train(
         pretrained=str(pretrained) if pretrained else None,
     )
     store = load_feature_store(features_path)
-    data = load_fold_data(store, read_manifest(manifest_path), read_json(folds_path), fold)
+    manifest = read_manifest(manifest_path)
+    data = load_fold_data(store, manifest, read_json(folds_path), fold)
+    if track == "audio":
+        data.waveforms = waveform_spec(model, config, manifest, seed)
     info: dict[str, Any] = {}
     if model.startswith("baseline_"):
         preds = _baseline_predict(model, data)
         embs = None
     else:
         module, info = train_network(model, config, data, out_dir, seed, pretrained)
-        preds, embs = _predict_network(module, data, config["training"]["batch_size"])
+        preds, embs = _predict_network(module, data, batch_settings(model, config)[0])
     metrics = write_fold_outputs(
         data,
         preds,
@@ -286,11 +382,12 @@ def run_train(
 
 
 def load_trained_module(fold_dir: Path) -> Any:
-    """Rebuild a trained PerformanceModule from a train/fuse fold folder (spec, config, best checkpoint)."""
+    """Rebuild a trained module (PerformanceModule, or A1-A3's) from a train/fuse fold folder (spec,
+    config, best checkpoint)."""
     import yaml
 
     from pianoeval.config import validate_config
-    from pianoeval.training.module import PerformanceModule
+    from pianoeval.training.registry import build_module
 
     spec = read_json(fold_dir / "model_spec.json")
     config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
@@ -302,7 +399,8 @@ def load_trained_module(fold_dir: Path) -> Any:
         from pianoeval.fusion import build_fusion
 
         net = build_fusion(spec["model"], spec["audio_dim"], spec["symbolic_dim"], hidden=spec["hidden"])
-    module = PerformanceModule(net)
+    # Built before loading: A1/A2 add their LoRA adapters in the constructor.
+    module = build_module(spec["model"], net, config, label_mean=None)
     ckpt = fold_dir / "checkpoints" / "best.ckpt"
     if not ckpt.is_file():
         ckpt = fold_dir / "checkpoints" / "last.ckpt"

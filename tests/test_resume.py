@@ -1,0 +1,35 @@
+"""Resuming training: only checkpoints of the very same run are resumed; stale ones are removed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from pianoeval.training.train import _same_run
+
+
+def test_same_run_resumes_only_identical_runs(tmp_path: Path) -> None:
+    ckpt = tmp_path / "checkpoints"
+    net = nn.Linear(4, 2)
+    config = {"training": {"lr": 1e-3}}
+    assert not _same_run(ckpt, config, net, seed=1)  # first run: nothing to resume
+    (ckpt / "last.ckpt").write_bytes(b"state")
+    assert _same_run(ckpt, config, net, seed=1)  # a killed run restarted: resume
+    assert (ckpt / "last.ckpt").exists()
+
+
+def test_changed_config_shape_or_seed_discards_stale_checkpoints(tmp_path: Path) -> None:
+    ckpt = tmp_path / "checkpoints"
+    net = nn.Linear(4, 2)
+    base = {"training": {"lr": 1e-3}}
+    _same_run(ckpt, base, net, seed=1)
+    for config, other, seed in (
+        ({"training": {"lr": 2e-3}}, net, 1),
+        (base, nn.Linear(4, 3), 1),
+        (base, net, 2),
+    ):
+        (ckpt / "last.ckpt").write_bytes(b"stale")
+        assert not _same_run(ckpt, config, other, seed=seed)
+        assert not (ckpt / "last.ckpt").exists()
+        _same_run(ckpt, base, net, seed=1)  # back to the base run for the next case
