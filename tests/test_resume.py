@@ -33,3 +33,17 @@ def test_changed_config_shape_or_seed_discards_stale_checkpoints(tmp_path: Path)
         assert not _same_run(ckpt, config, other, seed=seed)
         assert not (ckpt / "last.ckpt").exists()
         _same_run(ckpt, base, net, seed=1)  # back to the base run for the next case
+
+
+def test_atomic_outputs_are_readable_by_others(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from pianoeval.io import write_json
+
+    old = os.umask(0o022)
+    try:
+        path = write_json({"a": 1}, tmp_path / "out.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

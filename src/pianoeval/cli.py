@@ -158,6 +158,13 @@ def cmd_score(args: argparse.Namespace) -> None:
     run_score(Path(args.recording), Path(args.score) if args.score else None, Path(args.model), Path(args.out))
 
 
+def cmd_align_check(args: argparse.Namespace) -> None:
+    """Align ASAP performances to their scores and report beat errors against the annotations."""
+    from pianoeval.alignment import run_align_check
+
+    run_align_check(Path(args.asap_root), Path(args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subparser per pipeline step."""
     parser = argparse.ArgumentParser(prog="pianoeval", description=__doc__.splitlines()[0])
@@ -238,10 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.add_argument("--out", required=True)
     p = add("score", cmd_score, config=False)
-    p.add_argument("recording", help="WAV/FLAC/MP3 audio or a MIDI file")
+    p.add_argument("recording", help="WAV/FLAC/MP3/OGG audio or a MIDI file")
     p.add_argument("--score", help="score MIDI of the piece (optional)")
     p.add_argument("--model", default="results/fusion/winner.json")
     p.add_argument("--out", default="score.json")
+    p = add("align-check", cmd_align_check, config=False)
+    p.add_argument("--asap-root", required=True, help="ASAP folder (<composer>/.../<piece>/ with annotations)")
+    p.add_argument("--out", default="results/alignment/report.json")
     return parser
 
 

@@ -1,20 +1,28 @@
-"""`pianoeval score`: 19 perceptual scores for one MIDI performance, from the trained fold ensemble.
+"""`pianoeval score`: 19 perceptual scores for one recording (audio or MIDI), from the trained fold ensemble.
 
-This version scores MIDI with the symbolic track winner (every fold's model; the spread across
-folds is the uncertainty). Audio input needs transcription to MIDI (issue 4/5) and is refused
-with a clear message until that lands.
+MIDI is scored directly. Audio (WAV/FLAC/MP3/OGG) is checked (readable, not silent, clipped or NaN,
+2-600 s long), transcribed to MIDI with TransKun, and the transcription is scored the same way. Scores
+come from every fold model of the symbolic track winner: the mean is the score, the std across fold
+models the uncertainty. Beside `--out` (JSON) go a PNG, a self-contained HTML report and, for audio, the
+transcription MIDI. Nothing is written until everything has been computed; each file is written atomically
+and the JSON last, so its presence means the set is complete.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import logging
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pianoeval.constants import DIMENSIONS
+from pianoeval.constants import DIMENSIONS, LABEL_MAX, LABEL_MIN
 from pianoeval.errors import InputError
 from pianoeval.io import atomic_path, read_json, write_json
 
@@ -25,6 +33,12 @@ MIDI_SUFFIXES = {".mid", ".midi"}
 # Inputs shorter than this carry too little music to judge; longer ones are cut into segments
 # by the user for now (PercePiano segments are 4-16 bars).
 MIN_SECONDS, MAX_SECONDS = 2.0, 600.0
+# TransKun 2.0's input rate: reading the file straight at this rate avoids a round trip through the
+# project's 24 kHz, which would drop the partials above 12 kHz that the model was trained with.
+TRANSCRIPTION_SAMPLE_RATE: int = 44_100
+# Suffix of the transcription MIDI written beside the output JSON (not `.mid` alone, which could be the
+# user's own score file, e.g. `score.mid` beside the default `score.json`).
+TRANSCRIPTION_SUFFIX = ".transcription.mid"
 
 
 def _fold_dirs(results: Path, track: str, model: str) -> list[Path]:
@@ -35,44 +49,85 @@ def _fold_dirs(results: Path, track: str, model: str) -> list[Path]:
     return dirs
 
 
-def score_midi(midi: Path, results: Path) -> dict[str, Any]:
-    """Scores of a MIDI performance: mean and std over the symbolic winner's fold models."""
-    from pianoeval.config import load_config
+def symbolic_winner(results: Path) -> tuple[str, list[Path]]:
+    """The symbolic winner's name and fold folders; InputError (before any slow work) if either is missing."""
+    winner = read_json(results / "compare" / "symbolic" / "winner.json")
+    return winner["model"], _fold_dirs(results, "symbolic", winner["model"])
+
+
+def check_duration(seconds: float, path: Path, what: str) -> None:
+    """InputError unless MIN_SECONDS <= seconds <= MAX_SECONDS."""
+    if seconds < MIN_SECONDS:
+        raise InputError(f"{what} lasts {seconds:.1f} s; scoring needs at least {MIN_SECONDS:g} s of music", path)
+    if seconds > MAX_SECONDS:
+        raise InputError(
+            f"{what} lasts {seconds:.1f} s, more than the {MAX_SECONDS:g} s limit; cut it into shorter parts", path
+        )
+
+
+def score_midi(midi: Path, results: Path, check_length: bool = True) -> dict[str, Any]:
+    """Scores of a MIDI performance: mean [19] and std [19] over the symbolic winner's fold models."""
+    import yaml
+
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.data.midi import load_performance
     from pianoeval.pipeline.featurize import featurize_file
     from pianoeval.training.train import load_trained_module
 
     perf = load_performance(midi)
-    if perf.duration < MIN_SECONDS or perf.duration > MAX_SECONDS:
-        raise InputError(
-            f"performance lasts {perf.duration:.1f} s; scoring needs {MIN_SECONDS:.0f}-{MAX_SECONDS:.0f} s", midi
-        )
-    winner = read_json(results / "compare" / "symbolic" / "winner.json")
+    if check_length:
+        check_duration(perf.duration, midi, "performance")
+    model, fold_dirs = symbolic_winner(results)
     preds = []
-    for fold_dir in _fold_dirs(results, "symbolic", winner["model"]):
+    for fold_dir in fold_dirs:
         module = load_trained_module(fold_dir)
         spec = read_json(fold_dir / "model_spec.json")
         kind = {"s1": "tokens", "s2": "graphs", "s3": "curves"}[spec["model"]]
-        features_cfg = load_config(fold_dir / "config.yaml")["features"]
+        # The fold's config.yaml is the resolved config (load_trained_module has just validated it).
+        features_cfg = yaml.safe_load((fold_dir / "config.yaml").read_text())["features"]
         batch = multi_task_collate_fn([featurize_file(kind, str(midi), features_cfg)])
         with torch.no_grad():
-            preds.append(module(batch)[0].numpy())
-    stack = np.stack(preds)
-    return {"model": winner["model"], "mean": stack.mean(axis=0), "std": stack.std(axis=0), "n_models": len(preds)}
+            preds.append(module(batch)[0].numpy())  # the batch's only item: [19]
+    stack = np.stack(preds)  # [folds, 19]
+    return {"model": model, "mean": stack.mean(axis=0), "std": stack.std(axis=0), "n_models": len(preds)}
+
+
+def transcribe_recording(path: Path, device: str = "cpu") -> tuple[Any, dict[str, float]]:
+    """Check an audio file and transcribe it: (Performance, timing {audio_s, wall_s, ...}); InputError if unusable."""
+    from pianoeval.audio.io import load_audio
+    from pianoeval.audio.transcribe import transcribe_timed
+
+    # load_audio refuses unreadable, empty, NaN, clipped and silent audio, and (before resampling)
+    # anything over the length limit.
+    wave = load_audio(path, sample_rate=TRANSCRIPTION_SAMPLE_RATE, max_seconds=MAX_SECONDS)
+    check_duration(wave.size / TRANSCRIPTION_SAMPLE_RATE, path, "audio")
+    perf, stats = transcribe_timed(wave, sample_rate=TRANSCRIPTION_SAMPLE_RATE, device=device)
+    if len(perf.notes) == 0:
+        raise InputError("no piano notes were found in the recording; is it a piano recording?", path)
+    perf.path = str(path)
+    return perf, stats
 
 
 def training_distribution(results: Path, model: str) -> np.ndarray:
-    """Labels [N, 19] of the training data (for the report's reference bars)."""
+    """Labels [N, 19] of the labelled corpus (every segment once: fold 0's train, dev and val rows)."""
     import pandas as pd
 
     path = results / "train" / "symbolic" / model / "fold_0" / "predictions.csv"
+    if not path.is_file():
+        raise InputError("training predictions not found; rerun the training rule of fold 0", path)
     df = pd.read_csv(path)
     return df[[f"label_{d}" for d in DIMENSIONS]].to_numpy()
 
 
-def plot_report(scores: dict[str, Any], reference: np.ndarray, out: Path, title: str) -> None:
-    """Per-dimension bars (with fold spread) over the training label range (PNG, atomic)."""
+def percentiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Percentile [19] (0-100) of each value [19] within its column of reference [N, 19]; ties count half."""
+    below = (reference < values[None, :]).mean(axis=0)
+    equal = (reference == values[None, :]).mean(axis=0)
+    return 100.0 * (below + 0.5 * equal)
+
+
+def plot_report(scores: dict[str, Any], reference: np.ndarray, title: str) -> bytes:
+    """PNG bytes: per-dimension scores (with fold spread) over the training label 10-90% range."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,41 +140,146 @@ def plot_report(scores: dict[str, Any], reference: np.ndarray, out: Path, title:
     ax.errorbar(scores["mean"], y, xerr=scores["std"], fmt="o", color="C0", label="this performance (± fold spread)")
     ax.set_yticks(y, [d.replace("_", " ") for d in DIMENSIONS], fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlim(1 / 7, 1)
+    ax.set_xlim(LABEL_MIN, LABEL_MAX)
     ax.set_xlabel("score (rating / 7)")
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=110, format="png")
     plt.close(fig)
+    return buf.getvalue()
 
 
-def run_score(recording: Path, score: Path | None, model: Path, out: Path) -> dict[str, Any]:
-    """Score `recording` with the pipeline results that `model` (results/fusion/winner.json) belongs to."""
+def render_html(result: dict[str, Any], png: bytes) -> str:
+    """A self-contained HTML page: summary, the PNG (base64) and the table of the 19 scores."""
+    esc = html.escape
+    rows = []
+    for name, d in result["dimensions"].items():
+        rows.append(
+            f"<tr><td>{esc(name.replace('_', ' '))}</td><td>{d['score']:.3f}</td><td>{7 * d['score']:.2f}</td>"
+            f"<td>± {d['uncertainty']:.3f}</td><td>{d['percentile']:.0f}</td></tr>"
+        )
+    facts = [
+        ("Input", result["input"]),
+        ("Model", f"{result['model']} (symbolic track winner, {result['n_fold_models']} fold models)"),
+        ("Reference", f"{result['reference']['n_segments']} labelled training segments"),
+    ]
+    if result["transcription"]:
+        t = result["transcription"]
+        facts.append(
+            (
+                "Transcription",
+                f"{t['n_notes']} notes from {t['audio_s']:.1f} s of audio in {t['wall_s']:.1f} s "
+                f"(TransKun 2.0); MIDI: {t['midi']}",
+            )
+        )
+    if result["score_midi"]:
+        facts.append(("Score MIDI", result["score_midi"]))
+    fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
+    image = base64.b64encode(png).decode("ascii")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>pianoeval: {esc(Path(result["input"]).name)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 60em; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: left; }}
+td:nth-child(n+2) {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.facts td {{ text-align: left; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>Performance scores: {esc(Path(result["input"]).name)}</h1>
+<table class="facts">{fact_rows}</table>
+<img alt="scores over the training range" src="data:image/png;base64,{image}">
+<h2>The 19 dimensions</h2>
+<p>Score: predicted mean rating divided by 7 (1/7 to 1; the name reads low to high). Uncertainty: std of
+the fold models' predictions. Percentile: share of training segments whose label is below this score
+(ties count half).</p>
+<table>
+<tr><th>Dimension</th><th>Score</th><th>Rating (1-7)</th><th>Uncertainty</th><th>Percentile</th></tr>
+{"".join(rows)}
+</table>
+</body></html>
+"""
+
+
+def output_paths(out: Path) -> dict[str, Path]:
+    """Where the files of one scoring run go: json, png, html and (audio only) the transcription MIDI."""
+    return {
+        "json": out,
+        "png": out.with_suffix(".png"),
+        "html": out.with_suffix(".html"),
+        "transcription": out.with_name(out.stem + TRANSCRIPTION_SUFFIX),
+    }
+
+
+def run_score(recording: Path, score: Path | None, model: Path, out: Path, device: str = "cpu") -> dict[str, Any]:
+    """Score `recording` (audio or MIDI) with the results folder that `model` (results/fusion/winner.json) is in."""
+    from pianoeval.data.midi import write_performance
+
+    start = time.perf_counter()
     if not recording.is_file():
         raise InputError("file not found", recording)
     suffix = recording.suffix.lower()
+    if suffix not in AUDIO_SUFFIXES | MIDI_SUFFIXES:
+        raise InputError(
+            f"unsupported file type {suffix!r}; pass audio ({', '.join(sorted(AUDIO_SUFFIXES))}) "
+            f"or MIDI ({', '.join(sorted(MIDI_SUFFIXES))})",
+            recording,
+        )
+    if score is not None and not score.is_file():
+        raise InputError("score MIDI not found", score)
+    if not model.is_file():
+        raise InputError("model file not found; run the pipeline or pass --model results/fusion/winner.json", model)
     results = model.resolve().parents[1]
-    if suffix in AUDIO_SUFFIXES:
-        raise InputError(
-            "audio input needs transcription, which this version does not include yet; pass a MIDI file", recording
-        )
-    if suffix not in MIDI_SUFFIXES:
-        raise InputError(
-            f"unsupported file type {suffix!r}; pass a MIDI ({', '.join(sorted(MIDI_SUFFIXES))})", recording
-        )
-    scores = score_midi(recording, results)
-    result = {
-        "input": str(recording),
-        "score_midi": str(score) if score else None,
-        "model": scores["model"],
-        "n_fold_models": scores["n_models"],
-        "dimensions": {
-            d: {"score": float(m), "uncertainty": float(s)}
-            for d, m, s in zip(DIMENSIONS, scores["mean"], scores["std"], strict=True)
-        },
-    }
-    write_json(result, out)
-    plot_report(scores, training_distribution(results, scores["model"]), out.with_suffix(".png"), recording.name)
+    paths = output_paths(out)
+    inputs = {p.resolve() for p in (recording, score, model) if p is not None}
+    if any(p.resolve() in inputs for p in paths.values()):
+        raise InputError("an output file would overwrite an input; choose another --out", out)
+    # Check the trained models before the (slow) transcription, so a missing pipeline fails at once.
+    winner, _ = symbolic_winner(results)
+    reference = training_distribution(results, winner)
+    transcription: dict[str, Any] | None = None
+    with tempfile.TemporaryDirectory(prefix="pianoeval_score_") as tmp:
+        if suffix in AUDIO_SUFFIXES:
+            perf, stats = transcribe_recording(recording, device)
+            # Scored from a private copy; the user-visible MIDI is written only once scoring succeeded.
+            midi = write_performance(perf, Path(tmp) / "transcription.mid")
+            scores = score_midi(midi, results, check_length=False)
+            transcription = {
+                "midi": str(paths["transcription"]),
+                "n_notes": len(perf.notes),
+                "audio_s": stats["audio_s"],
+                "wall_s": stats["wall_s"],
+                "real_time_factor": stats["real_time_factor"],
+            }
+        else:
+            scores = score_midi(recording, results)
+        pct = percentiles(scores["mean"], reference)
+        result = {
+            "input": str(recording),
+            "input_kind": "audio" if transcription else "midi",
+            "score_midi": str(score) if score else None,
+            "model": scores["model"],
+            "track": "symbolic",
+            "n_fold_models": scores["n_models"],
+            "transcription": transcription,
+            "reference": {"n_segments": len(reference), "source": "labels of the trained folds (fold_0 predictions)"},
+            "dimensions": {
+                d: {"score": float(m), "uncertainty": float(s), "percentile": float(p)}
+                for d, m, s, p in zip(DIMENSIONS, scores["mean"], scores["std"], pct, strict=True)
+            },
+            "report": {"png": str(paths["png"]), "html": str(paths["html"])},
+        }
+        png = plot_report(scores, reference, recording.name)
+        page = render_html(result, png)
+        result["wall_s"] = round(time.perf_counter() - start, 2)
+        if transcription:
+            with atomic_path(paths["transcription"], suffix=".mid") as dst:
+                dst.write_bytes(midi.read_bytes())
+    with atomic_path(paths["png"], suffix=".png") as dst:
+        dst.write_bytes(png)
+    with atomic_path(paths["html"], suffix=".html") as dst:
+        dst.write_text(page, encoding="utf-8")
+    write_json(result, out)  # last: its presence means the set is complete
     return result
