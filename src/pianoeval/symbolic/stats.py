@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from pianoeval.data.midi import Performance, pedal_down_mask
+from pianoeval.errors import InputError
+from pianoeval.symbolic.score_stats import SCORE_STAT_NAMES, score_relative_statistics
+
+log = logging.getLogger(__name__)
 
 # Each statistic is a summary a piano teacher would name; the baseline is only as strong as these.
 STAT_NAMES: tuple[str, ...] = (
@@ -87,3 +93,27 @@ def midi_statistics(perf: Performance) -> np.ndarray:
     ]
     out = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     return out.astype(np.float32)
+
+
+# The full statistics vector: the performance on its own, then relative to its score, then a flag
+# saying whether the score part was measured (1) or left at zeros (no score, or it did not align).
+ALL_STAT_NAMES: tuple[str, ...] = STAT_NAMES + SCORE_STAT_NAMES + ("score_aligned",)
+# Columns of the score part (score-relative statistics and the flag) in the full vector.
+SCORE_COLUMNS: slice = slice(len(STAT_NAMES), len(ALL_STAT_NAMES))
+
+
+def performance_statistics(perf: Performance, score: Performance | None = None) -> np.ndarray:
+    """The full statistics vector float32 [len(ALL_STAT_NAMES)] of a performance and (optionally) its score.
+
+    A score that cannot be aligned (too few shared notes) leaves the score part at zeros with the flag
+    at 0, exactly as a missing score does: the performance statistics still stand.
+    """
+    own = midi_statistics(perf)
+    rel = np.zeros(len(SCORE_STAT_NAMES) + 1, dtype=np.float32)
+    if score is not None:
+        try:
+            rel[:-1] = score_relative_statistics(perf, score)
+            rel[-1] = 1.0
+        except InputError as exc:
+            log.warning("score statistics skipped: %s", exc)
+    return np.concatenate([own, rel])

@@ -1,0 +1,130 @@
+"""Score-relative statistics: each one moves with the performance property it names, and only then."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pianoeval.data.midi import Performance
+from pianoeval.side_input import WithStatistics
+from pianoeval.symbolic.score_stats import SCORE_STAT_NAMES, score_relative_statistics
+from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS, STAT_NAMES, performance_statistics
+
+
+def _score(n_bars: int = 8, seed: int = 0) -> Performance:
+    """A notated piece: melody eighths over a chord per beat, dynamics in three levels, 2 beats/s."""
+    rng = np.random.default_rng(seed)
+    notes = []
+    for beat in range(n_bars * 4):
+        t = beat * 0.5
+        level = (64, 96, 48)[(beat // 8) % 3]
+        for p in (48, 52, 55):
+            notes.append((t, t + 0.5, p + int(rng.integers(0, 3)), level))
+        for half in (0.0, 0.25):
+            notes.append((t + half, t + half + 0.25, 72 + int(rng.integers(0, 12)), level))
+    return Performance(np.array(notes, dtype=float))
+
+
+def _stats(perf: Performance, score: Performance) -> dict[str, float]:
+    return dict(zip(SCORE_STAT_NAMES, score_relative_statistics(perf, score).tolist(), strict=True))
+
+
+def _play(score: Performance, tempo: float = 1.0, warp=None, dur_scale: float = 1.0, vel=None, jitter: float = 0.0):
+    """A performance of `score`: global tempo factor, time warp f(t), duration scale, velocity map, jitter (s)."""
+    rng = np.random.default_rng(1)
+    n = score.notes.copy()
+    on = n[:, 0] / tempo
+    if warp is not None:
+        on = warp(on)
+    on = on + rng.normal(0.0, jitter, len(on)) if jitter else on
+    dur = (n[:, 1] - n[:, 0]) / tempo * dur_scale
+    v = n[:, 3] if vel is None else vel(n[:, 3])
+    return Performance(np.stack([on - on.min() + 0.1, on - on.min() + 0.1 + dur, n[:, 2], v], axis=1))
+
+
+def test_a_faithful_rendition_is_neutral() -> None:
+    score = _score()
+    s = _stats(_play(score), score)
+    assert abs(s["log_tempo_ratio"]) < 0.01
+    assert s["local_tempo_std"] < 0.01 and s["onset_deviation_ms"] < 1.0
+    assert abs(s["articulation_log_mean"]) < 0.05
+    assert s["velocity_score_corr"] > 0.99
+    assert s["extra_note_share"] == 0.0 and s["missed_note_share"] == 0.0
+
+
+def test_tempo_rubato_and_ritardando_are_measured() -> None:
+    score = _score()
+    assert _stats(_play(score, tempo=1.25), score)["log_tempo_ratio"] == pytest.approx(np.log(1.25), abs=0.02)
+    # A steady slowing down over the last quarter: positive final_ritardando, negative trend.
+    end = score.onsets.max()
+
+    def rit(t: np.ndarray) -> np.ndarray:
+        late = np.clip(t - 0.75 * end, 0, None)
+        return t + 0.8 * late**2 / (0.25 * end)
+
+    s = _stats(_play(score, warp=rit), score)
+    plain = _stats(_play(score), score)
+    assert s["final_ritardando"] > 0.1 > plain["final_ritardando"]
+    assert s["tempo_trend"] < plain["tempo_trend"]
+    assert s["local_tempo_std"] > plain["local_tempo_std"] + 0.05
+    # Onset jitter (uneven playing) raises the deviation from the smoothed tempo map.
+    assert _stats(_play(score, jitter=0.02), score)["onset_deviation_ms"] > 8.0
+
+
+def test_articulation_dynamics_and_accuracy() -> None:
+    score = _score()
+    stacc = _stats(_play(score, dur_scale=0.3), score)
+    assert stacc["articulation_log_mean"] < -0.8 and stacc["staccato_share"] > 0.9
+    legato = _stats(_play(score, dur_scale=1.8), score)
+    assert legato["overlap_share"] > 0.9
+    # Ignoring the notated dynamics (flat velocity) kills the correlation; exaggerating them widens the range.
+    flat = _stats(_play(score, vel=lambda v: np.full_like(v, 70.0) + (v % 3)), score)
+    assert abs(flat["velocity_score_corr"]) < 0.5
+    wide = _stats(_play(score, vel=lambda v: np.clip(64 + 2.0 * (v - 64), 1, 127)), score)
+    assert wide["velocity_score_slope"] == pytest.approx(2.0, abs=0.3)
+    assert wide["velocity_range_ratio"] > 0.3
+    # Dropping every fourth note is a missed-note share of about 1/4; no extra notes.
+    perf = _play(score)
+    keep = np.arange(len(perf.notes)) % 4 != 0
+    missed = _stats(Performance(perf.notes[keep]), score)
+    assert missed["missed_note_share"] == pytest.approx(0.25, abs=0.03)
+    assert missed["extra_note_share"] < 0.02
+
+
+def test_full_vector_layout_and_missing_score() -> None:
+    score = _score()
+    perf = _play(score)
+    full = performance_statistics(perf, score)
+    assert full.shape == (len(ALL_STAT_NAMES),) and np.isfinite(full).all()
+    assert full[SCORE_COLUMNS][-1] == 1.0
+    alone = performance_statistics(perf)
+    assert np.array_equal(alone[: len(STAT_NAMES)], full[: len(STAT_NAMES)])
+    assert not alone[SCORE_COLUMNS].any()
+    # A "score" sharing no note with the performance does not align: the score part stays empty.
+    foreign = Performance(np.array([[0.0, 0.5, 30.0, 64.0], [0.5, 1.0, 31.0, 64.0]]))
+    assert not performance_statistics(perf, foreign)[SCORE_COLUMNS].any()
+
+
+class _Zero(nn.Module):
+    hidden_size = 2
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return torch.zeros(batch["stats"].shape[0], 2)
+
+
+def test_score_dropout_zeroes_whole_score_parts_in_training_only() -> None:
+    torch.manual_seed(0)
+    net = WithStatistics(_Zero(), n_stats=6, side=4, score_columns=slice(3, 6), score_dropout=0.5)
+    seen: list[torch.Tensor] = []
+    net.norm.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    stats = torch.ones(400, 6)
+    net({"stats": stats})
+    dropped = (seen[-1][:, 3:] == 0).all(dim=1)
+    assert 0.35 < dropped.float().mean() < 0.65
+    assert (seen[-1][:, :3] == 1).all()  # the performance part is never touched
+    assert ((seen[-1][:, 3:] == 0).any(dim=1) == dropped).all()  # a row loses all its score part or none
+    net.eval()
+    net({"stats": stats})
+    assert (seen[-1] == 1).all()
