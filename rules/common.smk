@@ -26,6 +26,7 @@ FEATURE_KIND = {
     "s3": "curves",
     "baseline_mean": "stats",
     "baseline_ridge": "stats",
+    "baseline_trees": "stats",
     "baseline_segment_mean": "stats",
 }
 PRETRAINED = {"s1", "s2", "s3"}
@@ -136,3 +137,58 @@ def pretrain_features(wildcards):
 def pretrained_flag(wildcards, input):
     """`--pretrained PATH` when the model has a pretrained encoder input, else nothing."""
     return f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else ""
+
+
+# Durable copies for ephemeral instances (docs/thunder.md). A machine setting: no resolved config
+# includes the `persist` section, so turning it on or off reruns nothing.
+PERSIST = config["persist"]
+if PERSIST["remote"]:
+    from pianoeval.persist import rclone_filters
+
+    # A bad path fails now, not after the first job.
+    rclone_filters(PERSIST["include"], PERSIST["exclude"])
+
+
+def persist_push(wildcards, output):
+    """` && pianoeval persist push ...` when persist.remote is set, else nothing.
+
+    It takes `output`, so Snakemake counts it as derived from the outputs rather than as a
+    parameter whose change would rerun the job. The push copies every included path (the job's
+    folder, the inputs it was made from, anything an earlier failed push missed) and only warns on
+    failure: a failed upload must not make Snakemake delete the job's outputs.
+    """
+    if not PERSIST["remote"]:
+        return ""
+    import shlex
+
+    args = ["pianoeval", "persist", "push", "--warn-only"]
+    args += ["--remote", PERSIST["remote"]]
+    for pattern in PERSIST["exclude"]:
+        args += ["--exclude", pattern]
+    return f" && {shlex.join([*args, *PERSIST['include']])}"
+
+
+def persist_at_end():
+    """Push once more when the workflow ends: the last jobs' records and the outputs of the rules
+    that do not push themselves (compare, robustness, report)."""
+    if not PERSIST["remote"]:
+        return
+    from snakemake.logging import logger
+
+    from pianoeval.errors import RemoteError
+    from pianoeval.persist import copy
+
+    remote = PERSIST["remote"]
+    try:
+        n_files = copy("push", remote, PERSIST["include"], PERSIST["exclude"])
+        logger.info(f"persist: pushed {n_files} files to {remote}")
+    except RemoteError as exc:
+        logger.warning(f"persist: the final push failed ({exc}); push by hand")
+
+
+onsuccess:
+    persist_at_end()
+
+
+onerror:
+    persist_at_end()

@@ -63,6 +63,7 @@ rule render:
         manifest="results/prepare/manifest.parquet",
     output:
         manifest="results/render/manifest.parquet",
+        skipped="results/render/skipped.json",
     log:
         "logs/render/render.log",
     benchmark:
@@ -73,7 +74,7 @@ rule render:
     resources:
         mem_mb=2000,
     params:
-        config=config_for("render"),
+        config=config_for("render", "max_skipped_fraction"),
     shell:
         "pianoeval render --config {params.config} --manifest {input.manifest}"
         " --audio-dir results/render/audio --out {output.manifest} --threads {threads} > {log} 2>&1"

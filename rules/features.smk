@@ -1,5 +1,6 @@
 # Featurize MIDI for the symbolic models and embed rendered audio for the audio models.
-# Both cache per file (results/cache/...) so reruns and added files only compute what is new.
+# Both cache per file (results/cache/...) so reruns and added files only compute what is new, and
+# skip unusable files, listing them in <output>.skipped.json (see pipeline/skipped.py).
 
 
 rule featurize:
@@ -7,6 +8,7 @@ rule featurize:
         manifest="results/prepare/manifest.parquet",
     output:
         features="results/featurize/{kind}.pt",
+        skipped="results/featurize/{kind}.skipped.json",
     log:
         "logs/featurize/{kind}.log",
     benchmark:
@@ -17,7 +19,7 @@ rule featurize:
     resources:
         mem_mb=4000,
     params:
-        config=config_for("features"),
+        config=config_for("features", "max_skipped_fraction"),
         # A new featurizer version changes this param, so Snakemake reruns the rule.
         version=FEATURIZER_VERSION,
     shell:
@@ -30,6 +32,7 @@ rule embed:
         manifest="results/render/manifest.parquet",
     output:
         embeddings="results/embed/{backbone}.pt",
+        skipped="results/embed/{backbone}.skipped.json",
     log:
         "logs/embed/{backbone}.log",
     benchmark:
@@ -42,7 +45,7 @@ rule embed:
     resources:
         mem_mb=8000,
     params:
-        config=config_for("render", "audio"),
+        config=config_for("render", "audio", "max_skipped_fraction"),
     shell:
         "pianoeval embed {wildcards.backbone} --config {params.config} --manifest {input.manifest}"
         " --out {output.embeddings} --cache-dir results/cache/embed_{wildcards.backbone} > {log} 2>&1"

@@ -19,11 +19,13 @@ rule fuse:
         runtime=60,
     params:
         config=config_for("fusion", "training"),
+        persist=persist_push,
     shell:
         "pianoeval fuse {wildcards.fusion} --config {params.config} --fold {wildcards.fold}"
         " --manifest {input.manifest} --folds {input.folds} --symbolic-winner {input.symbolic_winner}"
-        " --audio-winner {input.audio_winner}"
+        " --audio-winner {input.audio_winner} --devices {resources.gpu}"
         " --out-dir results/fuse/{wildcards.fusion}/fold_{wildcards.fold} > {log} 2>&1"
+        "{params.persist}"
 
 
 rule robustness:

@@ -22,10 +22,12 @@ rule pretrain:
         runtime=120,
     params:
         config=config_for("features", "symbolic", "training"),
+        persist=persist_push,
     shell:
         "pianoeval pretrain {wildcards.model} --config {params.config} --fold {wildcards.fold}"
         " --manifest {input.manifest} --folds {input.folds} --features {input.features}"
-        " --out {output.encoder} > {log} 2>&1"
+        " --devices {resources.gpu} --out {output.encoder} > {log} 2>&1"
+        "{params.persist}"
 
 
 rule train:
@@ -49,8 +51,10 @@ rule train:
     params:
         config=config_for("features", "symbolic", "audio", "training"),
         pretrained=pretrained_flag,
+        persist=persist_push,
     shell:
         "pianoeval train {wildcards.track} {wildcards.model} --config {params.config}"
         " --fold {wildcards.fold} --manifest {input.manifest} --folds {input.folds}"
-        " --features {input.features} {params.pretrained}"
+        " --features {input.features} {params.pretrained} --devices {resources.gpu}"
         " --out-dir results/train/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold} > {log} 2>&1"
+        "{params.persist}"

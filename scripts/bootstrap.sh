@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up: Debian packages (fluidsynth + a GM soundfont) and a Python 3.11 venv in .venv
+# Idempotent set-up: Debian packages (fluidsynth + a GM soundfont, rclone) and a Python 3.11 venv in .venv
 # with this package, its pinned dependencies and the dev tools. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +8,8 @@ need_apt=()
 command -v fluidsynth >/dev/null 2>&1 || need_apt+=(fluidsynth)
 [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] || need_apt+=(fluid-soundfont-gm)
 command -v git >/dev/null 2>&1 || need_apt+=(git)
+# rclone: `pianoeval persist` copies results to durable storage (ephemeral GPU instances, docs/thunder.md).
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
