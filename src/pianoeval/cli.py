@@ -17,6 +17,8 @@ from pianoeval import __version__
 from pianoeval.errors import PianoevalError
 
 log = logging.getLogger("pianoeval")
+# The training commands' --devices: the rule passes the GPUs it reserved (resources.gpu).
+DEVICES_HELP = "devices to train on; more than 1 = Lightning DDP, one process per device"
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -87,6 +89,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         Path(args.folds),
         Path(args.features),
         Path(args.out),
+        devices=args.devices,
     )
 
 
@@ -104,6 +107,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         Path(args.features),
         Path(args.out_dir),
         Path(args.pretrained) if args.pretrained else None,
+        devices=args.devices,
     )
 
 
@@ -127,6 +131,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         Path(args.symbolic_winner),
         Path(args.audio_winner),
         Path(args.out_dir),
+        devices=args.devices,
     )
 
 
@@ -163,6 +168,30 @@ def cmd_align_check(args: argparse.Namespace) -> None:
     from pianoeval.alignment import run_align_check
 
     run_align_check(Path(args.asap_root), Path(args.out))
+
+
+def cmd_transcribe_check(args: argparse.Namespace) -> None:
+    """Transcribe a stratified subset of rendered performances with TransKun; note F1 against their MIDI."""
+    from pianoeval.audio.transcription_check import run_transcribe_check
+
+    run_transcribe_check(
+        Path(args.manifest),
+        Path(args.out),
+        Path(args.cache_dir) if args.cache_dir else Path(args.out).parent / "cache",
+        audio_dir=Path(args.audio_dir) if args.audio_dir else None,
+        per_group=args.per_group,
+        max_seconds=args.max_seconds,
+        source=args.source,
+        seed=args.seed,
+        sample_rate=_config(args)["render"]["sample_rate"],
+    )
+
+
+def cmd_persist(args: argparse.Namespace) -> None:
+    """Copy results to durable storage (push) or restore them (pull), with rclone."""
+    from pianoeval.persist import run_persist
+
+    run_persist(args.action, _config(args), args.remote, args.paths, args.exclude, args.warn_only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -212,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", required=True)
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
     p = add("train", cmd_train)
     p.add_argument("track", choices=["symbolic", "audio"])
     p.add_argument("model")
@@ -221,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", required=True)
     p.add_argument("--pretrained")
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
     p = add("compare", cmd_compare)
     p.add_argument("track", choices=["symbolic", "audio", "fusion"])
     p.add_argument("--metrics", nargs="+", required=True)
@@ -233,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--symbolic-winner", required=True)
     p.add_argument("--audio-winner", required=True)
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
     p = add("robustness", cmd_robustness)
     p.add_argument("--manifest", required=True)
     p.add_argument("--folds", required=True)
@@ -252,6 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("align-check", cmd_align_check, config=False)
     p.add_argument("--asap-root", required=True, help="ASAP folder (<composer>/.../<piece>/ with annotations)")
     p.add_argument("--out", default="results/alignment/report.json")
+    p = add("transcribe-check", cmd_transcribe_check)
+    p.add_argument("--manifest", required=True, help="manifest with midi_path (and audio_path)")
+    p.add_argument("--out", required=True, help="JSON report")
+    p.add_argument("--cache-dir", help="per-file results (default: <out folder>/cache)")
+    p.add_argument("--audio-dir", help="where rows without audio are rendered (FluidSynth)")
+    p.add_argument("--per-group", type=int, default=1, help="performances per piece and bar length")
+    p.add_argument("--max-seconds", type=float, help="transcribe and score only each file's first N seconds")
+    p.add_argument("--source", help="only rows of this source (percepiano, asap, ...)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the stratified draw")
+    p = add("persist", cmd_persist, config=False)
+    # push and pull as sub-commands, so that paths may follow the options.
+    persist_actions = p.add_subparsers(dest="action", required=True)
+    for action, what in (("push", "copy outputs to the remote"), ("pull", "restore outputs from the remote")):
+        a = persist_actions.add_parser(action, help=what)
+        a.add_argument("paths", nargs="*", help="files/folders of the working directory (default: persist.include)")
+        a.add_argument("--config", help="config YAML whose persist section gives the defaults")
+        a.add_argument("--remote", help="rclone remote: s3:bucket/pianoeval, a local folder (default: persist.remote)")
+        a.add_argument("--exclude", action="append", help="rclone glob pattern not to copy (default: persist.exclude)")
+        a.add_argument("--warn-only", action="store_true", help="a failed copy is a warning, exit status 0")
     return parser
 
 
@@ -267,6 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except PianoevalError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # The machine, not the code: a missing or unreadable file, a full disk, a read-only folder.
+        log.debug("OS error", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc} (rerun with -v for the traceback)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

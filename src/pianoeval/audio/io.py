@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,18 @@ from pianoeval.constants import SAMPLE_RATE
 from pianoeval.errors import InputError
 from pianoeval.io import atomic_path
 
+log = logging.getLogger(__name__)
+
 # Below this RMS (dBFS) a recording is treated as silence: a quiet piano passage sits near -40 dBFS,
 # an unplugged input near -90.
 SILENCE_DBFS: float = -60.0
 # A sample at or above this magnitude counts as clipped (full scale, allowing for float rounding).
 CLIP_LEVEL: float = 0.999
-# More than this fraction of clipped samples means the recording is distorted, not merely loud.
-MAX_CLIPPED_FRACTION: float = 0.01
+# More than this fraction of clipped samples means the recording is distorted, not merely loud:
+# it is still used (timing, notes and pedalling survive clipping) but a warning says so.
+WARN_CLIPPED_FRACTION: float = 0.01
+# More than this and the wave is a square wave rather than a recording: refused.
+MAX_CLIPPED_FRACTION: float = 0.5
 
 
 def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None) -> np.ndarray:
@@ -45,6 +51,12 @@ def load_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
         raise InputError(
             f"audio is clipped ({100 * clipped:.1f}% of samples at full scale); record it at a lower level",
             path,
+        )
+    if clipped > WARN_CLIPPED_FRACTION:
+        log.warning(
+            "%s: audio is clipped (%.1f%% of samples at full scale); dynamics and timbre scores are less reliable",
+            path,
+            100 * clipped,
         )
     rms_db = 20.0 * np.log10(max(float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))), 1e-12))
     if rms_db < SILENCE_DBFS:

@@ -299,7 +299,7 @@ class AudioTrackModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         total, _, z = self.compute_losses(batch)
-        self.log("dev/loss", total, batch_size=z.shape[0])
+        self.log("dev/loss", total, batch_size=z.shape[0], sync_dist=True)
         if "labels" in batch and "group" in batch:
             self._dev_outputs.append(
                 {"pred": self.heads(z).detach().cpu(), "target": batch["labels"].cpu(), "group": batch["group"].cpu()}
@@ -317,9 +317,12 @@ class AudioTrackModule(L.LightningModule):
         acc = pairwise_accuracy(pred, target, group, threshold=self.hparams.threshold)["overall"]
         r2 = r2_scores(pred, target)["mean"] if len(pred) > 1 else float("nan")
         # Same names as PerformanceModule: the pipeline's early stopping monitors dev/selection.
-        self.log("dev/pairwise_acc", float(acc) if acc is not None else 0.5, prog_bar=True)
-        self.log("dev/r2", float(r2), prog_bar=True)
-        self.log("dev/selection", float(acc or 0.5) + 0.5 * float(np.nan_to_num(r2, nan=-1.0)))
+        # sync_dist: the same number on every DDP rank (each scores the whole dev split), hence the
+        # same early-stopping and checkpoint decisions; a no-op on one device.
+        self.log("dev/pairwise_acc", float(acc) if acc is not None else 0.5, prog_bar=True, sync_dist=True)
+        self.log("dev/r2", float(r2), prog_bar=True, sync_dist=True)
+        selection = float(acc or 0.5) + 0.5 * float(np.nan_to_num(r2, nan=-1.0))
+        self.log("dev/selection", selection, sync_dist=True)
 
     # --- optimiser -------------------------------------------------------------------------------
     def top_parameters(self) -> list[nn.Parameter]:

@@ -15,6 +15,9 @@ from pianoeval.io import atomic_path
 # A MIDI longer than this (seconds) is refused: no piano segment we judge is an hour long,
 # and such a file is almost always a corrupt tempo map.
 MAX_DURATION_S: float = 3600.0
+# A MIDI file larger than this is refused before parsing: an hour of dense two-hand playing is
+# well under 2 MB, while parsing a generated file of millions of notes takes minutes and gigabytes.
+MAX_FILE_BYTES: int = 16 * 2**20
 
 
 @dataclass
@@ -67,14 +70,22 @@ def load_performance(path: str | Path) -> Performance:
     path = Path(path)
     if not path.is_file():
         raise InputError("MIDI file not found", path)
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise InputError("MIDI file is empty (0 bytes)", path)
+    if size > MAX_FILE_BYTES:
+        raise InputError(
+            f"MIDI file is {size / 2**20:.0f} MB, more than the {MAX_FILE_BYTES / 2**20:.0f} MB limit"
+            " (no piano performance is this large; is it generated or corrupt?)",
+            path,
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             pm = pretty_midi.PrettyMIDI(str(path))
     except Exception as exc:  # pretty_midi/mido raise many types for corrupt files
-        raise InputError(f"not a readable MIDI file ({type(exc).__name__}: {exc})", path) from exc
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise InputError(f"not a readable MIDI file ({detail})", path) from exc
     notes: list[tuple[float, float, int, int]] = []
     pedal: list[tuple[float, int]] = []
     for inst in pm.instruments:

@@ -86,8 +86,10 @@ def run_fuse(
     symbolic_winner: Path,
     audio_winner: Path,
     out_dir: Path,
+    devices: int = 1,
 ) -> dict[str, Any]:
-    """Fit fusion `fusion` (f1/f2/f3[_score]) on fold `fold` and write the usual fold outputs."""
+    """Fit fusion `fusion` (f1/f2/f3[_score]) on fold `fold` on `devices` devices (DDP when more than
+    1) and write the usual fold outputs; a DDP worker process returns {} and writes nothing."""
     from pianoeval.data.manifest import read_manifest
     from pianoeval.fusion import build_fusion
     from pianoeval.provenance import write_provenance
@@ -110,7 +112,9 @@ def run_fuse(
     }
     net = build_fusion(fusion, **dims)
     write_json({"kind": "fusion", "model": fusion, **dims}, out_dir / "model_spec.json")
-    module, info = fit_module(net, config, data, out_dir, seed)
+    module, info = fit_module(net, config, data, out_dir, seed, devices=devices)
+    if module is None:
+        return {}
     preds, embs = _predict_network(module, data, config["training"]["batch_size"])
     extra: dict[str, Any] = {
         "track": "fusion",

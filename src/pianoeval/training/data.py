@@ -64,8 +64,15 @@ def load_feature_store(path: Path) -> dict[str, Any]:
     return store
 
 
-def load_fold_data(store: dict[str, Any], manifest: pd.DataFrame, folds: dict[str, Any], fold: int) -> FoldData:
-    """Join features with labels and groups for the train/dev/val ids of `fold`."""
+def load_fold_data(
+    store: dict[str, Any],
+    manifest: pd.DataFrame,
+    folds: dict[str, Any],
+    fold: int,
+    manifest_path: Path | None = None,
+) -> FoldData:
+    """Join features with labels and groups for the train/dev/val ids of `fold` (`manifest_path` names
+    the manifest in errors)."""
     from pianoeval.data.manifest import label_matrix
 
     spec = next((f for f in folds["folds"] if int(f["fold"]) == fold), None)
@@ -85,7 +92,10 @@ def load_fold_data(store: dict[str, Any], manifest: pd.DataFrame, folds: dict[st
                 continue
             row = by_id.get(sid)
             if row is None or np.isnan(labels[row]).any():
-                raise InputError(f"segment {sid} of fold {fold} has no labels in the manifest")
+                raise InputError(
+                    f"segment {sid} of fold {fold} has no labels in the manifest; rebuild the folds from it",
+                    manifest_path,
+                )
             item = dict(store["items"][sid])
             item.update(
                 labels=torch.tensor(labels[row], dtype=torch.float32),
@@ -108,16 +118,45 @@ class GroupBatchSampler(Sampler[list[int]]):
 
     Each epoch shuffles the groups and the members within each group, concatenates them and cuts
     the sequence into batches, so most batches contain whole groups.
+
+    With `shard`, under an initialised torch.distributed process group (Lightning DDP), each rank
+    takes every world-size-th batch of the same seeded order; the first batches are repeated so
+    that every rank has as many batches (each DDP step waits for all ranks).
     """
 
-    def __init__(self, groups: list[int], batch_size: int, shuffle: bool = True, seed: int = 0) -> None:
+    def __init__(
+        self, groups: list[int], batch_size: int, shuffle: bool = True, seed: int = 0, shard: bool = False
+    ) -> None:
         self.groups = np.asarray(groups)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.shard = shard
         self.epoch = 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch `epoch`'s order next (training sets it each epoch, so a run resumed from a
+        checkpoint sees the batches the uninterrupted run would have)."""
+        self.epoch = epoch
+
+    def _replicas(self) -> tuple[int, int]:
+        """(rank, world size) to shard over: the process group's when sharding under DDP, else (0, 1)."""
+        import torch.distributed as dist
+
+        if self.shard and dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
     def __iter__(self) -> Iterator[list[int]]:
+        rank, world = self._replicas()
+        batches = list(self._all_batches())
+        if world > 1:
+            padded = [batches[i % len(batches)] for i in range(len(self) * world)]
+            batches = padded[rank::world]
+        yield from batches
+
+    def _all_batches(self) -> Iterator[list[int]]:
+        """This epoch's batches over all items (the same on every rank: seeded by seed and epoch)."""
         rng = np.random.default_rng(self.seed + self.epoch)
         self.epoch += 1
         unique = np.unique(self.groups)
@@ -133,7 +172,9 @@ class GroupBatchSampler(Sampler[list[int]]):
             yield order[start : start + self.batch_size]
 
     def __len__(self) -> int:
-        return (len(self.groups) + self.batch_size - 1) // self.batch_size
+        n_batches = (len(self.groups) + self.batch_size - 1) // self.batch_size
+        world = self._replicas()[1]
+        return (n_batches + world - 1) // world
 
 
 def make_loader(
@@ -143,15 +184,20 @@ def make_loader(
     seed: int,
     num_workers: int = 0,
     dataset: Sequence[dict[str, Any]] | None = None,
+    shard: bool = False,
 ) -> DataLoader:
     """A DataLoader over items (or `dataset`, indexed like them) with group-aware batching and the
-    multi-task collate."""
+    multi-task collate; `shard`: split the batches across DDP ranks (GroupBatchSampler)."""
     from pianoeval.data.datasets import multi_task_collate_fn
 
-    sampler = GroupBatchSampler([int(it["group"]) for it in items], batch_size, shuffle=shuffle, seed=seed)
+    groups = [int(it["group"]) for it in items]
+    sampler = GroupBatchSampler(groups, batch_size, shuffle=shuffle, seed=seed, shard=shard)
     return DataLoader(
         items if dataset is None else dataset,  # a list is a valid map-style dataset
         batch_sampler=sampler,
         collate_fn=multi_task_collate_fn,
         num_workers=num_workers,
+        # Its own generator: starting an epoch's iterator then leaves the global RNG (dropout) alone,
+        # so each epoch's randomness depends only on the per-epoch seed (train.py, _epoch_seed).
+        generator=torch.Generator().manual_seed(seed),
     )

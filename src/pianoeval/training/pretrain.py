@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pianoeval.errors import ConfigError
-from pianoeval.io import atomic_path, read_json
+from pianoeval.io import read_json, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,16 @@ def run_pretrain(
     folds_path: Path,
     features_path: Path,
     out: Path,
+    devices: int = 1,
 ) -> dict[str, Any]:
-    """Pretrain `model`'s encoder for `training.pretrain_epochs` epochs; save `{"encoder": state_dict}`."""
+    """Pretrain `model`'s encoder for `training.pretrain_epochs` epochs on `devices` devices (DDP when
+    more than 1, see train.device_settings); save `{"encoder": state_dict}`. A DDP worker process
+    (rank > 0) saves nothing."""
     from pianoeval.data.manifest import read_manifest
     from pianoeval.training.data import load_feature_store
+    from pianoeval.training.progress import EpochLog
     from pianoeval.training.registry import build_encoder
-    from pianoeval.training.train import fold_seed
+    from pianoeval.training.train import device_settings, fold_seed
 
     start = time.perf_counter()
     seed = fold_seed(config, fold)
@@ -129,19 +133,20 @@ def run_pretrain(
         loader = build_pretrain_loader(model, items, store["meta"], config["training"]["batch_size"], seed)
         trainer = L.Trainer(
             max_epochs=epochs,
-            accelerator="auto",
-            devices=1,
+            **device_settings(devices),
             precision=config["training"]["precision"],
             logger=False,
             enable_checkpointing=False,
+            callbacks=[EpochLog(f"pretrain {model}")],
             enable_progress_bar=False,
             enable_model_summary=False,
             deterministic=True,
         )
-        trainer.fit(module, loader)
+        trainer.fit(module, loader)  # under DDP, Lightning gives each rank a share of the loader
+        if not trainer.is_global_zero:
+            return info
         info["final_loss"] = float(trainer.callback_metrics.get("pretrain/loss", torch.tensor(float("nan"))))
     info["wall_s"] = round(time.perf_counter() - start, 2)
-    with atomic_path(out) as tmp:
-        torch.save({"encoder": encoder.state_dict(), "info": info}, tmp)
+    save_torch({"encoder": encoder.state_dict(), "info": info}, out)
     log.info("pretrained %s fold %d on %d files: %s", model, fold, len(items), info)
     return info

@@ -1,0 +1,119 @@
+"""Same seed and config, same numbers: pretraining and training on CPU are bit-for-bit repeatable,
+and a run interrupted and resumed from `last.ckpt` ends exactly where the uninterrupted run does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from pianoeval.config import validate_config
+from pianoeval.io import read_json
+
+MODELS = ("s1", "s2", "s3")
+KINDS = {"s1": "tokens", "s2": "graphs", "s3": "curves"}
+SMALL = {
+    "symbolic": {"hidden": 16, "layers": 1, "heads": 2},
+    "training": {"max_epochs": 4, "pretrain_epochs": 1, "batch_size": 4, "patience": 4},
+    "folds": {"k": 2},
+    "features": {"max_seq_len": 256},
+}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Manifest, folds and the three feature stores of a small demo corpus."""
+    from pianoeval.data.demo import generate_demo_corpus
+    from pianoeval.data.folds import make_folds, write_folds
+    from pianoeval.data.manifest import write_manifest
+    from pianoeval.pipeline.featurize import run_featurize
+
+    root = tmp_path_factory.mktemp("determinism")
+    config = validate_config(SMALL)
+    df = generate_demo_corpus(root / "demo", n_pieces=4, n_performances=4, seconds=3.0, seed=3)
+    paths = {"manifest": write_manifest(df, root / "manifest.parquet"), "folds": root / "folds.json"}
+    write_folds(make_folds(df, k=2, seed=3, dev_fraction=0.25), paths["folds"])
+    for kind in KINDS.values():
+        paths[kind] = root / f"{kind}.pt"
+        run_featurize(kind, config, paths["manifest"], paths[kind], root / "cache")
+    return paths
+
+
+def _train(model: str, config: dict[str, Any], inputs: dict[str, Path], out: Path, pretrained: Path | None = None):
+    """run_train on fold 0; return (metrics without the wall time, predictions.csv bytes)."""
+    from pianoeval.training.train import run_train
+
+    run_train("symbolic", model, config, 0, inputs["manifest"], inputs["folds"], inputs[KINDS[model]], out, pretrained)
+    metrics = read_json(out / "metrics.json")
+    metrics.pop("wall_s")
+    return metrics, (out / "predictions.csv").read_bytes()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_same_seed_and_config_give_identical_results(model: str, inputs: dict[str, Path], tmp_path: Path) -> None:
+    from pianoeval.training.pretrain import run_pretrain
+
+    config = validate_config(SMALL)
+    encoders = []
+    for run in ("a", "b"):
+        out = tmp_path / run / "encoder.pt"
+        run_pretrain(model, config, 0, inputs["manifest"], inputs["folds"], inputs[KINDS[model]], out)
+        encoders.append(torch.load(out, weights_only=False)["encoder"])
+    assert encoders[0].keys() == encoders[1].keys()
+    for name, value in encoders[0].items():
+        assert torch.equal(value, encoders[1][name]), name
+
+    a = _train(model, config, inputs, tmp_path / "a" / "train", tmp_path / "a" / "encoder.pt")
+    b = _train(model, config, inputs, tmp_path / "b" / "train", tmp_path / "b" / "encoder.pt")
+    assert a[0] == b[0]  # every metric, exactly (floats included)
+    assert a[1] == b[1]  # every prediction, to the last digit
+    emb = [torch.load(tmp_path / run / "train" / "embeddings.pt", weights_only=False)["z"] for run in ("a", "b")]
+    assert torch.equal(emb[0], emb[1])
+
+    # The seed is what makes them equal: another seed gives other predictions.
+    other = _train(model, validate_config({**SMALL, "seed": 7}), inputs, tmp_path / "c" / "train")
+    assert other[1] != a[1]
+
+
+def test_resumed_run_ends_where_the_uninterrupted_run_does(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from pianoeval.training.progress import EpochLog
+
+    config = validate_config(SMALL)
+    reference = _train("s3", config, inputs, tmp_path / "reference")
+
+    class Killed(Exception):
+        """Stands in for a kill between epochs."""
+
+    start = EpochLog.on_train_epoch_start
+
+    def die_at_epoch_2(self: EpochLog, trainer: Any, pl_module: Any) -> None:
+        if trainer.current_epoch == 2:
+            raise Killed
+        start(self, trainer, pl_module)
+
+    out = tmp_path / "interrupted"
+    monkeypatch.setattr(EpochLog, "on_train_epoch_start", die_at_epoch_2)
+    with pytest.raises(Killed):
+        _train("s3", config, inputs, out)
+    monkeypatch.undo()
+    assert not (out / "metrics.json").exists()
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 1
+
+    with caplog.at_level("INFO"):
+        resumed = _train("s3", config, inputs, out)
+    assert any(r.getMessage().startswith("resuming from") for r in caplog.records)
+    # Only epochs 3 and 4 ran again (the progress lines count them).
+    epochs = [r.getMessage().split(" (")[0] for r in caplog.records if r.getMessage().startswith("train s3 epoch")]
+    assert epochs == ["train s3 epoch 3/4", "train s3 epoch 4/4"]
+    assert resumed == reference
+    # Not only the selected (best) epoch: the weights after the last epoch are the same too.
+    final = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+        for run in (tmp_path / "reference", out)
+    ]
+    for name, value in final[0].items():
+        assert torch.equal(value, final[1][name]), name
