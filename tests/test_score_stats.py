@@ -114,17 +114,55 @@ class _Zero(nn.Module):
         return torch.zeros(batch["stats"].shape[0], 2)
 
 
-def test_score_dropout_zeroes_whole_score_parts_in_training_only() -> None:
+def _side_inputs(net: WithStatistics) -> list[torch.Tensor]:
+    """Record the standardised statistics that reach the side MLP."""
+    seen: list[torch.Tensor] = []
+    net.side[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    return seen
+
+
+def test_score_dropout_and_missing_scores_sit_at_the_training_mean() -> None:
     torch.manual_seed(0)
     net = WithStatistics(_Zero(), n_stats=6, side=4, score_columns=slice(3, 6), score_dropout=0.5)
-    seen: list[torch.Tensor] = []
-    net.norm.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
-    stats = torch.ones(400, 6)
+    seen = _side_inputs(net)
+    stats = torch.randn(400, 6) + 3.0
+    stats[:, 5] = 1.0  # every row has a score
     net({"stats": stats})
-    dropped = (seen[-1][:, 3:] == 0).all(dim=1)
+    dropped = (seen[-1][:, 3:5] == 0).all(dim=1)
     assert 0.35 < dropped.float().mean() < 0.65
-    assert (seen[-1][:, :3] == 1).all()  # the performance part is never touched
-    assert ((seen[-1][:, 3:] == 0).any(dim=1) == dropped).all()  # a row loses all its score part or none
+    assert (seen[-1][:, :3] != 0).all()  # the performance part is never touched
+    assert ((seen[-1][:, 3:5] == 0).any(dim=1) == dropped).all()  # a row loses all its score part or none
     net.eval()
     net({"stats": stats})
-    assert (seen[-1] == 1).all()
+    assert (seen[-1][:, 3:5] != 0).all()  # no dropout at evaluation
+    unscored = stats.clone()
+    unscored[:, 3:] = 0.0  # what featurize writes without a score: the flag at 0
+    net({"stats": unscored})
+    assert (seen[-1][:, 3:] == 0).all() and (seen[-1][:, :3] != 0).all()
+
+
+def test_wide_part_starts_at_the_ridge_fit() -> None:
+    """init_wide: predictions from the wide part alone match a ridge fit of the label logits."""
+    from pianoeval.heads import ScoreHeads
+
+    torch.manual_seed(0)
+    x = torch.randn(300, 5) * torch.tensor([1.0, 10.0, 0.1, 5.0, 2.0]) + 4.0
+    w_true = torch.randn(5, 3) * 0.3
+    y = torch.sigmoid(((x - x.mean(0)) / x.std(0)) @ w_true + 0.1 * torch.randn(300, 3))
+    net = WithStatistics(_Zero(), n_stats=5, side=4, n_dims=3)
+    alpha = net.init_wide(x[:200], y[:200], x[200:], y[200:])
+    assert alpha in (0.1, 1.0, 10.0)  # strong signal: the dev split picks little shrinkage
+    heads = ScoreHeads(net.hidden_size, n_dims=3)
+    heads.init_bias(y[:200].mean(0))
+    with torch.no_grad():
+        heads.regression[-1].weight.zero_()
+    net.eval(), heads.eval()
+    batch = {"stats": x[200:]}
+    pred = heads(net(batch), batch["wide_logits"])
+    r2 = 1 - ((pred - y[200:]) ** 2).sum(0) / ((y[200:] - y[200:].mean(0)) ** 2).sum(0)
+    assert (r2 > 0.8).all()
+    # The moments are fixed: a training-mode forward of one odd batch does not move them.
+    net.train()
+    before = net.norm.running_mean.clone()
+    net({"stats": x[:8] * 100})
+    assert torch.equal(before, net.norm.running_mean)

@@ -9,7 +9,7 @@ from torch import nn
 from pianoeval.config import validate_config
 from pianoeval.pipeline.featurize import featurize_file, kind_meta
 from pianoeval.side_input import WithStatistics
-from pianoeval.symbolic.stats import STAT_NAMES
+from pianoeval.symbolic.stats import ALL_STAT_NAMES
 from pianoeval.training.registry import build_encoder, build_network
 
 
@@ -80,6 +80,6 @@ def test_registry_wraps_symbolic_encoders(enabled: bool) -> None:
 def test_every_feature_kind_carries_statistics(kind: str, tiny_midi) -> None:
     config = validate_config({})
     item = featurize_file(kind, str(tiny_midi()), config["features"])
-    assert item["stats"].shape == (len(STAT_NAMES),)
+    assert item["stats"].shape == (len(ALL_STAT_NAMES),)
     assert torch.isfinite(item["stats"]).all()
-    assert kind_meta(kind, config["features"])["n_stats"] == len(STAT_NAMES)
+    assert kind_meta(kind, config["features"])["n_stats"] == len(ALL_STAT_NAMES)

@@ -182,8 +182,9 @@ class FusedPerformanceModel(nn.Module):
         out = dict(batch)
         with torch.no_grad():
             for track, model in (("audio", self.audio_model), ("symbolic", self.symbolic_model)):
-                z = model.encoder(batch[f"{track}_batch"])
-                out[f"z_{track}"], out[f"scores_{track}"] = z, model.heads(z)
+                inputs = batch[f"{track}_batch"]
+                z = model.encoder(inputs)  # a wide & deep encoder also sets inputs["wide_logits"]
+                out[f"z_{track}"], out[f"scores_{track}"] = z, model.heads(z, inputs.get("wide_logits"))
             if "score_batch" in batch:
                 out["z_score"] = self.symbolic_model.encoder(batch["score_batch"])
         return out

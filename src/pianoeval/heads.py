@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,9 +75,10 @@ class ScoreHeads(nn.Module):
         with torch.no_grad():
             last.bias.copy_(torch.logit(mean).to(last.bias))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Scores `[B, n_dims]` in (0, 1) from `z [B, H]`."""
-        return torch.sigmoid(self.regression(z))
+    def forward(self, z: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores `[B, n_dims]` in (0, 1) from `z [B, H]` (plus logit offsets `[B, n_dims]` if given)."""
+        logits = self.regression(z)
+        return torch.sigmoid(logits if offset is None else logits + offset)
 
     def utility(self, z: torch.Tensor) -> torch.Tensor:
         """Per-dimension ranking utility `[B, n_dims]` (unbounded) from `z [B, H]`."""
@@ -84,6 +87,15 @@ class ScoreHeads(nn.Module):
     def rank_logits(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """Logits `[B, n_dims]` that a ranks above b per dimension; `rank_logits(a, b) == -rank_logits(b, a)`."""
         return self.utility(z_a) - self.utility(z_b)
+
+
+def scores_from(encoder: nn.Module, heads: ScoreHeads, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    """Scores [B, 19] from the encoder's embedding z [B, H]: the encoder's own scorer when it has one
+    (gated fusion), else the heads. Shared by training (PerformanceModule) and scoring (ScoringNetwork)."""
+    custom = getattr(encoder, "predict_scores", None)
+    scores = custom(batch) if custom is not None else None
+    # A wide & deep encoder leaves its linear part's logit offsets in the batch (side_input.py).
+    return heads(z, batch.get("wide_logits")) if scores is None else scores
 
 
 class ProjectionHead(nn.Module):

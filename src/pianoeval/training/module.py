@@ -55,9 +55,9 @@ class PerformanceModule(L.LightningModule):
 
     def scores_from(self, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """Scores [B, 19]: the encoder's own scorer when it has one (gated fusion), else the heads."""
-        custom = getattr(self.encoder, "predict_scores", None)
-        scores = custom(batch) if custom is not None else None
-        return self.heads(z) if scores is None else scores
+        from pianoeval.heads import scores_from
+
+        return scores_from(self.encoder, self.heads, z, batch)
 
     def embed(self, batch: dict[str, Any]) -> torch.Tensor:
         """Encoder embedding z [B, H]."""
@@ -95,7 +95,7 @@ class PerformanceModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         total, _, scores = self.compute_losses(batch)
-        self.log("dev/loss", total, batch_size=batch["labels"].shape[0])
+        self.log("dev/loss", total, batch_size=batch["labels"].shape[0], sync_dist=True)
         self._dev_outputs.append(
             {"pred": scores.detach().cpu(), "target": batch["labels"].cpu(), "group": batch["group"].cpu()}
         )
@@ -111,10 +111,13 @@ class PerformanceModule(L.LightningModule):
         self._dev_outputs.clear()
         acc = pairwise_accuracy(pred, target, group, threshold=self.hparams.threshold)["overall"]
         r2 = r2_scores(pred, target)["mean"] if len(pred) > 1 else float("nan")
-        self.log("dev/pairwise_acc", float(acc) if acc is not None else 0.5, prog_bar=True)
-        self.log("dev/r2", float(r2), prog_bar=True)
+        # sync_dist: under DDP every rank scores the whole dev split, so the mean is the same number
+        # and every rank takes the same early-stopping and checkpoint decisions (no-op on one device).
+        self.log("dev/pairwise_acc", float(acc) if acc is not None else 0.5, prog_bar=True, sync_dist=True)
+        self.log("dev/r2", float(r2), prog_bar=True, sync_dist=True)
         # One number for model selection: both metrics matter, pairwise first.
-        self.log("dev/selection", float(acc or 0.5) + 0.5 * float(np.nan_to_num(r2, nan=-1.0)))
+        selection = float(acc or 0.5) + 0.5 * float(np.nan_to_num(r2, nan=-1.0))
+        self.log("dev/selection", selection, sync_dist=True)
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

@@ -12,7 +12,7 @@ SYMBOLIC_MODELS = ("s1", "s2", "s3")
 AUDIO_MODELS = ("probe", "a1", "a2", "a3")
 # The audio models whose LightningModule is not PerformanceModule (see build_module).
 AUDIO_TRACK_MODELS = ("a1", "a2", "a3")
-BASELINES = ("baseline_mean", "baseline_ridge", "baseline_segment_mean")
+BASELINES = ("baseline_mean", "baseline_ridge", "baseline_trees", "baseline_segment_mean")
 
 
 def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
@@ -24,8 +24,16 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
     net = build_encoder(model, meta, config)
     if model in SYMBOLIC_MODELS and config["symbolic"].get("stats_side_input") and meta.get("n_stats"):
         from pianoeval.side_input import WithStatistics
+        from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
 
-        net = WithStatistics(net, int(meta["n_stats"]), dropout=config["symbolic"]["dropout"])
+        full = int(meta["n_stats"]) == len(ALL_STAT_NAMES)
+        net = WithStatistics(
+            net,
+            int(meta["n_stats"]),
+            dropout=config["symbolic"]["dropout"],
+            score_columns=SCORE_COLUMNS if full else None,
+            score_dropout=config["symbolic"]["score_dropout"],
+        )
     return net
 
 

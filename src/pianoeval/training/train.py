@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pandas as pd
 import torch
 
 from pianoeval.constants import DIMENSIONS
-from pianoeval.io import atomic_path, read_json, write_json
+from pianoeval.io import atomic_path, read_json, save_torch, write_json
 from pianoeval.training.data import FoldData, load_feature_store, load_fold_data, make_loader
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,15 @@ def evaluate(pred: np.ndarray, data: FoldData, split: str, threshold: float | No
 
     suite = MetricsSuite() if threshold is None else MetricsSuite(ambiguous_threshold=threshold)
     return suite.compute(pred, data.labels(split), data.groups(split))
+
+
+# Leaf sizes tried by the trees baseline (chosen on the dev split): 3 fits detail, 10 smooths noise.
+TREES_MIN_LEAF: tuple[int, ...] = (3, 10)
+
+
+def _stats_matrix(data: FoldData, split: str) -> np.ndarray:
+    """The hand-made statistics of a split's items as [N, S] (the baselines' input)."""
+    return np.stack([data.items[i]["stats"].numpy() for i in data.splits[split]])
 
 
 def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
@@ -51,7 +61,7 @@ def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
     elif model == "baseline_ridge":
 
         def x(split: str) -> np.ndarray:
-            return np.stack([data.items[i]["stats"].numpy() for i in data.splits[split]])
+            return _stats_matrix(data, split)
 
         scaler = StandardScaler().fit(x("train"))
         best = None
@@ -67,6 +77,27 @@ def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
         log.info("ridge alpha chosen on dev: %s", alpha)
         for split in data.splits:
             out[split] = np.clip(reg.predict(scaler.transform(x(split))), 0.0, 1.0)
+    elif model == "baseline_trees":
+        # Extremely randomised trees on the same statistics: the non-linear, non-deep reference
+        # (interactions such as "fast and loud" that a linear model cannot express).
+        from sklearn.ensemble import ExtraTreesRegressor
+
+        x_train, y_mean = _stats_matrix(data, "train"), y_train.mean(axis=0)
+        best = None
+        for leaf in TREES_MIN_LEAF:
+            reg = ExtraTreesRegressor(
+                n_estimators=300, min_samples_leaf=leaf, max_features=0.5, n_jobs=-1, random_state=0
+            ).fit(x_train, y_train - y_mean)
+            if data.splits["dev"]:
+                score = -np.mean((reg.predict(_stats_matrix(data, "dev")) + y_mean - data.labels("dev")) ** 2)
+            else:
+                score = -leaf  # no dev split: prefer the smoothest trees tried
+            if best is None or score > best[0]:
+                best = (score, leaf, reg)
+        _, leaf, reg = best
+        log.info("trees min_samples_leaf chosen on dev: %s", leaf)
+        for split in data.splits:
+            out[split] = np.clip(reg.predict(_stats_matrix(data, split)) + y_mean, 0.0, 1.0)
     else:
         from pianoeval.errors import ConfigError
 
@@ -117,7 +148,13 @@ def _predict_network(
 
 
 def train_network(
-    model: str, config: dict[str, Any], data: FoldData, out_dir: Path, seed: int, pretrained: Path | None
+    model: str,
+    config: dict[str, Any],
+    data: FoldData,
+    out_dir: Path,
+    seed: int,
+    pretrained: Path | None,
+    devices: int = 1,
 ) -> tuple[Any, dict[str, Any]]:
     """Build `model`'s encoder (loading a pretrained state if given) and fit it; see fit_module."""
     from pianoeval.training.registry import build_network
@@ -135,7 +172,7 @@ def train_network(
             len(missing),
             len(unexpected),
         )
-    return fit_module(net, config, data, out_dir, seed, model=model)
+    return fit_module(net, config, data, out_dir, seed, model=model, devices=devices)
 
 
 def batch_settings(model: str | None, config: dict[str, Any]) -> tuple[int, int]:
@@ -149,9 +186,47 @@ def batch_settings(model: str | None, config: dict[str, Any]) -> tuple[int, int]
     return int(size), 1
 
 
+def _init_wide_part(module: Any, data: FoldData) -> None:
+    """Start a wide & deep encoder from the ridge fit of its statistics (side_input.WithStatistics).
+
+    The regression head's last layer is zeroed so that the first prediction is the ridge one; the
+    deep part then learns residuals (its gradients are not zero: the hidden layer is not).
+    """
+    init = getattr(module.encoder, "init_wide", None)
+    if init is None or not data.splits["train"]:
+        return
+    dev = data.splits["dev"]
+    alpha = init(
+        torch.from_numpy(_stats_matrix(data, "train")),
+        torch.from_numpy(data.labels("train")),
+        torch.from_numpy(_stats_matrix(data, "dev")) if dev else None,
+        torch.from_numpy(data.labels("dev")) if dev else None,
+    )
+    with torch.no_grad():
+        module.heads.regression[-1].weight.zero_()
+    log.info("wide part initialised by ridge (alpha %s, chosen on dev)", alpha)
+
+
 def _supervised(trainer: Any) -> bool:
     """False while a staged module (A2) is in its label-free stage, where dev scores mean nothing."""
     return getattr(trainer.lightning_module, "stage", "supervised") == "supervised"
+
+
+def _epoch_seed(seed: int) -> Any:
+    """A callback that, at each epoch start, reseeds every RNG (dropout, augmentation) from (`seed`,
+    epoch) and sets the epoch of the training batch order: a run resumed from `last.ckpt` then
+    continues exactly as the uninterrupted run would."""
+    import lightning as L
+
+    class EpochSeed(L.Callback):
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            L.seed_everything(seed + trainer.current_epoch, workers=True, verbose=False)
+            # Lightning sets the epoch of a loader's sampler, not of its batch sampler (ours).
+            batches = getattr(trainer.train_dataloader, "batch_sampler", None)
+            if hasattr(batches, "set_epoch"):
+                batches.set_epoch(trainer.current_epoch)
+
+    return EpochSeed()
 
 
 def _selection_callbacks(ckpt_dir: Path, patience: int) -> tuple[Any, Any]:
@@ -168,6 +243,22 @@ def _selection_callbacks(ckpt_dir: Path, patience: int) -> tuple[Any, Any]:
         def _save_topk_checkpoint(self, trainer: Any, monitor_candidates: dict[str, Any]) -> None:
             if _supervised(trainer):  # `last.ckpt` is still written every epoch (resuming)
                 super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+        # Lightning (2.5+) refreshes last.ckpt only in epochs that save a best checkpoint; a killed
+        # run must resume from its latest epoch, so it is written, at the same point of the epoch
+        # as Lightning's own saves, whenever nothing else was saved.
+        def _refresh_last(self, trainer: Any, at_train_epoch_end: bool) -> None:
+            due = self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end
+            if due and not self._should_skip_saving_checkpoint(trainer):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            super().on_train_epoch_end(trainer, pl_module)
+            self._refresh_last(trainer, at_train_epoch_end=True)
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            super().on_validation_end(trainer, pl_module)
+            self._refresh_last(trainer, at_train_epoch_end=False)
 
     stopping = StageAwareEarlyStopping(monitor="dev/selection", mode="max", patience=patience)
     checkpoint = StageAwareCheckpoint(
@@ -198,6 +289,22 @@ def _same_run(ckpt_dir: Path, config: dict[str, Any], net: torch.nn.Module, seed
     return same
 
 
+def device_settings(devices: int) -> dict[str, Any]:
+    """Trainer arguments for `devices` devices (a rule's `resources.gpu`): one device, GPU if there is
+    one; or, for more than one, Lightning DDP with one process per device (CPU processes where there
+    is no GPU, which is how the tests run it)."""
+    if devices <= 1:
+        return {"accelerator": "auto", "devices": 1}
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+    from lightning.pytorch.strategies import DDPStrategy
+
+    # LightningEnvironment: Lightning starts the other ranks itself, on this machine, also inside a
+    # SLURM job (whose variables would otherwise make it wait for one srun task per device).
+    # Unused parameters are allowed: the contrastive projection has none when its weight is 0.
+    strategy = DDPStrategy(cluster_environment=LightningEnvironment(), find_unused_parameters=True)
+    return {"accelerator": "auto", "devices": int(devices), "strategy": strategy}
+
+
 def fit_module(
     net: torch.nn.Module,
     config: dict[str, Any],
@@ -205,16 +312,27 @@ def fit_module(
     out_dir: Path,
     seed: int,
     model: str | None = None,
+    devices: int = 1,
+    callbacks: Sequence[Any] = (),
 ) -> tuple[Any, dict[str, Any]]:
     """Fit `model`'s LightningModule (`registry.build_module`; PerformanceModule unless an audio model
-    a1-a3) around `net` with early stopping on the dev split; return (best module, info)."""
+    a1-a3) around `net` with early stopping on the dev split; return (best module, info).
+
+    With `devices` > 1 (DDP, see device_settings) Lightning reruns the calling command once per
+    extra device; in those worker processes (rank > 0) the module returned is None and the caller
+    writes nothing. Each rank trains on its share of the training batches (`GroupBatchSampler`
+    shards them) and evaluates the whole dev split, so all ranks select the same epoch.
+    `callbacks` are added to the trainer's own (early stopping, checkpoints, progress lines).
+    """
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
+    from pianoeval.training.progress import EpochLog
     from pianoeval.training.registry import build_module
 
     tcfg = config["training"]
     module = build_module(model or "", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
+    _init_wide_part(module, data)
     batch_size, accumulate = batch_settings(model, config)
     train_loader = make_loader(
         data.subset("train"),
@@ -223,6 +341,7 @@ def fit_module(
         seed,
         tcfg["num_workers"],
         dataset=data.dataset("train", train=True),
+        shard=True,
     )
     dev_split = "dev" if data.splits["dev"] else "train"
     dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
@@ -230,11 +349,12 @@ def fit_module(
     stopping, checkpoint = _selection_callbacks(ckpt_dir, tcfg["patience"])
     trainer = L.Trainer(
         max_epochs=tcfg["max_epochs"],
-        accelerator="auto",
-        devices=1,
+        **device_settings(devices),
+        # The group batch sampler shards training batches across DDP ranks itself.
+        use_distributed_sampler=False,
         precision=tcfg["precision"],
         accumulate_grad_batches=accumulate,
-        callbacks=[stopping, checkpoint],
+        callbacks=[stopping, checkpoint, _epoch_seed(seed), EpochLog(f"train {model or 'network'}"), *callbacks],
         logger=CSVLogger(out_dir, name="logs", version=""),
         deterministic=True,
         enable_progress_bar=False,
@@ -246,6 +366,8 @@ def fit_module(
     if resume:
         log.info("resuming from %s", resume)  # a killed run continues from its last epoch
     trainer.fit(module, train_loader, dev_loader, ckpt_path=resume)
+    if not trainer.is_global_zero:
+        return None, {}  # a DDP worker: rank 0 loads the best checkpoint and writes the outputs
     best_path = checkpoint.best_model_path or str(last)
     best = torch.load(best_path, weights_only=False)
     module.load_state_dict(best["state_dict"])
@@ -290,8 +412,7 @@ def write_fold_outputs(
     }
     if embs is not None:
         payload["z"] = torch.from_numpy(np.concatenate([embs[s] for s in splits]).astype(np.float32))
-    with atomic_path(out_dir / "embeddings.pt") as tmp:
-        torch.save(payload, tmp)
+    save_torch(payload, out_dir / "embeddings.pt")
     metrics["wall_s"] = round(time.perf_counter() - start, 2)
     write_json(metrics, out_dir / "metrics.json")  # last: its presence means the fold is complete
     return metrics
@@ -329,16 +450,27 @@ def run_train(
     features_path: Path,
     out_dir: Path,
     pretrained: Path | None = None,
+    devices: int = 1,
 ) -> dict[str, Any]:
-    """Train `model` on fold `fold`; write metrics.json, predictions.csv, embeddings.pt, provenance."""
+    """Train `model` on fold `fold` on `devices` devices (DDP when more than 1); write metrics.json,
+    predictions.csv, embeddings.pt, provenance. A DDP worker process returns {} and writes nothing."""
     import lightning as L
 
     from pianoeval.data.manifest import read_manifest
+    from pianoeval.errors import ConfigError
     from pianoeval.provenance import write_provenance
+    from pianoeval.training.registry import AUDIO_MODELS, BASELINES, SYMBOLIC_MODELS
 
     start = time.perf_counter()
+    known = SYMBOLIC_MODELS + BASELINES if track == "symbolic" else AUDIO_MODELS
+    if model not in known:
+        raise ConfigError(f"unknown {track} model {model!r}; known: {', '.join(known)}")
     seed = fold_seed(config, fold)
     L.seed_everything(seed, workers=True, verbose=False)
+    # Inputs are read and checked before anything is written: bad input leaves no output folder.
+    store = load_feature_store(features_path)
+    manifest = read_manifest(manifest_path)
+    data = load_fold_data(store, manifest, read_json(folds_path), fold, manifest_path=manifest_path)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(
         out_dir,
@@ -349,9 +481,6 @@ def run_train(
         fold=fold,
         pretrained=str(pretrained) if pretrained else None,
     )
-    store = load_feature_store(features_path)
-    manifest = read_manifest(manifest_path)
-    data = load_fold_data(store, manifest, read_json(folds_path), fold)
     if track == "audio":
         data.waveforms = waveform_spec(model, config, manifest, seed)
     info: dict[str, Any] = {}
@@ -359,7 +488,9 @@ def run_train(
         preds = _baseline_predict(model, data)
         embs = None
     else:
-        module, info = train_network(model, config, data, out_dir, seed, pretrained)
+        module, info = train_network(model, config, data, out_dir, seed, pretrained, devices)
+        if module is None:
+            return {}
         preds, embs = _predict_network(module, data, batch_settings(model, config)[0])
     metrics = write_fold_outputs(
         data,
