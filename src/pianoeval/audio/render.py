@@ -36,6 +36,9 @@ PEAK_LEVEL: float = 10 ** (-1.0 / 20.0)
 TAIL_S: float = 1.0
 # Level (dBFS, relative to full scale after normalisation) below which the tail counts as silence.
 SILENCE_DBFS: float = -60.0
+# Bump when render_midi's output changes for the same MIDI and settings: it is part of every
+# cached render's key (render_key), so a new version re-renders instead of reusing old files.
+RENDER_VERSION: int = 1
 # FluidSynth's supported output rates; outside them it renders at 44.1 kHz and we resample.
 _SYNTH_RATES: tuple[int, int] = (8_000, 96_000)
 _INSTALL_HINT = "install FluidSynth (Debian: apt-get install fluidsynth; macOS: brew install fluid-synth)"
@@ -62,6 +65,20 @@ def find_soundfont(explicit: str | Path | None = None) -> Path:
         f"macOS: brew install fluid-synth and a .sf2) or set ${SOUNDFONT_ENV} to a .sf2 file",
         STANDARD_SOUNDFONTS[0],
     )
+
+
+def render_key(midi_path: str | Path, soundfont: str | Path, sample_rate: int = SAMPLE_RATE) -> str:
+    """Short hex key [12] of one render: the MIDI's bytes, the SoundFont (name, size), rate, gain, RENDER_VERSION."""
+    import hashlib
+
+    midi_path, soundfont = Path(midi_path), Path(soundfont)
+    try:
+        digest = hashlib.sha1(midi_path.read_bytes())
+        sf2_size = soundfont.stat().st_size
+    except OSError as exc:
+        raise InputError(f"cannot read ({exc.strerror})", exc.filename or midi_path) from exc
+    digest.update(f"|{soundfont.name}|{sf2_size}|{sample_rate}|{DEFAULT_GAIN:g}|{RENDER_VERSION}".encode())
+    return digest.hexdigest()[:12]
 
 
 def render_midi(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from pianoeval.errors import ConfigError, InputError
+from pianoeval.errors import ConfigError, InputError, OutputError
 from pianoeval.io import write_json
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,12 @@ def run_folds(config: dict[str, Any], manifest: Path, out: Path) -> dict[str, An
 
     df = read_manifest(manifest)
     cfg = config["folds"]
-    folds = make_folds(df, k=cfg["k"], protocol=cfg["protocol"], seed=config["seed"], dev_fraction=cfg["dev_fraction"])
+    try:
+        folds = make_folds(
+            df, k=cfg["k"], protocol=cfg["protocol"], seed=config["seed"], dev_fraction=cfg["dev_fraction"]
+        )
+    except InputError as exc:  # too few labelled groups: a fact about this manifest, so name it
+        raise InputError(exc.message, exc.path or manifest) from exc
     check_folds(folds, df)
     write_folds(folds, out)
     for fold in folds["folds"]:
@@ -130,11 +135,16 @@ def run_folds(config: dict[str, Any], manifest: Path, out: Path) -> dict[str, An
 
 
 def run_render(config: dict[str, Any], manifest: Path, audio_dir: Path, out: Path, threads: int = 1) -> pd.DataFrame:
-    """Render each performance MIDI to `audio_dir/<id>.wav` (skipping files already there)."""
+    """Render each performance MIDI to `audio_dir/<id>.<key>.wav`, reusing WAVs already rendered.
+
+    `key` (`render_key`) covers the MIDI's bytes and the render settings, so a run killed part-way
+    restarts where it stopped, while a changed SoundFont, rate or MIDI renders afresh.
+    """
     from tqdm import tqdm
 
-    from pianoeval.audio.render import find_soundfont, render_midi
+    from pianoeval.audio.render import find_soundfont, render_key, render_midi
     from pianoeval.data.manifest import read_manifest, write_manifest
+    from pianoeval.pipeline.skipped import check_skipped, skip_entry, skipped_report, warn_skipped
 
     df = read_manifest(manifest)
     cfg = config["render"]
@@ -142,33 +152,43 @@ def run_render(config: dict[str, Any], manifest: Path, audio_dir: Path, out: Pat
     audio_dir.mkdir(parents=True, exist_ok=True)
     todo = df[df["midi_path"].notna() & df["tier"].isin(["T1", "T2", "T3"])]
 
-    def wav_path(segment_id: str) -> Path:
-        return audio_dir / (segment_id.replace("/", "_").replace("::", "__") + ".wav")
-
-    def render_one(row: Any) -> tuple[str, str | None, str | None]:
-        target = wav_path(row.segment_id)
-        if target.exists() and target.stat().st_size > 0:
-            return row.segment_id, str(target.resolve()), None  # resumable: finished earlier
+    def render_one(row: Any) -> tuple[str, str | None, dict[str, str] | None, bool]:
+        """(segment id, WAV path or None, skipped-file entry or None, whether it was rendered now)."""
         try:
+            stem = row.segment_id.replace("/", "_").replace("::", "__")
+            target = audio_dir / f"{stem}.{render_key(row.midi_path, soundfont, cfg['sample_rate'])}.wav"
+            if target.is_file() and target.stat().st_size > 0:
+                return row.segment_id, str(target.resolve()), None, False  # rendered by an earlier run
+            # Written atomically: a killed run leaves no half-written WAV under the target name.
             render_midi(row.midi_path, target, soundfont=soundfont, sample_rate=cfg["sample_rate"])
-        except InputError as exc:
-            return row.segment_id, None, str(exc)
-        return row.segment_id, str(target.resolve()), None
+        except OutputError:
+            raise  # a full disk or read-only folder is no file's fault: stop
+        except Exception as exc:  # keep going past any one file; the report and the log say why
+            return row.segment_id, None, skip_entry(row.segment_id, row.midi_path, exc), False
+        return row.segment_id, str(target.resolve()), None, True
 
     paths: dict[str, str] = {}
     skipped: list[dict[str, str]] = []
+    n_new = 0
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        # On an exception or Ctrl-C, map's iterator cancels the queued files: the run stops promptly.
         results = pool.map(render_one, todo.itertuples(index=False))
-        for segment_id, path, error in tqdm(results, total=len(todo), desc="render", mininterval=5):
+        for segment_id, path, entry, fresh in tqdm(results, total=len(todo), desc="render", mininterval=5):
+            n_new += fresh
             if path:
                 paths[segment_id] = path
             else:
-                skipped.append({"segment_id": segment_id, "error": error or ""})
-                log.warning("skipped %s", error)
+                skipped.append(entry)
+                warn_skipped(entry)
+    log.info("render: %d rendered now, %d reused, %d skipped", n_new, len(paths) - n_new, len(skipped))
+    check_skipped("render", skipped, len(todo), config["max_skipped_fraction"], manifest)
     df = df.copy()
     df["audio_path"] = [paths.get(s, a) for s, a in zip(df["segment_id"], df["audio_path"], strict=True)]
     write_manifest(df, out)
-    write_json({"rendered": len(paths), "skipped": skipped, "soundfont": str(soundfont)}, out.parent / "skipped.json")
-    if todo.shape[0] and not paths:
-        raise InputError("no performance could be rendered; see skipped.json", out.parent / "skipped.json")
+    write_json(
+        skipped_report(
+            "render", len(paths), skipped, rendered_now=n_new, reused=len(paths) - n_new, soundfont=str(soundfont)
+        ),
+        out.parent / "skipped.json",
+    )
     return df

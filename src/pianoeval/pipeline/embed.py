@@ -1,6 +1,6 @@
 """Embed rendered audio with a frozen backbone, cached per file, into one store for the audio heads.
 
-Output (`torch.save`): `{"kind": "audio", "meta": {"backbone", "dim", "frame_rate", "sample_rate"},
+Output (`torch.save`): `{"kind": "audio", "meta": {"backbone", "dim", "frame_rate", "sample_rate", "per_group"},
 "items": {segment_id: {"audio_emb": [F, D] float32}}, "skipped": [...]}`.
 """
 
@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from pianoeval.errors import InputError
-from pianoeval.io import atomic_path, write_json
+from pianoeval.errors import InputError, OutputError
+from pianoeval.io import read_input_bytes, save_torch, write_json
+from pianoeval.pipeline.skipped import check_skipped, skip_entry, skipped_path, skipped_report, warn_skipped
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,20 @@ def embed_wave(backbone: Any, wave: np.ndarray, sample_rate: int) -> torch.Tenso
     return pool_frames(frames.float(), backbone.frame_rate)
 
 
+def select_per_group(rows: pd.DataFrame, per_group: int | None, seed: int) -> pd.DataFrame:
+    """At most `per_group` labelled rows of each segment_group, drawn with `seed` (all rows when None)."""
+    from pianoeval.data.manifest import labelled_mask
+
+    if per_group is None:
+        return rows
+    rows = rows[labelled_mask(rows)].sort_values("segment_id")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, group in rows.groupby("segment_group", sort=True):
+        keep.extend(group.index[np.sort(rng.choice(len(group), size=min(per_group, len(group)), replace=False))])
+    return rows.loc[sorted(keep)]
+
+
 def run_embed(backbone_name: str, config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path) -> dict[str, Any]:
     """Embed every rendered segment of the manifest (resumable through the per-file cache)."""
     from tqdm import tqdm
@@ -72,6 +88,11 @@ def run_embed(backbone_name: str, config: dict[str, Any], manifest: Path, out: P
     rows = df[df["audio_path"].notna()]
     if rows.empty:
         raise InputError("the manifest has no audio paths; run the render rule first", manifest)
+    per_group = config["audio"]["embed_per_group"]
+    if per_group is not None:
+        # A backbone too slow for the whole corpus: the audio models see only this subset.
+        rows = select_per_group(rows, per_group, config["seed"])
+        log.info("embedding a subset: %d labelled segments, at most %d per segment group", len(rows), per_group)
     sr = config["render"]["sample_rate"]
     backbone = build_frozen_backbone(backbone_name, config)
     # Settings that change the weights (MuQ released vs small random) are part of the cache key;
@@ -80,29 +101,42 @@ def run_embed(backbone_name: str, config: dict[str, Any], manifest: Path, out: P
     tag = f"{backbone_name}|{EMBEDDER_VERSION}|{CACHE_FRAME_RATE}" + (f"|{fingerprint}" if fingerprint else "")
     items: dict[str, Any] = {}
     skipped: list[dict[str, str]] = []
+    n_new = 0  # embedded by this run; the rest came from the cache (an earlier, perhaps killed, run)
     for row in tqdm(list(rows.itertuples()), desc=f"embed {backbone_name}", mininterval=5):
         try:
-            digest = hashlib.sha1(Path(row.audio_path).read_bytes() + tag.encode()).hexdigest()
+            digest = hashlib.sha1(read_input_bytes(row.audio_path, "audio file") + tag.encode()).hexdigest()
             target = cache_dir / digest[:2] / f"{digest}.pt"
             if not target.exists():
                 emb = embed_wave(backbone, load_audio(row.audio_path, sample_rate=sr), sr)
-                with atomic_path(target) as tmp:
-                    torch.save(emb.clone(), tmp)
+                save_torch(emb.clone(), target)
+                n_new += 1
             items[row.segment_id] = {"audio_emb": torch.load(target)}
-        except (InputError, OSError) as exc:
-            skipped.append({"key": row.segment_id, "error": str(exc)})
-            log.warning("skipped %s", exc)
-    if not items:
-        raise InputError("no audio file could be embedded", manifest)
+        except OutputError:
+            raise  # a full disk or read-only cache is no file's fault: stop
+        except Exception as exc:  # keep going past any one file; the report and the log say why
+            skipped.append(skip_entry(row.segment_id, row.audio_path, exc))
+            warn_skipped(skipped[-1])
+    check_skipped(f"embed {backbone_name}", skipped, len(rows), config["max_skipped_fraction"], manifest)
     dim = int(next(iter(items.values()))["audio_emb"].shape[1])
     meta = {
         "backbone": backbone_name,
         "dim": dim,
         "frame_rate": CACHE_FRAME_RATE,
         "sample_rate": backbone.sample_rate,
+        "per_group": per_group,
     }
-    with atomic_path(out) as tmp:
-        torch.save({"kind": "audio", "meta": meta, "items": items, "skipped": skipped}, tmp)
-    write_json({"n_items": len(items), "skipped": skipped}, out.with_suffix(".skipped.json"))
-    log.info("embedded %d files with %s (%d skipped) -> %s", len(items), backbone_name, len(skipped), out)
+    save_torch({"kind": "audio", "meta": meta, "items": items, "skipped": skipped}, out)
+    write_json(
+        skipped_report(f"embed {backbone_name}", len(items), skipped, embedded_now=n_new, cached=len(items) - n_new),
+        skipped_path(out),
+    )
+    log.info(
+        "embedded %d files with %s (%d now, %d from the cache, %d skipped) -> %s",
+        len(items),
+        backbone_name,
+        n_new,
+        len(items) - n_new,
+        len(skipped),
+        out,
+    )
     return meta
