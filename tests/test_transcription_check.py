@@ -104,7 +104,8 @@ def test_run_renders_scores_crops_and_caches(
             "performer": str(p),
             "tier": "T1",
             "source": "test",
-            "midi_path": str(tiny_midi(f"{piece}_{p}.mid")),
+            # Different velocities per piece: identical files would share one cached transcription.
+            "midi_path": str(tiny_midi(f"{piece}_{p}.mid", velocity=80 if piece == "A" else 64)),
         }
         for piece in ("A", "B")
         for p in range(2)
