@@ -10,12 +10,15 @@ import base64
 import json
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from pianoeval.cli import main
 from pianoeval.constants import DIMENSIONS
@@ -29,6 +32,8 @@ from pianoeval.score import (
 )
 
 MODELS = ("s1", "s2", "s3")
+# The phases `run_score` times (score.json `timings_s`).
+TIMING_KEYS = ("checks", "transcribe", "models", "featurize", "forward", "report", "write")
 KINDS = {"s1": "tokens", "s2": "graphs", "s3": "curves"}
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 needs_fluidsynth = pytest.mark.skipif(
@@ -116,6 +121,57 @@ def test_score_midi(trained: dict[str, Path], tmp_path: Path, model: str) -> Non
     labels = labels[[f"label_{d}" for d in DIMENSIONS]].to_numpy()
     scores = np.array([result["dimensions"][d]["score"] for d in DIMENSIONS])
     np.testing.assert_allclose([result["dimensions"][d]["percentile"] for d in DIMENSIONS], percentiles(scores, labels))
+
+
+@pytest.mark.parametrize("model", MODELS, ids=[f"model={m}" for m in MODELS])
+def test_scoring_network_equals_the_trained_module(trained: dict[str, Path], model: str) -> None:
+    """The Lightning-free scorer of every fold gives the LightningModule's scores."""
+    import yaml
+
+    from pianoeval.config import validate_config
+    from pianoeval.data.datasets import multi_task_collate_fn
+    from pianoeval.inference import ScoringNetwork, load_scoring_network
+    from pianoeval.pipeline.featurize import featurize_file
+    from pianoeval.training.train import load_trained_module
+
+    fold_dirs = sorted((trained[model].parents[1] / "train" / "symbolic" / model).glob("fold_*"))
+    assert len(fold_dirs) == 2
+    for fold_dir in fold_dirs:
+        config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()))
+        batch = multi_task_collate_fn([featurize_file(KINDS[model], str(trained["demo"]), config["features"])])
+        net = load_scoring_network(fold_dir, config)
+        assert isinstance(net, ScoringNetwork) and not net.training
+        with torch.inference_mode():
+            expected, got = load_trained_module(fold_dir)(batch), net(batch)
+        assert got.shape == (1, len(DIMENSIONS))
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_midi_scoring_imports_neither_lightning_nor_pandas(trained: dict[str, Path], tmp_path: Path) -> None:
+    """Scoring a MIDI in a fresh process leaves the slow imports out (they were most of its time)."""
+    code = (
+        "import sys; from pathlib import Path; from pianoeval.score import run_score; "
+        f"r = run_score(Path({str(trained['demo'])!r}), None, Path({str(trained['s3'])!r}), "
+        f"Path({str(tmp_path / 'score.json')!r})); "
+        "print(sorted(m for m in ('lightning', 'pandas', 'torch_geometric', 'miditok') if m in sys.modules)); "
+        "print(sorted(r['timings_s']))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-2:] == ["[]", str(sorted(TIMING_KEYS))]
+
+
+def test_checkpoint_of_another_network_is_an_input_error(trained: dict[str, Path], tmp_path: Path) -> None:
+    """A checkpoint that no longer fits the network code fails in one line naming the fold, not a traceback."""
+    results = Path(shutil.copytree(trained["s3"].parents[1], tmp_path / "results"))
+    fold = results / "train" / "symbolic" / "s3" / "fold_1"
+    for ckpt in (fold / "checkpoints").glob("*.ckpt"):
+        state = torch.load(ckpt, weights_only=True)
+        state["state_dict"].pop(next(k for k in state["state_dict"] if k.startswith("heads.")))
+        torch.save(state, ckpt)
+    with pytest.raises(InputError, match="checkpoint does not fit this version's s3 network") as exc:
+        run_score(trained["demo"], None, results / "fusion" / "winner.json", tmp_path / "out" / "score.json")
+    assert exc.value.path == str(fold)
+    assert _files(tmp_path / "out") == []
 
 
 def test_percentiles() -> None:

@@ -10,8 +10,10 @@ from types import SimpleNamespace
 import mir_eval
 import numpy as np
 import pytest
+import soundfile as sf
+import torch
 
-from pianoeval.audio.transcribe import _to_performance, transcribe, transcribe_timed
+from pianoeval.audio.transcribe import _interval_scores, _to_performance, fuse_attention, transcribe, transcribe_timed
 from pianoeval.data.midi import Performance, write_performance
 from pianoeval.errors import InputError
 
@@ -29,6 +31,66 @@ def test_notes_and_sustain_pedal_conversion() -> None:
     np.testing.assert_array_equal(perf.notes, [[0.0, 0.3, 72, 50], [0.5, 1.0, 60, 80]])
     np.testing.assert_array_equal(perf.pedal, [[0.1, 100.0], [2.0, 0.0]])
     assert perf.path == "x.wav"
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["self-attention", "query-from-another-tensor"])
+def test_fused_attention_equals_transkun_attention(cross: bool) -> None:
+    """The flattened-SDPA, fused-key-value forward gives TransKun's own attention output."""
+    from pianoeval.audio.compat import import_transkun
+
+    import_transkun()
+    from transkun.LayersTransformer import MultiHeadAttentionKernel
+
+    torch.manual_seed(0)
+    layer = MultiHeadAttentionKernel(32, num_heads=4, kernel=None).eval()  # as TransKun 2.0 builds it
+    query = torch.randn(2, 5, 7, 32)  # [N, T, L, D], as TransKun's F and T attention blocks call it
+    key = torch.randn(2, 5, 7, 32) if cross else query
+    with torch.inference_mode():
+        expected = layer(query, key)
+        got = fuse_attention(layer)(query, key)
+    assert layer.forward.func.__name__ == "_attention_forward"
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_in_place_interval_scores_equal_transkun_scores() -> None:
+    from pianoeval.audio.compat import import_transkun
+
+    import_transkun()
+    from transkun.LayersTransformer import ScaledInnerProductIntervalScorer
+
+    torch.manual_seed(0)
+    scorer = ScaledInnerProductIntervalScorer(8, expansionFactor=2).eval()
+    ctx = torch.randn(1, 3, 10, 8)  # [N, pitches, T, D]
+    with torch.inference_mode():
+        expected, got = scorer(ctx), _interval_scores(scorer, ctx)
+    assert got[0].shape == (10, 10, 1, 3) and got[1].shape == (9, 1, 3)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_one_thread_runs_on_one_thread_and_restores() -> None:
+    from pianoeval.threads import one_thread
+
+    before = torch.get_num_threads()
+    assert one_thread(torch.get_num_threads)() == 1
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize(
+    ("load", "omp", "expected"),
+    [(0.3, None, 2), (1.9, None, 2), (2.0, None, 1), (9.0, None, 1), (9.0, "2", 2)],
+    ids=["idle", "one-core-busy", "cores-busy", "overloaded", "user-set-OMP_NUM_THREADS"],
+)
+def test_threads_for_load(monkeypatch: pytest.MonkeyPatch, load: float, omp: str | None, expected: int) -> None:
+    """One thread once the load average reaches the core count (2 here), unless the user chose."""
+    from pianoeval import threads
+
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    assert threads.threads_for_load(2) == expected
 
 
 def test_bad_inputs_are_input_errors(tmp_path: Path) -> None:
@@ -55,7 +117,9 @@ def test_transcribes_rendered_notes(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    perf, stats = transcribe_timed(wav, progress=False)
+    # Cut to 3.5 s (the notes end at 3.1 s) so the window count below does not hang on FluidSynth's tail.
+    audio, rate = sf.read(str(wav), dtype="float32")
+    perf, stats = transcribe_timed(audio[: int(3.5 * rate)], sample_rate=rate, progress=False)
     _, _, f1, _ = mir_eval.transcription.precision_recall_f1_overlap(
         reference[:, :2],
         mir_eval.util.midi_to_hz(reference[:, 2]),
@@ -66,3 +130,20 @@ def test_transcribes_rendered_notes(tmp_path: Path) -> None:
     )
     assert f1 >= 0.8, perf.notes
     assert stats["wall_s"] > 0 and stats["audio_s"] >= reference[-1, 1]
+    # 3.5 s padded by 6 s on both sides (16 s windows, 10 s hop): windows at 0 and 10 s, the second
+    # starting after the audio's end (9.5 s), so padding only.
+    assert (stats["n_windows"], stats["n_windows_skipped"]) == (2, 1)
+
+
+@pytest.mark.slow
+def test_the_model_finds_nothing_in_padding() -> None:
+    """What skipping a padding-only window relies on: the model run on it returns no notes."""
+    from pianoeval.audio.transcribe import _model
+
+    model = _model("cpu")  # imports transkun (with its torchaudio stand-in) first
+    from transkun.Util import makeFrame
+
+    frames = makeFrame(torch.zeros(1, 16 * model.fs), model.hopSize, model.windowSize).unsqueeze(0)
+    with torch.inference_mode():
+        notes, last = model.transcribeFrames(frames)
+    assert notes == [[]] and last == [0] * len(model.targetMIDIPitch)

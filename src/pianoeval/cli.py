@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -158,6 +159,9 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     """Score a recording or MIDI with the trained winner."""
+    # Before torch is imported (it reads this once): large tensors (TransKun's 0.2 GB interval scores per
+    # window) on transparent huge pages, which cut the page faults of a transcription from 3.7 M to 0.3 M.
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     from pianoeval.score import run_score
 
     run_score(Path(args.recording), Path(args.score) if args.score else None, Path(args.model), Path(args.out))

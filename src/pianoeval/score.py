@@ -66,30 +66,60 @@ def check_duration(seconds: float, path: Path, what: str) -> None:
 
 
 def score_midi(midi: Path, results: Path, check_length: bool = True) -> dict[str, Any]:
-    """Scores of a MIDI performance: mean [19] and std [19] over the symbolic winner's fold models."""
+    """Scores of a MIDI performance: mean [19] and std [19] over the symbolic winner's fold models.
+
+    Also returns `timings_s` ({"models", "featurize", "forward"}, seconds). The fold models are loaded as
+    plain networks (`pianoeval.inference`), without Lightning; folds with the same config share one
+    validated config and one feature item.
+    """
+    import json
+
     import yaml
 
+    from pianoeval.config import validate_config
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.data.midi import load_performance
+    from pianoeval.inference import load_scoring_network
     from pianoeval.pipeline.featurize import featurize_file
-    from pianoeval.training.train import load_trained_module
+    from pianoeval.threads import torch_threads
 
     perf = load_performance(midi)
     if check_length:
         check_duration(perf.duration, midi, "performance")
     model, fold_dirs = symbolic_winner(results)
+    timings = {"models": 0.0, "featurize": 0.0, "forward": 0.0}
+    configs: dict[str, dict[str, Any]] = {}
+    batches: dict[str, dict[str, Any]] = {}
     preds = []
-    for fold_dir in fold_dirs:
-        module = load_trained_module(fold_dir)
-        spec = read_json(fold_dir / "model_spec.json")
-        kind = {"s1": "tokens", "s2": "graphs", "s3": "curves"}[spec["model"]]
-        # The fold's config.yaml is the resolved config (load_trained_module has just validated it).
-        features_cfg = yaml.safe_load((fold_dir / "config.yaml").read_text())["features"]
-        batch = multi_task_collate_fn([featurize_file(kind, str(midi), features_cfg)])
-        with torch.no_grad():
-            preds.append(module(batch)[0].numpy())  # the batch's only item: [19]
+    # Small networks built, loaded and run on one performance: many small ops, faster on one thread
+    # (pianoeval.threads).
+    with torch_threads(1):
+        for fold_dir in fold_dirs:
+            tick = time.perf_counter()
+            text = (fold_dir / "config.yaml").read_text()
+            if text not in configs:
+                configs[text] = validate_config(yaml.safe_load(text), fold_dir / "config.yaml")
+            config = configs[text]
+            net = load_scoring_network(fold_dir, config)
+            kind = {"s1": "tokens", "s2": "graphs", "s3": "curves"}[read_json(fold_dir / "model_spec.json")["model"]]
+            timings["models"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            key = json.dumps([kind, config["features"]], sort_keys=True)
+            if key not in batches:
+                batches[key] = multi_task_collate_fn([featurize_file(kind, str(midi), config["features"])])
+            timings["featurize"] += time.perf_counter() - tick
+            tick = time.perf_counter()
+            with torch.inference_mode():
+                preds.append(net(batches[key])[0].numpy())  # the batch's only item: [19]
+            timings["forward"] += time.perf_counter() - tick
     stack = np.stack(preds)  # [folds, 19]
-    return {"model": model, "mean": stack.mean(axis=0), "std": stack.std(axis=0), "n_models": len(preds)}
+    return {
+        "model": model,
+        "mean": stack.mean(axis=0),
+        "std": stack.std(axis=0),
+        "n_models": len(preds),
+        "timings_s": timings,
+    }
 
 
 def transcribe_recording(path: Path, device: str = "cpu") -> tuple[Any, dict[str, float]]:
@@ -110,13 +140,19 @@ def transcribe_recording(path: Path, device: str = "cpu") -> tuple[Any, dict[str
 
 def training_distribution(results: Path, model: str) -> np.ndarray:
     """Labels [N, 19] of the labelled corpus (every segment once: fold 0's train, dev and val rows)."""
-    import pandas as pd
+    import csv
 
     path = results / "train" / "symbolic" / model / "fold_0" / "predictions.csv"
     if not path.is_file():
         raise InputError("training predictions not found; rerun the training rule of fold 0", path)
-    df = pd.read_csv(path)
-    return df[[f"label_{d}" for d in DIMENSIONS]].to_numpy()
+    # The csv module, not pandas: a few hundred rows, and pandas would add a second to every score.
+    columns = [f"label_{d}" for d in DIMENSIONS]
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    try:
+        return np.array([[float(row[c]) for c in columns] for row in rows], dtype=np.float64).reshape(-1, len(columns))
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"unreadable label column ({exc}); rerun the training rule of fold 0", path) from exc
 
 
 def percentiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -239,12 +275,16 @@ def run_score(recording: Path, score: Path | None, model: Path, out: Path, devic
     # Check the trained models before the (slow) transcription, so a missing pipeline fails at once.
     winner, _ = symbolic_winner(results)
     reference = training_distribution(results, winner)
+    # Seconds per phase (score.json `timings_s`); imports before run_score are not counted.
+    timings = {"checks": time.perf_counter() - start, "transcribe": 0.0}
     transcription: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="pianoeval_score_") as tmp:
         if suffix in AUDIO_SUFFIXES:
+            tick = time.perf_counter()
             perf, stats = transcribe_recording(recording, device)
             # Scored from a private copy; the user-visible MIDI is written only once scoring succeeded.
             midi = write_performance(perf, Path(tmp) / "transcription.mid")
+            timings["transcribe"] = time.perf_counter() - tick
             scores = score_midi(midi, results, check_length=False)
             transcription = {
                 "midi": str(paths["transcription"]),
@@ -271,9 +311,12 @@ def run_score(recording: Path, score: Path | None, model: Path, out: Path, devic
             },
             "report": {"png": str(paths["png"]), "html": str(paths["html"])},
         }
+        timings.update(scores["timings_s"])
+        tick = time.perf_counter()
         png = plot_report(scores, reference, recording.name)
         page = render_html(result, png)
-        result["wall_s"] = round(time.perf_counter() - start, 2)
+        timings["report"] = time.perf_counter() - tick
+        tick = time.perf_counter()
         if transcription:
             with atomic_path(paths["transcription"], suffix=".mid") as dst:
                 dst.write_bytes(midi.read_bytes())
@@ -281,5 +324,8 @@ def run_score(recording: Path, score: Path | None, model: Path, out: Path, devic
         dst.write_bytes(png)
     with atomic_path(paths["html"], suffix=".html") as dst:
         dst.write_text(page, encoding="utf-8")
+    timings["write"] = time.perf_counter() - tick
+    result["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+    result["wall_s"] = round(time.perf_counter() - start, 2)
     write_json(result, out)  # last: its presence means the set is complete
     return result

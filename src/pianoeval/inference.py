@@ -1,0 +1,79 @@
+"""Trained symbolic fold models as plain `nn.Module`s for scoring, loaded without Lightning.
+
+`pianoeval score` needs only the encoder and the regression heads of each fold model. Building the
+`PerformanceModule` would import Lightning (and through it torchmetrics, scipy.signal, torch._dynamo):
+5-12 s on a 2-core CPU, more than everything else a MIDI score takes. `ScoringNetwork` holds the same
+`encoder` and `heads` submodules under the same names, so the checkpoint's `encoder.*` and `heads.*`
+weights load into it unchanged; the projection head (contrastive pretraining only) is left out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pianoeval.constants import N_DIMS
+from pianoeval.errors import InputError
+from pianoeval.heads import ScoreHeads, scores_from
+from pianoeval.io import read_json
+
+# The checkpoint entries that scoring uses (PerformanceModule's attribute names).
+SCORING_PREFIXES = ("encoder.", "heads.")
+
+
+class ScoringNetwork(nn.Module):
+    """Encoder + score heads: batch → scores [B, 19] in (0, 1), as `PerformanceModule.forward`."""
+
+    def __init__(self, encoder: nn.Module, n_dims: int = N_DIMS, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.heads = ScoreHeads(encoder.hidden_size, n_dims, dropout=dropout)
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Scores [B, 19] in (0, 1): the same `scores_from` as PerformanceModule.forward."""
+        # The encoder runs first: a wide & deep encoder sets batch["wide_logits"] for the heads.
+        return scores_from(self.encoder, self.heads, self.encoder(batch), batch)
+
+
+def checkpoint_path(fold_dir: Path) -> Path:
+    """The fold's best checkpoint, else its last one; InputError if it has neither."""
+    for name in ("best.ckpt", "last.ckpt"):
+        path = fold_dir / "checkpoints" / name
+        if path.is_file():
+            return path
+    raise InputError("no checkpoint in this training folder; rerun its rule", fold_dir)
+
+
+def load_scoring_network(fold_dir: Path, config: dict[str, Any]) -> nn.Module:
+    """The trained scorer of a symbolic fold folder (model_spec.json + checkpoint), in eval mode.
+
+    `config` is the fold's validated config. Other model kinds (fusion, A1-A3) fall back to the full
+    LightningModule, whose forward gives the same scores [B, 19].
+    """
+    from pianoeval.training.registry import SYMBOLIC_MODELS, build_network
+
+    spec = read_json(fold_dir / "model_spec.json")
+    if spec["kind"] != "network" or spec["model"] not in SYMBOLIC_MODELS:
+        from pianoeval.training.train import load_trained_module
+
+        return load_trained_module(fold_dir)
+    ckpt = torch.load(checkpoint_path(fold_dir), map_location="cpu", weights_only=True)
+    hparams = ckpt.get("hyper_parameters", {})
+    net = ScoringNetwork(
+        build_network(spec["model"], spec["meta"], config),
+        n_dims=int(hparams.get("n_dims", N_DIMS)),
+        dropout=float(hparams.get("dropout", 0.1)),
+    )
+    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(SCORING_PREFIXES)}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:  # torch lists every missing, unexpected and mis-shaped entry
+        first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise InputError(
+            f"checkpoint does not fit this version's {spec['model']} network ({first}); rerun its training rule",
+            fold_dir,
+        ) from exc
+    return net.eval()
