@@ -11,7 +11,13 @@ validate(config, schema="../config/config.schema.yaml", set_default=True)
 FOLDS = list(range(config["folds"]["k"]))
 SYMBOLIC_MODELS = list(config["symbolic"]["models"])
 BASELINES = [f"baseline_{name}" for name in config["symbolic"]["baselines"]]
-AUDIO_MODELS = list(config["audio"]["models"]) if config["render"]["enabled"] else []
+AUDIO_BASELINES = [f"baseline_{name}" for name in config["audio"]["baselines"]]
+# Audio baselines only beside at least one audio model (alone they could not pick a winner).
+AUDIO_MODELS = (
+    list(config["audio"]["models"]) + AUDIO_BASELINES
+    if config["render"]["enabled"] and config["audio"]["models"]
+    else []
+)
 TRACK_MODELS = {"symbolic": SYMBOLIC_MODELS + BASELINES, "audio": AUDIO_MODELS}
 TRACKS = [track for track, models in TRACK_MODELS.items() if models]
 FUSION_MODELS = [

@@ -89,6 +89,7 @@ def run_robustness(
     from pianoeval.data.manifest import label_matrix, read_manifest
     from pianoeval.metrics import compute_robustness_metrics
     from pianoeval.pipeline.embed import build_frozen_backbone, embed_wave
+    from pianoeval.side_input import pooled_statistics
     from pianoeval.training.audio_data import crop_or_pad
     from pianoeval.training.train import load_trained_module
 
@@ -131,7 +132,9 @@ def run_robustness(
                 windows = [crop_or_pad(w, n) for w in degraded]
                 items = [{"wave": torch.from_numpy(w), "wave_mask": torch.from_numpy(m)} for w, m in windows]
             else:
-                items = [{"audio_emb": embed_wave(backbone, w, sr)} for w in degraded]
+                embs = [embed_wave(backbone, w, sr) for w in degraded]
+                # With the pooled statistics that a wide & deep probe reads (training/data.py).
+                items = [{"audio_emb": e, "stats": pooled_statistics(e)} for e in embs]
             batch = multi_task_collate_fn(items)
             with torch.no_grad():
                 z_a = audio_module.encoder(batch)

@@ -128,3 +128,15 @@ class WithStatistics(nn.Module):
         self.wide.weight.copy_(best[2].T.to(self.wide.weight))
         self.train(was_training)
         return best[1]
+
+
+def pooled_statistics(frames: torch.Tensor) -> torch.Tensor:
+    """Mean and standard deviation of each dimension over frames: [F, D] → [2 D] (float32).
+
+    The audio track's hand-made statistics: what a linear probe on a frozen backbone reads (the
+    audio baselines, and the wide part of the wide & deep probe).
+    """
+    x = frames.float()
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"expected frames [F, D] with F > 0, got {tuple(x.shape)}")
+    return torch.cat([x.mean(dim=0), x.std(dim=0, unbiased=False)])

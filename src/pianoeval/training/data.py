@@ -74,6 +74,7 @@ def load_fold_data(
     """Join features with labels and groups for the train/dev/val ids of `fold` (`manifest_path` names
     the manifest in errors)."""
     from pianoeval.data.manifest import label_matrix
+    from pianoeval.side_input import pooled_statistics
 
     spec = next((f for f in folds["folds"] if int(f["fold"]) == fold), None)
     if spec is None:
@@ -97,6 +98,9 @@ def load_fold_data(
                     manifest_path,
                 )
             item = dict(store["items"][sid])
+            if "audio_emb" in item and "stats" not in item:
+                # The audio track's statistics: the frames pooled (baselines, wide part of the probe).
+                item["stats"] = pooled_statistics(item["audio_emb"])
             item.update(
                 labels=torch.tensor(labels[row], dtype=torch.float32),
                 group=torch.tensor(group_index[manifest["segment_group"].iloc[row]], dtype=torch.long),
@@ -110,7 +114,10 @@ def load_fold_data(
     for split in ("train", "val"):
         if not splits[split]:
             raise InputError(f"fold {fold} has no usable {split} segments")
-    return FoldData(items, splits, store.get("meta", {}), missing)
+    meta = dict(store.get("meta", {}))
+    if items and "audio_emb" in items[0]:
+        meta["n_stats"] = int(items[0]["stats"].shape[0])
+    return FoldData(items, splits, meta, missing)
 
 
 class GroupBatchSampler(Sampler[list[int]]):

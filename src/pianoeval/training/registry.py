@@ -19,7 +19,8 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
     """Build the encoder of `model` sized by the feature store's `meta` and the config.
 
     Symbolic encoders are wrapped in `WithStatistics` when `symbolic.stats_side_input` is set and
-    the feature store carries statistics (pretrained weights then load into `.base`).
+    the feature store carries statistics (pretrained weights then load into `.base`); the audio
+    probe likewise with `audio.stats_side_input`, on its frames' pooled statistics.
     """
     net = build_encoder(model, meta, config)
     if model in SYMBOLIC_MODELS and config["symbolic"].get("stats_side_input") and meta.get("n_stats"):
@@ -34,6 +35,11 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
             score_columns=SCORE_COLUMNS if full else None,
             score_dropout=config["symbolic"]["score_dropout"],
         )
+    elif model == "probe" and config["audio"].get("stats_side_input") and meta.get("n_stats"):
+        from pianoeval.side_input import WithStatistics
+
+        # The frames' pooled statistics (training/data.py): the probe starts from the ridge probe.
+        net = WithStatistics(net, int(meta["n_stats"]), dropout=config["symbolic"]["dropout"])
     return net
 
 

@@ -462,7 +462,8 @@ def run_train(
     from pianoeval.training.registry import AUDIO_MODELS, BASELINES, SYMBOLIC_MODELS
 
     start = time.perf_counter()
-    known = SYMBOLIC_MODELS + BASELINES if track == "symbolic" else AUDIO_MODELS
+    # Baselines run on either track: the symbolic statistics, or the audio frames' pooled statistics.
+    known = (SYMBOLIC_MODELS if track == "symbolic" else AUDIO_MODELS) + BASELINES
     if model not in known:
         raise ConfigError(f"unknown {track} model {model!r}; known: {', '.join(known)}")
     seed = fold_seed(config, fold)
