@@ -324,3 +324,27 @@ def test_cli_prints_one_line(trained: dict[str, Path], tmp_path: Path, capsys: p
     assert code == 1
     assert err == [f"error: {missing}: file not found"]
     assert not (tmp_path / "s.json").exists()
+
+
+def test_score_midi_with_its_score_uses_the_score_statistics(trained: dict[str, Path], tmp_path: Path) -> None:
+    """--score aligns the performance to the score: the score statistics change the prediction."""
+    import pandas as pd
+
+    manifest = pd.read_parquet(trained["demo"].parents[1] / "manifest.parquet")
+    row = manifest[manifest["midi_path"] == str(trained["demo"])].iloc[0]
+    score = Path(row["score_midi_path"])
+    results = trained["s3"].parents[1]
+    plain = score_midi(trained["demo"], results)
+    scored = score_midi(trained["demo"], results, score=score)
+    assert not plain["score_aligned"] and scored["score_aligned"]
+    assert np.abs(plain["mean"] - scored["mean"]).max() > 1e-4
+    out = tmp_path / "score.json"
+    result = run_score(trained["demo"], score, trained["s3"], out)
+    assert result["score_aligned"] and result["score_midi"] == str(score)
+    np.testing.assert_allclose([result["dimensions"][d]["score"] for d in DIMENSIONS], scored["mean"], atol=1e-6)
+    assert "score statistics used" in output_paths(out)["html"].read_text()
+    # A "score" of other music cannot be aligned: scored as unscored, and the JSON says so.
+    other = manifest[manifest["score_midi_path"] != str(score)]["score_midi_path"].iloc[0]
+    unaligned = score_midi(trained["demo"], results, score=Path(other))
+    assert not unaligned["score_aligned"]
+    np.testing.assert_allclose(unaligned["mean"], plain["mean"], atol=1e-6)

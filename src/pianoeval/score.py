@@ -65,12 +65,15 @@ def check_duration(seconds: float, path: Path, what: str) -> None:
         )
 
 
-def score_midi(midi: Path, results: Path, check_length: bool = True) -> dict[str, Any]:
+def score_midi(midi: Path, results: Path, check_length: bool = True, score: Path | None = None) -> dict[str, Any]:
     """Scores of a MIDI performance: mean [19] and std [19] over the symbolic winner's fold models.
 
-    Also returns `timings_s` ({"models", "featurize", "forward"}, seconds). The fold models are loaded as
-    plain networks (`pianoeval.inference`), without Lightning; folds with the same config share one
-    validated config and one feature item.
+    `score`, the score MIDI the performance plays, gives the score-relative statistics of the wide &
+    deep encoders (`symbolic/score_stats.py`); `score_aligned` says whether they were used (False:
+    no score, or one that could not be aligned, with a warning; the models then predict as trained
+    for unscored input, `symbolic.score_dropout`). Also returns `timings_s` ({"models", "featurize",
+    "forward"}, seconds). The fold models are loaded as plain networks (`pianoeval.inference`), without
+    Lightning; folds with the same config share one validated config and one feature item.
     """
     import json
 
@@ -81,6 +84,7 @@ def score_midi(midi: Path, results: Path, check_length: bool = True) -> dict[str
     from pianoeval.data.midi import load_performance
     from pianoeval.inference import load_scoring_network
     from pianoeval.pipeline.featurize import featurize_file
+    from pianoeval.symbolic.stats import SCORE_COLUMNS
     from pianoeval.threads import torch_threads
 
     perf = load_performance(midi)
@@ -106,18 +110,22 @@ def score_midi(midi: Path, results: Path, check_length: bool = True) -> dict[str
             tick = time.perf_counter()
             key = json.dumps([kind, config["features"]], sort_keys=True)
             if key not in batches:
-                batches[key] = multi_task_collate_fn([featurize_file(kind, str(midi), config["features"])])
+                item = featurize_file(kind, str(midi), config["features"], str(score) if score else None)
+                batches[key] = multi_task_collate_fn([item])
             timings["featurize"] += time.perf_counter() - tick
             tick = time.perf_counter()
             with torch.inference_mode():
                 preds.append(net(batches[key])[0].numpy())  # the batch's only item: [19]
             timings["forward"] += time.perf_counter() - tick
     stack = np.stack(preds)  # [folds, 19]
+    # The statistics' last score column is the "aligned to a score" flag (symbolic/stats.py).
+    flags = [float(b["stats"][0, SCORE_COLUMNS.stop - 1]) > 0.5 for b in batches.values() if "stats" in b]
     return {
         "model": model,
         "mean": stack.mean(axis=0),
         "std": stack.std(axis=0),
         "n_models": len(preds),
+        "score_aligned": bool(flags) and all(flags),
         "timings_s": timings,
     }
 
@@ -211,7 +219,8 @@ def render_html(result: dict[str, Any], png: bytes) -> str:
             )
         )
     if result["score_midi"]:
-        facts.append(("Score MIDI", result["score_midi"]))
+        used = "aligned, score statistics used" if result["score_aligned"] else "not aligned, scored without it"
+        facts.append(("Score MIDI", f"{result['score_midi']} ({used})"))
     fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
     image = base64.b64encode(png).decode("ascii")
     return f"""<!DOCTYPE html>
@@ -285,7 +294,7 @@ def run_score(recording: Path, score: Path | None, model: Path, out: Path, devic
             # Scored from a private copy; the user-visible MIDI is written only once scoring succeeded.
             midi = write_performance(perf, Path(tmp) / "transcription.mid")
             timings["transcribe"] = time.perf_counter() - tick
-            scores = score_midi(midi, results, check_length=False)
+            scores = score_midi(midi, results, check_length=False, score=score)
             transcription = {
                 "midi": str(paths["transcription"]),
                 "n_notes": len(perf.notes),
@@ -294,12 +303,13 @@ def run_score(recording: Path, score: Path | None, model: Path, out: Path, devic
                 "real_time_factor": stats["real_time_factor"],
             }
         else:
-            scores = score_midi(recording, results)
+            scores = score_midi(recording, results, score=score)
         pct = percentiles(scores["mean"], reference)
         result = {
             "input": str(recording),
             "input_kind": "audio" if transcription else "midi",
             "score_midi": str(score) if score else None,
+            "score_aligned": scores["score_aligned"],
             "model": scores["model"],
             "track": "symbolic",
             "n_fold_models": scores["n_models"],
