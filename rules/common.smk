@@ -107,13 +107,17 @@ def fuse_inputs(wildcards):
         for model in TRACK_MODELS[track]
         if not model.startswith("baseline_")
     ]
-    return {
+    inputs = {
         "symbolic_winner": "results/compare/symbolic/winner.json",
         "audio_winner": "results/compare/audio/winner.json",
         "folds": "results/folds/folds.json",
         "manifest": "results/prepare/manifest.parquet",
         "embeddings": embeddings,
     }
+    if wildcards.fusion.endswith("_score"):
+        # The score-relative statistics (performance measured against its aligned score MIDI).
+        inputs["stats"] = "results/featurize/stats.pt"
+    return inputs
 
 
 def fusion_metrics(wildcards):

@@ -20,10 +20,11 @@ rule fuse:
     params:
         config=config_for("fusion", "training"),
         persist=persist_push,
+        stats=lambda wildcards, input: f"--stats {input.stats}" if "stats" in input.keys() else "",
     shell:
         "pianoeval fuse {wildcards.fusion} --config {params.config} --fold {wildcards.fold}"
         " --manifest {input.manifest} --folds {input.folds} --symbolic-winner {input.symbolic_winner}"
-        " --audio-winner {input.audio_winner} --devices {resources.gpu}"
+        " --audio-winner {input.audio_winner} {params.stats} --devices {resources.gpu}"
         " --out-dir results/fuse/{wildcards.fusion}/fold_{wildcards.fold} > {log} 2>&1"
         "{params.persist}"
 

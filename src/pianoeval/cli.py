@@ -133,6 +133,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         Path(args.audio_winner),
         Path(args.out_dir),
         devices=args.devices,
+        stats_path=Path(args.stats) if args.stats else None,
     )
 
 
@@ -267,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", required=True)
     p.add_argument("--symbolic-winner", required=True)
     p.add_argument("--audio-winner", required=True)
+    p.add_argument("--stats", help="featurize stats store (score-relative statistics; needed by *_score fusions)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
     p = add("robustness", cmd_robustness)

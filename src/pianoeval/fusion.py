@@ -2,8 +2,11 @@
 
 Every fusion network reads precomputed per-performance embeddings from the fold's single-track
 winners: `z_audio [B, Ha]`, `z_symbolic [B, Hs]`, their own predicted scores `scores_audio`,
-`scores_symbolic [B, 19]`, and, with score conditioning, `z_score [B, Hs]` (the score MIDI's
-embedding by the same symbolic encoder).
+`scores_symbolic [B, 19]`, and, with score conditioning, `score_stats [B, S]`: the performance
+measured against its aligned score MIDI (tempo ratio, rubato, timing deviation, played/notated
+durations and dynamics, extra/missed notes; `symbolic/score_stats.py`, the last column the
+"aligned" flag). Those are performance-minus-score differences by construction: the fusion then
+models what the player did *relative to* the notation, beside the two tracks' views.
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ import torch
 from torch import nn
 
 from pianoeval.constants import N_DIMS
+
+
+def n_score_stats() -> int:
+    """Width S of `score_stats`: the score-relative statistics and their "aligned" flag."""
+    from pianoeval.symbolic.stats import SCORE_COLUMNS
+
+    return SCORE_COLUMNS.stop - SCORE_COLUMNS.start
 
 
 class _Inputs(nn.Module):
@@ -27,18 +37,29 @@ class _Inputs(nn.Module):
         self.audio = nn.Sequential(
             nn.LayerNorm(audio_dim + N_DIMS), nn.Dropout(dropout), nn.Linear(audio_dim + N_DIMS, hidden)
         )
-        sym_in = symbolic_dim * (2 if score_conditioning else 1) + N_DIMS
+        sym_in = symbolic_dim + N_DIMS
+        if score_conditioning:
+            # The statistics' scales differ by orders of magnitude: standardised by training moments.
+            self.score_norm = nn.BatchNorm1d(n_score_stats())
+            sym_in += n_score_stats()
         self.symbolic = nn.Sequential(nn.LayerNorm(sym_in), nn.Dropout(dropout), nn.Linear(sym_in, hidden))
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(audio [B, hidden], symbolic [B, hidden])."""
         a = torch.cat([batch["z_audio"], batch["scores_audio"]], dim=-1)
-        s_parts = [batch["z_symbolic"]]
+        s_parts = [batch["z_symbolic"], batch["scores_symbolic"]]
         if self.score_conditioning:
-            # Model the performance relative to the score: what the player changed.
-            s_parts.append(batch["z_symbolic"] - batch["z_score"])
-        s = torch.cat([*s_parts, batch["scores_symbolic"]], dim=-1)
-        return self.audio(a), self.symbolic(s)
+            # Model the performance relative to the score: what the player changed. Rows without an
+            # aligned score (flag 0) get that view at the training mean (0 after standardising).
+            stats = batch["score_stats"].to(a.dtype)
+            x = self._eval_norm(stats) if self.training and stats.shape[0] == 1 else self.score_norm(stats)
+            s_parts.append(x * (stats[:, -1:] > 0.5))
+        return self.audio(a), self.symbolic(torch.cat(s_parts, dim=-1))
+
+    def _eval_norm(self, stats: torch.Tensor) -> torch.Tensor:
+        """BatchNorm with its running moments (for a one-row training batch, which has no variance)."""
+        n = self.score_norm
+        return nn.functional.batch_norm(stats, n.running_mean, n.running_var, n.weight, n.bias, eps=n.eps)
 
 
 class ConcatFusion(nn.Module):
@@ -159,7 +180,8 @@ class FusedPerformanceModel(nn.Module):
     """Frozen single-track encoders (or their precomputed embeddings) + a fusion network.
 
     With precomputed embeddings it is the fusion network itself; with encoders it first embeds
-    the raw track inputs (`audio_batch`, `symbolic_batch`, optional `score_batch`) and scores.
+    the raw track inputs (`audio_batch`, `symbolic_batch`) and scores; a symbolic batch featurized
+    with its score MIDI also gives the score-conditioned fusions their `score_stats`.
     """
 
     def __init__(
@@ -185,8 +207,12 @@ class FusedPerformanceModel(nn.Module):
                 inputs = batch[f"{track}_batch"]
                 z = model.encoder(inputs)  # a wide & deep encoder also sets inputs["wide_logits"]
                 out[f"z_{track}"], out[f"scores_{track}"] = z, model.heads(z, inputs.get("wide_logits"))
-            if "score_batch" in batch:
-                out["z_score"] = self.symbolic_model.encoder(batch["score_batch"])
+            stats = batch["symbolic_batch"].get("stats")
+            if stats is not None and stats.shape[1] >= n_score_stats():
+                # Featurized with the score MIDI (featurize_file's score_path): its score-relative part.
+                from pianoeval.symbolic.stats import SCORE_COLUMNS
+
+                out["score_stats"] = stats[:, SCORE_COLUMNS]
         return out
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -98,6 +98,14 @@ def run_robustness(
     audio_model = read_json(results / "compare" / "audio" / "winner.json")["model"]
     symbolic_model = read_json(results / "compare" / "symbolic" / "winner.json")["model"]
     manifest = read_manifest(manifest_path)
+    score_stats = None
+    if fus["model"].endswith("_score"):
+        # A score-conditioned fusion reads the score-relative statistics its fuse rule read.
+        from pianoeval.symbolic.stats import SCORE_COLUMNS
+        from pianoeval.training.data import load_feature_store
+
+        store = load_feature_store(results / "featurize" / "stats.pt")["items"]
+        score_stats = {sid: item["stats"][SCORE_COLUMNS].float() for sid, item in store.items()}
     labels = label_matrix(manifest)
     row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
     sr = config["render"]["sample_rate"]
@@ -118,7 +126,13 @@ def run_robustness(
             weights_only=False,
         )
         sym_index = {sid: i for i, sid in enumerate(sym["ids"])}
-        ids = [s for s in spec["val"] if s in sym_index and isinstance(manifest["audio_path"].iloc[row_of[s]], str)]
+        ids = [
+            s
+            for s in spec["val"]
+            if s in sym_index
+            and isinstance(manifest["audio_path"].iloc[row_of[s]], str)
+            and (score_stats is None or s in score_stats)
+        ]
         augmentor = AudioAugmentor(seed=int(config["seed"]) + fold, sample_rate=sr)
         targets.append(labels[[row_of[s] for s in ids]])
         groups.append(manifest["segment_group"].iloc[[row_of[s] for s in ids]].to_numpy())
@@ -145,6 +159,8 @@ def run_robustness(
                     "z_symbolic": sym["z"][[sym_index[s] for s in ids]],
                     "scores_symbolic": sym["scores"][[sym_index[s] for s in ids]],
                 }
+                if score_stats is not None:
+                    fb["score_stats"] = torch.stack([score_stats[s] for s in ids])
                 s_f = fusion_module.scores_from(fusion_module.encoder(fb), fb)
             preds[cond]["audio"].append(s_a.numpy())
             preds[cond]["fusion"].append(s_f.numpy())

@@ -31,9 +31,16 @@ def winner_embeddings(winner_json: Path, fold: int) -> tuple[str, dict[str, Any]
     return winner["model"], payload
 
 
-def build_fusion_data(audio: dict[str, Any], symbolic: dict[str, Any], manifest: Any) -> FoldData:
-    """Join both tracks' embeddings by segment id into FoldData items (splits as the encoders saw them)."""
+def build_fusion_data(
+    audio: dict[str, Any], symbolic: dict[str, Any], manifest: Any, stats: dict[str, Any] | None = None
+) -> FoldData:
+    """Join both tracks' embeddings by segment id into FoldData items (splits as the encoders saw them).
+
+    `stats`, the symbolic statistics store (featurize `stats`), adds each item's score-relative
+    statistics `score_stats` for the score-conditioned fusions; a segment without them is skipped.
+    """
     from pianoeval.data.manifest import label_matrix
+    from pianoeval.symbolic.stats import SCORE_COLUMNS
 
     labels = label_matrix(manifest)
     row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
@@ -44,7 +51,7 @@ def build_fusion_data(audio: dict[str, Any], symbolic: dict[str, Any], manifest:
     missing = []
     for j, sid in enumerate(symbolic["ids"]):
         i = a_index.get(sid)
-        if i is None:
+        if i is None or (stats is not None and sid not in stats["items"]):
             missing.append(sid)
             continue
         if audio["split"][i] != symbolic["split"][j]:
@@ -62,6 +69,8 @@ def build_fusion_data(audio: dict[str, Any], symbolic: dict[str, Any], manifest:
                 "split": symbolic["split"][j],
             }
         )
+        if stats is not None:
+            items[-1]["score_stats"] = stats["items"][sid]["stats"][SCORE_COLUMNS].float()
         splits[symbolic["split"][j]].append(len(items) - 1)
     if not splits["train"] or not splits["val"]:
         raise InputError("the two tracks share no train/val segments; check both tracks ran on the same folds")
@@ -87,6 +96,7 @@ def run_fuse(
     audio_winner: Path,
     out_dir: Path,
     devices: int = 1,
+    stats_path: Path | None = None,
 ) -> dict[str, Any]:
     """Fit fusion `fusion` (f1/f2/f3[_score]) on fold `fold` on `devices` devices (DDP when more than
     1) and write the usual fold outputs; a DDP worker process returns {} and writes nothing."""
@@ -98,13 +108,28 @@ def run_fuse(
     start = time.perf_counter()
     seed = fold_seed(config, fold)
     L.seed_everything(seed, workers=True, verbose=False)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # Inputs are checked before anything is written: bad input leaves no output folder.
+    stats = None
+    if fusion.endswith("_score"):
+        from pianoeval.training.data import load_feature_store
+
+        if stats_path is None:
+            raise InputError(f"{fusion} is score-conditioned: pass --stats (the featurize stats store)")
+        from pianoeval.symbolic.stats import ALL_STAT_NAMES
+
+        stats = load_feature_store(stats_path)
+        n_stats = len(next(iter(stats["items"].values()))["stats"]) if stats["items"] else 0
+        if n_stats != len(ALL_STAT_NAMES):
+            raise InputError(
+                f"statistics store has {n_stats} columns, not the {len(ALL_STAT_NAMES)} with score statistics; "
+                "rerun its featurize rule",
+                stats_path,
+            )
     sym_model, sym = winner_embeddings(symbolic_winner, fold)
     aud_model, aud = winner_embeddings(audio_winner, fold)
+    data = build_fusion_data(aud, sym, read_manifest(manifest_path), stats)
+    out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, config, seed, fusion=fusion, fold=fold, symbolic=sym_model, audio=aud_model)
-    if fusion.endswith("_score"):
-        raise InputError("score-conditioned fusion needs score embeddings, which this version does not export yet")
-    data = build_fusion_data(aud, sym, read_manifest(manifest_path))
     dims = {
         "audio_dim": int(aud["z"].shape[1]),
         "symbolic_dim": int(sym["z"].shape[1]),

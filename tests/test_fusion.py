@@ -1,0 +1,242 @@
+"""Fusion networks (F1 cross-attention, F2 concat, F3 gating; score conditioning) and `run_fuse`.
+
+`run_fuse` runs on synthetic track winners: per-fold embeddings files as the training step writes
+them, where the symbolic track knows some dimensions and the audio track the others, so that a
+fusion that reads both must beat either alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pianoeval.config import validate_config
+from pianoeval.constants import DIMENSIONS, N_DIMS
+from pianoeval.data.demo import generate_demo_corpus
+from pianoeval.data.manifest import label_matrix, write_manifest
+from pianoeval.errors import InputError
+from pianoeval.fusion import FUSIONS, FusedPerformanceModel, GatedFusion, build_fusion, n_score_stats
+from pianoeval.io import read_json, write_json
+from pianoeval.pipeline.fuse import build_fusion_data, run_fuse
+from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
+
+HA, HS = 6, 5
+
+
+def batch(n: int = 8, seed: int = 0, score: bool = False) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    out = {
+        "z_audio": torch.randn(n, HA, generator=g),
+        "scores_audio": torch.rand(n, N_DIMS, generator=g),
+        "z_symbolic": torch.randn(n, HS, generator=g),
+        "scores_symbolic": torch.rand(n, N_DIMS, generator=g),
+    }
+    if score:
+        stats = torch.randn(n, n_score_stats(), generator=g) * 10
+        stats[:, -1] = 1.0
+        out["score_stats"] = stats
+    return out
+
+
+@pytest.mark.parametrize("name", ["f1", "f2", "f3", "f1_score", "f2_score", "f3_score"])
+def test_fusions_embed_every_row(name: str) -> None:
+    net = build_fusion(name, HA, HS, hidden=16).eval()
+    b = batch(score=name.endswith("_score"))
+    z = net(b)
+    assert z.shape == (8, 16) and torch.isfinite(z).all()
+    # Rows are independent at evaluation: one row alone gives the same embedding.
+    one = {k: v[:1] for k, v in b.items()}
+    torch.testing.assert_close(net(one), z[:1], rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_fusion_names_are_refused() -> None:
+    from pianoeval.errors import ConfigError
+
+    for name in ("f4", "f1_scores", "concat"):
+        with pytest.raises(ConfigError, match="unknown fusion"):
+            build_fusion(name, HA, HS)
+    assert set(FUSIONS) == {"f1", "f2", "f3"}
+
+
+def test_gates_are_per_dimension_in_unit_interval_and_mix_the_heads() -> None:
+    net = GatedFusion(HA, HS, hidden=16).eval()
+    b = batch()
+    g = net.get_gates(b)
+    assert g.shape == (8, N_DIMS) and (g >= 0).all() and (g <= 1).all()
+    a, s = net.inputs(b)
+    expected = g * net.audio_head(a) + (1 - g) * net.symbolic_head(s)
+    torch.testing.assert_close(net.predict_scores(b), expected)
+    # Forcing the gates open or shut gives one track's head alone.
+    with torch.no_grad():
+        net.gate[1].weight.zero_()
+        net.gate[1].bias.fill_(50.0)
+    torch.testing.assert_close(net.predict_scores(b), net.audio_head(a))
+
+
+def test_score_conditioning_reads_the_score_statistics() -> None:
+    net = build_fusion("f2_score", HA, HS, hidden=16).eval()
+    b = batch(score=True)
+    z = net(b)
+    changed = dict(b, score_stats=b["score_stats"] + 3.0)
+    changed["score_stats"][:, -1] = 1.0
+    assert not torch.allclose(net(changed), z)
+    # Without an aligned score (flag 0) the score view sits at zero, whatever the other columns say.
+    unaligned = dict(b, score_stats=b["score_stats"].clone())
+    unaligned["score_stats"][:, -1] = 0.0
+    other = dict(unaligned, score_stats=unaligned["score_stats"] * 2)
+    other["score_stats"][:, -1] = 0.0
+    torch.testing.assert_close(net(unaligned), net(other))
+    # The plain variant ignores them.
+    plain = build_fusion("f2", HA, HS, hidden=16).eval()
+    torch.testing.assert_close(plain(b), plain(changed))
+
+
+def test_fused_model_takes_score_statistics_from_the_symbolic_batch() -> None:
+    """With raw inputs, a symbolic batch featurized with its score gives the fusion its score view."""
+
+    class Track(torch.nn.Module):
+        def __init__(self, dim: int) -> None:
+            super().__init__()
+            self.encoder = torch.nn.Linear(3, dim)
+            self.heads = lambda z, wide: torch.sigmoid(z.sum(-1, keepdim=True).expand(-1, N_DIMS))
+
+    fusion = build_fusion("f2_score", HA, HS, hidden=16).eval()
+    model = FusedPerformanceModel(fusion, Track(HA), Track(HS))
+    model.audio_model.encoder.forward = lambda x: torch.ones(x["audio_emb"].shape[0], HA)
+    model.symbolic_model.encoder.forward = lambda x: x["stats"][:, :HS]
+    stats = torch.randn(4, len(ALL_STAT_NAMES))
+    stats[:, SCORE_COLUMNS.stop - 1] = 1.0
+    z = model({"audio_batch": {"audio_emb": torch.zeros(4, 3)}, "symbolic_batch": {"stats": stats}})
+    assert z.shape == (4, 16)
+    embedded = model._embed({"audio_batch": {"audio_emb": torch.zeros(4, 3)}, "symbolic_batch": {"stats": stats}})
+    torch.testing.assert_close(embedded["score_stats"], stats[:, SCORE_COLUMNS])
+
+
+# -- run_fuse on synthetic track winners -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """results/ with both tracks' winner files and fold-0 embeddings, plus a statistics store."""
+    root = tmp_path_factory.mktemp("fuse")
+    df = generate_demo_corpus(root / "demo", n_pieces=6, n_performances=8, seconds=1.0, seed=5)
+    manifest = root / "manifest.parquet"
+    write_manifest(df, manifest)
+    y = label_matrix(df)
+    groups = sorted(df["segment_group"].unique())
+    split_of = {g: ("train" if k < 4 else "dev" if k == 4 else "val") for k, g in enumerate(groups)}
+    ids = df["segment_id"].tolist()
+    split = [split_of[g] for g in df["segment_group"]]
+    folds = {
+        "protocol": "segment",
+        "k": 2,
+        "seed": 0,
+        "folds": [{"fold": 0, **{s: [] for s in ("train", "dev", "val")}}],
+    }
+    for sid, s in zip(ids, split, strict=True):
+        folds["folds"][0][s].append(sid)
+    write_json(folds, root / "folds.json")
+    rng = np.random.default_rng(0)
+    half = N_DIMS // 2
+    mean = y.mean(axis=0)
+    # The symbolic track predicts the first half of the dimensions, the audio track the rest.
+    s_scores, a_scores = np.tile(mean, (len(y), 1)), np.tile(mean, (len(y), 1))
+    s_scores[:, :half], a_scores[:, half:] = y[:, :half], y[:, half:]
+    for track, scores, dim in (("symbolic", s_scores, HS), ("audio", a_scores, HA)):
+        model = "s3" if track == "symbolic" else "probe"
+        folder = root / "results" / "train" / track / model / "fold_0"
+        folder.mkdir(parents=True)
+        z = np.hstack([scores[:, :dim] if track == "symbolic" else scores[:, -dim:], rng.normal(0, 0.01, (len(y), 0))])
+        torch.save(
+            {
+                "ids": ids,
+                "split": split,
+                "z": torch.tensor(z, dtype=torch.float32),
+                "scores": torch.tensor(scores, dtype=torch.float32),
+            },
+            folder / "embeddings.pt",
+        )
+        write_json({"track": track, "model": model}, root / "results" / "compare" / track / "winner.json")
+    stats = torch.zeros(len(ids), len(ALL_STAT_NAMES))
+    stats[:, SCORE_COLUMNS.stop - 1] = 1.0
+    stats[:, SCORE_COLUMNS.start] = torch.tensor(y[:, 0])  # a score statistic that tracks a label
+    torch.save(
+        {"kind": "stats", "meta": {}, "items": {sid: {"stats": stats[i]} for i, sid in enumerate(ids)}},
+        root / "stats.pt",
+    )
+    return {"root": root, "manifest": manifest, "folds": root / "folds.json", "stats": root / "stats.pt"}
+
+
+def fuse(name: str, results: dict[str, Path], out: Path, **kwargs: object) -> dict:
+    config = validate_config(
+        {
+            "seed": 2,
+            "fusion": {"hidden": 32},
+            "training": {"max_epochs": 25, "batch_size": 8, "patience": 25, "lr": 3e-3},
+        }
+    )
+    compare = results["root"] / "results" / "compare"
+    return run_fuse(
+        name, config, 0, results["manifest"], results["folds"], compare / "symbolic" / "winner.json",
+        compare / "audio" / "winner.json", out, **kwargs,
+    )  # fmt: skip
+
+
+def track_r2(results: dict[str, Path], track: str) -> float:
+    from pianoeval.metrics import MetricsSuite
+
+    emb = torch.load(
+        results["root"]
+        / "results"
+        / "train"
+        / track
+        / ("s3" if track == "symbolic" else "probe")
+        / "fold_0"
+        / "embeddings.pt",
+        weights_only=False,
+    )
+    df = pd.read_parquet(results["manifest"]).set_index("segment_id")
+    val = [i for i, s in enumerate(emb["split"]) if s == "val"]
+    ids = [emb["ids"][i] for i in val]
+    y = label_matrix(df.loc[ids].reset_index())
+    groups = df.loc[ids, "segment_group"].astype("category").cat.codes.to_numpy()
+    return MetricsSuite().compute(emb["scores"][val].numpy(), y, groups)["r2"]
+
+
+def test_run_fuse_beats_either_track_when_they_know_different_things(results: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "f3"
+    metrics = fuse("f3", results, out)
+    assert metrics["symbolic_model"] == "s3" and metrics["audio_model"] == "probe"
+    assert set(metrics["audio_gate_per_dimension"]) == set(DIMENSIONS)
+    assert metrics["r2"] > max(track_r2(results, "symbolic"), track_r2(results, "audio")) + 0.05
+    assert -1.0 <= metrics["error_correlation"] <= 1.0
+    pred = pd.read_csv(out / "predictions.csv")
+    assert len(pred) == 48 and read_json(out / "model_spec.json")["model"] == "f3"
+
+
+def test_score_conditioned_fuse_reads_the_statistics_store(results: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "f2_score"
+    with pytest.raises(InputError, match="pass --stats"):
+        fuse("f2_score", results, out)
+    assert not out.exists()  # refused before writing anything
+    metrics = fuse("f2_score", results, out, stats_path=results["stats"])
+    assert metrics["n_val"] == 8 and np.isfinite(metrics["r2"])
+    data = build_fusion_data(
+        torch.load(results["root"] / "results/train/audio/probe/fold_0/embeddings.pt", weights_only=False),
+        torch.load(results["root"] / "results/train/symbolic/s3/fold_0/embeddings.pt", weights_only=False),
+        pd.read_parquet(results["manifest"]),
+        torch.load(results["stats"], weights_only=False),
+    )
+    assert data.items[0]["score_stats"].shape == (n_score_stats(),)
+    # A store without the score statistics is refused, naming the file.
+    short = tmp_path / "short.pt"
+    store = torch.load(results["stats"], weights_only=False)
+    store["items"] = {k: {"stats": v["stats"][:18]} for k, v in store["items"].items()}
+    torch.save(store, short)
+    with pytest.raises(InputError, match="rerun its featurize rule"):
+        fuse("f1_score", results, tmp_path / "f1_score", stats_path=short)
+    assert not (tmp_path / "f1_score").exists()
