@@ -20,7 +20,9 @@ rule fuse:
     params:
         config=config_for("fusion", "training"),
         persist=persist_push,
-        stats=lambda wildcards, input: f"--stats {input.stats}" if "stats" in input.keys() else "",
+        stats=lambda wildcards, input: (
+            f"--stats {input.stats}" if "stats" in input.keys() else ""
+        ),
     shell:
         "pianoeval fuse {wildcards.fusion} --config {params.config} --fold {wildcards.fold}"
         " --manifest {input.manifest} --folds {input.folds} --symbolic-winner {input.symbolic_winner}"
