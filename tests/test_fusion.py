@@ -67,14 +67,28 @@ def test_gates_are_per_dimension_in_unit_interval_and_mix_the_heads() -> None:
     b = batch()
     g = net.get_gates(b)
     assert g.shape == (8, N_DIMS) and (g >= 0).all() and (g <= 1).all()
+    assert 0.05 < g.mean() < 0.2  # starts leaning on the symbolic track
     a, s = net.inputs(b)
-    expected = g * net.audio_head(a) + (1 - g) * net.symbolic_head(s)
+    audio = net.audio_head(a, net.offset(b["scores_audio"]))
+    expected = g * audio + (1 - g) * net.symbolic_head(s, net.offset(b["scores_symbolic"]))
     torch.testing.assert_close(net.predict_scores(b), expected)
-    # Forcing the gates open or shut gives one track's head alone.
+    # Forcing the gates open gives the audio head alone; after init_bias it returns the audio scores.
     with torch.no_grad():
         net.gate[1].weight.zero_()
         net.gate[1].bias.fill_(50.0)
-    torch.testing.assert_close(net.predict_scores(b), net.audio_head(a))
+    torch.testing.assert_close(net.predict_scores(b), audio)
+    net.init_bias(torch.full((N_DIMS,), 0.6))
+    torch.testing.assert_close(net.predict_scores(b), b["scores_audio"].clamp(1e-4, 1 - 1e-4), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["f1", "f2", "f1_score", "f2_score"])
+def test_fusion_starts_at_the_symbolic_winners_scores(name: str) -> None:
+    """Wrapped for training (label mean known), a fusion's first prediction is the symbolic track's."""
+    from pianoeval.training.module import PerformanceModule
+
+    module = PerformanceModule(build_fusion(name, HA, HS, hidden=16), label_mean=[0.55] * N_DIMS).eval()
+    b = batch(score=name.endswith("_score"))
+    torch.testing.assert_close(module(b), b["scores_symbolic"].clamp(1e-4, 1 - 1e-4), rtol=1e-4, atol=1e-5)
 
 
 def test_score_conditioning_reads_the_score_statistics() -> None:

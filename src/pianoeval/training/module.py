@@ -47,6 +47,11 @@ class PerformanceModule(L.LightningModule):
             self.heads.init_bias(mean)
             if hasattr(encoder, "init_bias"):
                 encoder.init_bias(mean)
+            if getattr(encoder, "starts_from_offsets", False):
+                # The encoder hands the heads logit offsets of a prediction to start from (fusion):
+                # with the last layer at zero, the first prediction is that one.
+                with torch.no_grad():
+                    self.heads.regression[-1].weight.zero_()
         self._dev_outputs: list[dict[str, torch.Tensor]] = []
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
