@@ -21,7 +21,7 @@ from pianoeval.data.manifest import label_matrix, write_manifest
 from pianoeval.errors import InputError
 from pianoeval.fusion import FUSIONS, FusedPerformanceModel, GatedFusion, build_fusion, n_score_stats
 from pianoeval.io import read_json, write_json
-from pianoeval.pipeline.fuse import build_fusion_data, run_fuse
+from pianoeval.pipeline.fuse import build_fusion_data, run_fuse, score_statistics
 from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
 
 HA, HS = 6, 5
@@ -243,7 +243,7 @@ def test_score_conditioned_fuse_reads_the_statistics_store(results: dict[str, Pa
         torch.load(results["root"] / "results/train/audio/probe/fold_0/embeddings.pt", weights_only=False),
         torch.load(results["root"] / "results/train/symbolic/s3/fold_0/embeddings.pt", weights_only=False),
         pd.read_parquet(results["manifest"]),
-        torch.load(results["stats"], weights_only=False),
+        score_statistics(results["stats"]),
     )
     assert data.items[0]["score_stats"].shape == (n_score_stats(),)
     # A store without the score statistics is refused, naming the file.

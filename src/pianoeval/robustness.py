@@ -89,6 +89,7 @@ def run_robustness(
     from pianoeval.data.manifest import label_matrix, read_manifest
     from pianoeval.metrics import compute_robustness_metrics
     from pianoeval.pipeline.embed import build_frozen_backbone, embed_wave
+    from pianoeval.pipeline.fuse import score_statistics
     from pianoeval.side_input import pooled_statistics
     from pianoeval.training.audio_data import crop_or_pad
     from pianoeval.training.train import load_trained_module
@@ -98,14 +99,8 @@ def run_robustness(
     audio_model = read_json(results / "compare" / "audio" / "winner.json")["model"]
     symbolic_model = read_json(results / "compare" / "symbolic" / "winner.json")["model"]
     manifest = read_manifest(manifest_path)
-    score_stats = None
-    if fus["model"].endswith("_score"):
-        # A score-conditioned fusion reads the score-relative statistics its fuse rule read.
-        from pianoeval.symbolic.stats import SCORE_COLUMNS
-        from pianoeval.training.data import load_feature_store
-
-        store = load_feature_store(results / "featurize" / "stats.pt")["items"]
-        score_stats = {sid: item["stats"][SCORE_COLUMNS].float() for sid, item in store.items()}
+    # A score-conditioned fusion reads the score-relative statistics its fuse rule read.
+    score_stats = score_statistics(results / "featurize" / "stats.pt") if fus["model"].endswith("_score") else None
     labels = label_matrix(manifest)
     row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
     sr = config["render"]["sample_rate"]

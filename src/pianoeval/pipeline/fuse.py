@@ -31,16 +31,35 @@ def winner_embeddings(winner_json: Path, fold: int) -> tuple[str, dict[str, Any]
     return winner["model"], payload
 
 
+def score_statistics(stats_path: Path) -> dict[str, torch.Tensor]:
+    """{segment id: score-relative statistics [17]} (`SCORE_COLUMNS`, the last the aligned flag) from
+    the featurize `stats` store; InputError if the store lacks the score columns."""
+    from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
+    from pianoeval.training.data import load_feature_store
+
+    items = load_feature_store(stats_path)["items"]
+    n_stats = len(next(iter(items.values()))["stats"]) if items else 0
+    if n_stats != len(ALL_STAT_NAMES):
+        raise InputError(
+            f"statistics store has {n_stats} columns, not the {len(ALL_STAT_NAMES)} with score statistics; "
+            "rerun its featurize rule",
+            stats_path,
+        )
+    return {sid: item["stats"][SCORE_COLUMNS].float() for sid, item in items.items()}
+
+
 def build_fusion_data(
-    audio: dict[str, Any], symbolic: dict[str, Any], manifest: Any, stats: dict[str, Any] | None = None
+    audio: dict[str, Any],
+    symbolic: dict[str, Any],
+    manifest: Any,
+    score_stats: dict[str, torch.Tensor] | None = None,
 ) -> FoldData:
     """Join both tracks' embeddings by segment id into FoldData items (splits as the encoders saw them).
 
-    `stats`, the symbolic statistics store (featurize `stats`), adds each item's score-relative
-    statistics `score_stats` for the score-conditioned fusions; a segment without them is skipped.
+    `score_stats` (`score_statistics`) adds each item's score-relative statistics for the
+    score-conditioned fusions; a segment without them is skipped.
     """
     from pianoeval.data.manifest import label_matrix
-    from pianoeval.symbolic.stats import SCORE_COLUMNS
 
     labels = label_matrix(manifest)
     row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
@@ -51,7 +70,7 @@ def build_fusion_data(
     missing = []
     for j, sid in enumerate(symbolic["ids"]):
         i = a_index.get(sid)
-        if i is None or (stats is not None and sid not in stats["items"]):
+        if i is None or (score_stats is not None and sid not in score_stats):
             missing.append(sid)
             continue
         if audio["split"][i] != symbolic["split"][j]:
@@ -69,8 +88,8 @@ def build_fusion_data(
                 "split": symbolic["split"][j],
             }
         )
-        if stats is not None:
-            items[-1]["score_stats"] = stats["items"][sid]["stats"][SCORE_COLUMNS].float()
+        if score_stats is not None:
+            items[-1]["score_stats"] = score_stats[sid]
         splits[symbolic["split"][j]].append(len(items) - 1)
     if not splits["train"] or not splits["val"]:
         raise InputError("the two tracks share no train/val segments; check both tracks ran on the same folds")
@@ -109,25 +128,14 @@ def run_fuse(
     seed = fold_seed(config, fold)
     L.seed_everything(seed, workers=True, verbose=False)
     # Inputs are checked before anything is written: bad input leaves no output folder.
-    stats = None
+    score_stats = None
     if fusion.endswith("_score"):
-        from pianoeval.training.data import load_feature_store
-
         if stats_path is None:
             raise InputError(f"{fusion} is score-conditioned: pass --stats (the featurize stats store)")
-        from pianoeval.symbolic.stats import ALL_STAT_NAMES
-
-        stats = load_feature_store(stats_path)
-        n_stats = len(next(iter(stats["items"].values()))["stats"]) if stats["items"] else 0
-        if n_stats != len(ALL_STAT_NAMES):
-            raise InputError(
-                f"statistics store has {n_stats} columns, not the {len(ALL_STAT_NAMES)} with score statistics; "
-                "rerun its featurize rule",
-                stats_path,
-            )
+        score_stats = score_statistics(stats_path)
     sym_model, sym = winner_embeddings(symbolic_winner, fold)
     aud_model, aud = winner_embeddings(audio_winner, fold)
-    data = build_fusion_data(aud, sym, read_manifest(manifest_path), stats)
+    data = build_fusion_data(aud, sym, read_manifest(manifest_path), score_stats)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, config, seed, fusion=fusion, fold=fold, symbolic=sym_model, audio=aud_model)
     dims = {
