@@ -128,6 +128,9 @@ def test_fused_model_takes_score_statistics_from_the_symbolic_batch() -> None:
     assert z.shape == (4, 16)
     embedded = model._embed({"audio_batch": {"audio_emb": torch.zeros(4, 3)}, "symbolic_batch": {"stats": stats}})
     torch.testing.assert_close(embedded["score_stats"], stats[:, SCORE_COLUMNS])
+    # Performance-only statistics (no score columns) give no score view, not a truncated one.
+    short = model._embed({"audio_batch": {"audio_emb": torch.zeros(4, 3)}, "symbolic_batch": {"stats": stats[:, :18]}})
+    assert "score_stats" not in short
 
 
 # -- run_fuse on synthetic track winners -------------------------------------------------------------

@@ -246,11 +246,11 @@ class FusedPerformanceModel(nn.Module):
                 inputs = batch[f"{track}_batch"]
                 z = model.encoder(inputs)  # a wide & deep encoder also sets inputs["wide_logits"]
                 out[f"z_{track}"], out[f"scores_{track}"] = z, model.heads(z, inputs.get("wide_logits"))
-            stats = batch["symbolic_batch"].get("stats")
-            if stats is not None and stats.shape[1] >= n_score_stats():
-                # Featurized with the score MIDI (featurize_file's score_path): its score-relative part.
-                from pianoeval.symbolic.stats import SCORE_COLUMNS
+            from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
 
+            stats = batch["symbolic_batch"].get("stats")
+            # Only full statistics hold the score part (18 performance-only columns do not).
+            if stats is not None and stats.shape[1] == len(ALL_STAT_NAMES):
                 out["score_stats"] = stats[:, SCORE_COLUMNS]
         return out
 
