@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: the real data folder and a tiny Performance MIDI factory."""
+"""Shared pytest fixtures: the real data folder, a tiny Performance MIDI factory, one-fold folds files."""
 
 from __future__ import annotations
 
@@ -42,5 +42,23 @@ def tiny_midi(tmp_path: Path) -> Callable[..., Path]:
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_performance(Performance(notes, ped), path)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def one_fold() -> Callable[..., dict]:
+    """Factory writing a folds file with fold 0 only: the corpus's segment groups in sorted order,
+    the first `n_train` to train, the next `n_dev` to dev, the rest to val. Returns the folds dict."""
+    from pianoeval.io import write_json
+
+    def make(df, path: Path, n_train: int, n_dev: int) -> dict:
+        fold: dict = {"fold": 0, "train": [], "dev": [], "val": []}
+        for k, group in enumerate(sorted(df["segment_group"].unique())):
+            split = "train" if k < n_train else "dev" if k < n_train + n_dev else "val"
+            fold[split].extend(df.loc[df["segment_group"] == group, "segment_id"])
+        folds = {"protocol": "segment", "k": 2, "seed": 0, "folds": [fold]}
+        write_json(folds, path)
+        return folds
 
     return make

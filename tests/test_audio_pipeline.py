@@ -6,6 +6,7 @@ loudness and brightness follow the performance's labels; a small random-weight M
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from pianoeval.config import validate_config
 from pianoeval.constants import DIMENSIONS
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
-from pianoeval.io import read_json, write_json
+from pianoeval.io import read_json
 from pianoeval.training.audio_data import WaveformDataset, WaveformSpec, crop_or_pad
 from pianoeval.training.registry import build_module, build_network, uses_live_backbone
 from pianoeval.training.train import load_trained_module, run_train
@@ -51,7 +52,7 @@ def audio_config(**audio: Any) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def corpus(tmp_path_factory: pytest.TempPathFactory, one_fold: Callable[..., dict]) -> dict[str, Path]:
     """Manifest with audio paths, folds (train 2 groups, dev 1, val 1) and a cached-frame store."""
     root = tmp_path_factory.mktemp("audio_corpus")
     df = generate_demo_corpus(root / "demo", n_pieces=4, n_performances=3, seconds=2.0, seed=7)
@@ -70,15 +71,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     df["audio_path"] = paths
     manifest = root / "manifest.parquet"
     write_manifest(df[list(MANIFEST_COLUMNS)], manifest)
-    groups = sorted(df["segment_group"].unique())
-    ids = {g: df.loc[df["segment_group"] == g, "segment_id"].tolist() for g in groups}
-    folds = {
-        "protocol": "segment",
-        "k": 2,
-        "seed": 0,
-        "folds": [{"fold": 0, "train": ids[groups[0]] + ids[groups[1]], "dev": ids[groups[2]], "val": ids[groups[3]]}],
-    }
-    write_json(folds, root / "folds.json")
+    one_fold(df, root / "folds.json", n_train=2, n_dev=1)
     gen = torch.Generator().manual_seed(0)
     store = {
         "kind": "audio",

@@ -6,6 +6,7 @@ hears the performance: the ridge baseline must find them, and the probe must sta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from pianoeval.config import validate_config
 from pianoeval.constants import DIMENSIONS
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
-from pianoeval.io import read_json, write_json
+from pianoeval.io import read_json
 from pianoeval.side_input import WithStatistics, pooled_statistics
 from pianoeval.training.data import load_feature_store, load_fold_data
 from pianoeval.training.train import load_trained_module, run_train
@@ -34,7 +35,7 @@ def test_pooled_statistics_are_mean_and_std_over_frames() -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def corpus(tmp_path_factory: pytest.TempPathFactory, one_fold: Callable[..., dict]) -> dict[str, Path]:
     """8 segment groups x 6 performances; frames = a fixed projection of the labels + noise."""
     root = tmp_path_factory.mktemp("audio_wide")
     df = generate_demo_corpus(root / "demo", n_pieces=8, n_performances=6, seconds=1.0, seed=11)
@@ -42,22 +43,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     labels = label_matrix(df)
     manifest = root / "manifest.parquet"
     write_manifest(df[list(MANIFEST_COLUMNS)], manifest)
-    groups = sorted(df["segment_group"].unique())
-    ids = {g: df.loc[df["segment_group"] == g, "segment_id"].tolist() for g in groups}
-    folds = {
-        "protocol": "segment",
-        "k": 2,
-        "seed": 0,
-        "folds": [
-            {
-                "fold": 0,
-                "train": [sid for g in groups[:5] for sid in ids[g]],
-                "dev": ids[groups[5]],
-                "val": ids[groups[6]] + ids[groups[7]],
-            }
-        ],
-    }
-    write_json(folds, root / "folds.json")
+    one_fold(df, root / "folds.json", n_train=5, n_dev=1)
     gen = torch.Generator().manual_seed(0)
     proj = torch.randn(len(DIMENSIONS), DIM, generator=gen)
     items = {}

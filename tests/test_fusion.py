@@ -7,6 +7,7 @@ fusion that reads both must beat either alone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,26 +138,17 @@ def test_fused_model_takes_score_statistics_from_the_symbolic_batch() -> None:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def results(tmp_path_factory: pytest.TempPathFactory, one_fold: Callable[..., dict]) -> dict[str, Path]:
     """results/ with both tracks' winner files and fold-0 embeddings, plus a statistics store."""
     root = tmp_path_factory.mktemp("fuse")
     df = generate_demo_corpus(root / "demo", n_pieces=6, n_performances=8, seconds=1.0, seed=5)
     manifest = root / "manifest.parquet"
     write_manifest(df, manifest)
     y = label_matrix(df)
-    groups = sorted(df["segment_group"].unique())
-    split_of = {g: ("train" if k < 4 else "dev" if k == 4 else "val") for k, g in enumerate(groups)}
+    fold = one_fold(df, root / "folds.json", n_train=4, n_dev=1)["folds"][0]
     ids = df["segment_id"].tolist()
-    split = [split_of[g] for g in df["segment_group"]]
-    folds = {
-        "protocol": "segment",
-        "k": 2,
-        "seed": 0,
-        "folds": [{"fold": 0, **{s: [] for s in ("train", "dev", "val")}}],
-    }
-    for sid, s in zip(ids, split, strict=True):
-        folds["folds"][0][s].append(sid)
-    write_json(folds, root / "folds.json")
+    split_of = {sid: name for name in ("train", "dev", "val") for sid in fold[name]}
+    split = [split_of[sid] for sid in ids]
     rng = np.random.default_rng(0)
     half = N_DIMS // 2
     mean = y.mean(axis=0)
