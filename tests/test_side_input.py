@@ -83,3 +83,76 @@ def test_every_feature_kind_carries_statistics(kind: str, tiny_midi) -> None:
     assert item["stats"].shape == (len(ALL_STAT_NAMES),)
     assert torch.isfinite(item["stats"]).all()
     assert kind_meta(kind, config["features"])["n_stats"] == len(ALL_STAT_NAMES)
+
+
+def _forest(n_out: int, leaf: int = 3, seed: int = 0):
+    """A small fitted ExtraTrees on a non-linear target: (x [N, 4] float32, y [N, n_out], model)."""
+    import numpy as np
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(300, 4)) * [1.0, 100.0, 0.01, 5.0]).astype("float32")
+    y = np.stack([np.sin(x[:, 0]) * (x[:, 1] > 0) + k * x[:, 3] / 5 for k in range(n_out)], axis=1)
+    return x, y, ExtraTreesRegressor(n_estimators=25, min_samples_leaf=leaf, random_state=seed).fit(x, y)
+
+
+@pytest.mark.parametrize("n_out", [1, 3], ids=["one-output", "three-outputs"])
+def test_tree_ensemble_matches_sklearn(n_out: int) -> None:
+    from pianoeval.side_input import TreeEnsemble
+
+    x, _, reg = _forest(n_out)
+    trees = TreeEnsemble(n_out)
+    assert torch.equal(trees(torch.from_numpy(x)), torch.zeros(300, n_out))  # empty: no offset
+    trees.load_sklearn(reg, scale=0.5)
+    probe = torch.from_numpy(x[:50]) * 1.3  # off the training points, other leaves
+    expected = 0.5 * reg.predict(probe.numpy()).reshape(50, n_out)
+    assert torch.allclose(trees(probe).double(), torch.from_numpy(expected), atol=1e-5)
+    # A fresh ensemble takes the trees' shapes from a state dict (how checkpoints load).
+    fresh = TreeEnsemble(n_out)
+    fresh.load_state_dict(trees.state_dict())
+    assert fresh.n_trees == 25 and torch.equal(fresh(probe), trees(probe))
+
+
+def test_init_trees_blend_chosen_on_dev_and_training_priors_out_of_fold() -> None:
+    """On a target ridge cannot fit, the dev split picks a trees share; the training rows' priors are
+    out of fold (worse on their own rows than the in-sample trees); masked rows read the masked prior."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.normal(size=(400, 6)).astype("float32"))
+    x[:, 5] = 1.0  # every row has a score (columns 3-5 are the score part, 5 its flag)
+    y = torch.sigmoid(2 * torch.sin(2 * x[:, :1]) * torch.sign(x[:, 3:4]) + 0.1 * torch.randn(400, 2))
+    groups = torch.arange(400) // 4
+    net = WithStatistics(_Constant(), n_stats=6, side=4, n_dims=2, score_columns=slice(3, 6), score_dropout=0.5)
+    net.init_wide(x[:300], y[:300], x[300:], y[300:])
+    choices, priors = net.init_trees("blend", x[:300], y[:300], groups[:300], x[300:], y[300:])
+    assert choices["ridge_share"] < 0.5 and net.trees.n_trees == 300
+    assert set(priors) == {"wide_prior", "wide_prior_masked"} and priors["wide_prior"].shape == (300, 2)
+    net.eval()
+    linear = net.wide(net.standardise(x[:300]))
+    target = torch.logit(y[:300]) - torch.logit(y[:300].mean(0))
+    in_sample = linear + net.trees(x[:300])
+    oof = linear + priors["wide_prior"]
+    assert ((oof - target) ** 2).mean() > 1.5 * ((in_sample - target) ** 2).mean()
+    # A batch that carries the priors uses them instead of the trees: the masked prior for rows
+    # without a score (it cannot see the sign of column 3).
+    unscored = x[:300].clone()
+    unscored[:, 5] = 0.0
+    batch = {"stats": unscored, **priors}
+    net(batch)
+    expected = net.wide(net.standardise(unscored)) + priors["wide_prior_masked"]
+    assert torch.allclose(batch["wide_logits"], expected, atol=1e-6)
+    batch = {"stats": x[:300], **priors}
+    net(batch)
+    assert torch.allclose(batch["wide_logits"], oof, atol=1e-6)
+
+
+def test_init_trees_ridge_mode_changes_nothing() -> None:
+    net = WithStatistics(_Constant(), n_stats=3, side=4, n_dims=2)
+    x, y = torch.randn(40, 3), torch.rand(40, 2) * 0.8 + 0.1
+    net.init_wide(x, y)
+    weight = net.wide.weight.clone()
+    choices, priors = net.init_trees("ridge", x, y, torch.arange(40) // 4)
+    assert choices == {"wide_part": "ridge"} and priors is None
+    assert net.trees.n_trees == 0 and torch.equal(net.wide.weight, weight)

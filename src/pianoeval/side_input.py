@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -17,6 +18,89 @@ from pianoeval.constants import N_DIMS
 
 # Ridge strengths tried for the wide part (the ridge baseline's grid).
 RIDGE_ALPHAS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+# Leaf sizes tried for the trees (baseline and wide part, chosen on dev): 3 fits detail, 10 smooths noise.
+TREES_MIN_LEAF: tuple[int, ...] = (3, 10)
+# Shares of the ridge part in the wide part's ridge/trees blend, chosen on dev (`wide_part: blend`).
+BLEND_WEIGHTS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Cross-fitting folds for the trees' training-row predictions (out-of-fold, by segment group).
+OOF_FOLDS = 5
+
+
+def make_trees(min_samples_leaf: int) -> Any:
+    """The project's extremely randomised trees (baseline_trees and the wide part share them)."""
+    from sklearn.ensemble import ExtraTreesRegressor
+
+    return ExtraTreesRegressor(
+        n_estimators=300, min_samples_leaf=min_samples_leaf, max_features=0.5, n_jobs=-1, random_state=0
+    )
+
+
+class TreeEnsemble(nn.Module):
+    """A fitted sklearn tree ensemble evaluated in torch: x [B, S] → mean leaf value over trees [B, O].
+
+    Why in torch: the trees are then buffers of the network, saved in its checkpoint and loaded by
+    `pianoeval score` and fusion with the rest of it (no pickle beside the weights). The node arrays
+    are padded to the largest tree; a leaf points to itself, so `depth` steps reach every leaf.
+    Splits compare in float32 input against float64 thresholds, as sklearn does. Empty (no trees):
+    the output is 0.
+    """
+
+    _BUFFERS = ("feature", "threshold", "child", "value", "depth")
+
+    def __init__(self, n_out: int) -> None:
+        super().__init__()
+        self.n_out = n_out
+        self.register_buffer("feature", torch.zeros(0, 0, dtype=torch.long))
+        self.register_buffer("threshold", torch.zeros(0, 0, dtype=torch.float64))
+        self.register_buffer("child", torch.zeros(0, 0, 2, dtype=torch.long))
+        self.register_buffer("value", torch.zeros(0, 0, n_out))
+        self.register_buffer("depth", torch.zeros((), dtype=torch.long))
+
+    @property
+    def n_trees(self) -> int:
+        """How many trees are loaded (0: the ensemble outputs zeros)."""
+        return int(self.feature.shape[0])
+
+    @torch.no_grad()
+    def load_sklearn(self, ensemble: Any, scale: float = 1.0) -> None:
+        """Copy a fitted multi-output sklearn forest (`estimators_`), its leaf values times `scale`."""
+        trees = [est.tree_ for est in ensemble.estimators_]
+        n_nodes = max(t.node_count for t in trees)
+        self_loop = torch.arange(n_nodes)
+        feature = torch.zeros(len(trees), n_nodes, dtype=torch.long)
+        threshold = torch.zeros(len(trees), n_nodes, dtype=torch.float64)
+        child = self_loop.view(1, -1, 1).repeat(len(trees), 1, 2)
+        value = torch.zeros(len(trees), n_nodes, self.n_out)
+        for k, t in enumerate(trees):
+            c = t.node_count
+            leaf = torch.from_numpy(t.children_left[:c] == -1)
+            feature[k, :c] = torch.from_numpy(t.feature[:c].astype("int64")).masked_fill(leaf, 0)
+            threshold[k, :c] = torch.from_numpy(t.threshold[:c].astype("float64"))
+            for side, kids in enumerate((t.children_left, t.children_right)):
+                child[k, :c, side] = torch.where(leaf, self_loop[:c], torch.from_numpy(kids[:c].astype("int64")))
+            value[k, :c] = torch.from_numpy(t.value[:c, :, 0]).float() * scale
+        for name, tensor in zip(self._BUFFERS[:4], (feature, threshold, child, value), strict=True):
+            setattr(self, name, tensor)
+        self.depth = torch.tensor(max(t.max_depth for t in trees), dtype=torch.long)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Mean leaf value [B, O] of x [B, S] over the trees."""
+        if self.n_trees == 0:
+            return x.new_zeros(x.shape[0], self.n_out)
+        xd = x.detach().float().double()
+        trees = torch.arange(self.n_trees, device=x.device)
+        node = torch.zeros(x.shape[0], self.n_trees, dtype=torch.long, device=x.device)
+        for _ in range(int(self.depth)):
+            right = xd.gather(1, self.feature[trees, node]) > self.threshold[trees, node]
+            node = self.child[trees, node, right.long()]
+        return self.value[trees, node].mean(dim=1).to(x.dtype)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # The trees' sizes are known only from the checkpoint: take its shapes before loading.
+        for name in self._BUFFERS:
+            if prefix + name in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[prefix + name]))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class WithStatistics(nn.Module):
@@ -54,12 +138,27 @@ class WithStatistics(nn.Module):
         self.side = nn.Sequential(nn.Linear(n_stats, side), nn.GELU(), nn.Dropout(dropout), nn.Linear(side, side))
         self.wide = nn.Linear(n_stats, n_dims, bias=False)
         nn.init.zeros_(self.wide.weight)
+        # The non-linear half of the wide part (`init_trees`); empty until fitted, then its logit
+        # offsets add to the linear part's.
+        self.trees = TreeEnsemble(n_dims)
         # 1 once init_wide has fixed the moments: BatchNorm then always uses them (no batch noise).
         self.register_buffer("moments_fixed", torch.zeros((), dtype=torch.bool))
         self.hidden_size = int(base.hidden_size) + side
 
-    def standardise(self, stats: torch.Tensor) -> torch.Tensor:
-        """Standardised statistics [B, S], the score part of unscored (or dropped) rows at 0."""
+    def score_missing(self, stats: torch.Tensor) -> torch.Tensor | None:
+        """[B, 1] bool: rows whose score part is absent (flag 0) or, in training, dropped; None
+        without score columns."""
+        cols = self.score_columns
+        if cols is None:
+            return None
+        missing = stats[:, cols.stop - 1 : cols.stop] < 0.5
+        if self.training and self.score_dropout > 0:
+            missing = missing | (torch.rand(stats.shape[0], 1, device=stats.device) < self.score_dropout)
+        return missing
+
+    def standardise(self, stats: torch.Tensor, missing: torch.Tensor | None = None) -> torch.Tensor:
+        """Standardised statistics [B, S], the score part of `missing` rows ([B, 1], default:
+        `score_missing(stats)`) at 0."""
         if self.moments_fixed or not self.training or stats.shape[0] == 1:
             # Fixed moments; or BatchNorm cannot estimate a variance from one row.
             x = nn.functional.batch_norm(stats, self.norm.running_mean, self.norm.running_var, eps=self.norm.eps)
@@ -69,22 +168,43 @@ class WithStatistics(nn.Module):
         cols = self.score_columns
         if cols is None:
             return x
-        missing = stats[:, cols.stop - 1 : cols.stop] < 0.5
-        if self.training and self.score_dropout > 0:
-            missing = missing | (torch.rand(stats.shape[0], 1, device=stats.device) < self.score_dropout)
+        missing = self.score_missing(stats) if missing is None else missing
         x = x.clone()
         x[:, cols] = x[:, cols].masked_fill(missing, 0.0)
+        return x
+
+    def tree_input(self, stats: torch.Tensor, missing: torch.Tensor | None) -> torch.Tensor:
+        """The statistics [B, S] as the trees read them: a `missing` row's score part at the training
+        mean and its flag at 0 (what standardise's 0 means for the linear part)."""
+        cols = self.score_columns
+        if cols is None or missing is None:
+            return stats
+        x = stats.clone()
+        mean = self.norm.running_mean[cols].to(x.dtype).expand(x.shape[0], -1).clone()
+        mean[:, -1] = 0.0
+        x[:, cols] = torch.where(missing, mean, x[:, cols])
         return x
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """z [B, H + side] from the base encoder's inputs plus `stats [B, S]`.
 
         Also sets `batch["wide_logits"] [B, n_dims]`, the wide part's logit offsets for the score heads
-        (computed from the same standardised, score-dropped statistics as the side embedding).
+        (computed from the same standardised, score-dropped statistics as the side embedding). The
+        trees' share is read from `batch["wide_prior"]` (and `wide_prior_masked` for score-dropped
+        rows) when the batch carries it: the out-of-fold predictions of training rows (`init_trees`).
         """
         z = self.base(batch)
-        x = self.standardise(batch["stats"].to(z.dtype))
-        batch["wide_logits"] = self.wide(x)
+        stats = batch["stats"].to(z.dtype)
+        missing = self.score_missing(stats)
+        x = self.standardise(stats, missing)
+        prior = batch.get("wide_prior")
+        if prior is None:
+            trees = self.trees(self.tree_input(stats, missing))
+        elif missing is None:
+            trees = prior.to(z.dtype)
+        else:
+            trees = torch.where(missing, batch["wide_prior_masked"], prior).to(z.dtype)
+        batch["wide_logits"] = self.wide(x) + trees
         return torch.cat([z, self.side(x)], dim=-1)
 
     @torch.no_grad()
@@ -128,6 +248,86 @@ class WithStatistics(nn.Module):
         self.wide.weight.copy_(best[2].T.to(self.wide.weight))
         self.train(was_training)
         return best[1]
+
+    @torch.no_grad()
+    def init_trees(
+        self,
+        mode: str,
+        x_train: torch.Tensor,
+        y_train: torch.Tensor,
+        groups: torch.Tensor,
+        x_dev: torch.Tensor | None = None,
+        y_dev: torch.Tensor | None = None,
+    ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
+        """Add trees to the ridge wide part (call after `init_wide`): `mode` is `ridge` (none),
+        `trees` (trees only) or `blend` (ridge share w and trees share 1 - w, w chosen on dev).
+
+        The trees (make_trees, leaf size chosen on dev) fit the same logit targets as ridge, on the
+        training rows plus, with score columns, the same rows with their score part missing. Returns
+        (choices, priors): priors `wide_prior`/`wide_prior_masked` [N, n_dims] are the trees' share for
+        the training rows *out of fold* (5 folds by `groups` [N]), for the batches to carry: in-sample
+        trees fit their training rows almost exactly, and the deep part would learn to trust them.
+        """
+        if mode == "ridge":
+            return {"wide_part": "ridge"}, None
+        xt, yt = x_train.double(), y_train.double()
+        base = torch.logit(yt.mean(dim=0).clamp(1e-4, 1 - 1e-4))
+        target = (torch.logit(yt.clamp(1e-4, 1 - 1e-4)) - base).numpy()
+        was_training = self.training
+        self.eval()
+        views = [self.tree_input(xt, torch.zeros(len(xt), 1, dtype=torch.bool))]
+        if self.score_columns is not None:
+            views.append(self.tree_input(xt, torch.ones(len(xt), 1, dtype=torch.bool)))
+        x_fit = torch.cat(views).float().numpy()
+        y_fit = np.concatenate([target] * len(views))
+        has_dev = x_dev is not None and y_dev is not None and len(x_dev) > 0
+        if has_dev:
+            xd = x_dev.double()
+            x_dev_trees = self.tree_input(xd, self.score_missing(xd)).float().numpy()
+            ridge_dev = self.wide(self.standardise(x_dev.to(self.norm.running_mean.dtype))).double()
+        best: tuple[float, int, float, Any] | None = None
+        for leaf in TREES_MIN_LEAF:
+            reg = make_trees(leaf).fit(x_fit, y_fit)
+            for w in BLEND_WEIGHTS if mode == "blend" else (0.0,):
+                if has_dev:
+                    logits = base + w * ridge_dev + (1 - w) * torch.from_numpy(reg.predict(x_dev_trees))
+                    err = float(((torch.sigmoid(logits) - y_dev.double()) ** 2).mean())
+                else:  # no dev split: the smoothest trees, an even blend
+                    err = -leaf - (w == 0.5)
+                if best is None or err < best[0]:
+                    best = (err, leaf, w, reg)
+        assert best is not None
+        _, leaf, w, reg = best
+        choices = {"wide_part": mode, "trees_min_leaf": leaf, "ridge_share": w}
+        self.wide.weight.mul_(w)
+        priors = None
+        if w < 1.0:
+            self.trees.load_sklearn(reg, scale=1.0 - w)
+            priors = self._out_of_fold(x_fit, y_fit, groups.numpy(), len(views), leaf, 1.0 - w)
+        self.train(was_training)
+        return choices, priors
+
+    def _out_of_fold(
+        self, x_fit: np.ndarray, y_fit: np.ndarray, groups: np.ndarray, n_views: int, leaf: int, scale: float
+    ) -> dict[str, torch.Tensor]:
+        """Out-of-fold trees logits of the training rows, scored and (with score columns) masked views."""
+        from sklearn.model_selection import GroupKFold
+
+        n = len(groups)
+        out = np.zeros((n_views, n, y_fit.shape[1]))
+        splits = min(OOF_FOLDS, len(np.unique(groups)))
+        if splits < 2:  # one group: nothing to hold out, the in-sample fit is all there is
+            out[:] = self.trees(torch.from_numpy(x_fit)).double().numpy().reshape(n_views, n, -1) / scale
+        else:
+            for fit_rows, held in GroupKFold(n_splits=splits).split(np.zeros(n), groups=groups):
+                rows = np.concatenate([fit_rows + v * n for v in range(n_views)])
+                reg = make_trees(leaf).fit(x_fit[rows], y_fit[rows])
+                for v in range(n_views):
+                    out[v, held] = reg.predict(x_fit[held + v * n])
+        priors = {"wide_prior": torch.from_numpy(out[0] * scale).float()}
+        if n_views > 1:
+            priors["wide_prior_masked"] = torch.from_numpy(out[1] * scale).float()
+        return priors
 
 
 def pooled_statistics(frames: torch.Tensor) -> torch.Tensor:

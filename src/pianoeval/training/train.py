@@ -32,10 +32,6 @@ def evaluate(pred: np.ndarray, data: FoldData, split: str, threshold: float | No
     return suite.compute(pred, data.labels(split), data.groups(split))
 
 
-# Leaf sizes tried by the trees baseline (chosen on the dev split): 3 fits detail, 10 smooths noise.
-TREES_MIN_LEAF: tuple[int, ...] = (3, 10)
-
-
 def _stats_matrix(data: FoldData, split: str) -> np.ndarray:
     """The hand-made statistics of a split's items as [N, S] (the baselines' input)."""
     return np.stack([data.items[i]["stats"].numpy() for i in data.splits[split]])
@@ -80,14 +76,12 @@ def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
     elif model == "baseline_trees":
         # Extremely randomised trees on the same statistics: the non-linear, non-deep reference
         # (interactions such as "fast and loud" that a linear model cannot express).
-        from sklearn.ensemble import ExtraTreesRegressor
+        from pianoeval.side_input import TREES_MIN_LEAF, make_trees
 
         x_train, y_mean = _stats_matrix(data, "train"), y_train.mean(axis=0)
         best = None
         for leaf in TREES_MIN_LEAF:
-            reg = ExtraTreesRegressor(
-                n_estimators=300, min_samples_leaf=leaf, max_features=0.5, n_jobs=-1, random_state=0
-            ).fit(x_train, y_train - y_mean)
+            reg = make_trees(leaf).fit(x_train, y_train - y_mean)
             if data.splits["dev"]:
                 score = -np.mean((reg.predict(_stats_matrix(data, "dev")) + y_mean - data.labels("dev")) ** 2)
             else:
@@ -186,25 +180,34 @@ def batch_settings(model: str | None, config: dict[str, Any]) -> tuple[int, int]
     return int(size), 1
 
 
-def _init_wide_part(module: Any, data: FoldData) -> None:
-    """Start a wide & deep encoder from the ridge fit of its statistics (side_input.WithStatistics).
+def _init_wide_part(module: Any, data: FoldData, mode: str) -> dict[str, Any]:
+    """Start a wide & deep encoder from the fit of its statistics (side_input.WithStatistics): ridge,
+    trees or their blend (`mode`, config `training.wide_part`), every choice made on the dev split.
 
-    The regression head's last layer is zeroed so that the first prediction is the ridge one; the
-    deep part then learns residuals (its gradients are not zero: the hidden layer is not).
+    The regression head's last layer is zeroed so that the first prediction is the wide part's; the
+    deep part then learns residuals (its gradients are not zero: the hidden layer is not). The trees'
+    out-of-fold predictions of the training rows are attached to those items (`wide_prior`), which
+    their batches carry. Returns the choices (for metrics.json).
     """
     init = getattr(module.encoder, "init_wide", None)
     if init is None or not data.splits["train"]:
-        return
+        return {}
     dev = data.splits["dev"]
-    alpha = init(
-        torch.from_numpy(_stats_matrix(data, "train")),
-        torch.from_numpy(data.labels("train")),
-        torch.from_numpy(_stats_matrix(data, "dev")) if dev else None,
-        torch.from_numpy(data.labels("dev")) if dev else None,
+    x_train, y_train = torch.from_numpy(_stats_matrix(data, "train")), torch.from_numpy(data.labels("train"))
+    x_dev = torch.from_numpy(_stats_matrix(data, "dev")) if dev else None
+    y_dev = torch.from_numpy(data.labels("dev")) if dev else None
+    alpha = init(x_train, y_train, x_dev, y_dev)
+    choices, priors = module.encoder.init_trees(
+        mode, x_train, y_train, torch.from_numpy(data.groups("train")), x_dev, y_dev
     )
+    for key, values in (priors or {}).items():
+        for row, i in enumerate(data.splits["train"]):
+            data.items[i][key] = values[row]
     with torch.no_grad():
         module.heads.regression[-1].weight.zero_()
-    log.info("wide part initialised by ridge (alpha %s, chosen on dev)", alpha)
+    choices["ridge_alpha"] = alpha
+    log.info("wide part initialised on the training split, chosen on dev: %s", choices)
+    return choices
 
 
 def _supervised(trainer: Any) -> bool:
@@ -332,7 +335,7 @@ def fit_module(
 
     tcfg = config["training"]
     module = build_module(model or "", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
-    _init_wide_part(module, data)
+    wide = _init_wide_part(module, data, tcfg["wide_part"])
     batch_size, accumulate = batch_settings(model, config)
     train_loader = make_loader(
         data.subset("train"),
@@ -376,6 +379,7 @@ def fit_module(
         "epochs_run": int(trainer.current_epoch),
         "best_dev_selection": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
         "n_parameters": int(sum(p.numel() for p in module.parameters())),
+        **({"wide": wide} if wide else {}),
     }
     return module, info
 
