@@ -2,10 +2,16 @@
 
 For every fold, each validation recording is degraded (room IR, noise at several SNRs, phone
 simulation, EQ, low-pass, ±50 cents, and all together), re-embedded with the frozen audio
-backbone, and scored by the fold's audio winner and fusion winner; the symbolic input stays the
-ground-truth MIDI. Reported per condition: the primary metric clean vs degraded, its relative
-drop, and the Pearson r between clean and degraded predictions. A condition fails when the drop
-exceeds `robustness.veto_drop_pct`.
+backbone, and scored by the fold's audio winner and fusion winner, with the ground-truth MIDI as
+the symbolic input. Then, as a user's recording would be scored, for the conditions in
+`robustness.transcribe_conditions` the symbolic input is the TransKun transcription of the degraded
+audio instead (on `robustness.transcribe_per_fold` validation recordings per fold, whole segment
+groups spread evenly, since transcription costs about 2 x real time on a CPU): the symbolic winner's
+fold model and the fusion winner score the transcription, compared with the same recordings'
+ground-truth-MIDI scores. Reported per condition: the primary metric clean vs degraded, its relative
+drop, and the Pearson r between clean and degraded predictions; for transcribed conditions also the
+transcription's note F1 against the ground-truth MIDI. A condition fails when the drop exceeds
+`robustness.veto_drop_pct`.
 """
 
 from __future__ import annotations
@@ -45,6 +51,143 @@ def degrade(wave: np.ndarray, chain: list[tuple[str, dict[str, Any]]], augmentor
     return wave
 
 
+def transcription_subset(groups: np.ndarray, n: int) -> np.ndarray:
+    """Indices of at most `n` items spread evenly over the groups [N]: the first `per` members of
+    groups in order of appearance, whole ones only, so that every chosen group forms within-group pairs
+    for the pairwise metric (at least one group, even if larger than n); all items when n <= 0 or N <= n."""
+    if n <= 0 or len(groups) <= n:
+        return np.arange(len(groups))
+    unique = list(dict.fromkeys(groups.tolist()))
+    per = max(2, -(-n // len(unique)))
+    chosen: list[int] = []
+    for g in unique:
+        members = np.flatnonzero(groups == g)[:per].tolist()
+        if chosen and len(chosen) + len(members) > n:
+            break
+        chosen += members
+    return np.array(sorted(chosen))
+
+
+def transcribed_symbolic(
+    wave: np.ndarray, sample_rate: int, net: Any, kind: str, features: dict[str, Any], score_midi: str | None
+) -> tuple[dict[str, Any] | None, Any]:
+    """Transcribe one degraded recording [S] and run a symbolic fold model (`ScoringNetwork` reading
+    feature `kind` made with `features`) on it, with the score-relative statistics when `score_midi`
+    is given. Returns ({"z" [H], "scores" [19], "stats" [S] or None}, the transcription's
+    Performance); None instead of the dict when nothing was transcribed."""
+    import tempfile
+
+    from pianoeval.audio.transcribe import transcribe_timed
+    from pianoeval.data.datasets import multi_task_collate_fn
+    from pianoeval.data.midi import write_performance
+    from pianoeval.heads import scores_from
+    from pianoeval.pipeline.featurize import featurize_file
+
+    perf, _ = transcribe_timed(wave, sample_rate=sample_rate, progress=False)
+    if len(perf.notes) == 0:
+        return None, perf
+    with tempfile.TemporaryDirectory() as tmp:
+        midi = write_performance(perf, Path(tmp) / "transcription.mid")
+        item = featurize_file(kind, str(midi), features, score_midi)
+    batch = multi_task_collate_fn([item])
+    with torch.no_grad():
+        z = net.encoder(batch)
+        scores = scores_from(net.encoder, net.heads, z, batch)
+    stats = item.get("stats")
+    return {"z": z[0], "scores": scores[0], "stats": stats}, perf
+
+
+def _symbolic_scorer(fold_dir: Path) -> tuple[Any, str, dict[str, Any]]:
+    """(scoring network, feature kind, features config) of a symbolic winner's fold folder."""
+    import yaml
+
+    from pianoeval.config import validate_config
+    from pianoeval.inference import load_scoring_network
+
+    config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
+    kind = {"s1": "tokens", "s2": "graphs", "s3": "curves"}[read_json(fold_dir / "model_spec.json")["model"]]
+    return load_scoring_network(fold_dir, config), kind, config["features"]
+
+
+def _transcribed_condition(
+    parts: dict[str, list[Any]],
+    waves: list[np.ndarray],
+    sample_rate: int,
+    scorer: tuple[Any, str, dict[str, Any]],
+    score_midis: list[str | None],
+    reference_notes: list[np.ndarray],
+    fusion_inputs: dict[str, torch.Tensor],
+    fusion_module: Any,
+    fusion_reference: np.ndarray,
+    y: np.ndarray,
+    g: np.ndarray,
+) -> None:
+    """Score one fold's degraded recordings [k] through transcription; append to `parts`.
+
+    `fusion_inputs` are the same rows' fusion inputs with the ground-truth MIDI (their symbolic part is
+    replaced by the transcription's), `fusion_reference` [k, 19] their fusion scores on clean audio.
+    """
+    from pianoeval.audio.transcription_check import note_scores
+    from pianoeval.symbolic.stats import SCORE_COLUMNS
+
+    kept, z, scores, stats = [], [], [], []
+    for i, wave in enumerate(waves):
+        out, perf = transcribed_symbolic(wave, sample_rate, *scorer, score_midis[i])
+        parts["f1"].append(note_scores(reference_notes[i], perf.notes)["onset"]["f1"])
+        if out is None:
+            parts["empty"].append(i)
+            continue
+        kept.append(i)
+        z.append(out["z"])
+        scores.append(out["scores"])
+        stats.append(out["stats"])
+    if not kept:
+        return
+    k = np.array(kept)
+    fb = {
+        "z_audio": fusion_inputs["z_audio"][k],
+        "scores_audio": fusion_inputs["scores_audio"][k],
+        "z_symbolic": torch.stack(z),
+        "scores_symbolic": torch.stack(scores),
+    }
+    if "score_stats" in fusion_inputs:
+        fb["score_stats"] = torch.stack(stats)[:, SCORE_COLUMNS].float()
+    with torch.no_grad():
+        fused = fusion_module.scores_from(fusion_module.encoder(fb), fb)
+    parts["fusion"].append(fused.numpy())
+    parts["symbolic"].append(fb["scores_symbolic"].numpy())
+    parts["fusion_ref"].append(fusion_reference[k])
+    parts["symbolic_ref"].append(fusion_inputs["scores_symbolic"][k].numpy())
+    parts["y"].append(y[k])
+    parts["g"].append(g[k])
+
+
+def _transcribed_entry(parts: dict[str, list[Any]], veto: float) -> dict[str, Any]:
+    """Report entry of a transcribed condition: symbolic and fusion winners on the transcription vs the
+    same recordings scored from the ground-truth MIDI (clean audio), and the note F1."""
+    from pianoeval.metrics import compute_robustness_metrics
+
+    y = np.concatenate(parts["y"])
+    g = np.unique(np.concatenate(parts["g"]), return_inverse=True)[1]
+    entry: dict[str, Any] = {
+        "n_segments": len(y),
+        "n_empty_transcriptions": len(parts["empty"]),
+        "note_f1_onset_mean": float(np.mean(parts["f1"])),
+    }
+    for m in ("symbolic", "fusion"):
+        ref, aug = np.concatenate(parts[f"{m}_ref"]), np.concatenate(parts[m])
+        rob = compute_robustness_metrics(ref, aug, y, g)
+        drop = rob["score_drop_pct"]
+        entry[m] = {
+            **_metric(aug, y, g),
+            "reference": _metric(ref, y, g),
+            "score_drop_pct": float(drop) if drop is not None else float("nan"),
+            "pearson_r": float(rob["pearson_r"]),
+            "passed": bool(drop is not None and drop <= veto),
+        }
+    return entry
+
+
 def _metric(pred: np.ndarray, target: np.ndarray, groups: np.ndarray) -> dict[str, float]:
     """Pairwise accuracy and R² of predictions."""
     from pianoeval.metrics import pairwise_accuracy, r2_scores
@@ -64,9 +207,10 @@ def plot_drops(report: dict[str, Any], out: Path) -> None:
 
     names = list(report["conditions"])
     fig, ax = plt.subplots(figsize=(9, 4))
-    for k, model in enumerate(("audio", "fusion")):
-        drops = [report["conditions"][n][model]["score_drop_pct"] for n in names]
-        ax.bar(np.arange(len(names)) + (k - 0.5) * 0.4, drops, width=0.4, label=f"{model} winner")
+    models = ("audio", "symbolic", "fusion")  # symbolic: only where its input is a transcription
+    for k, model in enumerate(models):
+        drops = [report["conditions"][n].get(model, {}).get("score_drop_pct", np.nan) for n in names]
+        ax.bar(np.arange(len(names)) + (k - 1) * 0.27, drops, width=0.27, label=f"{model} winner")
     ax.axhline(report["veto_drop_pct"], color="r", ls="--", label="veto threshold")
     ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
     ax.set_ylabel("pairwise-accuracy drop vs clean (%)")
@@ -87,6 +231,7 @@ def run_robustness(
     from pianoeval.audio.io import load_audio
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.data.manifest import label_matrix, read_manifest
+    from pianoeval.data.midi import load_performance
     from pianoeval.metrics import compute_robustness_metrics
     from pianoeval.pipeline.embed import build_frozen_backbone, embed_wave
     from pianoeval.pipeline.fuse import score_statistics
@@ -112,6 +257,21 @@ def run_robustness(
     targets: list[np.ndarray] = []
     groups: list[np.ndarray] = []
     folds = read_json(folds_path)["folds"]
+    rob = config["robustness"]
+    unknown = sorted(set(rob["transcribe_conditions"]) - set(preds))
+    if unknown:
+        from pianoeval.errors import ConfigError
+
+        raise ConfigError(
+            f"robustness.transcribe_conditions: unknown condition(s) {', '.join(unknown)}; known: {', '.join(preds)}"
+        )
+    tx_conditions = list(dict.fromkeys(rob["transcribe_conditions"]))
+    # Per transcribed condition: fusion and symbolic scores from the transcription, the same rows'
+    # scores from the ground-truth MIDI (clean audio), their labels and groups, and note F1s.
+    tx: dict[str, dict[str, list[Any]]] = {
+        c: {k: [] for k in ("fusion", "symbolic", "fusion_ref", "symbolic_ref", "y", "g", "f1", "empty")}
+        for c in tx_conditions
+    }
     for spec in folds:
         fold = int(spec["fold"])
         audio_module = load_trained_module(results / "train" / "audio" / audio_model / f"fold_{fold}")
@@ -132,6 +292,15 @@ def run_robustness(
         targets.append(labels[[row_of[s] for s in ids]])
         groups.append(manifest["segment_group"].iloc[[row_of[s] for s in ids]].to_numpy())
         waves = [load_audio(manifest["audio_path"].iloc[row_of[s]], sample_rate=sr) for s in ids]
+        if tx_conditions:
+            sym_dir = results / "train" / "symbolic" / symbolic_model / f"fold_{fold}"
+            sym_net, sym_kind, sym_features = _symbolic_scorer(sym_dir)
+            sub = transcription_subset(groups[-1], int(rob["transcribe_per_fold"]))
+            sub_rows = [row_of[ids[i]] for i in sub]
+            # The score MIDI whenever the manifest has one: the symbolic winner's ground-truth scores
+            # were computed with the score-relative statistics too.
+            sub_scores = [p if isinstance(p, str) else None for p in manifest["score_midi_path"].iloc[sub_rows]]
+            sub_notes = [load_performance(p).notes for p in manifest["midi_path"].iloc[sub_rows]]
         for cond, chain in tqdm([("clean", []), *conds], desc=f"robustness fold {fold}", mininterval=5):
             degraded = [degrade(w, chain, augmentor) for w in waves]
             if getattr(audio_module.encoder, "backbone", None) is not None:
@@ -159,6 +328,20 @@ def run_robustness(
                 s_f = fusion_module.scores_from(fusion_module.encoder(fb), fb)
             preds[cond]["audio"].append(s_a.numpy())
             preds[cond]["fusion"].append(s_f.numpy())
+            if cond in tx_conditions:
+                _transcribed_condition(
+                    tx[cond],
+                    [degraded[i] for i in sub],
+                    sr,
+                    (sym_net, sym_kind, sym_features),
+                    sub_scores,
+                    sub_notes,
+                    {k: v[sub] for k, v in fb.items()},
+                    fusion_module,
+                    preds["clean"]["fusion"][-1][sub],  # this fold's clean, ground-truth-MIDI scores
+                    targets[-1][sub],
+                    groups[-1][sub],
+                )
     y = np.concatenate(targets)
     # Group ids must not collide across folds: folds are group-disjoint, so plain names suffice.
     g = np.unique(np.concatenate(groups), return_inverse=True)[1]
@@ -167,7 +350,7 @@ def run_robustness(
         "veto_drop_pct": veto,
         "fusion_model": fus["model"],
         "audio_model": audio_model,
-        "symbolic_input": "ground-truth MIDI",
+        "symbolic_input": "ground-truth MIDI; TransKun transcription of the degraded audio in *_transcribed",
         "n_segments": len(y),
         "conditions": {},
     }
@@ -185,6 +368,9 @@ def run_robustness(
                 "passed": bool(rob["score_drop_pct"] <= veto),
             }
         report["conditions"][cond] = entry
+    for cond, parts in tx.items():
+        if parts["y"]:
+            report["conditions"][f"{cond}_transcribed"] = _transcribed_entry(parts, veto)
     drops = [report["conditions"][c]["fusion"]["score_drop_pct"] for c in report["conditions"]]
     report["worst_drop_pct"] = float(max(drops))
     report["passed"] = bool(report["worst_drop_pct"] <= veto)
@@ -194,12 +380,16 @@ def run_robustness(
         "",
         f"Veto: drop > {veto:.0f}% fails. Fusion winner {fus['model']}, audio winner {audio_model}.",
         "",
-        "| condition | audio pairwise | audio drop % | fusion pairwise | fusion drop % | fusion r | pass |",
+        "`*_transcribed`: the symbolic input is the TransKun transcription of that condition's audio, compared",
+        "with the same recordings scored from the ground-truth MIDI; its second column is the symbolic winner.",
+        "",
+        "| condition | audio (or symbolic) pairwise | its drop % | fusion pairwise | fusion drop % | fusion r | pass |",
         "|---|---|---|---|---|---|---|",
     ]
     for cond, e in report["conditions"].items():
+        side = e.get("audio", e.get("symbolic"))
         lines.append(
-            f"| {cond} | {e['audio']['pairwise_acc']:.3f} | {e['audio']['score_drop_pct']:.1f} | "
+            f"| {cond} | {side['pairwise_acc']:.3f} | {side['score_drop_pct']:.1f} | "
             f"{e['fusion']['pairwise_acc']:.3f} | {e['fusion']['score_drop_pct']:.1f} | "
             f"{e['fusion']['pearson_r']:.3f} | {'yes' if e['fusion']['passed'] else 'NO'} |"
         )
