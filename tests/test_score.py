@@ -57,7 +57,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     config = validate_config(
         {
             "symbolic": {"hidden": 16, "layers": 1, "heads": 2},
-            "training": {"max_epochs": 1, "batch_size": 4, "patience": 1},
+            # Trees as the wide part: the scorer must load them from the checkpoint (side_input.TreeEnsemble).
+            "training": {"max_epochs": 1, "batch_size": 4, "patience": 1, "wide_part": "trees"},
             "folds": {"k": 2},
             "features": {"max_seq_len": 256},
         }
@@ -141,6 +142,7 @@ def test_scoring_network_equals_the_trained_module(trained: dict[str, Path], mod
         batch = multi_task_collate_fn([featurize_file(KINDS[model], str(trained["demo"]), config["features"])])
         net = load_scoring_network(fold_dir, config)
         assert isinstance(net, ScoringNetwork) and not net.training
+        assert net.encoder.trees.n_trees == 300  # the fold's trees came with the checkpoint
         with torch.inference_mode():
             expected, got = load_trained_module(fold_dir)(batch), net(batch)
         assert got.shape == (1, len(DIMENSIONS))
