@@ -106,10 +106,11 @@ class TreeEnsemble(nn.Module):
 class WithStatistics(nn.Module):
     """`base(batch) -> z [B, H]` concatenated with an MLP of `batch["stats"] [B, S]` → z [B, H + side].
 
-    Wide part: a linear map of the standardised statistics to per-dimension logit offsets
-    (`wide_logits`), which the score heads add to their own logits. `init_wide` fits it in closed form
-    (ridge on the training labels' logits) and freezes the standardisation at the training moments,
-    so training starts from the ridge baseline and the deep part learns what it misses.
+    Wide part: per-dimension logit offsets (`wide_logits`) from the statistics, which the score heads
+    add to their own logits: a linear map of the standardised statistics, which `init_wide` fits in
+    closed form (ridge on the training labels' logits, freezing the standardisation at the training
+    moments), plus trees (`init_trees`, optional: ridge/trees blend chosen on dev). Training starts
+    from that fit and the deep part learns what it misses.
 
     `score_columns` (a slice of the statistics, its last column the "score aligned" flag) is the
     part measured against the score. Rows whose flag is 0 (no score) get that part at the training
