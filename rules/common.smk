@@ -99,6 +99,25 @@ def track_metrics(wildcards):
     )
 
 
+def audio_model_metrics(wildcards):
+    """Every fold's metrics of one audio model (what its robustness test loads)."""
+    return expand(
+        "results/train/audio/{model}/fold_{fold}/metrics.json",
+        model=wildcards.model,
+        fold=FOLDS,
+    )
+
+
+def track_robustness(wildcards):
+    """The audio models' robustness reports (baselines have none): the audio comparison's veto."""
+    if wildcards.track != "audio":
+        return []
+    return expand(
+        "results/audio_robustness/{model}/report.json",
+        model=[m for m in AUDIO_MODELS if not m.startswith("baseline_")],
+    )
+
+
 def fuse_inputs(wildcards):
     """Both tracks' winners and the fold's embeddings from every candidate encoder."""
     embeddings = [

@@ -3,6 +3,8 @@ TransKun and a symbolic fold model, and the report entry comparing it with the g
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from pianoeval.constants import N_DIMS
 from pianoeval.data.midi import Performance, load_performance, write_performance
 from pianoeval.inference import ScoringNetwork
 from pianoeval.pipeline.featurize import kind_meta
-from pianoeval.robustness import _transcribed_entry, conditions, transcribed_symbolic, transcription_subset
+from pianoeval.robustness import _transcribed_entry, conditions, group_subset, transcribed_symbolic
 from pianoeval.training.registry import build_network
 
 
@@ -32,8 +34,8 @@ from pianoeval.training.registry import build_network
     ],
     ids=["spread", "whole-pairs", "one-pair-at-least", "zero-means-all", "fewer-than-n"],
 )
-def test_transcription_subset_keeps_within_group_pairs(groups: list[int], n: int, expected: list[int]) -> None:
-    got = transcription_subset(np.array(groups), n)
+def test_group_subset_keeps_within_group_pairs(groups: list[int], n: int, expected: list[int]) -> None:
+    got = group_subset(np.array(groups), n)
     assert got.tolist() == expected
     if 0 < n < len(groups):  # a drawn subset: every chosen group can form a pair
         g = np.array(groups)[got]
@@ -94,3 +96,66 @@ def test_transcribed_entry_measures_the_drop_against_the_ground_truth_scores() -
     assert worse["symbolic"]["score_drop_pct"] > 15.0 and not worse["symbolic"]["passed"]
     assert worse["symbolic"]["reference"]["pairwise_acc"] > worse["symbolic"]["pairwise_acc"]
     assert worse["n_segments"] == 12
+
+
+def test_audio_robustness_reports_every_condition_against_the_clean_scores(
+    tmp_path: Path, one_fold: Callable[..., dict]
+) -> None:
+    """A logmel probe trained on synthetic recordings: the clean re-embedding reproduces its validation
+    metrics exactly, and every condition gets a drop, a Pearson r and a verdict."""
+    from pianoeval.data.demo import generate_demo_corpus
+    from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
+    from pianoeval.io import read_json
+    from pianoeval.pipeline.embed import CACHE_FRAME_RATE, build_frozen_backbone, embed_wave
+    from pianoeval.robustness import run_audio_robustness
+    from pianoeval.training.train import run_train
+
+    sr = 24_000
+    df = generate_demo_corpus(tmp_path / "demo", n_pieces=4, n_performances=4, seconds=2.0, seed=3)
+    labels = label_matrix(df)
+    t = np.arange(int(1.5 * sr)) / sr
+    paths = []
+    for i in range(len(df)):
+        # Loudness and brightness follow the labels: something for the probe to hear.
+        wave = sum(np.sin(2 * np.pi * 220.0 * h * t) / h ** (2 - labels[i, 0]) for h in (1, 2, 3, 4))
+        wave = (0.2 + 0.4 * labels[i].mean()) * wave / np.abs(wave).max() * np.exp(-t)
+        paths.append(str(tmp_path / f"seg{i:02d}.wav"))
+        sf.write(paths[-1], wave.astype(np.float32), sr, subtype="FLOAT")
+    df["audio_path"] = paths
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(df[list(MANIFEST_COLUMNS)], manifest)
+    one_fold(df, tmp_path / "folds.json", n_train=2, n_dev=1)
+    config = validate_config(
+        {
+            "seed": 1,
+            "audio": {"models": ["probe"], "backbone": "logmel", "hidden": 16},
+            "training": {"max_epochs": 2, "batch_size": 4, "patience": 5},
+            "robustness": {"audio_per_fold": 0},
+        }
+    )
+    backbone = build_frozen_backbone("logmel", config)
+    items = {
+        sid: {"audio_emb": embed_wave(backbone, sf.read(p, dtype="float32")[0], sr)}
+        for sid, p in zip(df["segment_id"], paths, strict=True)
+    }
+    dim = int(next(iter(items.values()))["audio_emb"].shape[1])
+    meta = {"backbone": "logmel", "dim": dim, "frame_rate": CACHE_FRAME_RATE, "sample_rate": backbone.sample_rate}
+    store = {"kind": "audio", "meta": meta, "items": items}
+    torch.save(store, tmp_path / "logmel.pt")
+    results = tmp_path / "results"
+    fold_dir = results / "train" / "audio" / "probe" / "fold_0"
+    metrics = run_train(
+        "audio", "probe", config, 0, manifest, tmp_path / "folds.json", tmp_path / "logmel.pt", fold_dir
+    )
+    report = run_audio_robustness("probe", config, manifest, tmp_path / "folds.json", results, tmp_path / "r.json")
+    assert read_json(tmp_path / "r.json") == json.loads(json.dumps(report))
+    assert report["n_segments"] == metrics["n_val"]
+    assert report["clean"]["pairwise_acc"] == pytest.approx(metrics["pairwise_acc"], abs=1e-6)
+    assert report["clean"]["r2"] == pytest.approx(metrics["r2"], abs=1e-5)
+    assert set(report["conditions"]) == {name for name, _ in conditions([10.0, 20.0, 30.0])}
+    for entry in report["conditions"].values():
+        assert np.isfinite(entry["score_drop_pct"]) and -1.0 <= entry["pearson_r"] <= 1.0
+        assert entry["passed"] == (entry["score_drop_pct"] <= report["veto_drop_pct"])
+    assert report["worst_drop_pct"] == max(e["score_drop_pct"] for e in report["conditions"].values())
+    # Degrading changes what the probe hears: some condition moves its scores.
+    assert min(e["pearson_r"] for e in report["conditions"].values()) < 0.999

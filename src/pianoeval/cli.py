@@ -116,7 +116,13 @@ def cmd_compare(args: argparse.Namespace) -> None:
     """Compare models across folds and pick the winner."""
     from pianoeval.compare import run_compare
 
-    run_compare(args.track, _config(args), [Path(p) for p in args.metrics], Path(args.out_dir))
+    run_compare(
+        args.track,
+        _config(args),
+        [Path(p) for p in args.metrics],
+        Path(args.out_dir),
+        [Path(p) for p in args.robustness],
+    )
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
@@ -142,6 +148,15 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     from pianoeval.robustness import run_robustness
 
     run_robustness(_config(args), Path(args.manifest), Path(args.folds), Path(args.fusion_winner), Path(args.out_dir))
+
+
+def cmd_audio_robustness(args: argparse.Namespace) -> None:
+    """Test one audio model on its validation folds under every recording condition (audio compare's veto)."""
+    from pianoeval.robustness import run_audio_robustness
+
+    run_audio_robustness(
+        args.model, _config(args), Path(args.manifest), Path(args.folds), Path(args.results), Path(args.out)
+    )
 
 
 def cmd_finalize(args: argparse.Namespace) -> None:
@@ -260,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("compare", cmd_compare)
     p.add_argument("track", choices=["symbolic", "audio", "fusion"])
     p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--robustness", nargs="*", default=[], help="audio models' robustness reports (veto)")
     p.add_argument("--out-dir", required=True)
     p = add("fuse", cmd_fuse)
     p.add_argument("fusion")
@@ -276,6 +292,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", required=True)
     p.add_argument("--fusion-winner", required=True)
     p.add_argument("--out-dir", required=True)
+    p = add("audio-robustness", cmd_audio_robustness)
+    p.add_argument("model")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--folds", required=True)
+    p.add_argument("--results", default="results")
+    p.add_argument("--out", required=True)
     p = add("finalize", cmd_finalize, config=False)
     for name in ("fusion", "symbolic", "audio", "robustness", "out"):
         p.add_argument(f"--{name}", required=True)

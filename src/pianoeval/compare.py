@@ -2,7 +2,10 @@
 
 Winner rule (per track): among non-baseline models, the highest mean within-piece pairwise
 accuracy over folds; when two are within `TIE_PAIRWISE` of each other, the higher mean R² wins.
-Baselines are reported beside the models but are never winners.
+Baselines are reported beside the models but are never winners. On the audio track, a model whose
+score drops by more than `robustness.veto_drop_pct` under any phone-like recording condition
+(`results/audio_robustness/<model>/report.json`) is vetoed; if every model is, the one with the
+smallest worst drop wins, flagged `all_vetoed`.
 """
 
 from __future__ import annotations
@@ -102,9 +105,13 @@ def comparison_markdown(track: str, summary: dict[str, dict[str, Any]], winner: 
                 "folds": str(s["n_folds"]),
                 "baseline": "yes" if s["baseline"] else "",
                 "train time (s)": f"{s['wall_s_total']:.0f}",
+                "worst drop %": f"{s['robustness']['worst_drop_pct']:.1f}" if "robustness" in s else "",
+                "veto": ("" if s["robustness"]["passed"] else "vetoed") if "robustness" in s else "",
             }
         )
     columns = ["model", "pairwise acc", "R²", "folds", "baseline", "train time (s)"]
+    if any("robustness" in s for s in summary.values()):
+        columns += ["worst drop %", "veto"]
     head = f"# {track} comparison\n\nWinner: **{winner}**. Rule: {WINNER_RULE}.\n\n"
     return head + format_comparison_table(rows, columns) + "\n"
 
@@ -136,10 +143,65 @@ def plot_per_dimension(summary: dict[str, dict[str, Any]], out: Path, title: str
     plt.close(fig)
 
 
-def run_compare(track: str, config: dict[str, Any], metrics_files: list[Path], out_dir: Path) -> dict[str, Any]:
-    """Write comparison.json, comparison.md, winner.json and per_dimension.png for one track."""
+def plot_robustness(summary: dict[str, dict[str, Any]], out: Path, title: str) -> None:
+    """Grouped bars: each model's score drop (%) per recording condition, with the veto line (PNG, atomic)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m, s in summary.items() if "robustness" in s]
+    names = list(summary[models[0]]["robustness"]["drop_pct"])
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for k, model in enumerate(models):
+        drops = [summary[model]["robustness"]["drop_pct"][n] for n in names]
+        ax.bar(np.arange(len(names)) + (k - (len(models) - 1) / 2) * width, drops, width=width, label=model)
+    ax.axhline(summary[models[0]]["robustness"]["veto_drop_pct"], color="r", ls="--", label="veto threshold")
+    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
+    ax.set_ylabel("pairwise-accuracy drop vs clean (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def add_robustness(summary: dict[str, dict[str, Any]], reports: list[Path]) -> set[str]:
+    """Put each model's robustness report (`run_audio_robustness`) in its summary entry as
+    `robustness` {worst_drop_pct, passed, drop_pct per condition}; return the vetoed models."""
+    vetoed = set()
+    for path in reports:
+        rep = read_json(path)
+        if rep.get("model") not in summary:
+            raise InputError(f"robustness report of {rep.get('model')!r}, which is not among the compared models", path)
+        summary[rep["model"]]["robustness"] = {
+            "worst_drop_pct": rep["worst_drop_pct"],
+            "passed": rep["passed"],
+            "veto_drop_pct": rep["veto_drop_pct"],
+            "drop_pct": {c: e["score_drop_pct"] for c, e in rep["conditions"].items()},
+        }
+        if not rep["passed"]:
+            vetoed.add(rep["model"])
+    return vetoed
+
+
+def run_compare(
+    track: str, config: dict[str, Any], metrics_files: list[Path], out_dir: Path, robustness: list[Path] = ()
+) -> dict[str, Any]:
+    """Write comparison.json, comparison.md, winner.json and per_dimension.png for one track
+    (`robustness`: the audio models' robustness reports, see add_robustness)."""
     summary = summarise(metrics_files)
-    winner = pick_winner(summary)
+    vetoed = add_robustness(summary, list(robustness))
+    candidates = {m for m, s in summary.items() if not s["baseline"]}
+    all_vetoed = bool(candidates) and candidates <= vetoed
+    if all_vetoed:
+        # Nothing passes: the track still needs a winner for fusion; take the least fragile one, flagged.
+        winner = min(candidates, key=lambda m: summary[m]["robustness"]["worst_drop_pct"])
+        log.warning("%s: every model is vetoed for robustness; %s has the smallest worst drop", track, winner)
+    else:
+        winner = pick_winner(summary, vetoed)
     s = summary[winner]
     write_json(
         {"track": track, "rule": WINNER_RULE, "winner": winner, "models": summary},
@@ -147,6 +209,8 @@ def run_compare(track: str, config: dict[str, Any], metrics_files: list[Path], o
     )
     with atomic_path(out_dir / "comparison.md") as tmp:
         tmp.write_text(comparison_markdown(track, summary, winner))
+    if robustness:
+        plot_robustness(summary, out_dir / "robustness.png", f"{track}: score drop under recording conditions")
     plot_per_dimension(summary, out_dir / "per_dimension.png", f"{track}: per-dimension results (mean over folds)")
     result = {
         "track": track,
@@ -158,6 +222,8 @@ def run_compare(track: str, config: dict[str, Any], metrics_files: list[Path], o
         "folds": s["folds"],
         "rule": WINNER_RULE,
     }
+    if robustness:
+        result.update(robustness=s.get("robustness"), vetoed=sorted(vetoed), all_vetoed=all_vetoed)
     write_json(result, out_dir / "winner.json")
     log.info("%s winner: %s (pairwise %.3f, R2 %.3f)", track, winner, s["pairwise_acc_mean"], s["r2_mean"])
     return result

@@ -51,7 +51,7 @@ def degrade(wave: np.ndarray, chain: list[tuple[str, dict[str, Any]]], augmentor
     return wave
 
 
-def transcription_subset(groups: np.ndarray, n: int) -> np.ndarray:
+def group_subset(groups: np.ndarray, n: int) -> np.ndarray:
     """Indices of at most `n` items spread evenly over the groups [N]: the first `per` members of
     groups in order of appearance, whole ones only, so that every chosen group forms within-group pairs
     for the pairwise metric (at least one group, even if larger than n); all items when n <= 0 or N <= n."""
@@ -188,6 +188,30 @@ def _transcribed_entry(parts: dict[str, list[Any]], veto: float) -> dict[str, An
     return entry
 
 
+def audio_outputs(
+    module: Any, backbone: Any, waves: list[np.ndarray], sample_rate: int, clip_seconds: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z [N, H], scores [N, 19]) of a trained audio module on waveforms [S] (the frozen backbone's
+    frames and their pooled statistics; or, for A1/A3 with a live backbone, the waveform windowed as in
+    training's evaluation: the first clip_seconds)."""
+    from pianoeval.data.datasets import multi_task_collate_fn
+    from pianoeval.pipeline.embed import embed_wave
+    from pianoeval.side_input import pooled_statistics
+    from pianoeval.training.audio_data import crop_or_pad
+
+    if getattr(module.encoder, "backbone", None) is not None:
+        windows = [crop_or_pad(w, round(clip_seconds * sample_rate)) for w in waves]
+        items = [{"wave": torch.from_numpy(w), "wave_mask": torch.from_numpy(m)} for w, m in windows]
+    else:
+        embs = [embed_wave(backbone, w, sample_rate) for w in waves]
+        # With the pooled statistics that a wide & deep probe reads (training/data.py).
+        items = [{"audio_emb": e, "stats": pooled_statistics(e)} for e in embs]
+    batch = multi_task_collate_fn(items)
+    with torch.no_grad():
+        z = module.encoder(batch)
+        return z, module.scores_from(z, batch)
+
+
 def _metric(pred: np.ndarray, target: np.ndarray, groups: np.ndarray) -> dict[str, float]:
     """Pairwise accuracy and R² of predictions."""
     from pianoeval.metrics import pairwise_accuracy, r2_scores
@@ -229,14 +253,11 @@ def run_robustness(
 
     from pianoeval.audio.augmentation import AudioAugmentor
     from pianoeval.audio.io import load_audio
-    from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.data.manifest import label_matrix, read_manifest
     from pianoeval.data.midi import load_performance
     from pianoeval.metrics import compute_robustness_metrics
-    from pianoeval.pipeline.embed import build_frozen_backbone, embed_wave
+    from pianoeval.pipeline.embed import build_frozen_backbone
     from pianoeval.pipeline.fuse import score_statistics
-    from pianoeval.side_input import pooled_statistics
-    from pianoeval.training.audio_data import crop_or_pad
     from pianoeval.training.train import load_trained_module
 
     results = fusion_winner.resolve().parents[2]
@@ -295,7 +316,7 @@ def run_robustness(
         if tx_conditions:
             sym_dir = results / "train" / "symbolic" / symbolic_model / f"fold_{fold}"
             sym_net, sym_kind, sym_features = _symbolic_scorer(sym_dir)
-            sub = transcription_subset(groups[-1], int(rob["transcribe_per_fold"]))
+            sub = group_subset(groups[-1], int(rob["transcribe_per_fold"]))
             sub_rows = [row_of[ids[i]] for i in sub]
             # The score MIDI whenever the manifest has one: the symbolic winner's ground-truth scores
             # were computed with the score-relative statistics too.
@@ -303,20 +324,8 @@ def run_robustness(
             sub_notes = [load_performance(p).notes for p in manifest["midi_path"].iloc[sub_rows]]
         for cond, chain in tqdm([("clean", []), *conds], desc=f"robustness fold {fold}", mininterval=5):
             degraded = [degrade(w, chain, augmentor) for w in waves]
-            if getattr(audio_module.encoder, "backbone", None) is not None:
-                # A1/A3 with a live backbone (LoRA, unfrozen blocks) read the waveform, windowed as in
-                # training's evaluation (the first clip_seconds), not the frozen backbone's frames.
-                n = round(float(config["audio"]["clip_seconds"]) * sr)
-                windows = [crop_or_pad(w, n) for w in degraded]
-                items = [{"wave": torch.from_numpy(w), "wave_mask": torch.from_numpy(m)} for w, m in windows]
-            else:
-                embs = [embed_wave(backbone, w, sr) for w in degraded]
-                # With the pooled statistics that a wide & deep probe reads (training/data.py).
-                items = [{"audio_emb": e, "stats": pooled_statistics(e)} for e in embs]
-            batch = multi_task_collate_fn(items)
+            z_a, s_a = audio_outputs(audio_module, backbone, degraded, sr, float(config["audio"]["clip_seconds"]))
             with torch.no_grad():
-                z_a = audio_module.encoder(batch)
-                s_a = audio_module.scores_from(z_a, batch)
                 fb = {
                     "z_audio": z_a,
                     "scores_audio": s_a,
@@ -397,4 +406,75 @@ def run_robustness(
         tmp.write_text("\n".join(lines) + "\n")
     plot_drops(report, out_dir / "score_drop.png")
     log.info("robustness: worst drop %.1f%% (%s)", report["worst_drop_pct"], "pass" if report["passed"] else "FAIL")
+    return report
+
+
+def run_audio_robustness(
+    model: str, config: dict[str, Any], manifest_path: Path, folds_path: Path, results: Path, out: Path
+) -> dict[str, Any]:
+    """One audio model on its validation folds under every condition (clean audio as the reference):
+    per-condition pairwise accuracy, R², score drop and Pearson r, the worst drop, and whether it stays
+    within `robustness.veto_drop_pct` (the audio comparison vetoes a model that does not). Uses
+    `robustness.audio_per_fold` recordings per fold (whole segment groups; 0 = all). Writes `out`."""
+    from tqdm import tqdm
+
+    from pianoeval.audio.augmentation import AudioAugmentor
+    from pianoeval.audio.io import load_audio
+    from pianoeval.data.manifest import label_matrix, read_manifest
+    from pianoeval.metrics import compute_robustness_metrics
+    from pianoeval.pipeline.embed import build_frozen_backbone
+    from pianoeval.training.train import load_trained_module
+
+    manifest = read_manifest(manifest_path)
+    labels = label_matrix(manifest)
+    row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
+    sr = int(config["render"]["sample_rate"])
+    rob = config["robustness"]
+    backbone = build_frozen_backbone(config["audio"]["backbone"], config)
+    conds = [("clean", []), *conditions(rob["snr_db"])]
+    preds: dict[str, list[np.ndarray]] = {name: [] for name, _ in conds}
+    targets, groups = [], []
+    for spec in read_json(folds_path)["folds"]:
+        fold = int(spec["fold"])
+        module = load_trained_module(results / "train" / "audio" / model / f"fold_{fold}")
+        ids = [s for s in spec["val"] if s in row_of and isinstance(manifest["audio_path"].iloc[row_of[s]], str)]
+        g = manifest["segment_group"].iloc[[row_of[s] for s in ids]].to_numpy()
+        ids = [ids[i] for i in group_subset(g, int(rob["audio_per_fold"]))]
+        rows = [row_of[s] for s in ids]
+        targets.append(labels[rows])
+        groups.append(manifest["segment_group"].iloc[rows].to_numpy())
+        waves = [load_audio(manifest["audio_path"].iloc[r], sample_rate=sr) for r in rows]
+        augmentor = AudioAugmentor(seed=int(config["seed"]) + fold, sample_rate=sr)
+        for name, chain in tqdm(conds, desc=f"{model} robustness fold {fold}", mininterval=5):
+            degraded = [degrade(w, chain, augmentor) for w in waves]
+            preds[name].append(
+                audio_outputs(module, backbone, degraded, sr, float(config["audio"]["clip_seconds"]))[1].numpy()
+            )
+    y = np.concatenate(targets)
+    g = np.unique(np.concatenate(groups), return_inverse=True)[1]
+    veto = float(rob["veto_drop_pct"])
+    clean = np.concatenate(preds["clean"])
+    report: dict[str, Any] = {
+        "model": model,
+        "veto_drop_pct": veto,
+        "n_segments": len(y),
+        "clean": _metric(clean, y, g),
+        "conditions": {},
+    }
+    for name, _ in conds[1:]:
+        aug = np.concatenate(preds[name])
+        r = compute_robustness_metrics(clean, aug, y, g)
+        drop = float(r["score_drop_pct"]) if r["score_drop_pct"] is not None else float("nan")
+        report["conditions"][name] = {
+            **_metric(aug, y, g),
+            "score_drop_pct": drop,
+            "pearson_r": float(r["pearson_r"]),
+            "passed": bool(drop <= veto),
+        }
+    report["worst_drop_pct"] = float(max(c["score_drop_pct"] for c in report["conditions"].values()))
+    report["passed"] = bool(report["worst_drop_pct"] <= veto)
+    write_json(report, out)
+    log.info(
+        "%s robustness: worst drop %.1f%% (%s)", model, report["worst_drop_pct"], "pass" if report["passed"] else "veto"
+    )
     return report
