@@ -313,3 +313,21 @@ def test_contrastive_accuracy_rises_when_overfitting() -> None:
     # The codebook is still in use (not collapsed to one code per group).
     assert history[-1]["perplexity"] > 2.5
     assert history[-1]["temp"] < 2.0
+
+
+def test_s3_pretraining_cuts_long_curves_to_random_windows() -> None:
+    """Whole pieces (thousands of frames) reach S3's pretraining as windows of at most max_len frames."""
+    from pianoeval.training.pretrain import build_pretrain_loader
+
+    long = {"curves": torch.arange(5000.0).repeat(3, 1).T.contiguous()}  # [5000, 3], frame t holds t
+    short = {"curves": torch.ones(40, 3)}
+    loader = build_pretrain_loader("s3", [long, short] * 4, {}, batch_size=8, seed=0, max_len=256)
+    batch = next(iter(loader))
+    assert batch["curves"].shape[1] == 256 and batch["curve_mask"].sum(dim=1).max() == 256
+    windows = batch["curves"][batch["curves"][:, 1, 0] != 1.0]  # the long items' windows
+    starts = windows[:, 0, 0]
+    assert len(starts.unique()) > 1  # random offsets, not always the start of the piece
+    assert torch.equal(windows[:, :, 0] - starts[:, None], torch.arange(256.0).expand(len(windows), -1))
+    # Another seed draws other windows; the same seed the same ones.
+    again = next(iter(build_pretrain_loader("s3", [long, short] * 4, {}, batch_size=8, seed=0, max_len=256)))
+    assert torch.equal(again["curves"], batch["curves"])

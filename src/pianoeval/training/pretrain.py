@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -67,10 +68,41 @@ def build_objective(model: str, encoder: nn.Module, meta: dict[str, Any]) -> nn.
     raise ConfigError(f"model {model!r} has no pretraining stage")
 
 
+class CurveCrops(torch.utils.data.Dataset):
+    """Feature items whose `curves [T, C]` are cut to a random window of at most `max_len` frames.
+
+    Why: pretraining also reads unlabelled whole pieces (ASAP performances last up to 15 min, 9,000
+    frames at 10 frames/s), and S3's Transformer needs memory quadratic in T: one such batch took
+    16 GB. The windows are drawn from one seeded generator, so a run is repeatable.
+    """
+
+    def __init__(self, items: list[dict[str, Any]], max_len: int, seed: int) -> None:
+        self.items = items
+        self.max_len = int(max_len)
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        n = int(item["curves"].shape[0])
+        if n <= self.max_len:
+            return item
+        start = int(self.rng.integers(0, n - self.max_len + 1))
+        return {**item, "curves": item["curves"][start : start + self.max_len]}
+
+
 def build_pretrain_loader(
-    model: str, items: list[dict[str, Any]], meta: dict[str, Any], batch_size: int, seed: int
+    model: str,
+    items: list[dict[str, Any]],
+    meta: dict[str, Any],
+    batch_size: int,
+    seed: int,
+    max_len: int | None = None,
 ) -> DataLoader:
-    """A shuffled loader of pretraining batches (BERT-style masked sequences for s1)."""
+    """A shuffled loader of pretraining batches: BERT-style masked sequences for s1 (`meta`'s length),
+    curves cut to random windows of `max_len` frames for s3 (CurveCrops), graphs as they are for s2."""
     from pianoeval.data.datasets import MIDIPretrainingDataset, multi_task_collate_fn
 
     generator = torch.Generator().manual_seed(seed)
@@ -85,6 +117,8 @@ def build_pretrain_loader(
             max_len=meta["max_seq_len"],
             seed=seed,
         )
+    elif model == "s3" and max_len:
+        dataset = CurveCrops(items, max_len, seed)
     else:
         dataset = items
     return DataLoader(
@@ -130,7 +164,14 @@ def run_pretrain(
     }
     if epochs > 0:
         module = PretrainModule(objective)
-        loader = build_pretrain_loader(model, items, store["meta"], config["training"]["batch_size"], seed)
+        loader = build_pretrain_loader(
+            model,
+            items,
+            store["meta"],
+            config["training"]["batch_size"],
+            seed,
+            max_len=config["features"]["max_seq_len"],
+        )
         trainer = L.Trainer(
             max_epochs=epochs,
             **device_settings(devices),
