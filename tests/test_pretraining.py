@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -331,3 +332,18 @@ def test_s3_pretraining_cuts_long_curves_to_random_windows() -> None:
     # Another seed draws other windows; the same seed the same ones.
     again = next(iter(build_pretrain_loader("s3", [long, short] * 4, {}, batch_size=8, seed=0, max_len=256)))
     assert torch.equal(again["curves"], batch["curves"])
+
+
+def test_a_collapsed_codebook_is_the_worst_case_not_a_free_one() -> None:
+    """With every step quantised to one code, the contrastive loss is log(1 + N) (all candidates tie),
+    never 0: collapse must not be a way out of the task (it was, on PercePiano, within one epoch)."""
+    objective = make_contrastive(num_negatives=10)
+    with torch.no_grad():
+        objective.quantizer.weight_proj.weight.zero_()
+        groups, entries = 2, 16  # make_contrastive's codebook
+        objective.quantizer.weight_proj.bias.copy_(torch.tensor(([100.0] + [0.0] * (entries - 1)) * groups))
+    objective.eval()
+    _, logs = objective(curve_batch())
+    assert float(logs["perplexity"]) == pytest.approx(groups, abs=1e-3)  # one code per group
+    assert float(logs["contrastive"]) == pytest.approx(math.log(11), rel=1e-3)
+    assert math.isnan(float(logs["accuracy"]))  # no distractor of another code: nothing to count

@@ -275,8 +275,11 @@ class ContrastiveCurveObjective(nn.Module):
     spans of the features are replaced by a learned mask embedding before `encoder.contextualise`.
     At each masked step the projected context must pick its own quantised target among
     `num_negatives` distractors drawn (with replacement) from the other masked steps of the same
-    sequence: cross-entropy over cosine similarity / `temperature`. Distractors whose quantised
-    vector equals the target are excluded (as in wav2vec 2.0). Loss = contrastive +
+    sequence: cross-entropy over cosine similarity / `temperature`. Distractors with the target's
+    quantised code stay in the softmax (they tie with it): wav2vec 2.0 drops them, which makes a
+    collapsed codebook a zero-loss solution, and on PercePiano's curves the codebook collapsed so
+    within one epoch (perplexity 2 of 128, contrastive loss 0). Kept, a collapse costs log(1 + N).
+    Loss = contrastive +
     `diversity_weight` * codebook diversity loss. Each training-mode call counts one update for the
     quantiser's temperature annealing.
     """
@@ -359,17 +362,18 @@ class ContrastiveCurveObjective(nn.Module):
         negatives = targets[neg_idx]  # [K, N, H]
         candidates = torch.cat([targets.unsqueeze(1), negatives], dim=1)  # [K, 1 + N, H]
         logits = F.cosine_similarity(context.unsqueeze(1), candidates, dim=-1) / self.temperature
-        # A distractor with the same quantised code as the target is not a wrong answer: drop it.
-        codes = quant["codes"][time_mask]  # [K, G]
-        same = (codes[neg_idx] == codes.unsqueeze(1)).all(dim=-1)
-        drop = torch.cat([torch.zeros_like(valid[:, :1]), ~valid | same], dim=1)
+        # Only distractors that do not exist (a sequence with one masked step) are dropped; one with
+        # the target's code ties with it, so a collapsed codebook is the worst case, not a free one.
+        drop = torch.cat([torch.zeros_like(valid[:, :1]), ~valid], dim=1)
         logits = logits.masked_fill(drop, float("-inf"))
         contrastive = F.cross_entropy(logits.float(), torch.zeros(k, dtype=torch.long, device=logits.device))
-        # Correct = the target beats every remaining distractor strictly; steps left without a distractor
-        # (e.g. a collapsed codebook) would be trivially correct, so they are not counted.
-        best_other = logits[:, 1:].max(dim=1).values
-        has_other = ~drop[:, 1:].all(dim=1)
-        accuracy = (logits[:, 0] > best_other)[has_other].float().mean()
+        # Correct = the target beats every distractor of another code strictly (a same-code one is no
+        # wrong answer); steps without such a distractor (e.g. a collapsed codebook) are not counted.
+        codes = quant["codes"][time_mask]  # [K, G]
+        same = (codes[neg_idx] == codes.unsqueeze(1)).all(dim=-1)
+        other = logits[:, 1:].masked_fill(same, float("-inf"))
+        has_other = ~(drop[:, 1:] | same).all(dim=1)
+        accuracy = (logits[:, 0] > other.max(dim=1).values)[has_other].float().mean()
         logs.update(contrastive=contrastive.detach(), accuracy=accuracy.detach())
         loss = contrastive + self.diversity_weight * quant["diversity_loss"]
         return loss, logs
