@@ -32,7 +32,8 @@ class PretrainModule(L.LightningModule):
         bs = int(batch["input_ids"].shape[0]) if "input_ids" in batch else 1
         self.log("pretrain/loss", loss, prog_bar=True, batch_size=bs)
         for name, value in logs.items():
-            self.log(f"pretrain/{name}", value, batch_size=bs)
+            # On the progress line too: a collapsing objective (perplexity, accuracy) shows in the log.
+            self.log(f"pretrain/{name}", value, batch_size=bs, prog_bar=True)
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
