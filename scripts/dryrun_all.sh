@@ -15,6 +15,14 @@ for overlays in "config/percepiano_audio_cpu.yaml" \
   # shellcheck disable=SC2086  # the overlays are separate words on purpose
   $SM results/fusion/winner.json -n --quiet --cores 2 --configfile config/percepiano.yaml $overlays >/dev/null
 done
+# The symbolic benchmark's overlays (2-core budget, performer protocol, pretraining experiment).
+for overlays in "config/percepiano_cpu.yaml" \
+  "config/percepiano_cpu.yaml config/percepiano_performer.yaml" \
+  "config/percepiano_cpu.yaml config/percepiano_cpu_pretrain.yaml"; do
+  echo "dry run: config/percepiano.yaml + $overlays"
+  # shellcheck disable=SC2086
+  $SM results/fusion/winner.json -n --quiet --cores 2 --configfile config/percepiano.yaml $overlays >/dev/null
+done
 for profile in profiles/*/; do
   echo "dry run: profile $profile"
   $SM -n --quiet --profile "$profile" results/fusion/winner.json >/dev/null
