@@ -7,20 +7,16 @@ for cfg in config/config.yaml config/percepiano.yaml config/audio_cpu.yaml; do
   echo "dry run: $cfg"
   $SM results/fusion/winner.json -n --quiet --cores 2 --configfile "$cfg" >/dev/null
 done
-# The audio benchmark's overlays, stacked on config/percepiano.yaml as docs/benchmarks.md runs them.
+# The benchmarks' overlays, stacked on config/percepiano.yaml as docs/benchmarks.md runs them: audio
+# (logmel, TransKun subset, small MuQ) and symbolic (2-core budget, performer protocol, pretraining).
 for overlays in "config/percepiano_audio_cpu.yaml" \
   "config/percepiano_audio_cpu.yaml config/percepiano_audio_subset.yaml config/percepiano_audio_transkun.yaml" \
-  "config/percepiano_audio_cpu.yaml config/percepiano_audio_muq_cpu.yaml"; do
-  echo "dry run: config/percepiano.yaml + $overlays"
-  # shellcheck disable=SC2086  # the overlays are separate words on purpose
-  $SM results/fusion/winner.json -n --quiet --cores 2 --configfile config/percepiano.yaml $overlays >/dev/null
-done
-# The symbolic benchmark's overlays (2-core budget, performer protocol, pretraining experiment).
-for overlays in "config/percepiano_cpu.yaml" \
+  "config/percepiano_audio_cpu.yaml config/percepiano_audio_muq_cpu.yaml" \
+  "config/percepiano_cpu.yaml" \
   "config/percepiano_cpu.yaml config/percepiano_performer.yaml" \
   "config/percepiano_cpu.yaml config/percepiano_cpu_pretrain.yaml"; do
   echo "dry run: config/percepiano.yaml + $overlays"
-  # shellcheck disable=SC2086
+  # shellcheck disable=SC2086  # the overlays are separate words on purpose
   $SM results/fusion/winner.json -n --quiet --cores 2 --configfile config/percepiano.yaml $overlays >/dev/null
 done
 for profile in profiles/*/; do
