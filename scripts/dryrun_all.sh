@@ -14,7 +14,8 @@ for overlays in "config/percepiano_audio_cpu.yaml" \
   "config/percepiano_audio_cpu.yaml config/percepiano_audio_muq_cpu.yaml" \
   "config/percepiano_cpu.yaml" \
   "config/percepiano_cpu.yaml config/percepiano_performer.yaml" \
-  "config/percepiano_cpu.yaml config/percepiano_cpu_pretrain.yaml"; do
+  "config/percepiano_cpu.yaml config/percepiano_cpu_pretrain.yaml" \
+  "config/percepiano_cpu.yaml config/percepiano_fusion_cpu.yaml"; do
   echo "dry run: config/percepiano.yaml + $overlays"
   # shellcheck disable=SC2086  # the overlays are separate words on purpose
   $SM results/fusion/winner.json -n --quiet --cores 2 --configfile config/percepiano.yaml $overlays >/dev/null
