@@ -103,9 +103,10 @@ def _symbolic_scorer(fold_dir: Path) -> tuple[Any, str, dict[str, Any]]:
 
     from pianoeval.config import validate_config
     from pianoeval.inference import load_scoring_network
+    from pianoeval.training.registry import FEATURE_KIND
 
     config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
-    kind = {"s1": "tokens", "s2": "graphs", "s3": "curves"}[read_json(fold_dir / "model_spec.json")["model"]]
+    kind = FEATURE_KIND[read_json(fold_dir / "model_spec.json")["model"]]
     return load_scoring_network(fold_dir, config), kind, config["features"]
 
 

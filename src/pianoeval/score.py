@@ -86,6 +86,7 @@ def score_midi(midi: Path, results: Path, check_length: bool = True, score: Path
     from pianoeval.pipeline.featurize import featurize_file
     from pianoeval.symbolic.stats import SCORE_COLUMNS
     from pianoeval.threads import torch_threads
+    from pianoeval.training.registry import FEATURE_KIND
 
     perf = load_performance(midi)
     if check_length:
@@ -105,7 +106,7 @@ def score_midi(midi: Path, results: Path, check_length: bool = True, score: Path
                 configs[text] = validate_config(yaml.safe_load(text), fold_dir / "config.yaml")
             config = configs[text]
             net = load_scoring_network(fold_dir, config)
-            kind = {"s1": "tokens", "s2": "graphs", "s3": "curves"}[read_json(fold_dir / "model_spec.json")["model"]]
+            kind = FEATURE_KIND[read_json(fold_dir / "model_spec.json")["model"]]
             timings["models"] += time.perf_counter() - tick
             tick = time.perf_counter()
             key = json.dumps([kind, config["features"]], sort_keys=True)

@@ -13,6 +13,8 @@ AUDIO_MODELS = ("probe", "a1", "a2", "a3")
 # The audio models whose LightningModule is not PerformanceModule (see build_module).
 AUDIO_TRACK_MODELS = ("a1", "a2", "a3")
 BASELINES = ("baseline_mean", "baseline_ridge", "baseline_trees", "baseline_segment_mean")
+# The feature kind (featurize output) each symbolic model reads.
+FEATURE_KIND = {"s1": "tokens", "s2": "graphs", "s3": "curves"}
 
 
 def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
