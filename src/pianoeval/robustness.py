@@ -166,7 +166,6 @@ def _transcribed_condition(
 def _transcribed_entry(parts: dict[str, list[Any]], veto: float) -> dict[str, Any]:
     """Report entry of a transcribed condition: symbolic and fusion winners on the transcription vs the
     same recordings scored from the ground-truth MIDI (clean audio), and the note F1."""
-    from pianoeval.metrics import compute_robustness_metrics
 
     y = np.concatenate(parts["y"])
     g = np.unique(np.concatenate(parts["g"]), return_inverse=True)[1]
@@ -176,16 +175,8 @@ def _transcribed_entry(parts: dict[str, list[Any]], veto: float) -> dict[str, An
         "note_f1_onset_mean": float(np.mean(parts["f1"])),
     }
     for m in ("symbolic", "fusion"):
-        ref, aug = np.concatenate(parts[f"{m}_ref"]), np.concatenate(parts[m])
-        rob = compute_robustness_metrics(ref, aug, y, g)
-        drop = rob["score_drop_pct"]
-        entry[m] = {
-            **_metric(aug, y, g),
-            "reference": _metric(ref, y, g),
-            "score_drop_pct": float(drop) if drop is not None else float("nan"),
-            "pearson_r": float(rob["pearson_r"]),
-            "passed": bool(drop is not None and drop <= veto),
-        }
+        ref = np.concatenate(parts[f"{m}_ref"])
+        entry[m] = {**_condition_entry(ref, np.concatenate(parts[m]), y, g, veto), "reference": _metric(ref, y, g)}
     return entry
 
 
@@ -223,6 +214,23 @@ def _metric(pred: np.ndarray, target: np.ndarray, groups: np.ndarray) -> dict[st
     }
 
 
+def _condition_entry(
+    reference: np.ndarray, degraded: np.ndarray, y: np.ndarray, g: np.ndarray, veto: float
+) -> dict[str, Any]:
+    """Metrics of degraded predictions [N, 19] and how far they fall from the reference predictions
+    [N, 19]: pairwise accuracy, R², score drop % (NaN when undefined), Pearson r, passed (drop <= veto)."""
+    from pianoeval.metrics import compute_robustness_metrics
+
+    rob = compute_robustness_metrics(reference, degraded, y, g)
+    drop = float(rob["score_drop_pct"]) if rob["score_drop_pct"] is not None else float("nan")
+    return {
+        **_metric(degraded, y, g),
+        "score_drop_pct": drop,
+        "pearson_r": float(rob["pearson_r"]),
+        "passed": bool(drop <= veto),
+    }
+
+
 def plot_drops(report: dict[str, Any], out: Path) -> None:
     """Bar chart of the score drop (%) per condition with the veto line (PNG, atomic)."""
     import matplotlib
@@ -256,7 +264,6 @@ def run_robustness(
     from pianoeval.audio.io import load_audio
     from pianoeval.data.manifest import label_matrix, read_manifest
     from pianoeval.data.midi import load_performance
-    from pianoeval.metrics import compute_robustness_metrics
     from pianoeval.pipeline.embed import build_frozen_backbone
     from pianoeval.pipeline.fuse import score_statistics
     from pianoeval.training.train import load_trained_module
@@ -369,14 +376,7 @@ def run_robustness(
     for cond, _ in conds:
         entry = {}
         for m in ("audio", "fusion"):
-            aug = np.concatenate(preds[cond][m])
-            rob = compute_robustness_metrics(clean[m], aug, y, g)
-            entry[m] = {
-                **_metric(aug, y, g),
-                "score_drop_pct": float(rob["score_drop_pct"]),
-                "pearson_r": float(rob["pearson_r"]),
-                "passed": bool(rob["score_drop_pct"] <= veto),
-            }
+            entry[m] = _condition_entry(clean[m], np.concatenate(preds[cond][m]), y, g, veto)
         report["conditions"][cond] = entry
     for cond, parts in tx.items():
         if parts["y"]:
@@ -422,7 +422,6 @@ def run_audio_robustness(
     from pianoeval.audio.augmentation import AudioAugmentor
     from pianoeval.audio.io import load_audio
     from pianoeval.data.manifest import label_matrix, read_manifest
-    from pianoeval.metrics import compute_robustness_metrics
     from pianoeval.pipeline.embed import build_frozen_backbone
     from pianoeval.training.train import load_trained_module
 
@@ -463,15 +462,7 @@ def run_audio_robustness(
         "conditions": {},
     }
     for name, _ in conds[1:]:
-        aug = np.concatenate(preds[name])
-        r = compute_robustness_metrics(clean, aug, y, g)
-        drop = float(r["score_drop_pct"]) if r["score_drop_pct"] is not None else float("nan")
-        report["conditions"][name] = {
-            **_metric(aug, y, g),
-            "score_drop_pct": drop,
-            "pearson_r": float(r["pearson_r"]),
-            "passed": bool(drop <= veto),
-        }
+        report["conditions"][name] = _condition_entry(clean, np.concatenate(preds[name]), y, g, veto)
     report["worst_drop_pct"] = float(max(c["score_drop_pct"] for c in report["conditions"].values()))
     report["passed"] = bool(report["worst_drop_pct"] <= veto)
     write_json(report, out)
