@@ -130,9 +130,25 @@ def test_transcribes_rendered_notes(tmp_path: Path) -> None:
     )
     assert f1 >= 0.8, perf.notes
     assert stats["wall_s"] > 0 and stats["audio_s"] >= reference[-1, 1]
-    # 3.5 s padded by 6 s on both sides (16 s windows, 10 s hop): windows at 0 and 10 s, the second
-    # starting after the audio's end (9.5 s), so padding only.
-    assert (stats["n_windows"], stats["n_windows_skipped"]) == (2, 1)
+    # Shorter than a window: one window (the hop is (3.5 + 32) / 3 s, the padding 4.2 s on each side).
+    assert (stats["n_windows"], stats["n_windows_skipped"]) == (1, 0)
+    # With the 10 s hop, 3.5 s padded by 6 s on both sides: windows at 0 and 10 s, the second starting
+    # after the audio's end (9.5 s), so padding only and not run; the same notes.
+    perf10, stats10 = transcribe_timed(audio[: int(3.5 * rate)], sample_rate=rate, progress=False, hop_s=10.0)
+    assert (stats10["n_windows"], stats10["n_windows_skipped"]) == (2, 1)
+    assert np.array_equal(perf10.notes[:, 2], perf.notes[:, 2])
+    assert np.abs(perf10.notes[:, 0] - perf.notes[:, 0]).max() < 0.02
+
+
+def test_one_window_for_a_recording_well_inside_it() -> None:
+    from pianoeval.audio.transcribe import HOP_SECONDS, ONE_WINDOW_MARGIN_S, _hop_seconds
+
+    assert _hop_seconds(10.0, 16.0) == pytest.approx(14.0)  # 2 s of padding on each side, 10 + 4 = 14
+    assert _hop_seconds(16.0 - ONE_WINDOW_MARGIN_S, 16.0) == pytest.approx(16.0 - ONE_WINDOW_MARGIN_S / 3)
+    assert _hop_seconds(14.0, 16.0) == HOP_SECONDS  # too close to the window's length
+    assert _hop_seconds(30.0, 16.0) == HOP_SECONDS
+    assert _hop_seconds(0.5, 16.0) == pytest.approx(32.5 / 3)
+    assert _hop_seconds(0.5, 12.0) == HOP_SECONDS  # never shorter than the default hop
 
 
 @pytest.mark.slow

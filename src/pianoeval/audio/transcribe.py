@@ -35,6 +35,22 @@ SUSTAIN_SYMBOL = -64
 HOP_SECONDS: float = 10.0
 
 
+# A recording this much shorter than a window is transcribed in one window (see _hop_seconds).
+ONE_WINDOW_MARGIN_S: float = 3.0
+
+
+def _hop_seconds(audio_s: float, segment_s: float) -> float:
+    """The hop between TransKun's windows for `audio_s` of audio: HOP_SECONDS, or, for a recording at least
+    ONE_WINDOW_MARGIN_S shorter than a window, the hop that makes TransKun's padding ((segment - hop) s on
+    each side) and the audio fill exactly one window. The 10 s hop would run 10 s of audio through three
+    padded windows; one window takes half the time for the same note F1 (docs/scoring.md, "Speed"). The
+    padding (at least a third of the margin) keeps an onset at 0 s from sitting on the window's edge,
+    where TransKun misses it."""
+    if audio_s <= segment_s - ONE_WINDOW_MARGIN_S:
+        return max(HOP_SECONDS, (audio_s + 2 * segment_s) / 3)
+    return HOP_SECONDS
+
+
 @functools.lru_cache(maxsize=2)
 def _model(device: str) -> torch.nn.Module:
     """The pretrained TransKun network on `device`, loaded once per process, with the inference speed-ups."""
@@ -165,7 +181,8 @@ def transcribe_timed(
 
         audio = soxr.resample(audio, rate, model.fs).astype(np.float32)
     segment_s = segment_s or model.segmentSizeInSecond
-    hop_s = hop_s or HOP_SECONDS
+    if hop_s is None:
+        hop_s = _hop_seconds(audio.shape[0] / model.fs, segment_s)
     # Same arithmetic as TransKun.transcribe: the audio is padded by (segment - hop) s on both sides.
     padded = audio.shape[0] + 2 * math.ceil((segment_s - hop_s) * model.fs)
     n_windows = math.ceil(padded / (math.ceil(hop_s * model.fs / model.hopSize) * model.hopSize))
