@@ -68,6 +68,13 @@ def manifest_source(wildcards):
     return [] if root.exists() else "resources/percepiano/index.csv"
 
 
+def transcription_views(wildcards):
+    """The transcription views' manifest when views are configured (and audio is rendered), else nothing."""
+    if config["transcription"]["views"] and config["render"]["enabled"]:
+        return "results/transcribe/manifest.parquet"
+    return []
+
+
 def train_inputs(wildcards):
     """Features, folds and (for pretrained models) the fold's pretrained encoder."""
     inputs = {

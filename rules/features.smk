@@ -3,9 +3,33 @@
 # skip unusable files, listing them in <output>.skipped.json (see pipeline/skipped.py).
 
 
+rule transcribe:
+    input:
+        manifest="results/render/manifest.parquet",
+    output:
+        manifest="results/transcribe/manifest.parquet",
+        skipped="results/transcribe/skipped.json",
+    log:
+        "logs/transcribe/transcribe.log",
+    benchmark:
+        "benchmarks/transcribe/transcribe.tsv"
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+    params:
+        config=config_for("transcription", "max_skipped_fraction"),
+    shell:
+        "pianoeval transcribe --config {params.config} --manifest {input.manifest}"
+        " --out {output.manifest} --cache-dir results/cache/transcribe --threads {threads} > {log} 2>&1"
+
+
 rule featurize:
     input:
         manifest="results/prepare/manifest.parquet",
+        # TransKun transcriptions of the renderings (symbolic training data), when views are configured.
+        views=transcription_views,
     output:
         features="results/featurize/{kind}.pt",
         skipped="results/featurize/{kind}.skipped.json",
@@ -24,7 +48,7 @@ rule featurize:
         version=FEATURIZER_VERSION,
     shell:
         "pianoeval featurize {wildcards.kind} --config {params.config} --manifest {input.manifest}"
-        " --out {output.features} --cache-dir results/cache/{wildcards.kind} --threads {threads} > {log} 2>&1"
+        " --extra-manifest {input.views} --out {output.features} --cache-dir results/cache/{wildcards.kind} --threads {threads} > {log} 2>&1"
 
 
 rule embed:

@@ -156,3 +156,78 @@ def test_init_trees_ridge_mode_changes_nothing() -> None:
     choices, priors = net.init_trees("ridge", x, y, torch.arange(40) // 4)
     assert choices == {"wide_part": "ridge"} and priors is None
     assert net.trees.n_trees == 0 and torch.equal(net.wide.weight, weight)
+
+
+@pytest.mark.parametrize("mode", ["ridge", "blend"])
+def test_transcription_flag_gives_transcriptions_their_own_fit(mode: str) -> None:
+    """Ground-truth rows follow y = f(x0); transcriptions see a compressed x0 (as TransKun's velocities are).
+    With the flag the wide part fits both; the ground-truth fit is the one a model without transcriptions
+    finds, and without the flag (mixed, one slope) both are worse."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n = 300
+    x = torch.from_numpy(rng.normal(size=(n, 3)).astype("float32"))
+    y = torch.sigmoid(1.5 * x[:, :1] + 0.05 * torch.randn(n, 1)).repeat(1, 2)
+    xt = x.clone()
+    xt[:, 0] = 0.3 * x[:, 0] + 2.0  # compressed and shifted
+    x_all, y_all = torch.cat([x, xt]), torch.cat([y, y])
+    t_all = torch.cat([torch.zeros(n, 1), torch.ones(n, 1)])
+    groups = torch.cat([torch.arange(n) // 3] * 2)
+
+    def fit(flag: bool) -> WithStatistics:
+        torch.manual_seed(0)
+        net = WithStatistics(_Constant(), n_stats=3, side=4, n_dims=2, transcribed_flag=flag)
+        kw = {"t_train": t_all, "t_dev": t_all} if flag else {}
+        net.init_wide(x_all, y_all, x_all, y_all, **kw)
+        net.init_trees(mode, x_all, y_all, groups, x_all, y_all, **kw)
+        return net.eval()
+
+    def mse(net: WithStatistics, stats: torch.Tensor, t: float) -> float:
+        batch = {"stats": stats, "transcribed": torch.full((len(stats),), t)}
+        net(batch)
+        pred = torch.sigmoid(batch["wide_logits"] + torch.logit(y_all.mean(0)))
+        return float(((pred - y) ** 2).mean())
+
+    flagged, mixed = fit(True), fit(False)
+    assert flagged.wide.weight.shape == (2, 3 * 2 + 2) and mixed.wide.weight.shape == (2, 3)
+    # Without the flag in the batch, a row counts as ground-truth MIDI.
+    b0, b1 = {"stats": x[:5]}, {"stats": x[:5], "transcribed": torch.zeros(5)}
+    flagged(b0), flagged(b1)
+    assert torch.equal(b0["wide_logits"], b1["wide_logits"])
+    # Each domain is fitted well with the flag; one slope for both fits neither as well.
+    assert mse(flagged, x, 0.0) < 0.5 * mse(mixed, x, 0.0)
+    assert mse(flagged, xt, 1.0) < 0.5 * mse(mixed, xt, 1.0)
+    # The side MLP reads the flag too: the same statistics give another embedding as a transcription.
+    z0 = flagged({"stats": x[:5], "transcribed": torch.zeros(5)})
+    z1 = flagged({"stats": x[:5], "transcribed": torch.ones(5)})
+    assert not torch.allclose(z0[:, 8:], z1[:, 8:])
+
+
+def test_transcriptions_leave_the_ground_truth_fit_as_it_was() -> None:
+    """Ridge on [(1 - t) x, t x, 1 - t, t] with the ground-truth rows' moments splits in two: the fit of
+    the ground-truth MIDI is the one a model trained without transcriptions finds."""
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    n = 200
+    x = torch.from_numpy(rng.normal(size=(n, 4)).astype("float32"))
+    y = torch.sigmoid(x[:, :2] @ torch.tensor([[1.0, -0.5], [0.3, 0.8]]) + 0.3 * torch.randn(n, 2))
+    xt = x * 0.5 + 1.0 + 0.2 * torch.randn(n, 4)
+    dev = slice(150, None)
+    plain = WithStatistics(_Constant(), n_stats=4, side=4, n_dims=2)
+    alpha = plain.init_wide(x[:150], y[:150], x[dev], y[dev])
+    flagged = WithStatistics(_Constant(), n_stats=4, side=4, n_dims=2, transcribed_flag=True)
+    t = torch.cat([torch.zeros(150, 1), torch.ones(150, 1)])
+    alpha_flagged = flagged.init_wide(
+        torch.cat([x[:150], xt[:150]]), torch.cat([y[:150], y[:150]]), x[dev], y[dev], t_train=t
+    )
+    assert alpha_flagged == alpha
+    plain.eval(), flagged.eval()
+    a, b = {"stats": x[dev]}, {"stats": x[dev], "transcribed": torch.zeros(50)}
+    plain(a), flagged(b)
+    # The intercept column (1 - t) absorbs what the heads' shared bias (the logit of the mean label)
+    # misses, the only difference: a small shift per dimension.
+    assert torch.allclose(
+        a["wide_logits"] - a["wide_logits"].mean(0), b["wide_logits"] - b["wide_logits"].mean(0), atol=1e-4
+    )

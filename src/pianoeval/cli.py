@@ -64,11 +64,26 @@ def cmd_render(args: argparse.Namespace) -> None:
     run_render(_config(args), Path(args.manifest), Path(args.audio_dir), Path(args.out), args.threads)
 
 
+def cmd_transcribe(args: argparse.Namespace) -> None:
+    """Transcribe every rendered recording with TransKun in each configured view (symbolic training data)."""
+    from pianoeval.pipeline.transcribe_corpus import run_transcribe_corpus
+
+    run_transcribe_corpus(_config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir), args.threads)
+
+
 def cmd_featurize(args: argparse.Namespace) -> None:
     """Featurize every MIDI of the manifest (tokens, graphs, curves or stats)."""
     from pianoeval.pipeline.featurize import run_featurize
 
-    run_featurize(args.kind, _config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir), args.threads)
+    run_featurize(
+        args.kind,
+        _config(args),
+        Path(args.manifest),
+        Path(args.out),
+        Path(args.cache_dir),
+        args.threads,
+        extra_manifests=[Path(p) for p in args.extra_manifest],
+    )
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -243,9 +258,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-dir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p = add("transcribe", cmd_transcribe)
+    p.add_argument("--manifest", required=True, help="the rendered manifest")
+    p.add_argument("--out", required=True)
+    p.add_argument("--cache-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
     p = add("featurize", cmd_featurize)
     p.add_argument("kind", choices=["tokens", "graphs", "curves", "stats"])
     p.add_argument("--manifest", required=True)
+    p.add_argument(
+        "--extra-manifest", nargs="*", default=[], help="more rows to featurize (the transcription views' manifest)"
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--threads", type=int, default=1)

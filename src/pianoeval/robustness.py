@@ -89,6 +89,7 @@ def transcribed_symbolic(
     with tempfile.TemporaryDirectory() as tmp:
         midi = write_performance(perf, Path(tmp) / "transcription.mid")
         item = featurize_file(kind, str(midi), features, score_midi)
+    item["transcribed"] = torch.tensor(1.0)  # read by models trained with transcription views
     batch = multi_task_collate_fn([item])
     with torch.no_grad():
         z = net.encoder(batch)

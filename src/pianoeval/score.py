@@ -65,14 +65,18 @@ def check_duration(seconds: float, path: Path, what: str) -> None:
         )
 
 
-def score_midi(midi: Path, results: Path, check_length: bool = True, score: Path | None = None) -> dict[str, Any]:
+def score_midi(
+    midi: Path, results: Path, check_length: bool = True, score: Path | None = None, transcribed: bool = False
+) -> dict[str, Any]:
     """Scores of a MIDI performance: mean [19] and std [19] over the symbolic winner's fold models.
 
     `score`, the score MIDI the performance plays, gives the score-relative statistics of the wide &
     deep encoders (`symbolic/score_stats.py`); `score_aligned` says whether they were used (False:
     no score, or one that could not be aligned, with a warning; the models then predict as trained
     for unscored input, `symbolic.score_dropout`). Also returns `timings_s` ({"models", "featurize",
-    "forward"}, seconds). The fold models are loaded as plain networks (`pianoeval.inference`), without
+    "forward"}, seconds). `transcribed`: the MIDI is TransKun's transcription of a recording (models
+    trained with transcription views read it as such: side_input.WithStatistics). The fold models
+    are loaded as plain networks (`pianoeval.inference`), without
     Lightning; folds with the same config share one validated config and one feature item.
     """
     import json
@@ -112,6 +116,7 @@ def score_midi(midi: Path, results: Path, check_length: bool = True, score: Path
             key = json.dumps([kind, config["features"]], sort_keys=True)
             if key not in batches:
                 item = featurize_file(kind, str(midi), config["features"], str(score) if score else None)
+                item["transcribed"] = torch.tensor(float(transcribed))
                 batches[key] = multi_task_collate_fn([item])
             timings["featurize"] += time.perf_counter() - tick
             tick = time.perf_counter()
@@ -295,7 +300,7 @@ def run_score(recording: Path, score: Path | None, model: Path, out: Path, devic
             # Scored from a private copy; the user-visible MIDI is written only once scoring succeeded.
             midi = write_performance(perf, Path(tmp) / "transcription.mid")
             timings["transcribe"] = time.perf_counter() - tick
-            scores = score_midi(midi, results, check_length=False, score=score)
+            scores = score_midi(midi, results, check_length=False, score=score, transcribed=True)
             transcription = {
                 "midi": str(paths["transcription"]),
                 "n_notes": len(perf.notes),

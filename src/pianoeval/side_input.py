@@ -117,6 +117,13 @@ class WithStatistics(nn.Module):
     mean (0 after standardisation); in training each row's score part is dropped the same way with
     probability `score_dropout`, so that a model trained on scored data still predicts sensibly for a
     recording without a score.
+
+    `transcribed_flag`: the training data mixes ground-truth MIDI with TransKun transcriptions of the
+    recordings (pipeline/transcribe_corpus.py), whose statistics differ systematically (compressed
+    velocities, missed pedal). `batch["transcribed"] [B]` (1 for a transcription, 0 or absent for MIDI)
+    then joins the side MLP's and the trees' input, and the linear part reads [(1 - t) x, t x, 1 - t, t]:
+    its own slopes and intercept for transcriptions, so that the ground-truth fit is not averaged with
+    theirs. The standardisation moments are the ground-truth rows' (`init_wide`).
     """
 
     def __init__(
@@ -128,16 +135,21 @@ class WithStatistics(nn.Module):
         score_columns: slice | None = None,
         score_dropout: float = 0.0,
         n_dims: int = N_DIMS,
+        transcribed_flag: bool = False,
     ) -> None:
         super().__init__()
         self.base = base
+        self.transcribed_flag = bool(transcribed_flag)
+        flag = int(self.transcribed_flag)
         self.score_columns = score_columns
         self.score_dropout = float(score_dropout)
         # BatchNorm standardises the statistics with running moments of the training data (their
         # scales differ by orders of magnitude); eval mode then applies the training moments.
         self.norm = nn.BatchNorm1d(n_stats)
-        self.side = nn.Sequential(nn.Linear(n_stats, side), nn.GELU(), nn.Dropout(dropout), nn.Linear(side, side))
-        self.wide = nn.Linear(n_stats, n_dims, bias=False)
+        self.side = nn.Sequential(
+            nn.Linear(n_stats + flag, side), nn.GELU(), nn.Dropout(dropout), nn.Linear(side, side)
+        )
+        self.wide = nn.Linear(n_stats * (1 + flag) + 2 * flag, n_dims, bias=False)
         nn.init.zeros_(self.wide.weight)
         # The non-linear half of the wide part (`init_trees`); empty until fitted, then its logit
         # offsets add to the linear part's.
@@ -186,8 +198,29 @@ class WithStatistics(nn.Module):
         x[:, cols] = torch.where(missing, mean, x[:, cols])
         return x
 
+    def flag(self, batch: dict[str, Any], like: torch.Tensor) -> torch.Tensor | None:
+        """[B, 1] the transcription flag of a batch (0 where absent); None without `transcribed_flag`."""
+        if not self.transcribed_flag:
+            return None
+        t = batch.get("transcribed")
+        if t is None:
+            return like.new_zeros(like.shape[0], 1)
+        return t.reshape(-1, 1).to(like.dtype)
+
+    @staticmethod
+    def wide_input(x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        """The linear part's input: standardised statistics x [B, S]; with a flag t [B, 1],
+        [(1 - t) x, t x, 1 - t, t]: each domain its own slopes and intercept, so that ridge splits into
+        two independent fits and the ground-truth one is what it would be without transcriptions."""
+        return x if t is None else torch.cat([(1 - t) * x, t * x, 1 - t, t], dim=1)
+
+    @staticmethod
+    def with_flag(x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        """x [B, S] with the flag t [B, 1] as one more column (the trees' and the side MLP's input)."""
+        return x if t is None else torch.cat([x, t.to(x.dtype)], dim=1)
+
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """z [B, H + side] from the base encoder's inputs plus `stats [B, S]`.
+        """z [B, H + side] from the base encoder's inputs plus `stats [B, S]` (and `transcribed [B]`).
 
         Also sets `batch["wide_logits"] [B, n_dims]`, the wide part's logit offsets for the score heads
         (computed from the same standardised, score-dropped statistics as the side embedding). The
@@ -196,17 +229,18 @@ class WithStatistics(nn.Module):
         """
         z = self.base(batch)
         stats = batch["stats"].to(z.dtype)
+        t = self.flag(batch, stats)
         missing = self.score_missing(stats)
         x = self.standardise(stats, missing)
         prior = batch.get("wide_prior")
         if prior is None:
-            trees = self.trees(self.tree_input(stats, missing))
+            trees = self.trees(self.with_flag(self.tree_input(stats, missing), t))
         elif missing is None:
             trees = prior.to(z.dtype)
         else:
             trees = torch.where(missing, batch["wide_prior_masked"], prior).to(z.dtype)
-        batch["wide_logits"] = self.wide(x) + trees
-        return torch.cat([z, self.side(x)], dim=-1)
+        batch["wide_logits"] = self.wide(self.wide_input(x, t)) + trees
+        return torch.cat([z, self.side(self.with_flag(x, t))], dim=-1)
 
     @torch.no_grad()
     def init_wide(
@@ -216,22 +250,29 @@ class WithStatistics(nn.Module):
         x_dev: torch.Tensor | None = None,
         y_dev: torch.Tensor | None = None,
         alphas: tuple[float, ...] = RIDGE_ALPHAS,
+        t_train: torch.Tensor | None = None,
+        t_dev: torch.Tensor | None = None,
     ) -> float:
         """Fix the standardisation at the moments of x_train [N, S]; fit the wide part by ridge.
 
         Targets are the label logits minus the logit of the label mean (the heads' initial bias).
         The ridge strength is chosen on (x_dev, y_dev) by MSE in label space (the largest without a
-        dev split). Returns the chosen alpha.
+        dev split). `t_train`/`t_dev` [N, 1]: the rows' transcription flags (with `transcribed_flag`;
+        default 0); the moments are then the ground-truth rows'. Returns the chosen alpha.
         """
         x_train, y_train = x_train.double(), y_train.double()
-        self.norm.running_mean.copy_(x_train.mean(dim=0).to(self.norm.running_mean))
-        self.norm.running_var.copy_(x_train.var(dim=0, unbiased=False).to(self.norm.running_var))
+        t = self._rows_flag(t_train, x_train)
+        # With transcriptions, the ground-truth rows' moments: that fit is then the one without them.
+        ref = x_train if t is None or bool((t > 0.5).all()) else x_train[t[:, 0] < 0.5]
+        self.norm.running_mean.copy_(ref.mean(dim=0).to(self.norm.running_mean))
+        self.norm.running_var.copy_(ref.var(dim=0, unbiased=False).to(self.norm.running_var))
         self.norm.weight.fill_(1.0)
         self.norm.bias.zero_()
         self.moments_fixed.fill_(True)
         was_training = self.training
         self.eval()  # no score dropout while fitting
         xs = self.standardise(x_train.to(self.norm.running_mean.dtype)).double()
+        xs = self.wide_input(xs, None if t is None else t.to(xs.dtype))
         base = torch.logit(y_train.mean(dim=0).clamp(1e-4, 1 - 1e-4))
         target = torch.logit(y_train.clamp(1e-4, 1 - 1e-4)) - base
         gram, cross = xs.T @ xs, xs.T @ target
@@ -240,6 +281,7 @@ class WithStatistics(nn.Module):
             w = torch.linalg.solve(gram + alpha * torch.eye(len(gram), dtype=gram.dtype), cross)
             if x_dev is not None and y_dev is not None and len(x_dev):
                 xd = self.standardise(x_dev.to(self.norm.running_mean.dtype)).double()
+                xd = self.wide_input(xd, self._rows_flag(t_dev, xd))
                 err = float(((torch.sigmoid(base + xd @ w) - y_dev.double()) ** 2).mean())
             else:
                 err = -alpha
@@ -250,6 +292,12 @@ class WithStatistics(nn.Module):
         self.train(was_training)
         return best[1]
 
+    def _rows_flag(self, t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """Flags [N, 1] of fitting rows like `like` (zeros when not given); None without `transcribed_flag`."""
+        if not self.transcribed_flag:
+            return None
+        return like.new_zeros(like.shape[0], 1) if t is None else t.reshape(-1, 1).to(like.dtype)
+
     @torch.no_grad()
     def init_trees(
         self,
@@ -259,6 +307,8 @@ class WithStatistics(nn.Module):
         groups: torch.Tensor,
         x_dev: torch.Tensor | None = None,
         y_dev: torch.Tensor | None = None,
+        t_train: torch.Tensor | None = None,
+        t_dev: torch.Tensor | None = None,
     ) -> tuple[dict[str, Any], dict[str, torch.Tensor] | None]:
         """Add trees to the ridge wide part (call after `init_wide`): `mode` is `ridge` (none),
         `trees` (trees only) or `blend` (ridge share w and trees share 1 - w, w chosen on dev).
@@ -276,16 +326,19 @@ class WithStatistics(nn.Module):
         target = (torch.logit(yt.clamp(1e-4, 1 - 1e-4)) - base).numpy()
         was_training = self.training
         self.eval()
-        views = [self.tree_input(xt, torch.zeros(len(xt), 1, dtype=torch.bool))]
+        tt = self._rows_flag(t_train, xt)
+        views = [self.with_flag(self.tree_input(xt, torch.zeros(len(xt), 1, dtype=torch.bool)), tt)]
         if self.score_columns is not None:
-            views.append(self.tree_input(xt, torch.ones(len(xt), 1, dtype=torch.bool)))
+            views.append(self.with_flag(self.tree_input(xt, torch.ones(len(xt), 1, dtype=torch.bool)), tt))
         x_fit = torch.cat(views).float().numpy()
         y_fit = np.concatenate([target] * len(views))
         has_dev = x_dev is not None and y_dev is not None and len(x_dev) > 0
         if has_dev:
             xd = x_dev.double()
-            x_dev_trees = self.tree_input(xd, self.score_missing(xd)).float().numpy()
-            ridge_dev = self.wide(self.standardise(x_dev.to(self.norm.running_mean.dtype))).double()
+            td = self._rows_flag(t_dev, xd)
+            x_dev_trees = self.with_flag(self.tree_input(xd, self.score_missing(xd)), td).float().numpy()
+            xs_dev = self.standardise(x_dev.to(self.norm.running_mean.dtype))
+            ridge_dev = self.wide(self.wide_input(xs_dev, self._rows_flag(t_dev, xs_dev))).double()
         best: tuple[float, int, float, Any] | None = None
         for leaf in TREES_MIN_LEAF:
             reg = make_trees(leaf).fit(x_fit, y_fit)

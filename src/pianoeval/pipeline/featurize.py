@@ -151,14 +151,25 @@ def collect_jobs(df: Any) -> list[tuple[str, str, str | None]]:
 
 
 def run_featurize(
-    kind: str, config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path, threads: int = 1
+    kind: str,
+    config: dict[str, Any],
+    manifest: Path,
+    out: Path,
+    cache_dir: Path,
+    threads: int = 1,
+    extra_manifests: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Featurize a manifest for `kind`, skipping (and reporting) unusable files; write `out`."""
+    """Featurize a manifest (and the rows of `extra_manifests`, e.g. the transcription views) for `kind`,
+    skipping (and reporting) unusable files; write `out`."""
+    import pandas as pd
     from tqdm import tqdm
 
     from pianoeval.data.manifest import read_manifest
 
     df = read_manifest(manifest)
+    extra = [read_manifest(p) for p in extra_manifests or []]
+    if any(len(e) for e in extra):
+        df = pd.concat([df, *[e for e in extra if len(e)]], ignore_index=True)
     features_cfg = dict(config["features"])
     jobs = [(key, path, score, kind, features_cfg, str(cache_dir)) for key, path, score in collect_jobs(df)]
     if not jobs:

@@ -60,6 +60,7 @@ def build_fusion_data(
     score-conditioned fusions; a segment without them is skipped.
     """
     from pianoeval.data.manifest import label_matrix
+    from pianoeval.pipeline.transcribe_corpus import split_view_id
 
     labels = label_matrix(manifest)
     row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
@@ -69,13 +70,15 @@ def build_fusion_data(
     splits: dict[str, list[int]] = {"train": [], "dev": [], "val": []}
     missing = []
     for j, sid in enumerate(symbolic["ids"]):
-        i = a_index.get(sid)
+        # A transcription view (`<id>@<view>`, training split only) pairs with its recording's audio.
+        source = split_view_id(sid)[0]
+        i = a_index.get(source)
         if i is None or (score_stats is not None and sid not in score_stats):
             missing.append(sid)
             continue
         if audio["split"][i] != symbolic["split"][j]:
             raise InputError(f"segment {sid} is in different splits in the two tracks' embeddings")
-        row = row_of[sid]
+        row = row_of[source]
         items.append(
             {
                 "z_audio": audio["z"][i],

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FoldData:
-    """Labelled items of one fold: `splits[name]` lists indices into `items` (train/dev/val)."""
+    """Labelled items of one fold: `splits[name]` lists indices into `items` (train/dev/val, and
+    val_transcribed: the validation segments' clean transcriptions, only with transcription views;
+    train then also holds the training segments' transcriptions)."""
 
     items: list[dict[str, Any]]
     splits: dict[str, list[int]]
@@ -85,39 +87,73 @@ def load_fold_data(
     items: list[dict[str, Any]] = []
     splits: dict[str, list[int]] = {}
     missing: list[str] = []
+    views = transcription_views(store["items"])
+
+    def add(key: str, sid: str, split: str) -> None:
+        """Append the store's item `key` with the labels and group of manifest segment `sid`."""
+        row = by_id.get(sid)
+        if row is None or np.isnan(labels[row]).any():
+            raise InputError(
+                f"segment {sid} of fold {fold} has no labels in the manifest; rebuild the folds from it",
+                manifest_path,
+            )
+        item = dict(store["items"][key])
+        if "audio_emb" in item and "stats" not in item:
+            # The audio track's statistics: the frames pooled (baselines, wide part of the probe).
+            item["stats"] = pooled_statistics(item["audio_emb"])
+        item.update(
+            labels=torch.tensor(labels[row], dtype=torch.float32),
+            group=torch.tensor(group_index[manifest["segment_group"].iloc[row]], dtype=torch.long),
+            segment_id=key,
+            split=split,
+        )
+        if views:
+            # 1 for a transcription, 0 for the ground-truth MIDI (side_input.WithStatistics).
+            item["transcribed"] = torch.tensor(float(key != sid))
+        items.append(item)
+        splits[split].append(len(items) - 1)
+
     for split in ("train", "dev", "val"):
         splits[split] = []
         for sid in spec[split]:
             if sid not in store["items"]:
                 missing.append(sid)  # featurizing it failed; reported, not fatal
                 continue
-            row = by_id.get(sid)
-            if row is None or np.isnan(labels[row]).any():
-                raise InputError(
-                    f"segment {sid} of fold {fold} has no labels in the manifest; rebuild the folds from it",
-                    manifest_path,
-                )
-            item = dict(store["items"][sid])
-            if "audio_emb" in item and "stats" not in item:
-                # The audio track's statistics: the frames pooled (baselines, wide part of the probe).
-                item["stats"] = pooled_statistics(item["audio_emb"])
-            item.update(
-                labels=torch.tensor(labels[row], dtype=torch.float32),
-                group=torch.tensor(group_index[manifest["segment_group"].iloc[row]], dtype=torch.long),
-                segment_id=sid,
-                split=split,
-            )
-            items.append(item)
-            splits[split].append(len(items) - 1)
+            add(sid, sid, split)
+            if split == "train":
+                # The training segments' transcriptions: same labels, same group (pipeline/transcribe_corpus.py).
+                for key in views.get(sid, {}).values():
+                    add(key, sid, split)
+    # The validation segments as a recording would reach the model: their clean transcriptions.
+    if any("clean" in views.get(sid, {}) for sid in spec["val"]):
+        splits["val_transcribed"] = []
+        for sid in spec["val"]:
+            if "clean" in views.get(sid, {}):
+                add(views[sid]["clean"], sid, "val_transcribed")
     if missing:
         log.warning("%d segments of fold %d have no features (skipped during featurizing)", len(missing), fold)
     for split in ("train", "val"):
         if not splits[split]:
             raise InputError(f"fold {fold} has no usable {split} segments")
     meta = dict(store.get("meta", {}))
+    if views:
+        # The networks then read each item's transcription flag (training/registry.py).
+        meta["transcribed_views"] = True
     if items and "audio_emb" in items[0]:
         meta["n_stats"] = int(items[0]["stats"].shape[0])
     return FoldData(items, splits, meta, missing)
+
+
+def transcription_views(keys: Any) -> dict[str, dict[str, str]]:
+    """{segment id: {view: store key}} of the transcription views among a store's keys (`<id>@<view>`)."""
+    from pianoeval.pipeline.transcribe_corpus import split_view_id
+
+    out: dict[str, dict[str, str]] = {}
+    for key in keys:
+        sid, view = split_view_id(str(key))
+        if view is not None:
+            out.setdefault(sid, {})[view] = key
+    return out
 
 
 class GroupBatchSampler(Sampler[list[int]]):

@@ -36,6 +36,7 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
             dropout=config["symbolic"]["dropout"],
             score_columns=SCORE_COLUMNS if full else None,
             score_dropout=config["symbolic"]["score_dropout"],
+            transcribed_flag=bool(meta.get("transcribed_views")),
         )
     elif model == "probe" and config["audio"].get("stats_side_input") and meta.get("n_stats"):
         from pianoeval.side_input import WithStatistics

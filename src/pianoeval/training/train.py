@@ -14,6 +14,7 @@ import torch
 
 from pianoeval.constants import DIMENSIONS
 from pianoeval.io import atomic_path, read_json, save_torch, write_json
+from pianoeval.pipeline.transcribe_corpus import split_view_id
 from pianoeval.training.data import FoldData, load_feature_store, load_fold_data, make_loader
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,68 @@ def _stats_matrix(data: FoldData, split: str) -> np.ndarray:
     return np.stack([data.items[i]["stats"].numpy() for i in data.splits[split]])
 
 
-def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
-    """Predictions of a baseline for every split (fitted on train, alpha chosen on dev)."""
+def _flags(data: FoldData, split: str) -> np.ndarray | None:
+    """Transcription flags [N, 1] of a split's items (1 = TransKun transcription); None without views."""
+    if not data.meta.get("transcribed_views"):
+        return None
+    return np.array([[float(data.items[i].get("transcribed", 0.0))] for i in data.splits[split]])
+
+
+def _trees_input(data: FoldData, split: str) -> np.ndarray:
+    """The trees baseline's input [N, S(+1)] of a split: the statistics and, with transcription views,
+    the flag (the trees can split on it)."""
+    x, t = _stats_matrix(data, split), _flags(data, split)
+    return x if t is None else np.concatenate([x, t], axis=1)
+
+
+def _ridge_baseline(data: FoldData) -> dict[str, np.ndarray]:
+    """Ridge on the standardised statistics, alpha chosen on dev; predictions [N, 19] of every split.
+
+    With transcription views, the transcriptions get a ridge of their own (same alpha, their own
+    standardisation), so the fit to the ground-truth MIDI is the one without them."""
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
+
+    def rows(split: str, transcribed: bool) -> np.ndarray:
+        t = _flags(data, split)
+        flag = np.zeros(len(data.splits[split]), dtype=bool) if t is None else t[:, 0] > 0.5
+        return flag == transcribed
+
+    x_all = {split: _stats_matrix(data, split) for split in data.splits}
+    y_train = data.labels("train")
+    gt = rows("train", False)
+    scaler = StandardScaler().fit(x_all["train"][gt])
+    best = None
+    for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0):
+        reg = Ridge(alpha=alpha).fit(scaler.transform(x_all["train"][gt]), y_train[gt])
+        if data.splits["dev"]:
+            dev = rows("dev", False)
+            pred = reg.predict(scaler.transform(x_all["dev"][dev]))
+            score = -np.mean((pred - data.labels("dev")[dev]) ** 2)
+        else:
+            score = -alpha  # no dev split: prefer the strongest regularisation tried
+        if best is None or score > best[0]:
+            best = (score, alpha, reg)
+    _, alpha, reg = best
+    log.info("ridge alpha chosen on dev: %s", alpha)
+    models = {False: (scaler, reg)}
+    tr = rows("train", True)
+    if tr.any():
+        t_scaler = StandardScaler().fit(x_all["train"][tr])
+        models[True] = (t_scaler, Ridge(alpha=alpha).fit(t_scaler.transform(x_all["train"][tr]), y_train[tr]))
+    out: dict[str, np.ndarray] = {}
+    for split in data.splits:
+        pred = np.zeros((len(data.splits[split]), y_train.shape[1]))
+        for transcribed, (sc, model) in models.items():
+            sel = rows(split, transcribed)
+            if sel.any():
+                pred[sel] = model.predict(sc.transform(x_all[split][sel]))
+        out[split] = np.clip(pred, 0.0, 1.0)
+    return out
+
+
+def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
+    """Predictions of a baseline for every split (fitted on train, alpha chosen on dev)."""
 
     y_train = data.labels("train")
     out: dict[str, np.ndarray] = {}
@@ -55,35 +114,19 @@ def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
         for split in data.splits:
             out[split] = np.stack([means.get(g, y_train.mean(axis=0)) for g in data.groups(split)])
     elif model == "baseline_ridge":
-
-        def x(split: str) -> np.ndarray:
-            return _stats_matrix(data, split)
-
-        scaler = StandardScaler().fit(x("train"))
-        best = None
-        for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0):
-            reg = Ridge(alpha=alpha).fit(scaler.transform(x("train")), y_train)
-            if data.splits["dev"]:
-                score = -np.mean((reg.predict(scaler.transform(x("dev"))) - data.labels("dev")) ** 2)
-            else:
-                score = -alpha  # no dev split: prefer the strongest regularisation tried
-            if best is None or score > best[0]:
-                best = (score, alpha, reg)
-        _, alpha, reg = best
-        log.info("ridge alpha chosen on dev: %s", alpha)
-        for split in data.splits:
-            out[split] = np.clip(reg.predict(scaler.transform(x(split))), 0.0, 1.0)
+        out = _ridge_baseline(data)
     elif model == "baseline_trees":
         # Extremely randomised trees on the same statistics: the non-linear, non-deep reference
         # (interactions such as "fast and loud" that a linear model cannot express).
         from pianoeval.side_input import TREES_MIN_LEAF, make_trees
 
-        x_train, y_mean = _stats_matrix(data, "train"), y_train.mean(axis=0)
+        x_train, y_mean = _trees_input(data, "train"), y_train.mean(axis=0)
         best = None
         for leaf in TREES_MIN_LEAF:
             reg = make_trees(leaf).fit(x_train, y_train - y_mean)
             if data.splits["dev"]:
-                score = -np.mean((reg.predict(_stats_matrix(data, "dev")) + y_mean - data.labels("dev")) ** 2)
+                x_dev = _trees_input(data, "dev")
+                score = -np.mean((reg.predict(x_dev) + y_mean - data.labels("dev")) ** 2)
             else:
                 score = -leaf  # no dev split: prefer the smoothest trees tried
             if best is None or score > best[0]:
@@ -91,7 +134,7 @@ def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
         _, leaf, reg = best
         log.info("trees min_samples_leaf chosen on dev: %s", leaf)
         for split in data.splits:
-            out[split] = np.clip(reg.predict(_stats_matrix(data, split)) + y_mean, 0.0, 1.0)
+            out[split] = np.clip(reg.predict(_trees_input(data, split)) + y_mean, 0.0, 1.0)
     else:
         from pianoeval.errors import ConfigError
 
@@ -196,9 +239,14 @@ def _init_wide_part(module: Any, data: FoldData, mode: str) -> dict[str, Any]:
     x_train, y_train = torch.from_numpy(_stats_matrix(data, "train")), torch.from_numpy(data.labels("train"))
     x_dev = torch.from_numpy(_stats_matrix(data, "dev")) if dev else None
     y_dev = torch.from_numpy(data.labels("dev")) if dev else None
-    alpha = init(x_train, y_train, x_dev, y_dev)
+    t_train, t_dev = _flags(data, "train"), _flags(data, "dev") if dev else None
+    flags = {
+        "t_train": None if t_train is None else torch.from_numpy(t_train),
+        "t_dev": None if t_dev is None else torch.from_numpy(t_dev),
+    }
+    alpha = init(x_train, y_train, x_dev, y_dev, **flags)
     choices, priors = module.encoder.init_trees(
-        mode, x_train, y_train, torch.from_numpy(data.groups("train")), x_dev, y_dev
+        mode, x_train, y_train, torch.from_numpy(data.groups("train")), x_dev, y_dev, **flags
     )
     for key, values in (priors or {}).items():
         for row, i in enumerate(data.splits["train"]):
@@ -395,9 +443,20 @@ def write_fold_outputs(
     """Evaluate on val (and dev), then write predictions.csv, embeddings.pt and, last, metrics.json."""
     metrics = evaluate(preds["val"], data, "val")
     dev_metrics = evaluate(preds["dev"], data, "dev") if data.splits["dev"] else None
+    if data.splits.get("val_transcribed"):
+        # The validation segments scored from TransKun's transcription of their clean rendering.
+        transcribed = evaluate(preds["val_transcribed"], data, "val_transcribed")
+        metrics["val_transcribed"] = {
+            "pairwise_acc": transcribed["pairwise_acc"],
+            "r2": transcribed["r2"],
+            "n": len(data.splits["val_transcribed"]),
+        }
     metrics.update(
         {
             "n_train": len(data.splits["train"]),
+            "n_train_transcribed": sum(
+                split_view_id(data.items[i]["segment_id"])[1] is not None for i in data.splits["train"]
+            ),
             "n_dev": len(data.splits["dev"]),
             "n_val": len(data.splits["val"]),
             "n_missing_features": len(data.missing),

@@ -1,0 +1,169 @@
+"""TransKun transcriptions of the rendered recordings: what a user's recording looks like to the symbolic track.
+
+A symbolic model trained only on the ground-truth performance MIDI meets a different input when it
+scores a recording: TransKun's transcription has compressed velocities (a recording's gain is unknown,
+and rendered audio is peak-normalised), misses most sustain-pedal events of a rendering, and, under
+phone-like conditions, loses and invents notes. The robustness check measured it: the symbolic winner
+lost 8 % of its pairwise accuracy on clean transcriptions and 29 % on degraded ones (docs/scoring.md).
+
+This step transcribes each rendered recording once per configured *view* (`transcription.views`):
+`clean` (the rendering as is) and `augmented` (a random phone-like chain from `AudioAugmentor`, seeded
+per recording). Its manifest lists one row per (recording, view) with the segment id
+`<segment id>@<view>` (`view_id`), the source row's labels, group and score, and the transcription as
+its MIDI. `featurize` reads it beside the main manifest; training adds the views of the training
+segments to the training split (same labels and group) and scores the clean views of the validation
+segments as `val_transcribed` (training/data.py).
+
+Each transcription is cached under a key of the audio's bytes, the view and its seed (`_cache_key`), so a
+killed run restarts where it stopped. TransKun runs at about 0.5 x real time per core.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pianoeval.constants import SAMPLE_RATE
+from pianoeval.errors import InputError, OutputError
+from pianoeval.io import read_input_bytes, write_json
+
+log = logging.getLogger(__name__)
+
+# Bump when transcription or the views change what they produce, so stale cache entries are not reused.
+TRANSCRIBE_VERSION = 1
+VIEWS: tuple[str, ...] = ("clean", "augmented")
+# Separates a segment id from its view: `demo::piece00/P01@clean`.
+VIEW_SEP = "@"
+
+
+def view_id(segment_id: str, view: str) -> str:
+    """The segment id of one transcription view of a segment."""
+    return f"{segment_id}{VIEW_SEP}{view}"
+
+
+def split_view_id(key: str) -> tuple[str, str | None]:
+    """(manifest segment id, view) of a transcription view's id; (key, None) for any other id."""
+    sid, sep, view = key.rpartition(VIEW_SEP)
+    return (sid, view) if sep and view in VIEWS else (key, None)
+
+
+def view_seed(segment_id: str, seed: int) -> int:
+    """The augmentation seed of a segment's augmented view: the same on every run and machine."""
+    return (int(hashlib.sha1(segment_id.encode()).hexdigest()[:8], 16) + int(seed)) % 2**31
+
+
+def view_wave(wave: Any, sample_rate: int, view: str, seed: int) -> Any:
+    """The recording [S] as heard in `view`: as is (clean) or through a random phone-like chain (augmented)."""
+    if view == "clean":
+        return wave
+    if view == "augmented":
+        from pianoeval.audio.augmentation import AudioAugmentor
+
+        return AudioAugmentor(augment_prob=1.0, seed=seed, sample_rate=sample_rate)(wave)
+    raise ValueError(f"unknown transcription view {view!r}; known: {list(VIEWS)}")
+
+
+def _cache_key(audio_path: str, view: str, seed: int) -> str:
+    """Content hash of the audio's bytes, the view, its seed and the transcriber's version."""
+    h = hashlib.sha1(read_input_bytes(audio_path, "audio file"))
+    h.update(f"|{view}|{seed}|{TRANSCRIBE_VERSION}".encode())
+    return h.hexdigest()
+
+
+def _work(job: tuple[str, str, str, int, str]) -> tuple[str, str | None, dict[str, str] | None, bool]:
+    """Transcribe one (recording, view) into the cache, or find it there.
+
+    Returns (view id, MIDI path or None, skipped-file entry or None, whether it was transcribed now).
+    """
+    from pianoeval.audio.io import load_audio
+    from pianoeval.audio.transcribe import transcribe_timed
+    from pianoeval.data.midi import write_performance
+    from pianoeval.pipeline.skipped import skip_entry
+    from pianoeval.threads import torch_threads
+
+    segment_id, audio_path, view, seed, cache_dir = job
+    vid = view_id(segment_id, view)
+    try:
+        digest = _cache_key(audio_path, view, seed)
+        target = Path(cache_dir) / digest[:2] / f"{digest}.mid"
+        if target.is_file() and target.stat().st_size > 0:
+            return vid, str(target.resolve()), None, False
+        # Degraded at the project's rate, as the robustness check does; TransKun resamples to its own.
+        wave = view_wave(load_audio(audio_path, SAMPLE_RATE), SAMPLE_RATE, view, seed)
+        # One intra-op thread per worker: the workers, not the threads, share the cores.
+        with torch_threads(1):
+            perf, _ = transcribe_timed(wave, sample_rate=SAMPLE_RATE, progress=False)
+        if len(perf.notes) == 0:
+            raise InputError(f"TransKun transcribed no notes ({view} view)", audio_path)
+        write_performance(perf, target)  # atomic: a killed run leaves no half-written MIDI
+    except OutputError:
+        raise  # a full disk or read-only folder is no file's fault: stop
+    except Exception as exc:  # keep going past any one file; the report and the log say why
+        return vid, None, skip_entry(vid, audio_path, exc), False
+    return vid, str(target.resolve()), None, True
+
+
+def _init_worker() -> None:
+    """Worker processes run their model on one thread (see _work)."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+def run_transcribe_corpus(
+    config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path, threads: int = 1
+) -> pd.DataFrame:
+    """Transcribe every rendered recording of `manifest` in each of `transcription.views`; write the views'
+    manifest to `out` (and `<out dir>/skipped.json`). With no views, the manifest is empty."""
+    from tqdm import tqdm
+
+    from pianoeval.data.manifest import read_manifest, write_manifest
+    from pianoeval.pipeline.skipped import check_skipped, skipped_report, warn_skipped
+
+    df = read_manifest(manifest)
+    views = list(config["transcription"]["views"])
+    rows = df[df["audio_path"].notna()]
+    if views and rows.empty:
+        raise InputError("the manifest lists no rendered audio to transcribe; run the render rule first", manifest)
+    seed = int(config["seed"])
+    jobs = [
+        (row.segment_id, row.audio_path, view, view_seed(row.segment_id, seed), str(cache_dir))
+        for row in rows.itertuples(index=False)
+        for view in views
+    ]
+    paths: dict[str, str] = {}
+    skipped: list[dict[str, str]] = []
+    n_new = 0
+    workers = max(1, min(threads, len(jobs)))
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) if workers > 1 and jobs else None
+    results = pool.map(_work, jobs) if pool is not None else map(_work, jobs)
+    try:
+        for vid, path, entry, fresh in tqdm(results, total=len(jobs), desc="transcribe", mininterval=10):
+            n_new += fresh
+            if path:
+                paths[vid] = path
+            else:
+                skipped.append(entry)
+                warn_skipped(entry)
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    log.info("transcribe: %d transcribed now, %d reused, %d skipped", n_new, len(paths) - n_new, len(skipped))
+    check_skipped("transcribe", skipped, len(jobs), config["max_skipped_fraction"], manifest)
+    out_rows = []
+    for row in rows.itertuples(index=False):
+        for view in views:
+            vid = view_id(row.segment_id, view)
+            if vid in paths:
+                out_rows.append({**row._asdict(), "segment_id": vid, "midi_path": paths[vid]})
+    views_df = pd.DataFrame(out_rows, columns=df.columns) if out_rows else df.iloc[0:0].copy()
+    write_manifest(views_df, out)
+    write_json(
+        skipped_report("transcribe", len(paths), skipped, transcribed_now=n_new, reused=len(paths) - n_new),
+        out.parent / "skipped.json",
+    )
+    return views_df
