@@ -86,3 +86,16 @@ def test_a_report_of_an_unknown_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not among the compared models"):
         run_compare("audio", CONFIG, files, tmp_path / "out", [_report(tmp_path, "a3", {"phone": 1.0})])
     assert not (tmp_path / "out").exists()
+
+
+def test_transcribed_validation_scores_get_their_own_column(tmp_path: Path) -> None:
+    files = _metrics(tmp_path, "s1", 0.70, 0.3) + _metrics(tmp_path, "baseline_ridge", 0.65, 0.2)
+    for path, acc in zip(files, (0.60, 0.62, 0.55, 0.57), strict=True):
+        m = read_json(path)
+        write_json({**m, "val_transcribed": {"pairwise_acc": acc, "r2": 0.1, "n": 10}}, path)
+    result = run_compare("symbolic", CONFIG, files, tmp_path / "out")
+    assert result["model"] == "s1"  # the winner rule still reads the ground-truth MIDI scores
+    summary = read_json(tmp_path / "out" / "comparison.json")["models"]
+    assert summary["s1"]["val_transcribed"]["pairwise_acc_mean"] == pytest.approx(0.61)
+    table = (tmp_path / "out" / "comparison.md").read_text()
+    assert "transcribed acc / R²" in table and "0.610 / 0.100" in table and "0.560 / 0.100" in table

@@ -231,3 +231,22 @@ def test_transcriptions_leave_the_ground_truth_fit_as_it_was() -> None:
     assert torch.allclose(
         a["wide_logits"] - a["wide_logits"].mean(0), b["wide_logits"] - b["wide_logits"].mean(0), atol=1e-4
     )
+
+
+def test_a_transcription_is_bounded_to_the_training_transcriptions_range() -> None:
+    torch.manual_seed(0)
+    x, y = torch.randn(80, 3), torch.rand(80, 2) * 0.8 + 0.1
+    t = torch.cat([torch.zeros(40, 1), torch.ones(40, 1)])
+    net = WithStatistics(_Constant(), n_stats=3, side=4, n_dims=2, transcribed_flag=True)
+    net.init_wide(x, y, x[:10], y[:10], t_train=t)
+    net.eval()
+    far = torch.tensor([[50.0, -50.0, 0.0]])
+    edge = torch.stack([x[40:, 0].max(), x[40:, 1].min(), torch.tensor(0.0)]).unsqueeze(0)
+    logits = {}
+    for name, stats, flag in (("far_t", far, 1.0), ("edge_t", edge, 1.0), ("far_gt", far, 0.0)):
+        batch = {"stats": stats, "transcribed": torch.tensor([flag])}
+        net(batch)
+        logits[name] = batch["wide_logits"]
+    # Beyond the range the transcription's statistics stop counting; ground-truth MIDI is not bounded.
+    assert torch.allclose(logits["far_t"], logits["edge_t"], atol=1e-5)
+    assert (logits["far_gt"] - logits["edge_t"]).abs().max() > 1.0

@@ -71,6 +71,12 @@ def summarise(metrics_files: list[Path]) -> dict[str, dict[str, Any]]:
             },
             "per_dimension": per_dim,
         }
+        if all("val_transcribed" in r for r in runs):
+            # The same validation segments scored from TransKun's transcription of their rendering.
+            summary[model]["val_transcribed"] = {
+                "pairwise_acc_mean": _mean_std([r["val_transcribed"]["pairwise_acc"] for r in runs])[0],
+                "r2_mean": _mean_std([r["val_transcribed"]["r2"] for r in runs])[0],
+            }
         if any("error_correlation" in r for r in runs):
             summary[model]["error_correlation_mean"] = _mean_std([r.get("error_correlation") for r in runs])[0]
     return summary
@@ -107,9 +113,16 @@ def comparison_markdown(track: str, summary: dict[str, dict[str, Any]], winner: 
                 "train time (s)": f"{s['wall_s_total']:.0f}",
                 "worst drop %": f"{s['robustness']['worst_drop_pct']:.1f}" if "robustness" in s else "",
                 "veto": ("" if s["robustness"]["passed"] else "vetoed") if "robustness" in s else "",
+                "transcribed acc / R²": (
+                    f"{s['val_transcribed']['pairwise_acc_mean']:.3f} / {s['val_transcribed']['r2_mean']:.3f}"
+                    if "val_transcribed" in s
+                    else ""
+                ),
             }
         )
     columns = ["model", "pairwise acc", "R²", "folds", "baseline", "train time (s)"]
+    if any("val_transcribed" in s for s in summary.values()):
+        columns += ["transcribed acc / R²"]
     if any("robustness" in s for s in summary.values()):
         columns += ["worst drop %", "veto"]
     head = f"# {track} comparison\n\nWinner: **{winner}**. Rule: {WINNER_RULE}.\n\n"

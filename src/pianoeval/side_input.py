@@ -123,7 +123,9 @@ class WithStatistics(nn.Module):
     velocities, missed pedal). `batch["transcribed"] [B]` (1 for a transcription, 0 or absent for MIDI)
     then joins the side MLP's and the trees' input, and the linear part reads [(1 - t) x, t x, 1 - t, t]:
     its own slopes and intercept for transcriptions, so that the ground-truth fit is not averaged with
-    theirs. The standardisation moments are the ground-truth rows' (`init_wide`).
+    theirs. The standardisation moments are the ground-truth rows' (`init_wide`), and a transcription's
+    standardised statistics are clamped to the range of the training transcriptions' (`bound`): a
+    degraded recording's transcription (a fifth of the notes lost) would otherwise be extrapolated.
     """
 
     def __init__(
@@ -156,6 +158,11 @@ class WithStatistics(nn.Module):
         self.trees = TreeEnsemble(n_dims)
         # 1 once init_wide has fixed the moments: BatchNorm then always uses them (no batch noise).
         self.register_buffer("moments_fixed", torch.zeros((), dtype=torch.bool))
+        if self.transcribed_flag:
+            # The range of the training transcriptions' standardised statistics (init_wide): a transcription
+            # is bounded to it, since a degraded recording's (a fifth of the notes missed) lies far outside.
+            self.register_buffer("transcribed_low", torch.full((n_stats,), -torch.inf))
+            self.register_buffer("transcribed_high", torch.full((n_stats,), torch.inf))
         self.hidden_size = int(base.hidden_size) + side
 
     def score_missing(self, stats: torch.Tensor) -> torch.Tensor | None:
@@ -207,6 +214,14 @@ class WithStatistics(nn.Module):
             return like.new_zeros(like.shape[0], 1)
         return t.reshape(-1, 1).to(like.dtype)
 
+    def bound(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        """Standardised statistics x [B, S] with the transcriptions' rows (t [B, 1] = 1) clamped to the
+        range of the training transcriptions; x unchanged without `transcribed_flag`."""
+        if t is None:
+            return x
+        bounded = torch.maximum(torch.minimum(x, self.transcribed_high.to(x)), self.transcribed_low.to(x))
+        return torch.where(t > 0.5, bounded, x)
+
     @staticmethod
     def wide_input(x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
         """The linear part's input: standardised statistics x [B, S]; with a flag t [B, 1],
@@ -231,7 +246,7 @@ class WithStatistics(nn.Module):
         stats = batch["stats"].to(z.dtype)
         t = self.flag(batch, stats)
         missing = self.score_missing(stats)
-        x = self.standardise(stats, missing)
+        x = self.bound(self.standardise(stats, missing), t)
         prior = batch.get("wide_prior")
         if prior is None:
             trees = self.trees(self.with_flag(self.tree_input(stats, missing), t))
@@ -272,6 +287,10 @@ class WithStatistics(nn.Module):
         was_training = self.training
         self.eval()  # no score dropout while fitting
         xs = self.standardise(x_train.to(self.norm.running_mean.dtype)).double()
+        if t is not None:
+            rows = xs[t[:, 0] > 0.5] if bool((t > 0.5).any()) else xs
+            self.transcribed_low.copy_(rows.min(dim=0).values.to(self.transcribed_low))
+            self.transcribed_high.copy_(rows.max(dim=0).values.to(self.transcribed_high))
         xs = self.wide_input(xs, None if t is None else t.to(xs.dtype))
         base = torch.logit(y_train.mean(dim=0).clamp(1e-4, 1 - 1e-4))
         target = torch.logit(y_train.clamp(1e-4, 1 - 1e-4)) - base
@@ -281,7 +300,8 @@ class WithStatistics(nn.Module):
             w = torch.linalg.solve(gram + alpha * torch.eye(len(gram), dtype=gram.dtype), cross)
             if x_dev is not None and y_dev is not None and len(x_dev):
                 xd = self.standardise(x_dev.to(self.norm.running_mean.dtype)).double()
-                xd = self.wide_input(xd, self._rows_flag(t_dev, xd))
+                td = self._rows_flag(t_dev, xd)
+                xd = self.wide_input(self.bound(xd, td), td)
                 err = float(((torch.sigmoid(base + xd @ w) - y_dev.double()) ** 2).mean())
             else:
                 err = -alpha
@@ -338,7 +358,8 @@ class WithStatistics(nn.Module):
             td = self._rows_flag(t_dev, xd)
             x_dev_trees = self.with_flag(self.tree_input(xd, self.score_missing(xd)), td).float().numpy()
             xs_dev = self.standardise(x_dev.to(self.norm.running_mean.dtype))
-            ridge_dev = self.wide(self.wide_input(xs_dev, self._rows_flag(t_dev, xs_dev))).double()
+            td_s = self._rows_flag(t_dev, xs_dev)
+            ridge_dev = self.wide(self.wide_input(self.bound(xs_dev, td_s), td_s)).double()
         best: tuple[float, int, float, Any] | None = None
         for leaf in TREES_MIN_LEAF:
             reg = make_trees(leaf).fit(x_fit, y_fit)
