@@ -97,8 +97,12 @@ def _work(job: tuple[str, str, str, int, str]) -> tuple[str, str | None, dict[st
         # Degraded at the project's rate, as the robustness check does; TransKun resamples to its own.
         wave = view_wave(load_audio(audio_path, SAMPLE_RATE), SAMPLE_RATE, view, seed)
         # One intra-op thread per worker: the workers, not the threads, share the cores.
+        import torch
+
+        # On a GPU machine (profiles/thunder) TransKun runs there: minutes for PercePiano instead of hours.
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         with torch_threads(1):
-            perf, _ = transcribe_timed(wave, sample_rate=SAMPLE_RATE, progress=False)
+            perf, _ = transcribe_timed(wave, sample_rate=SAMPLE_RATE, device=device, progress=False)
         if len(perf.notes) == 0:
             raise InputError(f"TransKun transcribed no notes ({view} view)", audio_path)
         write_performance(perf, target)  # atomic: a killed run leaves no half-written MIDI
