@@ -189,3 +189,34 @@ def test_ridge_baseline_gives_transcriptions_their_own_fit(one_fold: Callable[..
     assert own < 0.5 * np.mean((mixed.labels("train").mean(0) - y_val) ** 2)
     trees = _baseline_predict("baseline_trees", mixed)  # reads [x, flag]
     assert trees["val_transcribed"].shape == y_val.shape
+
+
+def test_ridge_baseline_scores_transcriptions_by_the_ground_truth_fit_without_any_in_training(
+    one_fold: Callable[..., dict], tmp_path: Path
+) -> None:
+    from pianoeval.training.train import _baseline_predict
+
+    rng = np.random.default_rng(1)
+    base = {"piece_id": "p", "performer": "1", "tier": "T1", "source": "test"}
+    x = rng.normal(size=(24, 3)).astype("float32")
+    rows = [
+        {
+            **base,
+            "segment_id": f"g{i // 4}/{i % 4}",
+            "segment_group": f"g{i // 4}",
+            "labels": np.full(19, 0.5 + 0.1 * x[i, 0]),
+        }
+        for i in range(24)
+    ]
+    manifest = make_rows(rows)
+    folds = one_fold(manifest, tmp_path / "folds.json", n_train=4, n_dev=1)
+    items = {sid: {"stats": torch.from_numpy(x[i])} for i, sid in enumerate(manifest["segment_id"])}
+    # Views of the validation segments only, with the same statistics as their MIDI.
+    val = folds["folds"][0]["val"]
+    items.update({f"{sid}@clean": dict(items[sid]) for sid in val})
+    data = load_fold_data({"items": items}, manifest, folds, 0)
+    assert "val_transcribed" in data.splits and not any(
+        "@" in data.items[i]["segment_id"] for i in data.splits["train"]
+    )
+    preds = _baseline_predict("baseline_ridge", data)
+    assert np.allclose(preds["val_transcribed"], preds["val"])
