@@ -140,11 +140,9 @@ def run_render(config: dict[str, Any], manifest: Path, audio_dir: Path, out: Pat
     `key` (`render_key`) covers the MIDI's bytes and the render settings, so a run killed part-way
     restarts where it stopped, while a changed SoundFont, rate or MIDI renders afresh.
     """
-    from tqdm import tqdm
-
     from pianoeval.audio.render import find_soundfont, render_key, render_midi
     from pianoeval.data.manifest import read_manifest, write_manifest
-    from pianoeval.pipeline.skipped import check_skipped, skip_entry, skipped_report, warn_skipped
+    from pianoeval.pipeline.skipped import check_skipped, collect_done, skip_entry, skipped_report
 
     df = read_manifest(manifest)
     cfg = config["render"]
@@ -167,19 +165,10 @@ def run_render(config: dict[str, Any], manifest: Path, audio_dir: Path, out: Pat
             return row.segment_id, None, skip_entry(row.segment_id, row.midi_path, exc), False
         return row.segment_id, str(target.resolve()), None, True
 
-    paths: dict[str, str] = {}
-    skipped: list[dict[str, str]] = []
-    n_new = 0
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         # On an exception or Ctrl-C, map's iterator cancels the queued files: the run stops promptly.
         results = pool.map(render_one, todo.itertuples(index=False))
-        for segment_id, path, entry, fresh in tqdm(results, total=len(todo), desc="render", mininterval=5):
-            n_new += fresh
-            if path:
-                paths[segment_id] = path
-            else:
-                skipped.append(entry)
-                warn_skipped(entry)
+        paths, skipped, n_new = collect_done(results, len(todo), "render", mininterval=5)
     log.info("render: %d rendered now, %d reused, %d skipped", n_new, len(paths) - n_new, len(skipped))
     check_skipped("render", skipped, len(todo), config["max_skipped_fraction"], manifest)
     df = df.copy()

@@ -9,6 +9,7 @@ than `max_skipped_fraction` (config) of them do: then something is wrong with th
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,23 @@ def skipped_path(out: str | Path) -> Path:
 def skipped_report(step: str, n_done: int, skipped: list[dict[str, str]], **extra: Any) -> dict[str, Any]:
     """The JSON payload of a skipped-files report."""
     return {"step": step, "n_done": n_done, "n_skipped": len(skipped), **extra, "skipped": skipped}
+
+
+def collect_done(
+    results: Iterable[tuple[str, str | None, dict[str, str] | None, bool]], total: int, desc: str, mininterval: float
+) -> tuple[dict[str, str], list[dict[str, str]], int]:
+    """Gather a per-file step's results (key, output path or None, skipped entry or None, made now) with a
+    progress bar, warning of each skipped file: ({key: path}, skipped entries, how many were made now)."""
+    from tqdm import tqdm
+
+    paths: dict[str, str] = {}
+    skipped: list[dict[str, str]] = []
+    n_new = 0
+    for key, path, entry, fresh in tqdm(results, total=total, desc=desc, mininterval=mininterval):
+        n_new += fresh
+        if path:
+            paths[key] = path
+        else:
+            skipped.append(entry)
+            warn_skipped(entry)
+    return paths, skipped, n_new

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -113,20 +112,13 @@ def _work(job: tuple[str, str, str, int, str]) -> tuple[str, str | None, dict[st
     return vid, str(target.resolve()), None, True
 
 
-def _init_worker() -> None:
-    """Worker processes run their model on one thread (see _work)."""
-    os.environ["OMP_NUM_THREADS"] = "1"
-
-
 def run_transcribe_corpus(
     config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path, threads: int = 1
 ) -> pd.DataFrame:
     """Transcribe every rendered recording of `manifest` in each of `transcription.views`; write the views'
     manifest to `out` (and `<out dir>/skipped.json`). With no views, the manifest is empty."""
-    from tqdm import tqdm
-
     from pianoeval.data.manifest import read_manifest, write_manifest
-    from pianoeval.pipeline.skipped import check_skipped, skipped_report, warn_skipped
+    from pianoeval.pipeline.skipped import check_skipped, collect_done, skipped_report
 
     df = read_manifest(manifest)
     views = list(config["transcription"]["views"])
@@ -139,20 +131,12 @@ def run_transcribe_corpus(
         for row in rows.itertuples(index=False)
         for view in views
     ]
-    paths: dict[str, str] = {}
-    skipped: list[dict[str, str]] = []
-    n_new = 0
     workers = max(1, min(threads, len(jobs)))
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) if workers > 1 and jobs else None
+    # Each worker runs TransKun on one intra-op thread (_work): the workers, not the threads, share the cores.
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and jobs else None
     results = pool.map(_work, jobs) if pool is not None else map(_work, jobs)
     try:
-        for vid, path, entry, fresh in tqdm(results, total=len(jobs), desc="transcribe", mininterval=10):
-            n_new += fresh
-            if path:
-                paths[vid] = path
-            else:
-                skipped.append(entry)
-                warn_skipped(entry)
+        paths, skipped, n_new = collect_done(results, len(jobs), "transcribe", mininterval=10)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

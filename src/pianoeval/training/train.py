@@ -70,15 +70,15 @@ def _ridge_baseline(data: FoldData) -> dict[str, np.ndarray]:
     y_train = data.labels("train")
     gt = rows("train", False)
     scaler = StandardScaler().fit(x_all["train"][gt])
+    x_fit = scaler.transform(x_all["train"][gt])
+    if data.splits["dev"]:
+        dev = rows("dev", False)
+        x_dev, y_dev = scaler.transform(x_all["dev"][dev]), data.labels("dev")[dev]
     best = None
     for alpha in (0.1, 1.0, 10.0, 100.0, 1000.0):
-        reg = Ridge(alpha=alpha).fit(scaler.transform(x_all["train"][gt]), y_train[gt])
-        if data.splits["dev"]:
-            dev = rows("dev", False)
-            pred = reg.predict(scaler.transform(x_all["dev"][dev]))
-            score = -np.mean((pred - data.labels("dev")[dev]) ** 2)
-        else:
-            score = -alpha  # no dev split: prefer the strongest regularisation tried
+        reg = Ridge(alpha=alpha).fit(x_fit, y_train[gt])
+        # No dev split: prefer the strongest regularisation tried.
+        score = -np.mean((reg.predict(x_dev) - y_dev) ** 2) if data.splits["dev"] else -alpha
         if best is None or score > best[0]:
             best = (score, alpha, reg)
     _, alpha, reg = best
@@ -123,14 +123,12 @@ def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
         from pianoeval.side_input import TREES_MIN_LEAF, make_trees
 
         x_train, y_mean = _trees_input(data, "train"), y_train.mean(axis=0)
+        x_dev = _trees_input(data, "dev") if data.splits["dev"] else None
         best = None
         for leaf in TREES_MIN_LEAF:
             reg = make_trees(leaf).fit(x_train, y_train - y_mean)
-            if data.splits["dev"]:
-                x_dev = _trees_input(data, "dev")
-                score = -np.mean((reg.predict(x_dev) + y_mean - data.labels("dev")) ** 2)
-            else:
-                score = -leaf  # no dev split: prefer the smoothest trees tried
+            # No dev split: prefer the smoothest trees tried.
+            score = -np.mean((reg.predict(x_dev) + y_mean - data.labels("dev")) ** 2) if x_dev is not None else -leaf
             if best is None or score > best[0]:
                 best = (score, leaf, reg)
         _, leaf, reg = best
