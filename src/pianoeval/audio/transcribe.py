@@ -43,7 +43,7 @@ def _hop_seconds(audio_s: float, segment_s: float) -> float:
     """The hop between TransKun's windows for `audio_s` of audio: HOP_SECONDS, or, for a recording at least
     ONE_WINDOW_MARGIN_S shorter than a window, the hop that makes TransKun's padding ((segment - hop) s on
     each side) and the audio fill exactly one window. The 10 s hop would run 10 s of audio through three
-    padded windows; one window takes half the time for the same note F1 (docs/scoring.md, "Speed"). The
+    padded windows; one window takes half the time for about the same note F1 (docs/scoring.md, "Speed"). The
     padding (at least a third of the margin) keeps an onset at 0 s from sitting on the window's edge,
     where TransKun misses it."""
     if audio_s <= segment_s - ONE_WINDOW_MARGIN_S:
