@@ -53,7 +53,7 @@ wildcard_constraints:
 
 def resolved_config(*sections):
     """Path of the resolved config restricted to `sections` (content-addressed, so edits rerun)."""
-    from pianoeval.config import write_resolved
+    from pianoeval.core.config import write_resolved
 
     return str(
         write_resolved(config, "results/config", ("run_name", "seed") + sections)
@@ -179,7 +179,7 @@ def pretrained_flag(wildcards, input):
 # includes the `persist` section, so turning it on or off reruns nothing.
 PERSIST = config["persist"]
 if PERSIST["remote"]:
-    from pianoeval.persist import rclone_filters
+    from pianoeval.core.persist import rclone_filters
 
     # A bad path fails now, not after the first job.
     rclone_filters(PERSIST["include"], PERSIST["exclude"])
@@ -211,8 +211,8 @@ def persist_at_end():
         return
     from snakemake.logging import logger
 
-    from pianoeval.errors import RemoteError
-    from pianoeval.persist import copy
+    from pianoeval.core.errors import RemoteError
+    from pianoeval.core.persist import copy
 
     remote = PERSIST["remote"]
     try:

@@ -171,7 +171,7 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, build the clips, time the runs, write the JSON."""
-    from pianoeval.io import write_json
+    from pianoeval.core.io import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="results/fusion/winner.json", help="results/fusion/winner.json")

@@ -21,11 +21,11 @@ import numpy as np
 from pianoeval.audio.io import load_audio
 from pianoeval.audio.transcribe import HOP_SECONDS, transcribe_timed
 from pianoeval.audio.transcription_check import note_scores
-from pianoeval.constants import SAMPLE_RATE
+from pianoeval.core.constants import SAMPLE_RATE
+from pianoeval.core.io import write_json
+from pianoeval.core.threads import torch_threads
 from pianoeval.data.manifest import read_manifest
 from pianoeval.data.midi import load_performance
-from pianoeval.io import write_json
-from pianoeval.threads import torch_threads
 
 
 def main() -> None:

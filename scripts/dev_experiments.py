@@ -29,8 +29,8 @@ def centred(results: Path) -> None:
     from sklearn.linear_model import Ridge
     from sklearn.preprocessing import StandardScaler
 
+    from pianoeval.core.io import read_json
     from pianoeval.data.manifest import read_manifest
-    from pianoeval.io import read_json
     from pianoeval.metrics import MetricsSuite
     from pianoeval.training.data import load_feature_store, load_fold_data
 
@@ -74,7 +74,7 @@ def blend(results: Path, models: list[str]) -> None:
     """Each encoder, the trees baseline, and their average, on the dev rows of predictions.csv."""
     import pandas as pd
 
-    from pianoeval.constants import DIMENSIONS
+    from pianoeval.core.constants import DIMENSIONS
     from pianoeval.metrics import MetricsSuite
 
     suite = MetricsSuite()

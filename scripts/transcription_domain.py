@@ -28,10 +28,10 @@ import soundfile as sf
 import torch
 
 from pianoeval.audio.transcription_check import note_scores
-from pianoeval.config import validate_config
+from pianoeval.core.config import validate_config
+from pianoeval.core.io import read_json, write_json
 from pianoeval.data.manifest import read_manifest, write_manifest
 from pianoeval.data.midi import load_performance
-from pianoeval.io import read_json, write_json
 from pianoeval.pipeline.featurize import featurize_file
 from pianoeval.pipeline.transcribe_corpus import run_transcribe_corpus, split_view_id
 from pianoeval.training.data import load_feature_store, load_fold_data

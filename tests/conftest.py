@@ -50,7 +50,7 @@ def tiny_midi(tmp_path: Path) -> Callable[..., Path]:
 def one_fold() -> Callable[..., dict]:
     """Factory writing a folds file with fold 0 only: the corpus's segment groups in sorted order,
     the first `n_train` to train, the next `n_dev` to dev, the rest to val. Returns the folds dict."""
-    from pianoeval.io import write_json
+    from pianoeval.core.io import write_json
 
     def make(df, path: Path, n_train: int, n_dev: int) -> dict:
         fold: dict = {"fold": 0, "train": [], "dev": [], "val": []}

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pianoeval.alignment import (
+from pianoeval.core.errors import InputError
+from pianoeval.data.midi import Performance, load_performance, write_performance
+from pianoeval.symbolic.alignment import (
     TimeMap,
     align,
     beat_index,
@@ -18,8 +20,6 @@ from pianoeval.alignment import (
     onset_features,
     run_align_check,
 )
-from pianoeval.data.midi import Performance, load_performance, write_performance
-from pianoeval.errors import InputError
 
 BEAT_S = 0.5  # score tempo: 120 bpm
 BEATS_PER_BAR = 4

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pianoeval.core.errors import InputError
 from pianoeval.data.asap import load_asap, load_beat_annotations, read_cipi_levels
 from pianoeval.data.manifest import labelled_mask, validate_manifest
-from pianoeval.errors import InputError
 
 
 @pytest.fixture(scope="module")

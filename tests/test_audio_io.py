@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from pianoeval.audio.io import load_audio, save_audio
-from pianoeval.errors import InputError
+from pianoeval.core.errors import InputError
 
 
 def _sine(seconds: float, rate: int, freq: float = 440.0, amp: float = 0.3) -> np.ndarray:

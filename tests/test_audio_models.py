@@ -21,9 +21,9 @@ from pianoeval.audio.models import (
     MuQLoRAModel,
     MuQStagedModel,
 )
-from pianoeval.constants import LABEL_MIN, N_DIMS
+from pianoeval.core.constants import LABEL_MIN, N_DIMS
+from pianoeval.core.errors import ConfigError
 from pianoeval.data.datasets import multi_task_collate_fn
-from pianoeval.errors import ConfigError
 
 N_BLOCKS = 3
 EMB_DIM = 16  # size of the synthetic cached frames

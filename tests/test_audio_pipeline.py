@@ -16,11 +16,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from pianoeval.config import validate_config
-from pianoeval.constants import DIMENSIONS
+from pianoeval.core.config import validate_config
+from pianoeval.core.constants import DIMENSIONS
+from pianoeval.core.io import read_json
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
-from pianoeval.io import read_json
 from pianoeval.training.audio_data import WaveformDataset, WaveformSpec, crop_or_pad
 from pianoeval.training.registry import build_module, build_network, uses_live_backbone
 from pianoeval.training.train import load_trained_module, run_train
@@ -176,7 +176,7 @@ def test_a2_staged_and_a1_cached(corpus: dict[str, Path], tmp_path: Path) -> Non
 
 
 def test_a2_needs_supervised_epochs() -> None:
-    from pianoeval.errors import ConfigError
+    from pianoeval.core.errors import ConfigError
 
     config = audio_config(self_supervised_epochs=2)
     net = build_network("a2", {}, config)

@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
-from pianoeval.config import validate_config
-from pianoeval.constants import DIMENSIONS
+from pianoeval.core.config import validate_config
+from pianoeval.core.constants import DIMENSIONS
+from pianoeval.core.io import read_json
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
-from pianoeval.io import read_json
-from pianoeval.side_input import WithStatistics, pooled_statistics
+from pianoeval.networks.side_input import WithStatistics, pooled_statistics
 from pianoeval.training.data import load_feature_store, load_fold_data
 from pianoeval.training.train import load_trained_module, run_train
 

@@ -16,7 +16,7 @@ from pianoeval.audio.augmentation import (
     synthetic_ir,
     synthetic_noise,
 )
-from pianoeval.errors import InputError
+from pianoeval.core.errors import InputError
 
 SR = 24_000
 

@@ -18,7 +18,7 @@ from pianoeval.audio.backbones import (
     build_backbone,
     muq_small_config,
 )
-from pianoeval.errors import ConfigError, InputError
+from pianoeval.core.errors import ConfigError, InputError
 
 
 @pytest.mark.parametrize(

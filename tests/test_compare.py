@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pianoeval.compare import run_compare
-from pianoeval.config import validate_config
-from pianoeval.constants import DIMENSIONS
-from pianoeval.io import read_json, write_json
+from pianoeval.core.config import validate_config
+from pianoeval.core.constants import DIMENSIONS
+from pianoeval.core.io import read_json, write_json
+from pianoeval.evaluation.compare import run_compare
 
 
 def _metrics(root: Path, model: str, pairwise: float, r2: float, folds: int = 2) -> list[Path]:
@@ -80,7 +80,7 @@ def test_when_every_audio_model_is_vetoed_the_least_fragile_wins_flagged(tmp_pat
 
 
 def test_a_report_of_an_unknown_model_is_refused(tmp_path: Path) -> None:
-    from pianoeval.errors import InputError
+    from pianoeval.core.errors import InputError
 
     files = _metrics(tmp_path, "probe", 0.70, 0.3)
     with pytest.raises(InputError, match="not among the compared models"):

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
+from pianoeval.core.errors import InputError
 from pianoeval.data.datasets import (
     IGNORE_INDEX,
     AugmentedEmbeddingDataset,
@@ -14,7 +15,6 @@ from pianoeval.data.datasets import (
     PairedPerformanceDataset,
     multi_task_collate_fn,
 )
-from pianoeval.errors import InputError
 
 
 def _item(sid: str, group: int, labels: list[float], length: int = 4) -> dict:

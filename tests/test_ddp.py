@@ -28,8 +28,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from pianoeval.config import validate_config
-from pianoeval.constants import N_DIMS
+from pianoeval.core.config import validate_config
+from pianoeval.core.constants import N_DIMS
 from pianoeval.training.data import FoldData
 from pianoeval.training.registry import build_network
 from pianoeval.training.train import fit_module

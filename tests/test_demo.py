@@ -12,7 +12,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
-from pianoeval.constants import DIMENSIONS, LABEL_MAX, LABEL_MIN
+from pianoeval.core.constants import DIMENSIONS, LABEL_MAX, LABEL_MIN
 from pianoeval.data.demo import (
     DEVIATION_RANGES,
     DEVIATIONS,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from pianoeval.config import validate_config
-from pianoeval.io import read_json
+from pianoeval.core.config import validate_config
+from pianoeval.core.io import read_json
 
 MODELS = ("s1", "s2", "s3")
 KINDS = {"s1": "tokens", "s2": "graphs", "s3": "curves"}

@@ -27,9 +27,9 @@ import torch
 import yaml
 
 from pianoeval.cli import main
+from pianoeval.core.io import read_json
 from pianoeval.data.manifest import read_manifest, write_manifest
 from pianoeval.data.midi import MAX_FILE_BYTES, Performance, write_performance
-from pianoeval.io import read_json
 
 VENV_BIN = Path(sys.executable).parent
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
@@ -600,8 +600,8 @@ def test_os_errors_outside_atomic_writes_are_one_line(
     ids=["none", "at-threshold", "above-threshold", "all", "all-many"],
 )
 def test_skipped_share_threshold(n_bad: int, total: int, max_fraction: float, message: str | None) -> None:
-    from pianoeval.errors import InputError
-    from pianoeval.pipeline.skipped import check_skipped, skip_entry
+    from pianoeval.core.errors import InputError
+    from pianoeval.core.skipped import check_skipped, skip_entry
 
     skipped = [skip_entry(f"k{i}", f"f{i}.mid", InputError("bad")) for i in range(n_bad)]
     if message is None:

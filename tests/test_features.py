@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance, load_performance
-from pianoeval.errors import InputError
 from pianoeval.symbolic.features import (
     FEATURE_NAMES,
     PITCH_LOW,

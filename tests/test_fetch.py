@@ -10,12 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pianoeval.constants import N_DIMS
+from pianoeval.core.constants import N_DIMS
+from pianoeval.core.errors import InputError
 from pianoeval.data.asap import load_asap
 from pianoeval.data.fetch import build_percepiano_index, count_note_ons, fetch_dataset
 from pianoeval.data.manifest import labelled_mask
 from pianoeval.data.percepiano import load_percepiano
-from pianoeval.errors import InputError
 
 MEAN = "label_2round_mean_reg_19_with0_rm_highstd0.json"
 STD = "label_2round_std_reg_19_with0_rm_highstd0.json"

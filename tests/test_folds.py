@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pianoeval.constants import N_DIMS
+from pianoeval.core.constants import N_DIMS
+from pianoeval.core.errors import InputError
 from pianoeval.data.folds import FoldLeakError, check_folds, fold_groups, make_folds, read_folds, write_folds
 from pianoeval.data.manifest import labelled_mask, make_rows
 from pianoeval.data.percepiano import load_percepiano
-from pianoeval.errors import InputError
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ import pandas as pd
 import pytest
 import torch
 
-from pianoeval.config import validate_config
-from pianoeval.constants import DIMENSIONS, N_DIMS
+from pianoeval.core.config import validate_config
+from pianoeval.core.constants import DIMENSIONS, N_DIMS
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import read_json, write_json
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import label_matrix, write_manifest
-from pianoeval.errors import InputError
-from pianoeval.fusion import FUSIONS, FusedPerformanceModel, GatedFusion, build_fusion, n_score_stats
-from pianoeval.io import read_json, write_json
+from pianoeval.networks.fusion import FUSIONS, FusedPerformanceModel, GatedFusion, build_fusion, n_score_stats
 from pianoeval.pipeline.fuse import build_fusion_data, run_fuse, score_statistics
 from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
 
@@ -55,7 +55,7 @@ def test_fusions_embed_every_row(name: str) -> None:
 
 
 def test_unknown_fusion_names_are_refused() -> None:
-    from pianoeval.errors import ConfigError
+    from pianoeval.core.errors import ConfigError
 
     for name in ("f4", "f1_scores", "concat"):
         with pytest.raises(ConfigError, match="unknown fusion"):

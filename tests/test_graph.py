@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance, load_performance
-from pianoeval.errors import InputError
 from pianoeval.symbolic.graph import (
     EDGE_TYPES,
     MAX_SUSTAIN_EDGES,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pianoeval.constants import N_DIMS
-from pianoeval.heads import AttentionPooling, ProjectionHead, ScoreHeads
+from pianoeval.core.constants import N_DIMS
+from pianoeval.networks.heads import AttentionPooling, ProjectionHead, ScoreHeads
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from pianoeval.io import read_json
+from pianoeval.core.io import read_json
 
 pytestmark = pytest.mark.slow
 

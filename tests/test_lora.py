@@ -10,7 +10,7 @@ from torch import nn
 
 from pianoeval.audio.backbones import MuQBackbone, TranskunBackbone, muq_small_config
 from pianoeval.audio.lora import apply_lora, count_trainable_params, lora_target_names
-from pianoeval.errors import ConfigError
+from pianoeval.core.errors import ConfigError
 
 
 def _small_muq() -> MuQBackbone:

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pianoeval.errors import ConfigError
-from pianoeval.losses import (
+from pianoeval.core.errors import ConfigError
+from pianoeval.networks.losses import (
     CompositeLoss,
     info_nce_loss,
     invariance_loss,

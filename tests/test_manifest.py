@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pianoeval.constants import N_DIMS
+from pianoeval.core.constants import N_DIMS
+from pianoeval.core.errors import InputError
 from pianoeval.data.manifest import (
     MANIFEST_COLUMNS,
     MANIFEST_SCHEMA,
@@ -22,7 +23,6 @@ from pianoeval.data.manifest import (
     validate_manifest,
     write_manifest,
 )
-from pianoeval.errors import InputError
 
 
 def _row(sid: str, **kw: object) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import r2_score
 
-from pianoeval.constants import DIMENSIONS, N_DIMS
+from pianoeval.core.constants import DIMENSIONS, N_DIMS
 from pianoeval.metrics import (
     MetricsSuite,
     compute_robustness_metrics,

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pianoeval.constants import N_DIMS
+from pianoeval.core.constants import N_DIMS
+from pianoeval.core.errors import InputError
 from pianoeval.data.manifest import label_matrix, labelled_mask, validate_manifest
 from pianoeval.data.percepiano import (
     load_percepiano,
@@ -21,7 +22,6 @@ from pianoeval.data.percepiano import (
     performer_fold_key,
     read_index,
 )
-from pianoeval.errors import InputError
 
 MEAN = "label_2round_mean_reg_19_with0_rm_highstd0.json"
 STD = "label_2round_std_reg_19_with0_rm_highstd0.json"

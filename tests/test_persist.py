@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pianoeval.cli import main
-from pianoeval.errors import ConfigError, RemoteError
-from pianoeval.persist import copy, rclone_filters
+from pianoeval.core.errors import ConfigError, RemoteError
+from pianoeval.core.persist import copy, rclone_filters
 
 DEFAULT_INCLUDE = ["results", "logs", "benchmarks", ".snakemake/metadata"]
 # Distinct old times (ns) so that a copy which does not keep them is caught.

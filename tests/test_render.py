@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from pianoeval.audio.render import PEAK_LEVEL, TAIL_S, finalize_render, find_soundfont, render_midi
+from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance, write_performance
-from pianoeval.errors import InputError
 
 needs_fluidsynth = pytest.mark.skipif(shutil.which("fluidsynth") is None, reason="fluidsynth not installed")
 

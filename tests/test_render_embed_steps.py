@@ -15,10 +15,10 @@ import torch
 
 from pianoeval.audio import render as render_module
 from pianoeval.audio.io import save_audio
-from pianoeval.config import validate_config
+from pianoeval.core.config import validate_config
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import read_json
 from pianoeval.data.manifest import make_rows, read_manifest, write_manifest
-from pianoeval.errors import InputError
-from pianoeval.io import read_json
 from pianoeval.pipeline import embed as embed_module
 from pianoeval.pipeline.data_steps import run_render
 from pianoeval.pipeline.embed import run_embed, select_per_group

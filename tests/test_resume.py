@@ -39,7 +39,7 @@ def test_atomic_outputs_are_readable_by_others(tmp_path: Path) -> None:
     import os
     import stat
 
-    from pianoeval.io import write_json
+    from pianoeval.core.io import write_json
 
     old = os.umask(0o022)
     try:

@@ -14,12 +14,12 @@ import torch
 
 from pianoeval.audio.render import render_midi
 from pianoeval.audio.transcription_check import note_scores
-from pianoeval.config import validate_config
-from pianoeval.constants import N_DIMS
+from pianoeval.core.config import validate_config
+from pianoeval.core.constants import N_DIMS
 from pianoeval.data.midi import Performance, load_performance, write_performance
-from pianoeval.inference import ScoringNetwork
+from pianoeval.evaluation.inference import ScoringNetwork
+from pianoeval.evaluation.robustness import _transcribed_entry, conditions, group_subset, transcribed_symbolic
 from pianoeval.pipeline.featurize import kind_meta
-from pianoeval.robustness import _transcribed_entry, conditions, group_subset, transcribed_symbolic
 from pianoeval.training.registry import build_network
 
 
@@ -47,8 +47,8 @@ def test_transcribed_symbolic_scores_what_transkun_hears(tmp_path: Path) -> None
     the transcription finds the notes, and the scores are the network's on that transcription."""
     from pianoeval.audio.augmentation import AudioAugmentor
     from pianoeval.data.datasets import multi_task_collate_fn
+    from pianoeval.evaluation.robustness import degrade
     from pianoeval.pipeline.featurize import featurize_file
-    from pianoeval.robustness import degrade
 
     onsets = np.arange(8) * 0.5
     pitches = np.array([60, 62, 64, 65, 67, 69, 71, 72])
@@ -103,11 +103,11 @@ def test_audio_robustness_reports_every_condition_against_the_clean_scores(
 ) -> None:
     """A logmel probe trained on synthetic recordings: the clean re-embedding reproduces its validation
     metrics exactly, and every condition gets a drop, a Pearson r and a verdict."""
+    from pianoeval.core.io import read_json
     from pianoeval.data.demo import generate_demo_corpus
     from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
-    from pianoeval.io import read_json
+    from pianoeval.evaluation.robustness import run_audio_robustness
     from pianoeval.pipeline.embed import CACHE_FRAME_RATE, build_frozen_backbone, embed_wave
-    from pianoeval.robustness import run_audio_robustness
     from pianoeval.training.train import run_train
 
     sr = 24_000

@@ -21,8 +21,8 @@ import soundfile as sf
 import torch
 
 from pianoeval.cli import main
-from pianoeval.constants import DIMENSIONS
-from pianoeval.errors import InputError
+from pianoeval.core.constants import DIMENSIONS
+from pianoeval.core.errors import InputError
 from pianoeval.score import (
     TRANSCRIPTION_SUFFIX,
     output_paths,
@@ -44,12 +44,12 @@ needs_fluidsynth = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Per model: results/fusion/winner.json of a results folder with 2 trained folds (plus 'demo': a corpus MIDI)."""
-    from pianoeval.compare import run_compare
-    from pianoeval.config import validate_config
+    from pianoeval.core.config import validate_config
+    from pianoeval.core.io import write_json
     from pianoeval.data.demo import generate_demo_corpus
     from pianoeval.data.folds import make_folds, write_folds
     from pianoeval.data.manifest import write_manifest
-    from pianoeval.io import write_json
+    from pianoeval.evaluation.compare import run_compare
     from pianoeval.pipeline.featurize import run_featurize
     from pianoeval.training.train import run_train
 
@@ -129,9 +129,9 @@ def test_scoring_network_equals_the_trained_module(trained: dict[str, Path], mod
     """The Lightning-free scorer of every fold gives the LightningModule's scores."""
     import yaml
 
-    from pianoeval.config import validate_config
+    from pianoeval.core.config import validate_config
     from pianoeval.data.datasets import multi_task_collate_fn
-    from pianoeval.inference import ScoringNetwork, load_scoring_network
+    from pianoeval.evaluation.inference import ScoringNetwork, load_scoring_network
     from pianoeval.pipeline.featurize import featurize_file
     from pianoeval.training.train import load_trained_module
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pianoeval.data.midi import Performance
-from pianoeval.side_input import WithStatistics
+from pianoeval.networks.side_input import WithStatistics
 from pianoeval.symbolic.score_stats import SCORE_STAT_NAMES, score_relative_statistics
 from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS, STAT_NAMES, performance_statistics
 
@@ -143,7 +143,7 @@ def test_score_dropout_and_missing_scores_sit_at_the_training_mean() -> None:
 
 def test_wide_part_starts_at_the_ridge_fit() -> None:
     """init_wide: predictions from the wide part alone match a ridge fit of the label logits."""
-    from pianoeval.heads import ScoreHeads
+    from pianoeval.networks.heads import ScoreHeads
 
     torch.manual_seed(0)
     x = torch.randn(300, 5) * torch.tensor([1.0, 10.0, 0.1, 5.0, 2.0]) + 4.0

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from pianoeval.config import validate_config
+from pianoeval.core.config import validate_config
+from pianoeval.networks.side_input import WithStatistics
 from pianoeval.pipeline.featurize import featurize_file, kind_meta
-from pianoeval.side_input import WithStatistics
 from pianoeval.symbolic.stats import ALL_STAT_NAMES
 from pianoeval.training.registry import build_encoder, build_network
 
@@ -98,7 +98,7 @@ def _forest(n_out: int, leaf: int = 3, seed: int = 0):
 
 @pytest.mark.parametrize("n_out", [1, 3], ids=["one-output", "three-outputs"])
 def test_tree_ensemble_matches_sklearn(n_out: int) -> None:
-    from pianoeval.side_input import TreeEnsemble
+    from pianoeval.networks.side_input import TreeEnsemble
 
     x, _, reg = _forest(n_out)
     trees = TreeEnsemble(n_out)

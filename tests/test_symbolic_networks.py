@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Batch, Data
 
-from pianoeval.errors import ConfigError, InputError
+from pianoeval.core.errors import ConfigError, InputError
 from pianoeval.symbolic.networks import MultiScaleCurveEncoder, NoteGAT, REMITransformer
 
 HIDDEN = 32

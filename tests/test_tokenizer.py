@@ -8,8 +8,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
+from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance, write_performance
-from pianoeval.errors import InputError
 from pianoeval.symbolic.tokenizer import POSITIONS_PER_BEAT, PianoTokenizer, pedal_intervals
 
 # One grid tick in seconds (120 qpm): onsets are kept to within half of it.

@@ -14,8 +14,8 @@ import soundfile as sf
 import torch
 
 from pianoeval.audio.transcribe import _interval_scores, _to_performance, fuse_attention, transcribe, transcribe_timed
+from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance, write_performance
-from pianoeval.errors import InputError
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 
@@ -68,7 +68,7 @@ def test_in_place_interval_scores_equal_transkun_scores() -> None:
 
 
 def test_one_thread_runs_on_one_thread_and_restores() -> None:
-    from pianoeval.threads import one_thread
+    from pianoeval.core.threads import one_thread
 
     before = torch.get_num_threads()
     assert one_thread(torch.get_num_threads)() == 1
@@ -82,7 +82,7 @@ def test_one_thread_runs_on_one_thread_and_restores() -> None:
 )
 def test_threads_for_load(monkeypatch: pytest.MonkeyPatch, load: float, omp: str | None, expected: int) -> None:
     """One thread once the load average reaches the core count (2 here), unless the user chose."""
-    from pianoeval import threads
+    from pianoeval.core import threads
 
     monkeypatch.setattr(threads.os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)

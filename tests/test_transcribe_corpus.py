@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from pianoeval.config import validate_config
+from pianoeval.core.config import validate_config
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import read_json
 from pianoeval.data.manifest import make_rows, read_manifest, write_manifest
 from pianoeval.data.midi import load_performance
-from pianoeval.errors import InputError
-from pianoeval.io import read_json
 from pianoeval.pipeline import transcribe_corpus as tc
 from pianoeval.pipeline.data_steps import run_render
 from pianoeval.pipeline.fuse import build_fusion_data

@@ -23,10 +23,10 @@ from pianoeval.audio.transcription_check import (
     stratum,
     sustain_offsets,
 )
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import read_json
 from pianoeval.data.manifest import make_rows, write_manifest
 from pianoeval.data.midi import Performance, load_performance
-from pianoeval.errors import InputError
-from pianoeval.io import read_json
 
 REFERENCE = np.array([[0.0, 0.5, 60, 80], [1.0, 1.5, 62, 80], [2.0, 2.5, 64, 80], [3.0, 3.5, 65, 80]])
 

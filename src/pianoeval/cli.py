@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pianoeval import __version__
-from pianoeval.errors import PianoevalError
+from pianoeval.core.errors import PianoevalError
 
 log = logging.getLogger("pianoeval")
 # The training commands' --devices: the rule passes the GPUs it reserved (resources.gpu).
@@ -24,7 +24,7 @@ DEVICES_HELP = "devices to train on; more than 1 = Lightning DDP, one process pe
 
 def _config(args: argparse.Namespace) -> dict:
     """Load the validated config named by --config (defaults if none)."""
-    from pianoeval.config import load_config, validate_config
+    from pianoeval.core.config import load_config, validate_config
 
     return load_config(args.config) if args.config else validate_config({})
 
@@ -129,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """Compare models across folds and pick the winner."""
-    from pianoeval.compare import run_compare
+    from pianoeval.evaluation.compare import run_compare
 
     run_compare(
         args.track,
@@ -160,14 +160,14 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
 def cmd_robustness(args: argparse.Namespace) -> None:
     """Evaluate the selected model under degraded recording conditions."""
-    from pianoeval.robustness import run_robustness
+    from pianoeval.evaluation.robustness import run_robustness
 
     run_robustness(_config(args), Path(args.manifest), Path(args.folds), Path(args.fusion_winner), Path(args.out_dir))
 
 
 def cmd_audio_robustness(args: argparse.Namespace) -> None:
     """Test one audio model on its validation folds under every recording condition (audio compare's veto)."""
-    from pianoeval.robustness import run_audio_robustness
+    from pianoeval.evaluation.robustness import run_audio_robustness
 
     run_audio_robustness(
         args.model, _config(args), Path(args.manifest), Path(args.folds), Path(args.results), Path(args.out)
@@ -176,14 +176,14 @@ def cmd_audio_robustness(args: argparse.Namespace) -> None:
 
 def cmd_finalize(args: argparse.Namespace) -> None:
     """Write results/fusion/winner.json from the comparisons and the robustness report."""
-    from pianoeval.compare import run_finalize
+    from pianoeval.evaluation.compare import run_finalize
 
     run_finalize(Path(args.fusion), Path(args.symbolic), Path(args.audio), Path(args.robustness), Path(args.out))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Gather comparison tables and plots into one HTML page."""
-    from pianoeval.report import run_report
+    from pianoeval.evaluation.report import run_report
 
     run_report(Path(args.results), Path(args.out))
 
@@ -200,7 +200,7 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 def cmd_align_check(args: argparse.Namespace) -> None:
     """Align ASAP performances to their scores and report beat errors against the annotations."""
-    from pianoeval.alignment import run_align_check
+    from pianoeval.symbolic.alignment import run_align_check
 
     run_align_check(Path(args.asap_root), Path(args.out))
 
@@ -224,7 +224,7 @@ def cmd_transcribe_check(args: argparse.Namespace) -> None:
 
 def cmd_persist(args: argparse.Namespace) -> None:
     """Copy results to durable storage (push) or restore them (pull), with rclone."""
-    from pianoeval.persist import run_persist
+    from pianoeval.core.persist import run_persist
 
     run_persist(args.action, _config(args), args.remote, args.paths, args.exclude, args.warn_only)
 

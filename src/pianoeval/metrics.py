@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from pianoeval.constants import AMBIGUOUS_THRESHOLD, DIMENSIONS
+from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, DIMENSIONS
 
 
 def _as_numpy(x: Any, dtype: Any = np.float64) -> np.ndarray:

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pianoeval.constants import DIMENSIONS, LABEL_MAX, LABEL_MIN
-from pianoeval.errors import InputError
-from pianoeval.io import atomic_path, read_json, write_json
+from pianoeval.core.constants import DIMENSIONS, LABEL_MAX, LABEL_MIN
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +76,20 @@ def score_midi(
     for unscored input, `symbolic.score_dropout`). Also returns `timings_s` ({"models", "featurize",
     "forward"}, seconds). `transcribed`: the MIDI is TransKun's transcription of a recording (models
     trained with transcription views read it as such: side_input.WithStatistics). The fold models
-    are loaded as plain networks (`pianoeval.inference`), without
+    are loaded as plain networks (`pianoeval.evaluation.inference`), without
     Lightning; folds with the same config share one validated config and one feature item.
     """
     import json
 
     import yaml
 
-    from pianoeval.config import validate_config
+    from pianoeval.core.config import validate_config
+    from pianoeval.core.threads import torch_threads
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.data.midi import load_performance
-    from pianoeval.inference import load_scoring_network
+    from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.pipeline.featurize import featurize_file
     from pianoeval.symbolic.stats import SCORE_COLUMNS
-    from pianoeval.threads import torch_threads
     from pianoeval.training.registry import FEATURE_KIND
 
     perf = load_performance(midi)
@@ -101,7 +101,7 @@ def score_midi(
     batches: dict[str, dict[str, Any]] = {}
     preds = []
     # Small networks built, loaded and run on one performance: many small ops, faster on one thread
-    # (pianoeval.threads).
+    # (pianoeval.core.threads).
     with torch_threads(1):
         for fold_dir in fold_dirs:
             tick = time.perf_counter()

@@ -15,8 +15,8 @@ import numpy as np
 from scipy import signal
 
 from pianoeval.audio.io import load_audio, resample, save_audio
-from pianoeval.constants import SAMPLE_RATE
-from pianoeval.errors import InputError
+from pianoeval.core.constants import SAMPLE_RATE
+from pianoeval.core.errors import InputError
 
 # Names accepted by `apply`, in the order `__call__` chains them: the instrument is detuned and
 # coloured, sounds in a room, is mixed with room noise, then passes a band-limited channel.

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from pianoeval.audio.compat import import_muq, import_transkun, torchaudio_shim
-from pianoeval.constants import SAMPLE_RATE
-from pianoeval.errors import ConfigError, InputError
+from pianoeval.core.constants import SAMPLE_RATE
+from pianoeval.core.errors import ConfigError, InputError
 
 MUQ_HUB_NAME = "OpenMuQ/MuQ-large-msd-iter"
 # MuQ's mel normaliser (mean/std of its 2048-FFT dB mel over the training corpus), from the released config.

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pianoeval.constants import SAMPLE_RATE
-from pianoeval.errors import InputError
-from pianoeval.io import atomic_path
+from pianoeval.core.constants import SAMPLE_RATE
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 

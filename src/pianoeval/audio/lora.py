@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from pianoeval.errors import ConfigError
+from pianoeval.core.errors import ConfigError
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:

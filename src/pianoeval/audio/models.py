@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from pianoeval.constants import AMBIGUOUS_THRESHOLD, N_DIMS
-from pianoeval.errors import ConfigError, InputError
+from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, N_DIMS
+from pianoeval.core.errors import ConfigError, InputError
 
 
 class EmbeddingSequenceEncoder(nn.Module):
@@ -39,7 +39,7 @@ class EmbeddingSequenceEncoder(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int = 128, layers: int = 2, heads: int = 4, dropout: float = 0.1) -> None:
         super().__init__()
-        from pianoeval.heads import AttentionPooling
+        from pianoeval.networks.heads import AttentionPooling
 
         self.hidden_size = hidden
         self.input_norm = nn.LayerNorm(in_dim)
@@ -200,7 +200,7 @@ class AudioTrackModule(L.LightningModule):
         super().__init__()
         # Subclass arguments are collected too (Lightning walks the __init__ frames).
         self.save_hyperparameters(ignore=["network"])
-        from pianoeval.heads import ProjectionHead, ScoreHeads
+        from pianoeval.networks.heads import ProjectionHead, ScoreHeads
 
         self.encoder = network
         self.heads = ScoreHeads(network.hidden_size, n_dims, dropout=dropout)
@@ -247,7 +247,7 @@ class AudioTrackModule(L.LightningModule):
     # --- losses ----------------------------------------------------------------------------------
     def loss_terms(self, batch: dict[str, Any], z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unweighted loss terms with a nonzero weight that this batch can feed (z [B, H])."""
-        from pianoeval.losses import (
+        from pianoeval.networks.losses import (
             invariance_loss,
             pairwise_ranking_loss,
             regression_loss,

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from pianoeval.audio.io import resample, save_audio
-from pianoeval.constants import SAMPLE_RATE
+from pianoeval.core.constants import SAMPLE_RATE
+from pianoeval.core.errors import InputError
 from pianoeval.data.midi import load_performance
-from pianoeval.errors import InputError
 
 # Environment variable naming a SoundFont that overrides the standard locations.
 SOUNDFONT_ENV: str = "PIANOEVAL_SOUNDFONT"

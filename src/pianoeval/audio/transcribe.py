@@ -20,9 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pianoeval.core.errors import InputError
+from pianoeval.core.threads import one_thread, threads_for_load, torch_threads
 from pianoeval.data.midi import Performance
-from pianoeval.errors import InputError
-from pianoeval.threads import one_thread, threads_for_load, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _speed_up(model: torch.nn.Module) -> torch.nn.Module:
 
     def process_frames(frames: torch.Tensor) -> tuple[Any, torch.Tensor]:
         crf, ctx = process(frames)
-        # About 700 steps of tiny ops per window: threads only wait for each other (pianoeval.threads).
+        # About 700 steps of tiny ops per window: threads only wait for each other (pianoeval.core.threads).
         crf.decode = one_thread(crf.decode)
         return crf, ctx
 

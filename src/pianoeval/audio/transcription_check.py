@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import read_json, write_json
 from pianoeval.data.midi import Performance
-from pianoeval.errors import InputError
-from pianoeval.io import read_json, write_json
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pianoeval.core.errors import InputError
 from pianoeval.data.manifest import make_rows
-from pianoeval.errors import InputError
 
 # Metadata tables tried in order: the full dataset's, then the subset in /work/shared/data/asap.
 METADATA_FILES: tuple[str, ...] = ("metadata.csv", "metadata_subset.csv")

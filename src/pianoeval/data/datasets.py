@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pianoeval.constants import AMBIGUOUS_THRESHOLD, DEFAULT_SEED
-from pianoeval.errors import InputError
+from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, DEFAULT_SEED
+from pianoeval.core.errors import InputError
 
 # Variable-length sequence fields and the [B, T] mask each gets (True = real step).
 SEQUENCE_MASKS: dict[str, str] = {

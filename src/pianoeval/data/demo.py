@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pianoeval.constants import DEFAULT_SEED, DIMENSIONS, LABEL_MAX, LABEL_MIN
+from pianoeval.core.constants import DEFAULT_SEED, DIMENSIONS, LABEL_MAX, LABEL_MIN
+from pianoeval.core.io import atomic_path
 from pianoeval.data.manifest import make_rows
 from pianoeval.data.midi import Performance, write_performance
-from pianoeval.io import atomic_path
 
 # Deviation parameters drawn per performance: name -> (low, high) of a uniform range.
 # A performance's parameter is low + (z + 1) / 2 * (high - low) for a standardised z in [-1, 1].

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pianoeval.constants import DIMENSIONS, N_DIMS
-from pianoeval.errors import InputError
+from pianoeval.core.constants import DIMENSIONS, N_DIMS
+from pianoeval.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

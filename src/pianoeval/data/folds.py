@@ -13,10 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from pianoeval.constants import DEFAULT_SEED
+from pianoeval.core.constants import DEFAULT_SEED
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import read_json, write_json
 from pianoeval.data.manifest import labelled_mask
-from pianoeval.errors import InputError
-from pianoeval.io import read_json, write_json
 
 PROTOCOLS: tuple[str, ...] = ("segment", "performer")
 # Deadpan renditions are one "performer" whatever the variant: no fold trains on one and tests the other.

@@ -11,9 +11,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pianoeval.constants import N_DIMS, TIERS
-from pianoeval.errors import InputError
-from pianoeval.io import atomic_path
+from pianoeval.core.constants import N_DIMS, TIERS
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import atomic_path
 
 # Column order and Arrow types of the manifest (docs/architecture.md, "data/manifest.py").
 MANIFEST_SCHEMA: pa.Schema = pa.schema(

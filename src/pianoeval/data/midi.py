@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pianoeval.constants import SUSTAIN_CC
-from pianoeval.errors import InputError
-from pianoeval.io import atomic_path
+from pianoeval.core.constants import SUSTAIN_CC
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import atomic_path
 
 # A MIDI longer than this (seconds) is refused: no piano segment we judge is an hour long,
 # and such a file is almost always a corrupt tempo map.

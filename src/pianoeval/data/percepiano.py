@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pianoeval.constants import N_DIMS
+from pianoeval.core.constants import N_DIMS
+from pianoeval.core.errors import InputError
 from pianoeval.data.manifest import make_rows
-from pianoeval.errors import InputError
 
 _MEAN_NAME = "label_2round_mean_reg_19_with0_rm_highstd0.json"
 _STD_NAME = "label_2round_std_reg_19_with0_rm_highstd0.json"

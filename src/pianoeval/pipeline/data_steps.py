@@ -9,8 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from pianoeval.errors import ConfigError, InputError, OutputError
-from pianoeval.io import write_json
+from pianoeval.core.errors import ConfigError, InputError, OutputError
+from pianoeval.core.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +141,8 @@ def run_render(config: dict[str, Any], manifest: Path, audio_dir: Path, out: Pat
     restarts where it stopped, while a changed SoundFont, rate or MIDI renders afresh.
     """
     from pianoeval.audio.render import find_soundfont, render_key, render_midi
+    from pianoeval.core.skipped import check_skipped, collect_done, skip_entry, skipped_report
     from pianoeval.data.manifest import read_manifest, write_manifest
-    from pianoeval.pipeline.skipped import check_skipped, collect_done, skip_entry, skipped_report
 
     df = read_manifest(manifest)
     cfg = config["render"]

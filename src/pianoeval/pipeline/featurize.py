@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from pianoeval.errors import InputError, OutputError
-from pianoeval.io import read_input_bytes, save_torch, write_json
-from pianoeval.pipeline.skipped import check_skipped, skip_entry, skipped_path, skipped_report, warn_skipped
+from pianoeval.core.errors import InputError, OutputError
+from pianoeval.core.io import read_input_bytes, save_torch, write_json
+from pianoeval.core.skipped import check_skipped, skip_entry, skipped_path, skipped_report, warn_skipped
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import lightning as L
 import numpy as np
 import torch
 
-from pianoeval.errors import InputError
-from pianoeval.io import read_json, write_json
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import read_json, write_json
 from pianoeval.training.data import FoldData
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,9 @@ def run_fuse(
 ) -> dict[str, Any]:
     """Fit fusion `fusion` (f1/f2/f3[_score]) on fold `fold` on `devices` devices (DDP when more than
     1) and write the usual fold outputs; a DDP worker process returns {} and writes nothing."""
+    from pianoeval.core.provenance import write_provenance
     from pianoeval.data.manifest import read_manifest
-    from pianoeval.fusion import build_fusion
-    from pianoeval.provenance import write_provenance
+    from pianoeval.networks.fusion import build_fusion
     from pianoeval.training.train import _predict_network, fit_module, fold_seed, write_fold_outputs
 
     start = time.perf_counter()
@@ -163,7 +163,7 @@ def run_fuse(
         **info,
     }
     if hasattr(net, "get_gates"):
-        from pianoeval.constants import DIMENSIONS
+        from pianoeval.core.constants import DIMENSIONS
         from pianoeval.data.datasets import multi_task_collate_fn
 
         module.eval()

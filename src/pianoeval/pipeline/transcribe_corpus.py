@@ -28,9 +28,9 @@ from typing import Any
 
 import pandas as pd
 
-from pianoeval.constants import SAMPLE_RATE
-from pianoeval.errors import InputError, OutputError
-from pianoeval.io import read_input_bytes, write_json
+from pianoeval.core.constants import SAMPLE_RATE
+from pianoeval.core.errors import InputError, OutputError
+from pianoeval.core.io import read_input_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ def _work(job: tuple[str, str, str, int, str]) -> tuple[str, str | None, dict[st
     """
     from pianoeval.audio.io import load_audio
     from pianoeval.audio.transcribe import transcribe_timed
+    from pianoeval.core.skipped import skip_entry
+    from pianoeval.core.threads import torch_threads
     from pianoeval.data.midi import write_performance
-    from pianoeval.pipeline.skipped import skip_entry
-    from pianoeval.threads import torch_threads
 
     segment_id, audio_path, view, seed, cache_dir = job
     vid = view_id(segment_id, view)
@@ -117,8 +117,8 @@ def run_transcribe_corpus(
 ) -> pd.DataFrame:
     """Transcribe every rendered recording of `manifest` in each of `transcription.views`; write the views'
     manifest to `out` (and `<out dir>/skipped.json`). With no views, the manifest is empty."""
+    from pianoeval.core.skipped import check_skipped, collect_done, skipped_report
     from pianoeval.data.manifest import read_manifest, write_manifest
-    from pianoeval.pipeline.skipped import check_skipped, collect_done, skipped_report
 
     df = read_manifest(manifest)
     views = list(config["transcription"]["views"])

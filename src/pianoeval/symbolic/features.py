@@ -30,9 +30,9 @@ import math
 
 import numpy as np
 
-from pianoeval.constants import FEATURE_FRAME_RATE
+from pianoeval.core.constants import FEATURE_FRAME_RATE
+from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance
-from pianoeval.errors import InputError
 
 FEATURE_NAMES: tuple[str, ...] = (
     "onset",

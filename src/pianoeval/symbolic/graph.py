@@ -17,9 +17,9 @@ import itertools
 
 import numpy as np
 
-from pianoeval.constants import PEDAL_DOWN_THRESHOLD
+from pianoeval.core.constants import PEDAL_DOWN_THRESHOLD
+from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance, pedal_down_mask
-from pianoeval.errors import InputError
 from pianoeval.symbolic.features import PITCH_LOW, PITCH_SPAN, chord_starts, log_time
 from pianoeval.symbolic.tokenizer import pedal_intervals
 

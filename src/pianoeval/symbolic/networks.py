@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pianoeval.errors import ConfigError, InputError
-from pianoeval.heads import AttentionPooling
+from pianoeval.core.errors import ConfigError, InputError
+from pianoeval.networks.heads import AttentionPooling
 
 
 def _check_heads(hidden: int, heads: int) -> None:

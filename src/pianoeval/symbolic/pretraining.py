@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pianoeval.errors import ConfigError
+from pianoeval.core.errors import ConfigError
 from pianoeval.symbolic.networks import MultiScaleCurveEncoder, NoteGAT, REMITransformer
 
 # Label value that cross-entropy ignores (the PyTorch / Hugging Face convention).

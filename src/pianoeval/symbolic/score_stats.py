@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance
-from pianoeval.errors import InputError
 
 SCORE_STAT_NAMES: tuple[str, ...] = (
     "log_tempo_ratio",
@@ -78,7 +78,7 @@ def _moving_median(x: np.ndarray, width: int) -> np.ndarray:
 
 def score_relative_statistics(perf: Performance, score: Performance) -> np.ndarray:
     """Compare a performance with its score → float32 [len(SCORE_STAT_NAMES)] (InputError if unalignable)."""
-    from pianoeval.alignment import align
+    from pianoeval.symbolic.alignment import align
 
     al = align(score, perf)
     pairs = al.pairs

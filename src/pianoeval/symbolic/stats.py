@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
+from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance, pedal_down_mask
-from pianoeval.errors import InputError
 from pianoeval.symbolic.score_stats import SCORE_STAT_NAMES, score_relative_statistics
 
 log = logging.getLogger(__name__)

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from pianoeval.constants import PEDAL_DOWN_THRESHOLD, SUSTAIN_CC
+from pianoeval.core.constants import PEDAL_DOWN_THRESHOLD, SUSTAIN_CC
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import atomic_path
 from pianoeval.data.midi import Performance, load_performance
-from pianoeval.errors import InputError
-from pianoeval.io import atomic_path
 
 # Tempo of the re-gridded score: one beat = 0.5 s, so ticks and seconds are proportional.
 GRID_QPM: float = 120.0
@@ -224,7 +224,7 @@ class PianoTokenizer:
     @classmethod
     def load(cls, path: str | Path) -> PianoTokenizer:
         """Rebuild a saved tokenizer; InputError if the file is not one or its vocabulary differs."""
-        from pianoeval.io import read_json
+        from pianoeval.core.io import read_json
 
         payload = read_json(path)
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pianoeval.errors import InputError
+from pianoeval.core.errors import InputError
 
 
 @dataclass(frozen=True)

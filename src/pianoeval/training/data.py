@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from pianoeval.errors import InputError
+from pianoeval.core.errors import InputError
 
 if TYPE_CHECKING:
     from pianoeval.training.audio_data import WaveformSpec
@@ -76,7 +76,7 @@ def load_fold_data(
     """Join features with labels and groups for the train/dev/val ids of `fold` (`manifest_path` names
     the manifest in errors)."""
     from pianoeval.data.manifest import label_matrix
-    from pianoeval.side_input import pooled_statistics
+    from pianoeval.networks.side_input import pooled_statistics
 
     spec = next((f for f in folds["folds"] if int(f["fold"]) == fold), None)
     if spec is None:

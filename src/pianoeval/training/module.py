@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pianoeval.constants import AMBIGUOUS_THRESHOLD, N_DIMS
+from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, N_DIMS
 
 
 class PerformanceModule(L.LightningModule):
@@ -34,7 +34,7 @@ class PerformanceModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"])
-        from pianoeval.heads import ProjectionHead, ScoreHeads
+        from pianoeval.networks.heads import ProjectionHead, ScoreHeads
 
         self.encoder = encoder
         self.heads = ScoreHeads(encoder.hidden_size, n_dims, dropout=dropout)
@@ -60,7 +60,7 @@ class PerformanceModule(L.LightningModule):
 
     def scores_from(self, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """Scores [B, 19]: the encoder's own scorer when it has one (gated fusion), else the heads."""
-        from pianoeval.heads import scores_from
+        from pianoeval.networks.heads import scores_from
 
         return scores_from(self.encoder, self.heads, z, batch)
 
@@ -70,7 +70,7 @@ class PerformanceModule(L.LightningModule):
 
     def compute_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Total loss, its named parts, and the scores [B, 19]."""
-        from pianoeval.losses import pairwise_ranking_loss, regression_loss, supervised_contrastive_loss
+        from pianoeval.networks.losses import pairwise_ranking_loss, regression_loss, supervised_contrastive_loss
 
         z = self.encoder(batch)
         scores = self.scores_from(z, batch)

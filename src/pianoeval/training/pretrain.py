@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from pianoeval.errors import ConfigError
-from pianoeval.io import read_json, save_torch
+from pianoeval.core.errors import ConfigError
+from pianoeval.core.io import read_json, save_torch
 
 log = logging.getLogger(__name__)
 

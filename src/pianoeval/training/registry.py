@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from pianoeval.errors import ConfigError
+from pianoeval.core.errors import ConfigError
 
 SYMBOLIC_MODELS = ("s1", "s2", "s3")
 AUDIO_MODELS = ("probe", "a1", "a2", "a3")
@@ -26,7 +26,7 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
     """
     net = build_encoder(model, meta, config)
     if model in SYMBOLIC_MODELS and config["symbolic"].get("stats_side_input") and meta.get("n_stats"):
-        from pianoeval.side_input import WithStatistics
+        from pianoeval.networks.side_input import WithStatistics
         from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
 
         full = int(meta["n_stats"]) == len(ALL_STAT_NAMES)
@@ -39,7 +39,7 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
             transcribed_flag=bool(meta.get("transcribed_views")),
         )
     elif model == "probe" and config["audio"].get("stats_side_input") and meta.get("n_stats"):
-        from pianoeval.side_input import WithStatistics
+        from pianoeval.networks.side_input import WithStatistics
 
         # The frames' pooled statistics (training/data.py): the probe starts from the ridge probe.
         net = WithStatistics(net, int(meta["n_stats"]), dropout=config["symbolic"]["dropout"])

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pianoeval.constants import DIMENSIONS
-from pianoeval.io import atomic_path, read_json, save_torch, write_json
+from pianoeval.core.constants import DIMENSIONS
+from pianoeval.core.io import atomic_path, read_json, save_torch, write_json
 from pianoeval.pipeline.transcribe_corpus import split_view_id
 from pianoeval.training.data import FoldData, load_feature_store, load_fold_data, make_loader
 
@@ -120,7 +120,7 @@ def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
     elif model == "baseline_trees":
         # Extremely randomised trees on the same statistics: the non-linear, non-deep reference
         # (interactions such as "fast and loud" that a linear model cannot express).
-        from pianoeval.side_input import TREES_MIN_LEAF, make_trees
+        from pianoeval.networks.side_input import TREES_MIN_LEAF, make_trees
 
         x_train, y_mean = _trees_input(data, "train"), y_train.mean(axis=0)
         x_dev = _trees_input(data, "dev") if data.splits["dev"] else None
@@ -136,7 +136,7 @@ def _baseline_predict(model: str, data: FoldData) -> dict[str, np.ndarray]:
         for split in data.splits:
             out[split] = np.clip(reg.predict(_trees_input(data, split)) + y_mean, 0.0, 1.0)
     else:
-        from pianoeval.errors import ConfigError
+        from pianoeval.core.errors import ConfigError
 
         raise ConfigError(f"unknown baseline {model!r}")
     return out
@@ -519,9 +519,9 @@ def run_train(
     predictions.csv, embeddings.pt, provenance. A DDP worker process returns {} and writes nothing."""
     import lightning as L
 
+    from pianoeval.core.errors import ConfigError
+    from pianoeval.core.provenance import write_provenance
     from pianoeval.data.manifest import read_manifest
-    from pianoeval.errors import ConfigError
-    from pianoeval.provenance import write_provenance
     from pianoeval.training.registry import AUDIO_MODELS, BASELINES, SYMBOLIC_MODELS
 
     start = time.perf_counter()
@@ -581,7 +581,7 @@ def load_trained_module(fold_dir: Path) -> Any:
     config, best checkpoint)."""
     import yaml
 
-    from pianoeval.config import validate_config
+    from pianoeval.core.config import validate_config
     from pianoeval.training.registry import build_module
 
     spec = read_json(fold_dir / "model_spec.json")
@@ -591,7 +591,7 @@ def load_trained_module(fold_dir: Path) -> Any:
 
         net = build_network(spec["model"], spec["meta"], config)
     else:
-        from pianoeval.fusion import build_fusion
+        from pianoeval.networks.fusion import build_fusion
 
         net = build_fusion(spec["model"], spec["audio_dim"], spec["symbolic_dim"], hidden=spec["hidden"])
     # Built before loading: A1/A2 add their LoRA adapters in the constructor.
@@ -600,7 +600,7 @@ def load_trained_module(fold_dir: Path) -> Any:
     if not ckpt.is_file():
         ckpt = fold_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
-        from pianoeval.errors import InputError
+        from pianoeval.core.errors import InputError
 
         raise InputError("no checkpoint in this training folder; rerun its rule", fold_dir)
     module.load_state_dict(torch.load(ckpt, weights_only=False)["state_dict"])

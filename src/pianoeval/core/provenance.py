@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from pianoeval import __version__
-from pianoeval.io import atomic_path, write_json
+from pianoeval.core.io import atomic_path, write_json
 
 
 def git_revision(repo: str | Path | None = None) -> str | None:

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pianoeval.errors import InputError, PianoevalError
+from pianoeval.core.errors import InputError, PianoevalError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pianoeval.constants import N_DIMS
+from pianoeval.core.constants import N_DIMS
 
 # Ridge strengths tried for the wide part (the ridge baseline's grid).
 RIDGE_ALPHAS: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from pianoeval.constants import AMBIGUOUS_THRESHOLD
-from pianoeval.errors import ConfigError
+from pianoeval.core.constants import AMBIGUOUS_THRESHOLD
+from pianoeval.core.errors import ConfigError
 
 
 def _zero(*tensors: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pianoeval.constants import N_DIMS
+from pianoeval.core.constants import N_DIMS
 
 
 def n_score_stats() -> int:
@@ -166,7 +166,7 @@ class GatedFusion(_Residual):
         dropout: float = 0.2,
     ) -> None:
         super().__init__()
-        from pianoeval.heads import ScoreHeads
+        from pianoeval.networks.heads import ScoreHeads
 
         self.hidden_size = hidden
         self.inputs = _Inputs(audio_dim, symbolic_dim, hidden, score_conditioning, dropout)
@@ -207,7 +207,7 @@ FUSIONS = {"f1": CrossAttentionFusion, "f2": ConcatFusion, "f3": GatedFusion}
 
 def build_fusion(name: str, audio_dim: int, symbolic_dim: int, hidden: int = 128) -> nn.Module:
     """`f1`/`f2`/`f3`, with `_score` suffix for score conditioning."""
-    from pianoeval.errors import ConfigError
+    from pianoeval.core.errors import ConfigError
 
     base, _, suffix = name.partition("_")
     if base not in FUSIONS or suffix not in ("", "score"):

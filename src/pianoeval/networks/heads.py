@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pianoeval.constants import LABEL_MAX, LABEL_MIN, N_DIMS
+from pianoeval.core.constants import LABEL_MAX, LABEL_MIN, N_DIMS
 
 
 class AttentionPooling(nn.Module):

@@ -7,7 +7,7 @@ import html
 import json
 from pathlib import Path
 
-from pianoeval.io import atomic_path
+from pianoeval.core.io import atomic_path
 
 
 def _markdown_table_to_html(text: str) -> str:

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pianoeval.errors import ConfigError, RemoteError
+from pianoeval.core.errors import ConfigError, RemoteError
 
 log = logging.getLogger(__name__)
 

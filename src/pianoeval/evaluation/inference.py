@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from pianoeval.constants import N_DIMS
-from pianoeval.errors import InputError
-from pianoeval.heads import ScoreHeads, scores_from
-from pianoeval.io import read_json
+from pianoeval.core.constants import N_DIMS
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import read_json
+from pianoeval.networks.heads import ScoreHeads, scores_from
 
 # The checkpoint entries that scoring uses (PerformanceModule's attribute names).
 SCORING_PREFIXES = ("encoder.", "heads.")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pianoeval.errors import InputError, OutputError
+from pianoeval.core.errors import InputError, OutputError
 
 # What to tell a person when an output cannot be written, by errno.
 _WRITE_HINTS: dict[int, str] = {

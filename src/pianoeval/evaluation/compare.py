@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from pianoeval.constants import DIMENSIONS
-from pianoeval.errors import InputError
-from pianoeval.io import atomic_path, read_json, write_json
+from pianoeval.core.constants import DIMENSIONS
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 

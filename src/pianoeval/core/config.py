@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from pianoeval.errors import ConfigError
+from pianoeval.core.errors import ConfigError
 
 _SCHEMA_NAME = "config.schema.yaml"
 
@@ -18,7 +18,7 @@ _SCHEMA_NAME = "config.schema.yaml"
 def schema_path() -> Path:
     """Return the config schema: shipped in the package (wheel) or in the repo's config/ folder."""
     here = Path(__file__).resolve().parent
-    for candidate in (here / _SCHEMA_NAME, here.parents[1] / "config" / _SCHEMA_NAME):
+    for candidate in (here / _SCHEMA_NAME, here.parents[2] / "config" / _SCHEMA_NAME):
         if candidate.is_file():
             return candidate
     raise ConfigError("config schema not found; reinstall pianoeval", here / _SCHEMA_NAME)
@@ -96,7 +96,7 @@ def write_resolved(config: dict[str, Any], folder: str | Path, sections: tuple[s
     The file name is content-addressed so a rule that receives it as a parameter reruns exactly
     when the sections it depends on change.
     """
-    from pianoeval.io import atomic_path
+    from pianoeval.core.io import atomic_path
 
     subset = {k: config[k] for k in sections if k in config} if sections else config
     target = Path(folder) / f"{config_digest(subset)}.yaml"

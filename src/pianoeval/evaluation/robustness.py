@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pianoeval.constants import AMBIGUOUS_THRESHOLD
-from pianoeval.io import atomic_path, read_json, write_json
+from pianoeval.core.constants import AMBIGUOUS_THRESHOLD
+from pianoeval.core.io import atomic_path, read_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def transcribed_symbolic(
     from pianoeval.audio.transcribe import transcribe_timed
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.data.midi import write_performance
-    from pianoeval.heads import scores_from
+    from pianoeval.networks.heads import scores_from
     from pianoeval.pipeline.featurize import featurize_file
 
     perf, _ = transcribe_timed(wave, sample_rate=sample_rate, progress=False)
@@ -102,8 +102,8 @@ def _symbolic_scorer(fold_dir: Path) -> tuple[Any, str, dict[str, Any]]:
     """(scoring network, feature kind, features config) of a symbolic winner's fold folder."""
     import yaml
 
-    from pianoeval.config import validate_config
-    from pianoeval.inference import load_scoring_network
+    from pianoeval.core.config import validate_config
+    from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.training.registry import FEATURE_KIND
 
     config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
@@ -188,8 +188,8 @@ def audio_outputs(
     frames and their pooled statistics; or, for A1/A3 with a live backbone, the waveform windowed as in
     training's evaluation: the first clip_seconds)."""
     from pianoeval.data.datasets import multi_task_collate_fn
+    from pianoeval.networks.side_input import pooled_statistics
     from pianoeval.pipeline.embed import embed_wave
-    from pianoeval.side_input import pooled_statistics
     from pianoeval.training.audio_data import crop_or_pad
 
     if getattr(module.encoder, "backbone", None) is not None:
@@ -290,7 +290,7 @@ def run_robustness(
     rob = config["robustness"]
     unknown = sorted(set(rob["transcribe_conditions"]) - set(preds))
     if unknown:
-        from pianoeval.errors import ConfigError
+        from pianoeval.core.errors import ConfigError
 
         raise ConfigError(
             f"robustness.transcribe_conditions: unknown condition(s) {', '.join(unknown)}; known: {', '.join(preds)}"

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import atomic_path, write_json
 from pianoeval.data.midi import Performance
-from pianoeval.errors import InputError
-from pianoeval.io import atomic_path, write_json
 
 log = logging.getLogger(__name__)
 
