@@ -4,7 +4,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-from pianoeval.pipeline.featurize import FEATURIZER_VERSION
+from pianoeval.symbolic.featurize import FEATURIZER_VERSION
 
 validate(config, schema="../config/config.schema.yaml", set_default=True)
 

@@ -30,12 +30,13 @@ import torch
 from pianoeval.audio.transcription_check import note_scores
 from pianoeval.core.config import validate_config
 from pianoeval.core.io import read_json, write_json
-from pianoeval.data.manifest import read_manifest, write_manifest
+from pianoeval.data.manifest import read_manifest, split_view_id, write_manifest
 from pianoeval.data.midi import load_performance
-from pianoeval.pipeline.featurize import featurize_file
-from pianoeval.pipeline.transcribe_corpus import run_transcribe_corpus, split_view_id
+from pianoeval.steps.transcribe import run_transcribe
+from pianoeval.symbolic.featurize import featurize_file
+from pianoeval.training.baselines import baseline_predict
 from pianoeval.training.data import load_feature_store, load_fold_data
-from pianoeval.training.train import _baseline_predict, evaluate
+from pianoeval.training.outputs import evaluate
 
 log = logging.getLogger("transcription_domain")
 
@@ -66,7 +67,7 @@ def main() -> None:
     sub_path = write_manifest(chosen, work / "subset.parquet")
     config = validate_config({"seed": args.seed, "transcription": {"views": ["clean"]}})
     start = time.perf_counter()
-    views = run_transcribe_corpus(config, sub_path, work / "transcribe.parquet", Path(args.cache_dir), args.threads)
+    views = run_transcribe(config, sub_path, work / "transcribe.parquet", Path(args.cache_dir), args.threads)
     transcribe_s = time.perf_counter() - start
 
     features = dict(validate_config({})["features"])
@@ -96,7 +97,7 @@ def main() -> None:
             sub_val = [i for i in data.splits["val"] if f"{data.items[i]['segment_id']}@clean" in items]
             data.splits["val_subset"] = sub_val
             for model in ("baseline_ridge", "baseline_trees"):
-                preds = _baseline_predict(model, data)
+                preds = baseline_predict(model, data)
                 entry = {}
                 for split in ("val", "val_subset", "val_transcribed"):
                     m = evaluate(preds[split], data, split)

@@ -21,9 +21,10 @@ from pianoeval.core.constants import DIMENSIONS
 from pianoeval.core.io import read_json
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
+from pianoeval.steps.train import run_train
 from pianoeval.training.audio_data import WaveformDataset, WaveformSpec, crop_or_pad
+from pianoeval.training.checkpoints import load_trained_module
 from pianoeval.training.registry import build_module, build_network, uses_live_backbone
-from pianoeval.training.train import load_trained_module, run_train
 
 SR = 24_000
 MUQ_SMALL = {"encoder_dim": 32, "encoder_depth": 3, "heads": 2, "conv_dim": 8}

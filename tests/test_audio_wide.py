@@ -21,8 +21,9 @@ from pianoeval.core.io import read_json
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
 from pianoeval.networks.side_input import WithStatistics, pooled_statistics
+from pianoeval.steps.train import run_train
+from pianoeval.training.checkpoints import load_trained_module
 from pianoeval.training.data import load_feature_store, load_fold_data
-from pianoeval.training.train import load_trained_module, run_train
 
 DIM = 24  # >= 19: the projection of the labels is invertible
 

@@ -9,7 +9,7 @@ import pytest
 from pianoeval.core.config import validate_config
 from pianoeval.core.constants import DIMENSIONS
 from pianoeval.core.io import read_json, write_json
-from pianoeval.evaluation.compare import run_compare
+from pianoeval.steps.compare import run_compare
 
 
 def _metrics(root: Path, model: str, pairwise: float, r2: float, folds: int = 2) -> list[Path]:

@@ -32,7 +32,7 @@ from pianoeval.core.config import validate_config
 from pianoeval.core.constants import N_DIMS
 from pianoeval.training.data import FoldData
 from pianoeval.training.registry import build_network
-from pianoeval.training.train import fit_module
+from pianoeval.training.fit import fit_module
 
 out, devices = Path(sys.argv[1]), int(sys.argv[2])
 torch.set_num_threads(1)

@@ -28,7 +28,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from pianoeval.data.demo import generate_demo_corpus
     from pianoeval.data.folds import make_folds, write_folds
     from pianoeval.data.manifest import write_manifest
-    from pianoeval.pipeline.featurize import run_featurize
+    from pianoeval.steps.featurize import run_featurize
 
     root = tmp_path_factory.mktemp("determinism")
     config = validate_config(SMALL)
@@ -43,7 +43,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _train(model: str, config: dict[str, Any], inputs: dict[str, Path], out: Path, pretrained: Path | None = None):
     """run_train on fold 0; return (metrics without the wall time, predictions.csv bytes)."""
-    from pianoeval.training.train import run_train
+    from pianoeval.steps.train import run_train
 
     run_train("symbolic", model, config, 0, inputs["manifest"], inputs["folds"], inputs[KINDS[model]], out, pretrained)
     metrics = read_json(out / "metrics.json")
@@ -53,7 +53,7 @@ def _train(model: str, config: dict[str, Any], inputs: dict[str, Path], out: Pat
 
 @pytest.mark.parametrize("model", MODELS)
 def test_same_seed_and_config_give_identical_results(model: str, inputs: dict[str, Path], tmp_path: Path) -> None:
-    from pianoeval.training.pretrain import run_pretrain
+    from pianoeval.steps.pretrain import run_pretrain
 
     config = validate_config(SMALL)
     encoders = []

@@ -22,8 +22,9 @@ from pianoeval.core.io import read_json, write_json
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import label_matrix, write_manifest
 from pianoeval.networks.fusion import FUSIONS, FusedPerformanceModel, GatedFusion, build_fusion, n_score_stats
-from pianoeval.pipeline.fuse import build_fusion_data, run_fuse, score_statistics
+from pianoeval.steps.fuse import run_fuse
 from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
+from pianoeval.training.fusion_data import build_fusion_data, score_statistics
 
 HA, HS = 6, 5
 

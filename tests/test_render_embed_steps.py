@@ -18,10 +18,10 @@ from pianoeval.audio.io import save_audio
 from pianoeval.core.config import validate_config
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json
-from pianoeval.data.manifest import make_rows, read_manifest, write_manifest
-from pianoeval.pipeline import embed as embed_module
-from pianoeval.pipeline.data_steps import run_render
-from pianoeval.pipeline.embed import run_embed, select_per_group
+from pianoeval.data.manifest import make_rows, read_manifest, select_per_group, write_manifest
+from pianoeval.steps import embed as embed_module
+from pianoeval.steps.embed import run_embed
+from pianoeval.steps.render import run_render
 
 N_FILES = 5
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from pianoeval.training.train import _same_run
+from pianoeval.training.fit import _same_run
 
 
 def test_same_run_resumes_only_identical_runs(tmp_path: Path) -> None:

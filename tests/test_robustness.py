@@ -19,7 +19,7 @@ from pianoeval.core.constants import N_DIMS
 from pianoeval.data.midi import Performance, load_performance, write_performance
 from pianoeval.evaluation.inference import ScoringNetwork
 from pianoeval.evaluation.robustness import _transcribed_entry, conditions, group_subset, transcribed_symbolic
-from pianoeval.pipeline.featurize import kind_meta
+from pianoeval.symbolic.featurize import kind_meta
 from pianoeval.training.registry import build_network
 
 
@@ -48,7 +48,7 @@ def test_transcribed_symbolic_scores_what_transkun_hears(tmp_path: Path) -> None
     from pianoeval.audio.augmentation import AudioAugmentor
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.evaluation.robustness import degrade
-    from pianoeval.pipeline.featurize import featurize_file
+    from pianoeval.symbolic.featurize import featurize_file
 
     onsets = np.arange(8) * 0.5
     pitches = np.array([60, 62, 64, 65, 67, 69, 71, 72])
@@ -103,12 +103,13 @@ def test_audio_robustness_reports_every_condition_against_the_clean_scores(
 ) -> None:
     """A logmel probe trained on synthetic recordings: the clean re-embedding reproduces its validation
     metrics exactly, and every condition gets a drop, a Pearson r and a verdict."""
+    from pianoeval.audio.embed import CACHE_FRAME_RATE, embed_wave
     from pianoeval.core.io import read_json
     from pianoeval.data.demo import generate_demo_corpus
     from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
-    from pianoeval.evaluation.robustness import run_audio_robustness
-    from pianoeval.pipeline.embed import CACHE_FRAME_RATE, build_frozen_backbone, embed_wave
-    from pianoeval.training.train import run_train
+    from pianoeval.steps.audio_robustness import run_audio_robustness
+    from pianoeval.steps.train import run_train
+    from pianoeval.training.registry import build_frozen_backbone
 
     sr = 24_000
     df = generate_demo_corpus(tmp_path / "demo", n_pieces=4, n_performances=4, seconds=2.0, seed=3)

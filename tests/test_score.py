@@ -23,13 +23,7 @@ import torch
 from pianoeval.cli import main
 from pianoeval.core.constants import DIMENSIONS
 from pianoeval.core.errors import InputError
-from pianoeval.score import (
-    TRANSCRIPTION_SUFFIX,
-    output_paths,
-    percentiles,
-    run_score,
-    score_midi,
-)
+from pianoeval.steps.score import TRANSCRIPTION_SUFFIX, output_paths, percentiles, run_score, score_midi
 
 MODELS = ("s1", "s2", "s3")
 # The phases `run_score` times (score.json `timings_s`).
@@ -49,9 +43,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from pianoeval.data.demo import generate_demo_corpus
     from pianoeval.data.folds import make_folds, write_folds
     from pianoeval.data.manifest import write_manifest
-    from pianoeval.evaluation.compare import run_compare
-    from pianoeval.pipeline.featurize import run_featurize
-    from pianoeval.training.train import run_train
+    from pianoeval.steps.compare import run_compare
+    from pianoeval.steps.featurize import run_featurize
+    from pianoeval.steps.train import run_train
 
     root = tmp_path_factory.mktemp("trained")
     config = validate_config(
@@ -132,8 +126,8 @@ def test_scoring_network_equals_the_trained_module(trained: dict[str, Path], mod
     from pianoeval.core.config import validate_config
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.evaluation.inference import ScoringNetwork, load_scoring_network
-    from pianoeval.pipeline.featurize import featurize_file
-    from pianoeval.training.train import load_trained_module
+    from pianoeval.symbolic.featurize import featurize_file
+    from pianoeval.training.checkpoints import load_trained_module
 
     fold_dirs = sorted((trained[model].parents[1] / "train" / "symbolic" / model).glob("fold_*"))
     assert len(fold_dirs) == 2
@@ -152,7 +146,7 @@ def test_scoring_network_equals_the_trained_module(trained: dict[str, Path], mod
 def test_midi_scoring_imports_neither_lightning_nor_pandas(trained: dict[str, Path], tmp_path: Path) -> None:
     """Scoring a MIDI in a fresh process leaves the slow imports out (they were most of its time)."""
     code = (
-        "import sys; from pathlib import Path; from pianoeval.score import run_score; "
+        "import sys; from pathlib import Path; from pianoeval.steps.score import run_score; "
         f"r = run_score(Path({str(trained['demo'])!r}), None, Path({str(trained['s3'])!r}), "
         f"Path({str(tmp_path / 'score.json')!r})); "
         "print(sorted(m for m in ('lightning', 'pandas', 'torch_geometric', 'miditok') if m in sys.modules)); "

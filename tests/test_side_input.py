@@ -8,7 +8,7 @@ from torch import nn
 
 from pianoeval.core.config import validate_config
 from pianoeval.networks.side_input import WithStatistics
-from pianoeval.pipeline.featurize import featurize_file, kind_meta
+from pianoeval.symbolic.featurize import featurize_file, kind_meta
 from pianoeval.symbolic.stats import ALL_STAT_NAMES
 from pianoeval.training.registry import build_encoder, build_network
 

@@ -1,4 +1,4 @@
-"""TransKun transcription views of the rendered recordings (pipeline/transcribe_corpus.py) and how training
+"""TransKun transcription views of the rendered recordings (steps/transcribe.py) and how training
 and fusion use them: view ids, the cached resumable step on real renderings, the views joining the
 training split (never dev or val) and val_transcribed, fusion pairing a view with its recording's audio."""
 
@@ -12,24 +12,25 @@ import numpy as np
 import pytest
 import torch
 
+from pianoeval.audio.augmentation import view_seed, view_wave
 from pianoeval.core.config import validate_config
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json
-from pianoeval.data.manifest import make_rows, read_manifest, write_manifest
+from pianoeval.data.manifest import make_rows, read_manifest, split_view_id, view_id, write_manifest
 from pianoeval.data.midi import load_performance
-from pianoeval.pipeline import transcribe_corpus as tc
-from pianoeval.pipeline.data_steps import run_render
-from pianoeval.pipeline.fuse import build_fusion_data
+from pianoeval.steps import transcribe as tc
+from pianoeval.steps.render import run_render
 from pianoeval.training.data import load_fold_data, transcription_views
+from pianoeval.training.fusion_data import build_fusion_data
 from tests.test_render_embed_steps import counting, needs_renderer
 
 
 def test_view_ids_round_trip_and_other_ids_are_left_alone() -> None:
-    assert tc.view_id("demo::piece00/P01", "clean") == "demo::piece00/P01@clean"
-    assert tc.split_view_id("demo::piece00/P01@augmented") == ("demo::piece00/P01", "augmented")
+    assert view_id("demo::piece00/P01", "clean") == "demo::piece00/P01@clean"
+    assert split_view_id("demo::piece00/P01@augmented") == ("demo::piece00/P01", "augmented")
     # An '@' inside an id that is not followed by a view name is part of the id.
-    assert tc.split_view_id("someone@example/seg1") == ("someone@example/seg1", None)
-    assert tc.split_view_id("score::/x/y.mid") == ("score::/x/y.mid", None)
+    assert split_view_id("someone@example/seg1") == ("someone@example/seg1", None)
+    assert split_view_id("score::/x/y.mid") == ("score::/x/y.mid", None)
     keys = ["a", "a@clean", "a@augmented", "b", "b@clean", "c@mail"]
     expected = {"a": {"clean": "a@clean", "augmented": "a@augmented"}, "b": {"clean": "b@clean"}}
     assert transcription_views(keys) == expected
@@ -37,14 +38,14 @@ def test_view_ids_round_trip_and_other_ids_are_left_alone() -> None:
 
 def test_augmented_view_is_seeded_per_segment_and_changes_the_audio() -> None:
     wave = np.random.default_rng(0).normal(0, 0.1, 24_000).astype(np.float32)
-    seed = tc.view_seed("p/1", 42)
-    assert seed == tc.view_seed("p/1", 42) != tc.view_seed("p/2", 42)
-    a = tc.view_wave(wave, 24_000, "augmented", seed)
-    assert np.array_equal(a, tc.view_wave(wave, 24_000, "augmented", seed))
+    seed = view_seed("p/1", 42)
+    assert seed == view_seed("p/1", 42) != view_seed("p/2", 42)
+    a = view_wave(wave, 24_000, "augmented", seed)
+    assert np.array_equal(a, view_wave(wave, 24_000, "augmented", seed))
     assert a.shape == wave.shape and not np.allclose(a, wave)
-    assert tc.view_wave(wave, 24_000, "clean", seed) is wave
+    assert view_wave(wave, 24_000, "clean", seed) is wave
     with pytest.raises(ValueError, match="unknown transcription view"):
-        tc.view_wave(wave, 24_000, "phone", seed)
+        view_wave(wave, 24_000, "phone", seed)
 
 
 @pytest.fixture
@@ -68,7 +69,7 @@ def test_transcribe_step_writes_views_and_reuses_its_cache(
 ) -> None:
     config = validate_config({"transcription": {"views": ["clean", "augmented"]}})
     out, cache = tmp_path / "transcribe" / "manifest.parquet", tmp_path / "cache"
-    df = tc.run_transcribe_corpus(config, rendered, out, cache, threads=1)
+    df = tc.run_transcribe(config, rendered, out, cache, threads=1)
     assert list(df["segment_id"]) == ["p/0@clean", "p/0@augmented", "p/1@clean", "p/1@augmented"]
     assert read_manifest(out)["segment_id"].tolist() == df["segment_id"].tolist()
     # Labels, group and piece come from the recording's row; the MIDI is the transcription.
@@ -80,14 +81,14 @@ def test_transcribe_step_writes_views_and_reuses_its_cache(
     # A second run (the killed run's restart) transcribes nothing that is cached.
     calls: list[Any] = []
     monkeypatch.setattr(tc, "_work", counting(tc._work, calls))
-    again = tc.run_transcribe_corpus(config, rendered, out, cache, threads=1)
+    again = tc.run_transcribe(config, rendered, out, cache, threads=1)
     assert again["midi_path"].tolist() == df["midi_path"].tolist()
     assert read_json(out.parent / "skipped.json")["transcribed_now"] == 0
 
 
 def test_transcribe_step_without_views_writes_an_empty_manifest(rendered: Path, tmp_path: Path) -> None:
     out = tmp_path / "t" / "manifest.parquet"
-    df = tc.run_transcribe_corpus(validate_config({}), rendered, out, tmp_path / "cache")
+    df = tc.run_transcribe(validate_config({}), rendered, out, tmp_path / "cache")
     assert df.empty and read_manifest(out).empty
 
 
@@ -100,7 +101,7 @@ def test_transcribe_step_names_unreadable_audio_and_stops_over_the_skip_limit(re
     config = validate_config({"transcription": {"views": ["clean"]}, "max_skipped_fraction": 0.0})
     out = tmp_path / "t" / "manifest.parquet"
     with pytest.raises(InputError, match="transcribe"):
-        tc.run_transcribe_corpus(config, broken, out, tmp_path / "cache")
+        tc.run_transcribe(config, broken, out, tmp_path / "cache")
     assert not out.exists()
     entry = tc._work(("p/0", str(bad), "clean", 0, str(tmp_path / "cache")))
     assert entry[1] is None and entry[2]["path"] == str(bad)
@@ -163,7 +164,7 @@ def test_fusion_pairs_a_transcription_view_with_its_recordings_audio() -> None:
 def test_ridge_baseline_gives_transcriptions_their_own_fit(one_fold: Callable[..., dict], tmp_path: Path) -> None:
     """The ground-truth predictions of the ridge baseline are the same with and without transcription
     views in training; the transcriptions (compressed statistics) are predicted by their own ridge."""
-    from pianoeval.training.train import _baseline_predict
+    from pianoeval.training.baselines import baseline_predict
 
     rng = np.random.default_rng(0)
     base = {"piece_id": "p", "performer": "1", "tier": "T1", "source": "test"}
@@ -181,20 +182,20 @@ def test_ridge_baseline_gives_transcriptions_their_own_fit(one_fold: Callable[..
     views = {f"{sid}@clean": {"stats": torch.from_numpy(0.3 * x[i] + 1.0)} for i, sid in enumerate(ids)}
     plain = load_fold_data({"items": gt}, manifest, folds, 0)
     mixed = load_fold_data({"items": {**gt, **views}}, manifest, folds, 0)
-    p_plain, p_mixed = _baseline_predict("baseline_ridge", plain), _baseline_predict("baseline_ridge", mixed)
+    p_plain, p_mixed = baseline_predict("baseline_ridge", plain), baseline_predict("baseline_ridge", mixed)
     assert np.allclose(p_plain["val"], p_mixed["val"]) and np.allclose(p_plain["dev"], p_mixed["dev"])
     # The transcribed validation rows, predicted by their own ridge: far better than the training mean.
     y_val = np.stack([mixed.items[i]["labels"].numpy() for i in mixed.splits["val_transcribed"]])
     own = np.mean((p_mixed["val_transcribed"] - y_val) ** 2)
     assert own < 0.5 * np.mean((mixed.labels("train").mean(0) - y_val) ** 2)
-    trees = _baseline_predict("baseline_trees", mixed)  # reads [x, flag]
+    trees = baseline_predict("baseline_trees", mixed)  # reads [x, flag]
     assert trees["val_transcribed"].shape == y_val.shape
 
 
 def test_ridge_baseline_scores_transcriptions_by_the_ground_truth_fit_without_any_in_training(
     one_fold: Callable[..., dict], tmp_path: Path
 ) -> None:
-    from pianoeval.training.train import _baseline_predict
+    from pianoeval.training.baselines import baseline_predict
 
     rng = np.random.default_rng(1)
     base = {"piece_id": "p", "performer": "1", "tier": "T1", "source": "test"}
@@ -218,5 +219,5 @@ def test_ridge_baseline_scores_transcriptions_by_the_ground_truth_fit_without_an
     assert "val_transcribed" in data.splits and not any(
         "@" in data.items[i]["segment_id"] for i in data.splits["train"]
     )
-    preds = _baseline_predict("baseline_ridge", data)
+    preds = baseline_predict("baseline_ridge", data)
     assert np.allclose(preds["val_transcribed"], preds["val"])

@@ -31,7 +31,7 @@ def _config(args: argparse.Namespace) -> dict:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """Generate the demo corpus and its manifest."""
-    from pianoeval.pipeline.data_steps import run_demo
+    from pianoeval.steps.demo import run_demo
 
     run_demo(_config(args), Path(args.out_dir))
 
@@ -45,35 +45,35 @@ def cmd_fetch(args: argparse.Namespace) -> None:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     """Build the corpus manifest from the configured source."""
-    from pianoeval.pipeline.data_steps import run_prepare
+    from pianoeval.steps.prepare import run_prepare
 
     run_prepare(_config(args), Path(args.out))
 
 
 def cmd_folds(args: argparse.Namespace) -> None:
     """Write leak-checked folds."""
-    from pianoeval.pipeline.data_steps import run_folds
+    from pianoeval.steps.folds import run_folds
 
     run_folds(_config(args), Path(args.manifest), Path(args.out))
 
 
 def cmd_render(args: argparse.Namespace) -> None:
     """Render every performance MIDI to audio."""
-    from pianoeval.pipeline.data_steps import run_render
+    from pianoeval.steps.render import run_render
 
     run_render(_config(args), Path(args.manifest), Path(args.audio_dir), Path(args.out), args.threads)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
     """Transcribe every rendered recording with TransKun in each configured view (symbolic training data)."""
-    from pianoeval.pipeline.transcribe_corpus import run_transcribe_corpus
+    from pianoeval.steps.transcribe import run_transcribe
 
-    run_transcribe_corpus(_config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir), args.threads)
+    run_transcribe(_config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir), args.threads)
 
 
 def cmd_featurize(args: argparse.Namespace) -> None:
     """Featurize every MIDI of the manifest (tokens, graphs, curves or stats)."""
-    from pianoeval.pipeline.featurize import run_featurize
+    from pianoeval.steps.featurize import run_featurize
 
     run_featurize(
         args.kind,
@@ -88,14 +88,14 @@ def cmd_featurize(args: argparse.Namespace) -> None:
 
 def cmd_embed(args: argparse.Namespace) -> None:
     """Embed rendered audio with a frozen backbone."""
-    from pianoeval.pipeline.embed import run_embed
+    from pianoeval.steps.embed import run_embed
 
     run_embed(args.backbone, _config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir))
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
     """Self-supervised pretraining of a symbolic encoder on one fold's training MIDI."""
-    from pianoeval.training.pretrain import run_pretrain
+    from pianoeval.steps.pretrain import run_pretrain
 
     run_pretrain(
         args.model,
@@ -111,7 +111,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     """Train and evaluate one model on one fold."""
-    from pianoeval.training.train import run_train
+    from pianoeval.steps.train import run_train
 
     run_train(
         args.track,
@@ -129,7 +129,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     """Compare models across folds and pick the winner."""
-    from pianoeval.evaluation.compare import run_compare
+    from pianoeval.steps.compare import run_compare
 
     run_compare(
         args.track,
@@ -142,7 +142,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_fuse(args: argparse.Namespace) -> None:
     """Train one fusion variant on one fold from the track winners' embeddings."""
-    from pianoeval.pipeline.fuse import run_fuse
+    from pianoeval.steps.fuse import run_fuse
 
     run_fuse(
         args.fusion,
@@ -160,14 +160,14 @@ def cmd_fuse(args: argparse.Namespace) -> None:
 
 def cmd_robustness(args: argparse.Namespace) -> None:
     """Evaluate the selected model under degraded recording conditions."""
-    from pianoeval.evaluation.robustness import run_robustness
+    from pianoeval.steps.robustness import run_robustness
 
     run_robustness(_config(args), Path(args.manifest), Path(args.folds), Path(args.fusion_winner), Path(args.out_dir))
 
 
 def cmd_audio_robustness(args: argparse.Namespace) -> None:
     """Test one audio model on its validation folds under every recording condition (audio compare's veto)."""
-    from pianoeval.evaluation.robustness import run_audio_robustness
+    from pianoeval.steps.audio_robustness import run_audio_robustness
 
     run_audio_robustness(
         args.model, _config(args), Path(args.manifest), Path(args.folds), Path(args.results), Path(args.out)
@@ -176,14 +176,14 @@ def cmd_audio_robustness(args: argparse.Namespace) -> None:
 
 def cmd_finalize(args: argparse.Namespace) -> None:
     """Write results/fusion/winner.json from the comparisons and the robustness report."""
-    from pianoeval.evaluation.compare import run_finalize
+    from pianoeval.steps.fusion import run_fusion
 
-    run_finalize(Path(args.fusion), Path(args.symbolic), Path(args.audio), Path(args.robustness), Path(args.out))
+    run_fusion(Path(args.fusion), Path(args.symbolic), Path(args.audio), Path(args.robustness), Path(args.out))
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Gather comparison tables and plots into one HTML page."""
-    from pianoeval.evaluation.report import run_report
+    from pianoeval.steps.report import run_report
 
     run_report(Path(args.results), Path(args.out))
 
@@ -193,7 +193,7 @@ def cmd_score(args: argparse.Namespace) -> None:
     # Before torch is imported (it reads this once): large tensors (TransKun's 0.2 GB interval scores per
     # window) on transparent huge pages, which cut the page faults of a transcription from 3.7 M to 0.3 M.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    from pianoeval.score import run_score
+    from pianoeval.steps.score import run_score
 
     run_score(Path(args.recording), Path(args.score) if args.score else None, Path(args.model), Path(args.out))
 
@@ -224,7 +224,7 @@ def cmd_transcribe_check(args: argparse.Namespace) -> None:
 
 def cmd_persist(args: argparse.Namespace) -> None:
     """Copy results to durable storage (push) or restore them (pull), with rclone."""
-    from pianoeval.core.persist import run_persist
+    from pianoeval.steps.persist import run_persist
 
     run_persist(args.action, _config(args), args.remote, args.paths, args.exclude, args.warn_only)
 

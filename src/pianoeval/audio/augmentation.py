@@ -7,6 +7,7 @@ scipy + soxr driven by a `numpy.random.Generator`, so no global random state is 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from scipy import signal
 from pianoeval.audio.io import load_audio, resample, save_audio
 from pianoeval.core.constants import SAMPLE_RATE
 from pianoeval.core.errors import InputError
+from pianoeval.data.manifest import VIEWS
 
 # Names accepted by `apply`, in the order `__call__` chains them: the instrument is detuned and
 # coloured, sounds in a room, is mixed with room noise, then passes a band-limited channel.
@@ -387,3 +389,19 @@ def _audio_files(folder: str | Path, what: str) -> list[Path]:
     if not files:
         raise InputError(f"{what} folder holds no audio files ({', '.join(sorted(_AUDIO_SUFFIXES))})", folder)
     return files
+
+
+def view_seed(segment_id: str, seed: int) -> int:
+    """The augmentation seed of a segment's augmented view: the same on every run and machine."""
+    return (int(hashlib.sha1(segment_id.encode()).hexdigest()[:8], 16) + int(seed)) % 2**31
+
+
+def view_wave(wave: Any, sample_rate: int, view: str, seed: int) -> Any:
+    """The recording [S] as heard in `view`: as is (clean) or through a random phone-like chain (augmented)."""
+    if view == "clean":
+        return wave
+    if view == "augmented":
+        from pianoeval.audio.augmentation import AudioAugmentor
+
+        return AudioAugmentor(augment_prob=1.0, seed=seed, sample_rate=sample_rate)(wave)
+    raise ValueError(f"unknown transcription view {view!r}; known: {list(VIEWS)}")

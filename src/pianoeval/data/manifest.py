@@ -176,3 +176,35 @@ def _listed(items: list[Any]) -> str:
     """The first few items joined for an error message."""
     shown = ", ".join(str(x) for x in items[:_MAX_LISTED])
     return shown + (f", ... ({len(items)} in all)" if len(items) > _MAX_LISTED else "")
+
+
+def select_per_group(rows: pd.DataFrame, per_group: int | None, seed: int) -> pd.DataFrame:
+    """At most `per_group` labelled rows of each segment_group, drawn with `seed` (all rows when None)."""
+    from pianoeval.data.manifest import labelled_mask
+
+    if per_group is None:
+        return rows
+    rows = rows[labelled_mask(rows)].sort_values("segment_id")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for _, group in rows.groupby("segment_group", sort=True):
+        keep.extend(group.index[np.sort(rng.choice(len(group), size=min(per_group, len(group)), replace=False))])
+    return rows.loc[sorted(keep)]
+
+
+# Separates a segment id from its view: `demo::piece00/P01@clean`.
+VIEW_SEP = "@"
+
+
+def view_id(segment_id: str, view: str) -> str:
+    """The segment id of one transcription view of a segment."""
+    return f"{segment_id}{VIEW_SEP}{view}"
+
+
+def split_view_id(key: str) -> tuple[str, str | None]:
+    """(manifest segment id, view) of a transcription view's id; (key, None) for any other id."""
+    sid, sep, view = key.rpartition(VIEW_SEP)
+    return (sid, view) if sep and view in VIEWS else (key, None)
+
+
+VIEWS: tuple[str, ...] = ("clean", "augmented")

@@ -18,7 +18,7 @@ import numpy as np
 
 from pianoeval.core.constants import DIMENSIONS
 from pianoeval.core.errors import InputError
-from pianoeval.core.io import atomic_path, read_json, write_json
+from pianoeval.core.io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
 
@@ -198,86 +198,3 @@ def add_robustness(summary: dict[str, dict[str, Any]], reports: list[Path]) -> s
         if not rep["passed"]:
             vetoed.add(rep["model"])
     return vetoed
-
-
-def run_compare(
-    track: str, config: dict[str, Any], metrics_files: list[Path], out_dir: Path, robustness: list[Path] = ()
-) -> dict[str, Any]:
-    """Write comparison.json, comparison.md, winner.json and per_dimension.png for one track
-    (`robustness`: the audio models' robustness reports, see add_robustness)."""
-    summary = summarise(metrics_files)
-    vetoed = add_robustness(summary, list(robustness))
-    candidates = {m for m, s in summary.items() if not s["baseline"]}
-    all_vetoed = bool(candidates) and candidates <= vetoed
-    if all_vetoed:
-        # Nothing passes: the track still needs a winner for fusion; take the least fragile one, flagged.
-        winner = min(candidates, key=lambda m: summary[m]["robustness"]["worst_drop_pct"])
-        log.warning("%s: every model is vetoed for robustness; %s has the smallest worst drop", track, winner)
-    else:
-        winner = pick_winner(summary, vetoed)
-    s = summary[winner]
-    write_json(
-        {"track": track, "rule": WINNER_RULE, "winner": winner, "models": summary},
-        out_dir / "comparison.json",
-    )
-    with atomic_path(out_dir / "comparison.md") as tmp:
-        tmp.write_text(comparison_markdown(track, summary, winner))
-    if robustness:
-        plot_robustness(summary, out_dir / "robustness.png", f"{track}: score drop under recording conditions")
-    plot_per_dimension(summary, out_dir / "per_dimension.png", f"{track}: per-dimension results (mean over folds)")
-    result = {
-        "track": track,
-        "model": winner,
-        "pairwise_acc_mean": s["pairwise_acc_mean"],
-        "pairwise_acc_std": s["pairwise_acc_std"],
-        "r2_mean": s["r2_mean"],
-        "r2_std": s["r2_std"],
-        "folds": s["folds"],
-        "rule": WINNER_RULE,
-    }
-    if robustness:
-        result.update(robustness=s.get("robustness"), vetoed=sorted(vetoed), all_vetoed=all_vetoed)
-    write_json(result, out_dir / "winner.json")
-    log.info("%s winner: %s (pairwise %.3f, R2 %.3f)", track, winner, s["pairwise_acc_mean"], s["r2_mean"])
-    return result
-
-
-def run_finalize(fusion: Path, symbolic: Path, audio: Path, robustness: Path, out: Path) -> dict[str, Any]:
-    """Write results/fusion/winner.json: the fusion winner beside both single-track winners."""
-    fus, sym, aud, rob = (read_json(p) for p in (fusion, symbolic, audio, robustness))
-    fw = fus["models"][fus["winner"]]
-    singles = {
-        name: {
-            "model": c["winner"],
-            **{
-                k: c["models"][c["winner"]][k]
-                for k in ("pairwise_acc_mean", "pairwise_acc_std", "r2_mean", "r2_std", "folds")
-            },
-        }
-        for name, c in (("symbolic", sym), ("audio", aud))
-    }
-    best_single = max(singles.values(), key=lambda s: (s["pairwise_acc_mean"], s["r2_mean"]))
-    result = {
-        "winner": fus["winner"],
-        "pairwise_acc_mean": fw["pairwise_acc_mean"],
-        "pairwise_acc_std": fw["pairwise_acc_std"],
-        "r2_mean": fw["r2_mean"],
-        "r2_std": fw["r2_std"],
-        "folds": fw["folds"],
-        "details": fus.get("details", {}).get(fus["winner"], {}),
-        "single_track_winners": singles,
-        "gain_over_best_single_track": {
-            "best_single_track": best_single["model"],
-            "pairwise_acc": fw["pairwise_acc_mean"] - best_single["pairwise_acc_mean"],
-            "r2": fw["r2_mean"] - best_single["r2_mean"],
-        },
-        "error_correlation_between_tracks": fw.get("error_correlation_mean"),
-        "robustness": {
-            "passed": rob.get("passed"),
-            "worst_drop_pct": rob.get("worst_drop_pct"),
-            "veto_drop_pct": rob.get("veto_drop_pct"),
-        },
-        "rule": fus["rule"],
-    }
-    write_json(result, out)
-    return result

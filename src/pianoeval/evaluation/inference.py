@@ -57,7 +57,7 @@ def load_scoring_network(fold_dir: Path, config: dict[str, Any]) -> nn.Module:
 
     spec = read_json(fold_dir / "model_spec.json")
     if spec["kind"] != "network" or spec["model"] not in SYMBOLIC_MODELS:
-        from pianoeval.training.train import load_trained_module
+        from pianoeval.training.checkpoints import load_trained_module
 
         return load_trained_module(fold_dir)
     ckpt = torch.load(checkpoint_path(fold_dir), map_location="cpu", weights_only=True)

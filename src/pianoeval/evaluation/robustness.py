@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pianoeval.core.constants import AMBIGUOUS_THRESHOLD
-from pianoeval.core.io import atomic_path, read_json, write_json
+from pianoeval.core.io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def transcribed_symbolic(
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.data.midi import write_performance
     from pianoeval.networks.heads import scores_from
-    from pianoeval.pipeline.featurize import featurize_file
+    from pianoeval.symbolic.featurize import featurize_file
 
     perf, _ = transcribe_timed(wave, sample_rate=sample_rate, progress=False)
     if len(perf.notes) == 0:
@@ -187,9 +187,9 @@ def audio_outputs(
     """(z [N, H], scores [N, 19]) of a trained audio module on waveforms [S] (the frozen backbone's
     frames and their pooled statistics; or, for A1/A3 with a live backbone, the waveform windowed as in
     training's evaluation: the first clip_seconds)."""
+    from pianoeval.audio.embed import embed_wave
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.networks.side_input import pooled_statistics
-    from pianoeval.pipeline.embed import embed_wave
     from pianoeval.training.audio_data import crop_or_pad
 
     if getattr(module.encoder, "backbone", None) is not None:
@@ -253,221 +253,3 @@ def plot_drops(report: dict[str, Any], out: Path) -> None:
     with atomic_path(out, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-
-
-def run_robustness(
-    config: dict[str, Any], manifest_path: Path, folds_path: Path, fusion_winner: Path, out_dir: Path
-) -> dict[str, Any]:
-    """Evaluate the audio and fusion winners per condition over all validation folds; write the report."""
-    from tqdm import tqdm
-
-    from pianoeval.audio.augmentation import AudioAugmentor
-    from pianoeval.audio.io import load_audio
-    from pianoeval.data.manifest import label_matrix, read_manifest
-    from pianoeval.data.midi import load_performance
-    from pianoeval.pipeline.embed import build_frozen_backbone
-    from pianoeval.pipeline.fuse import score_statistics
-    from pianoeval.training.train import load_trained_module
-
-    results = fusion_winner.resolve().parents[2]
-    fus = read_json(fusion_winner)
-    audio_model = read_json(results / "compare" / "audio" / "winner.json")["model"]
-    symbolic_model = read_json(results / "compare" / "symbolic" / "winner.json")["model"]
-    manifest = read_manifest(manifest_path)
-    # A score-conditioned fusion reads the score-relative statistics its fuse rule read.
-    score_stats = score_statistics(results / "featurize" / "stats.pt") if fus["model"].endswith("_score") else None
-    labels = label_matrix(manifest)
-    row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
-    sr = config["render"]["sample_rate"]
-    backbone = build_frozen_backbone(config["audio"]["backbone"], config)
-    conds = conditions(config["robustness"]["snr_db"])
-    preds: dict[str, dict[str, list[np.ndarray]]] = {
-        c: {"audio": [], "fusion": []} for c in ["clean", *(n for n, _ in conds)]
-    }
-    targets: list[np.ndarray] = []
-    groups: list[np.ndarray] = []
-    folds = read_json(folds_path)["folds"]
-    rob = config["robustness"]
-    unknown = sorted(set(rob["transcribe_conditions"]) - set(preds))
-    if unknown:
-        from pianoeval.core.errors import ConfigError
-
-        raise ConfigError(
-            f"robustness.transcribe_conditions: unknown condition(s) {', '.join(unknown)}; known: {', '.join(preds)}"
-        )
-    tx_conditions = list(dict.fromkeys(rob["transcribe_conditions"]))
-    # Per transcribed condition: fusion and symbolic scores from the transcription, the same rows'
-    # scores from the ground-truth MIDI (clean audio), their labels and groups, and note F1s.
-    tx: dict[str, dict[str, list[Any]]] = {
-        c: {k: [] for k in ("fusion", "symbolic", "fusion_ref", "symbolic_ref", "y", "g", "f1", "empty")}
-        for c in tx_conditions
-    }
-    for spec in folds:
-        fold = int(spec["fold"])
-        audio_module = load_trained_module(results / "train" / "audio" / audio_model / f"fold_{fold}")
-        fusion_module = load_trained_module(results / "fuse" / fus["model"] / f"fold_{fold}")
-        sym = torch.load(
-            results / "train" / "symbolic" / symbolic_model / f"fold_{fold}" / "embeddings.pt",
-            weights_only=False,
-        )
-        sym_index = {sid: i for i, sid in enumerate(sym["ids"])}
-        ids = [
-            s
-            for s in spec["val"]
-            if s in sym_index
-            and isinstance(manifest["audio_path"].iloc[row_of[s]], str)
-            and (score_stats is None or s in score_stats)
-        ]
-        augmentor = AudioAugmentor(seed=int(config["seed"]) + fold, sample_rate=sr)
-        targets.append(labels[[row_of[s] for s in ids]])
-        groups.append(manifest["segment_group"].iloc[[row_of[s] for s in ids]].to_numpy())
-        waves = [load_audio(manifest["audio_path"].iloc[row_of[s]], sample_rate=sr) for s in ids]
-        if tx_conditions:
-            sym_dir = results / "train" / "symbolic" / symbolic_model / f"fold_{fold}"
-            sym_net, sym_kind, sym_features = _symbolic_scorer(sym_dir)
-            sub = group_subset(groups[-1], int(rob["transcribe_per_fold"]))
-            sub_rows = [row_of[ids[i]] for i in sub]
-            # The score MIDI whenever the manifest has one: the symbolic winner's ground-truth scores
-            # were computed with the score-relative statistics too.
-            sub_scores = [p if isinstance(p, str) else None for p in manifest["score_midi_path"].iloc[sub_rows]]
-            sub_notes = [load_performance(p).notes for p in manifest["midi_path"].iloc[sub_rows]]
-        for cond, chain in tqdm([("clean", []), *conds], desc=f"robustness fold {fold}", mininterval=5):
-            degraded = [degrade(w, chain, augmentor) for w in waves]
-            z_a, s_a = audio_outputs(audio_module, backbone, degraded, sr, float(config["audio"]["clip_seconds"]))
-            with torch.no_grad():
-                fb = {
-                    "z_audio": z_a,
-                    "scores_audio": s_a,
-                    "z_symbolic": sym["z"][[sym_index[s] for s in ids]],
-                    "scores_symbolic": sym["scores"][[sym_index[s] for s in ids]],
-                }
-                if score_stats is not None:
-                    fb["score_stats"] = torch.stack([score_stats[s] for s in ids])
-                s_f = fusion_module.scores_from(fusion_module.encoder(fb), fb)
-            preds[cond]["audio"].append(s_a.numpy())
-            preds[cond]["fusion"].append(s_f.numpy())
-            if cond in tx_conditions:
-                _transcribed_condition(
-                    tx[cond],
-                    [degraded[i] for i in sub],
-                    sr,
-                    (sym_net, sym_kind, sym_features),
-                    sub_scores,
-                    sub_notes,
-                    {k: v[sub] for k, v in fb.items()},
-                    fusion_module,
-                    preds["clean"]["fusion"][-1][sub],  # this fold's clean, ground-truth-MIDI scores
-                    targets[-1][sub],
-                    groups[-1][sub],
-                )
-    y = np.concatenate(targets)
-    # Group ids must not collide across folds: folds are group-disjoint, so plain names suffice.
-    g = np.unique(np.concatenate(groups), return_inverse=True)[1]
-    veto = float(config["robustness"]["veto_drop_pct"])
-    report: dict[str, Any] = {
-        "veto_drop_pct": veto,
-        "fusion_model": fus["model"],
-        "audio_model": audio_model,
-        "symbolic_input": "ground-truth MIDI; TransKun transcription of the degraded audio in *_transcribed",
-        "n_segments": len(y),
-        "conditions": {},
-    }
-    clean = {m: np.concatenate(preds["clean"][m]) for m in ("audio", "fusion")}
-    report["clean"] = {m: _metric(clean[m], y, g) for m in clean}
-    for cond, _ in conds:
-        entry = {}
-        for m in ("audio", "fusion"):
-            entry[m] = _condition_entry(clean[m], np.concatenate(preds[cond][m]), y, g, veto)
-        report["conditions"][cond] = entry
-    for cond, parts in tx.items():
-        if parts["y"]:
-            report["conditions"][f"{cond}_transcribed"] = _transcribed_entry(parts, veto)
-    drops = [report["conditions"][c]["fusion"]["score_drop_pct"] for c in report["conditions"]]
-    report["worst_drop_pct"] = float(max(drops))
-    report["passed"] = bool(report["worst_drop_pct"] <= veto)
-    write_json(report, out_dir / "report.json")
-    lines = [
-        "# robustness",
-        "",
-        f"Veto: drop > {veto:.0f}% fails. Fusion winner {fus['model']}, audio winner {audio_model}.",
-        "",
-        "`*_transcribed`: the symbolic input is the TransKun transcription of that condition's audio, compared",
-        "with the same recordings scored from the ground-truth MIDI; its second column is the symbolic winner.",
-        "",
-        "| condition | audio (or symbolic) pairwise | its drop % | fusion pairwise | fusion drop % | fusion r | pass |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for cond, e in report["conditions"].items():
-        side = e.get("audio", e.get("symbolic"))
-        lines.append(
-            f"| {cond} | {side['pairwise_acc']:.3f} | {side['score_drop_pct']:.1f} | "
-            f"{e['fusion']['pairwise_acc']:.3f} | {e['fusion']['score_drop_pct']:.1f} | "
-            f"{e['fusion']['pearson_r']:.3f} | {'yes' if e['fusion']['passed'] else 'NO'} |"
-        )
-    with atomic_path(out_dir / "report.md") as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
-    plot_drops(report, out_dir / "score_drop.png")
-    log.info("robustness: worst drop %.1f%% (%s)", report["worst_drop_pct"], "pass" if report["passed"] else "FAIL")
-    return report
-
-
-def run_audio_robustness(
-    model: str, config: dict[str, Any], manifest_path: Path, folds_path: Path, results: Path, out: Path
-) -> dict[str, Any]:
-    """One audio model on its validation folds under every condition (clean audio as the reference):
-    per-condition pairwise accuracy, R², score drop and Pearson r, the worst drop, and whether it stays
-    within `robustness.veto_drop_pct` (the audio comparison vetoes a model that does not). Uses
-    `robustness.audio_per_fold` recordings per fold (whole segment groups; 0 = all). Writes `out`."""
-    from tqdm import tqdm
-
-    from pianoeval.audio.augmentation import AudioAugmentor
-    from pianoeval.audio.io import load_audio
-    from pianoeval.data.manifest import label_matrix, read_manifest
-    from pianoeval.pipeline.embed import build_frozen_backbone
-    from pianoeval.training.train import load_trained_module
-
-    manifest = read_manifest(manifest_path)
-    labels = label_matrix(manifest)
-    row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
-    sr = int(config["render"]["sample_rate"])
-    rob = config["robustness"]
-    backbone = build_frozen_backbone(config["audio"]["backbone"], config)
-    conds = [("clean", []), *conditions(rob["snr_db"])]
-    preds: dict[str, list[np.ndarray]] = {name: [] for name, _ in conds}
-    targets, groups = [], []
-    for spec in read_json(folds_path)["folds"]:
-        fold = int(spec["fold"])
-        module = load_trained_module(results / "train" / "audio" / model / f"fold_{fold}")
-        ids = [s for s in spec["val"] if s in row_of and isinstance(manifest["audio_path"].iloc[row_of[s]], str)]
-        g = manifest["segment_group"].iloc[[row_of[s] for s in ids]].to_numpy()
-        ids = [ids[i] for i in group_subset(g, int(rob["audio_per_fold"]))]
-        rows = [row_of[s] for s in ids]
-        targets.append(labels[rows])
-        groups.append(manifest["segment_group"].iloc[rows].to_numpy())
-        waves = [load_audio(manifest["audio_path"].iloc[r], sample_rate=sr) for r in rows]
-        augmentor = AudioAugmentor(seed=int(config["seed"]) + fold, sample_rate=sr)
-        for name, chain in tqdm(conds, desc=f"{model} robustness fold {fold}", mininterval=5):
-            degraded = [degrade(w, chain, augmentor) for w in waves]
-            preds[name].append(
-                audio_outputs(module, backbone, degraded, sr, float(config["audio"]["clip_seconds"]))[1].numpy()
-            )
-    y = np.concatenate(targets)
-    g = np.unique(np.concatenate(groups), return_inverse=True)[1]
-    veto = float(rob["veto_drop_pct"])
-    clean = np.concatenate(preds["clean"])
-    report: dict[str, Any] = {
-        "model": model,
-        "veto_drop_pct": veto,
-        "n_segments": len(y),
-        "clean": _metric(clean, y, g),
-        "conditions": {},
-    }
-    for name, _ in conds[1:]:
-        report["conditions"][name] = _condition_entry(clean, np.concatenate(preds[name]), y, g, veto)
-    report["worst_drop_pct"] = float(max(c["score_drop_pct"] for c in report["conditions"].values()))
-    report["passed"] = bool(report["worst_drop_pct"] <= veto)
-    write_json(report, out)
-    log.info(
-        "%s robustness: worst drop %.1f%% (%s)", model, report["worst_drop_pct"], "pass" if report["passed"] else "veto"
-    )
-    return report

@@ -119,7 +119,7 @@ class WithStatistics(nn.Module):
     recording without a score.
 
     `transcribed_flag`: the training data mixes ground-truth MIDI with TransKun transcriptions of the
-    recordings (pipeline/transcribe_corpus.py), whose statistics differ systematically (compressed
+    recordings (steps/transcribe.py), whose statistics differ systematically (compressed
     velocities, missed pedal). `batch["transcribed"] [B]` (1 for a transcription, 0 or absent for MIDI)
     then joins the side MLP's and the trees' input, and the linear part reads [(1 - t) x, t x, 1 - t, t]:
     its own slopes and intercept for transcriptions, so that the ground-truth fit is not averaged with

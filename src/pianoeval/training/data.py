@@ -121,7 +121,7 @@ def load_fold_data(
                 continue
             add(sid, sid, split)
             if split == "train":
-                # The training segments' transcriptions: same labels, same group (pipeline/transcribe_corpus.py).
+                # The training segments' transcriptions: same labels, same group (steps/transcribe.py).
                 for key in views.get(sid, {}).values():
                     add(key, sid, split)
     # The validation segments as a recording would reach the model: their clean transcriptions.
@@ -146,7 +146,7 @@ def load_fold_data(
 
 def transcription_views(keys: Any) -> dict[str, dict[str, str]]:
     """{segment id: {view: store key}} of the transcription views among a store's keys (`<id>@<view>`)."""
-    from pianoeval.pipeline.transcribe_corpus import split_view_id
+    from pianoeval.data.manifest import split_view_id
 
     out: dict[str, dict[str, str]] = {}
     for key in keys:

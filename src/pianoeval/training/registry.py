@@ -199,3 +199,13 @@ def build_module(model: str, net: nn.Module, config: dict[str, Any], label_mean:
         layer_lr_decay=aud["layer_lr_decay"],
         **shared,
     )
+
+
+def build_frozen_backbone(name: str, config: dict[str, Any]) -> Any:
+    """The frozen backbone `name` in eval mode, as `config["audio"]` asks (MuQ: released or small random weights)."""
+    from pianoeval.training.registry import build_audio_backbone
+
+    backbone = build_audio_backbone(name, config)
+    backbone.eval()
+    backbone.requires_grad_(False)
+    return backbone

@@ -11,69 +11,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 
+from pianoeval.audio.embed import CACHE_FRAME_RATE, embed_wave
 from pianoeval.core.errors import InputError, OutputError
 from pianoeval.core.io import read_input_bytes, save_torch, write_json
 from pianoeval.core.skipped import check_skipped, skip_entry, skipped_path, skipped_report, warn_skipped
+from pianoeval.data.manifest import select_per_group
+from pianoeval.training.registry import build_frozen_backbone
 
 log = logging.getLogger(__name__)
 
 # Bump when the embedding of a file changes for the same backbone settings.
 EMBEDDER_VERSION = 1
-# Frames are averaged down to this rate (per second): enough for phrasing and pedalling,
-# small enough that a 40 s segment is 200 frames.
-CACHE_FRAME_RATE = 5.0
-
-
-def build_frozen_backbone(name: str, config: dict[str, Any]) -> Any:
-    """The frozen backbone `name` in eval mode, as `config["audio"]` asks (MuQ: released or small random weights)."""
-    from pianoeval.training.registry import build_audio_backbone
-
-    backbone = build_audio_backbone(name, config)
-    backbone.eval()
-    backbone.requires_grad_(False)
-    return backbone
-
-
-def pool_frames(emb: torch.Tensor, frame_rate: float, target_rate: float = CACHE_FRAME_RATE) -> torch.Tensor:
-    """Average frames [F, D] in windows so the rate becomes `target_rate` → [F', D]."""
-    step = max(1, round(frame_rate / target_rate))
-    n = emb.shape[0] // step * step
-    if n == 0:
-        return emb.mean(dim=0, keepdim=True)
-    pooled = emb[:n].reshape(-1, step, emb.shape[1]).mean(dim=1)
-    if n < emb.shape[0]:
-        pooled = torch.cat([pooled, emb[n:].mean(dim=0, keepdim=True)])
-    return pooled
-
-
-def embed_wave(backbone: Any, wave: np.ndarray, sample_rate: int) -> torch.Tensor:
-    """Frame embeddings [F', D] of one mono waveform at `sample_rate` (resampled to the backbone's)."""
-    if sample_rate != backbone.sample_rate:
-        import soxr
-
-        wave = soxr.resample(wave, sample_rate, backbone.sample_rate).astype(np.float32)
-    with torch.no_grad():
-        emb, mask = backbone(torch.from_numpy(np.ascontiguousarray(wave))[None], None)
-    frames = emb[0][mask[0]] if mask is not None else emb[0]
-    return pool_frames(frames.float(), backbone.frame_rate)
-
-
-def select_per_group(rows: pd.DataFrame, per_group: int | None, seed: int) -> pd.DataFrame:
-    """At most `per_group` labelled rows of each segment_group, drawn with `seed` (all rows when None)."""
-    from pianoeval.data.manifest import labelled_mask
-
-    if per_group is None:
-        return rows
-    rows = rows[labelled_mask(rows)].sort_values("segment_id")
-    rng = np.random.default_rng(seed)
-    keep = []
-    for _, group in rows.groupby("segment_group", sort=True):
-        keep.extend(group.index[np.sort(rng.choice(len(group), size=min(per_group, len(group)), replace=False))])
-    return rows.loc[sorted(keep)]
 
 
 def run_embed(backbone_name: str, config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path) -> dict[str, Any]:

@@ -13,98 +13,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from pianoeval.core.errors import InputError, OutputError
 from pianoeval.core.io import read_input_bytes, save_torch, write_json
 from pianoeval.core.skipped import check_skipped, skip_entry, skipped_path, skipped_report, warn_skipped
+from pianoeval.symbolic.featurize import FEATURIZER_VERSION, featurize_file, kind_meta
 
 log = logging.getLogger(__name__)
-
-# Bump when a featurizer changes its output, so stale cache entries are not reused.
-# 2: every kind also carries `stats` (the side input of the symbolic encoders).
-# 3: `stats` adds the score-relative statistics (symbolic/score_stats.py) and their flag.
-FEATURIZER_VERSION = 3
-
-_TOKENIZER = None
-
-
-def _tokenizer(max_seq_len: int):  # -> PianoTokenizer
-    """One tokenizer per worker process (building the vocabulary is not free)."""
-    global _TOKENIZER
-    if _TOKENIZER is None or _TOKENIZER.max_seq_len != max_seq_len:
-        from pianoeval.symbolic.tokenizer import PianoTokenizer
-
-        _TOKENIZER = PianoTokenizer(max_seq_len=max_seq_len)
-    return _TOKENIZER
-
-
-def featurize_file(kind: str, path: str, features_cfg: dict[str, Any], score_path: str | None = None) -> dict[str, Any]:
-    """Compute the feature item of one MIDI file for `kind`; InputError if the file is unusable.
-
-    `score_path`, the score MIDI the performance plays, adds the score-relative statistics; a score
-    that cannot be read or aligned leaves them at zero (with a warning), the performance is kept.
-    """
-    from pianoeval.data.midi import load_performance
-    from pianoeval.symbolic.stats import performance_statistics
-
-    if kind not in ("tokens", "graphs", "curves", "stats"):
-        raise ValueError(f"unknown feature kind {kind!r}")
-    perf = load_performance(path)
-    score = None
-    if score_path:
-        try:
-            score = load_performance(score_path)
-        except InputError as exc:
-            # The score is auxiliary: without it the performance keeps its own statistics and the
-            # score part stays at zero (flag 0), as for a manifest row with no score.
-            log.warning("%s: score statistics skipped: %s", path, exc)
-    # Every kind carries the statistics: the ridge baseline's input and the encoders' side input.
-    item: dict[str, Any] = {"stats": torch.from_numpy(performance_statistics(perf, score))}
-    if kind == "tokens":
-        ids = _tokenizer(features_cfg["max_seq_len"]).encode(path)
-        item["input_ids"] = torch.tensor(ids, dtype=torch.long)
-    elif kind == "graphs":
-        from pianoeval.symbolic.graph import build_note_graph
-
-        item["graph"] = build_note_graph(perf)
-    elif kind == "curves":
-        from pianoeval.symbolic.features import extract_continuous_features
-
-        curves = extract_continuous_features(perf, frame_rate=features_cfg["frame_rate"])
-        item["curves"] = torch.from_numpy(np.ascontiguousarray(curves, dtype=np.float32))
-    return item
-
-
-def kind_meta(kind: str, features_cfg: dict[str, Any]) -> dict[str, Any]:
-    """Facts a model needs about a feature kind (vocabulary, channel count, statistics count)."""
-    from pianoeval.symbolic.stats import ALL_STAT_NAMES
-
-    return {**_kind_meta(kind, features_cfg), "n_stats": len(ALL_STAT_NAMES), "stat_names": list(ALL_STAT_NAMES)}
-
-
-def _kind_meta(kind: str, features_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The kind-specific part of kind_meta."""
-    if kind == "tokens":
-        tok = _tokenizer(features_cfg["max_seq_len"])
-        return {
-            "vocab_size": tok.vocab_size,
-            "pad_token_id": tok.pad_token_id,
-            "mask_token_id": tok.mask_token_id,
-            "max_seq_len": features_cfg["max_seq_len"],
-        }
-    if kind == "curves":
-        from pianoeval.symbolic.features import FEATURE_NAMES
-
-        return {"feature_names": list(FEATURE_NAMES), "n_features": len(FEATURE_NAMES)}
-    if kind == "graphs":
-        from pianoeval.symbolic.graph import EDGE_TYPES, NODE_FEATURES
-
-        return {"node_features": list(NODE_FEATURES), "edge_types": list(EDGE_TYPES)}
-    from pianoeval.symbolic.stats import ALL_STAT_NAMES
-
-    return {"feature_names": list(ALL_STAT_NAMES), "n_features": len(ALL_STAT_NAMES)}
 
 
 def _cache_key(kind: str, path: str, features_cfg: dict[str, Any], score_path: str | None = None) -> str:

@@ -88,7 +88,7 @@ def score_midi(
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.data.midi import load_performance
     from pianoeval.evaluation.inference import load_scoring_network
-    from pianoeval.pipeline.featurize import featurize_file
+    from pianoeval.symbolic.featurize import featurize_file
     from pianoeval.symbolic.stats import SCORE_COLUMNS
     from pianoeval.training.registry import FEATURE_KIND
 

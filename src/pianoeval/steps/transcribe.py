@@ -28,44 +28,16 @@ from typing import Any
 
 import pandas as pd
 
+from pianoeval.audio.augmentation import view_seed, view_wave
 from pianoeval.core.constants import SAMPLE_RATE
 from pianoeval.core.errors import InputError, OutputError
 from pianoeval.core.io import read_input_bytes, write_json
+from pianoeval.data.manifest import view_id
 
 log = logging.getLogger(__name__)
 
 # Bump when transcription or the views change what they produce, so stale cache entries are not reused.
 TRANSCRIBE_VERSION = 1
-VIEWS: tuple[str, ...] = ("clean", "augmented")
-# Separates a segment id from its view: `demo::piece00/P01@clean`.
-VIEW_SEP = "@"
-
-
-def view_id(segment_id: str, view: str) -> str:
-    """The segment id of one transcription view of a segment."""
-    return f"{segment_id}{VIEW_SEP}{view}"
-
-
-def split_view_id(key: str) -> tuple[str, str | None]:
-    """(manifest segment id, view) of a transcription view's id; (key, None) for any other id."""
-    sid, sep, view = key.rpartition(VIEW_SEP)
-    return (sid, view) if sep and view in VIEWS else (key, None)
-
-
-def view_seed(segment_id: str, seed: int) -> int:
-    """The augmentation seed of a segment's augmented view: the same on every run and machine."""
-    return (int(hashlib.sha1(segment_id.encode()).hexdigest()[:8], 16) + int(seed)) % 2**31
-
-
-def view_wave(wave: Any, sample_rate: int, view: str, seed: int) -> Any:
-    """The recording [S] as heard in `view`: as is (clean) or through a random phone-like chain (augmented)."""
-    if view == "clean":
-        return wave
-    if view == "augmented":
-        from pianoeval.audio.augmentation import AudioAugmentor
-
-        return AudioAugmentor(augment_prob=1.0, seed=seed, sample_rate=sample_rate)(wave)
-    raise ValueError(f"unknown transcription view {view!r}; known: {list(VIEWS)}")
 
 
 def _cache_key(audio_path: str, view: str, seed: int) -> str:
@@ -112,7 +84,7 @@ def _work(job: tuple[str, str, str, int, str]) -> tuple[str, str | None, dict[st
     return vid, str(target.resolve()), None, True
 
 
-def run_transcribe_corpus(
+def run_transcribe(
     config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path, threads: int = 1
 ) -> pd.DataFrame:
     """Transcribe every rendered recording of `manifest` in each of `transcription.views`; write the views'

@@ -1,0 +1,89 @@
+"""The prepare rule: the corpus manifest from the configured source (plus unlabelled MIDI) and its summary."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pianoeval.core.errors import ConfigError, InputError
+from pianoeval.core.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+def _unlabelled_midi_rows(folder: Path) -> pd.DataFrame:
+    """Manifest rows (tier T4) for every MIDI file below `folder`."""
+    from pianoeval.data.manifest import make_rows
+
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".mid", ".midi"})
+    if not files:
+        raise InputError("no MIDI files found in the extra MIDI folder", folder)
+    rows = [
+        {
+            "segment_id": f"t4::{folder.name}::{p.relative_to(folder).as_posix()}",
+            "piece_id": p.stem,
+            "segment_group": f"t4::{p.stem}",
+            "performer": "unknown",
+            "tier": "T4",
+            "source": folder.name,
+            "midi_path": str(p.resolve()),
+        }
+        for p in files
+    ]
+    return make_rows(rows)
+
+
+def build_manifest(config: dict[str, Any]) -> pd.DataFrame:
+    """Build the corpus manifest from the configured source plus optional unlabelled MIDI."""
+    from pianoeval.data.manifest import label_matrix
+
+    data = config["data"]
+    if data["source"] == "demo":
+        from pianoeval.data.manifest import read_manifest
+
+        df = read_manifest(Path("results/demo/manifest.parquet"))
+    elif data["source"] == "percepiano":
+        from pianoeval.data.percepiano import load_percepiano
+
+        root = Path(data["percepiano_root"])
+        if not root.exists():
+            root = Path("resources/percepiano")
+        df = load_percepiano(root, label_version=data["percepiano_labels"])
+    else:  # the schema's enum makes this unreachable unless it is edited
+        raise ConfigError(f"unknown data.source {data['source']!r}")
+    if data["limit"]:
+        labelled = ~pd.isna(label_matrix(df)).any(axis=1)
+        keep = df[labelled].head(data["limit"]).index.union(df[~labelled].index)
+        df = df.loc[keep].reset_index(drop=True)
+    frames = [df]
+    if data["asap_root"]:
+        from pianoeval.data.asap import load_asap
+
+        frames.append(load_asap(Path(data["asap_root"])))
+    frames.extend(_unlabelled_midi_rows(Path(folder)) for folder in data["extra_midi_dirs"])
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else df
+
+
+def run_prepare(config: dict[str, Any], out: Path) -> pd.DataFrame:
+    """Write the validated manifest to `out` and a summary JSON beside it."""
+    from pianoeval.data.manifest import label_matrix, write_manifest
+
+    df = build_manifest(config)
+    write_manifest(df, out)
+    labels = label_matrix(df)
+    write_json(
+        {
+            "n_rows": len(df),
+            "n_labelled": int((~pd.isna(labels).any(axis=1)).sum()),
+            "n_pieces": int(df["piece_id"].nunique()),
+            "n_segment_groups": int(df["segment_group"].nunique()),
+            "tiers": df["tier"].value_counts().to_dict(),
+            "sources": df["source"].value_counts().to_dict(),
+        },
+        out.parent / "summary.json",
+    )
+    log.info("manifest: %d rows -> %s", len(df), out)
+    return df

@@ -1,0 +1,84 @@
+"""The pretrain rule: self-supervised pretraining of a symbolic encoder on one fold's training MIDI
+(never its validation music)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from pianoeval.core.io import read_json, save_torch
+from pianoeval.training.pretrain import PretrainModule, build_objective, build_pretrain_loader, pretraining_keys
+
+log = logging.getLogger(__name__)
+
+
+def run_pretrain(
+    model: str,
+    config: dict[str, Any],
+    fold: int,
+    manifest_path: Path,
+    folds_path: Path,
+    features_path: Path,
+    out: Path,
+    devices: int = 1,
+) -> dict[str, Any]:
+    """Pretrain `model`'s encoder for `training.pretrain_epochs` epochs on `devices` devices (DDP when
+    more than 1, see train.device_settings); save `{"encoder": state_dict}`. A DDP worker process
+    (rank > 0) saves nothing."""
+    from pianoeval.data.manifest import read_manifest
+    from pianoeval.training.data import load_feature_store
+    from pianoeval.training.fit import device_settings, fold_seed
+    from pianoeval.training.progress import EpochLog
+    from pianoeval.training.registry import build_encoder
+
+    start = time.perf_counter()
+    seed = fold_seed(config, fold)
+    L.seed_everything(seed, workers=True, verbose=False)
+    store = load_feature_store(features_path)
+    manifest = read_manifest(manifest_path)
+    keys = pretraining_keys(store, manifest, read_json(folds_path), fold)
+    items = [store["items"][k] for k in keys]
+    encoder = build_encoder(model, store["meta"], config)
+    objective = build_objective(model, encoder, store["meta"])
+    epochs = config["training"]["pretrain_epochs"]
+    info: dict[str, Any] = {
+        "model": model,
+        "fold": fold,
+        "n_items": len(items),
+        "epochs": epochs,
+        "seed": seed,
+    }
+    if epochs > 0:
+        module = PretrainModule(objective)
+        loader = build_pretrain_loader(
+            model,
+            items,
+            store["meta"],
+            config["training"]["batch_size"],
+            seed,
+            max_len=config["features"]["max_seq_len"],
+        )
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            **device_settings(devices),
+            precision=config["training"]["precision"],
+            logger=False,
+            enable_checkpointing=False,
+            callbacks=[EpochLog(f"pretrain {model}")],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            deterministic=True,
+        )
+        trainer.fit(module, loader)  # under DDP, Lightning gives each rank a share of the loader
+        if not trainer.is_global_zero:
+            return info
+        info["final_loss"] = float(trainer.callback_metrics.get("pretrain/loss", torch.tensor(float("nan"))))
+    info["wall_s"] = round(time.perf_counter() - start, 2)
+    save_torch({"encoder": encoder.state_dict(), "info": info}, out)
+    log.info("pretrained %s fold %d on %d files: %s", model, fold, len(items), info)
+    return info

@@ -1,0 +1,64 @@
+"""The render rule: every performance MIDI rendered to audio with FluidSynth, cached per file."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pianoeval.core.errors import OutputError
+from pianoeval.core.io import write_json
+
+log = logging.getLogger(__name__)
+
+
+def run_render(config: dict[str, Any], manifest: Path, audio_dir: Path, out: Path, threads: int = 1) -> pd.DataFrame:
+    """Render each performance MIDI to `audio_dir/<id>.<key>.wav`, reusing WAVs already rendered.
+
+    `key` (`render_key`) covers the MIDI's bytes and the render settings, so a run killed part-way
+    restarts where it stopped, while a changed SoundFont, rate or MIDI renders afresh.
+    """
+    from pianoeval.audio.render import find_soundfont, render_key, render_midi
+    from pianoeval.core.skipped import check_skipped, collect_done, skip_entry, skipped_report
+    from pianoeval.data.manifest import read_manifest, write_manifest
+
+    df = read_manifest(manifest)
+    cfg = config["render"]
+    soundfont = find_soundfont(cfg["soundfont"])
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    todo = df[df["midi_path"].notna() & df["tier"].isin(["T1", "T2", "T3"])]
+
+    def render_one(row: Any) -> tuple[str, str | None, dict[str, str] | None, bool]:
+        """(segment id, WAV path or None, skipped-file entry or None, whether it was rendered now)."""
+        try:
+            stem = row.segment_id.replace("/", "_").replace("::", "__")
+            target = audio_dir / f"{stem}.{render_key(row.midi_path, soundfont, cfg['sample_rate'])}.wav"
+            if target.is_file() and target.stat().st_size > 0:
+                return row.segment_id, str(target.resolve()), None, False  # rendered by an earlier run
+            # Written atomically: a killed run leaves no half-written WAV under the target name.
+            render_midi(row.midi_path, target, soundfont=soundfont, sample_rate=cfg["sample_rate"])
+        except OutputError:
+            raise  # a full disk or read-only folder is no file's fault: stop
+        except Exception as exc:  # keep going past any one file; the report and the log say why
+            return row.segment_id, None, skip_entry(row.segment_id, row.midi_path, exc), False
+        return row.segment_id, str(target.resolve()), None, True
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        # On an exception or Ctrl-C, map's iterator cancels the queued files: the run stops promptly.
+        results = pool.map(render_one, todo.itertuples(index=False))
+        paths, skipped, n_new = collect_done(results, len(todo), "render", mininterval=5)
+    log.info("render: %d rendered now, %d reused, %d skipped", n_new, len(paths) - n_new, len(skipped))
+    check_skipped("render", skipped, len(todo), config["max_skipped_fraction"], manifest)
+    df = df.copy()
+    df["audio_path"] = [paths.get(s, a) for s, a in zip(df["segment_id"], df["audio_path"], strict=True)]
+    write_manifest(df, out)
+    write_json(
+        skipped_report(
+            "render", len(paths), skipped, rendered_now=n_new, reused=len(paths) - n_new, soundfont=str(soundfont)
+        ),
+        out.parent / "skipped.json",
+    )
+    return df

@@ -1,0 +1,270 @@
+"""Fit a network on one fold with Lightning: seeding, the wide part's start, early stopping, checkpoints,
+resume, devices."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pianoeval.core.io import read_json, write_json
+from pianoeval.training.baselines import stats_matrix, transcription_flags
+from pianoeval.training.data import FoldData, make_loader
+
+log = logging.getLogger(__name__)
+
+
+def fold_seed(config: dict[str, Any], fold: int) -> int:
+    """The seed of one fold's run: the global seed offset by the fold (recorded in provenance)."""
+    return int(config["seed"]) + 1000 * fold
+
+
+def train_network(
+    model: str,
+    config: dict[str, Any],
+    data: FoldData,
+    out_dir: Path,
+    seed: int,
+    pretrained: Path | None,
+    devices: int = 1,
+) -> tuple[Any, dict[str, Any]]:
+    """Build `model`'s encoder (loading a pretrained state if given) and fit it; see fit_module."""
+    from pianoeval.training.registry import build_network
+
+    net = build_network(model, data.meta, config)
+    write_json({"kind": "network", "model": model, "meta": data.meta}, out_dir / "model_spec.json")
+    if pretrained is not None:
+        state = torch.load(pretrained, weights_only=False)
+        # A side-input wrapper holds the pretrained encoder as `.base`.
+        target = getattr(net, "base", net)
+        missing, unexpected = target.load_state_dict(state["encoder"], strict=False)
+        log.info(
+            "loaded pretrained encoder %s (missing %d, unexpected %d keys)",
+            pretrained,
+            len(missing),
+            len(unexpected),
+        )
+    return fit_module(net, config, data, out_dir, seed, model=model, devices=devices)
+
+
+def batch_settings(model: str | None, config: dict[str, Any]) -> tuple[int, int]:
+    """(batch size, batches per optimiser step): the audio section's for a live backbone, else training's."""
+    from pianoeval.training.registry import uses_live_backbone
+
+    size = config["training"]["batch_size"]
+    if model and model in ("a1", "a2", "a3") and uses_live_backbone(model, config):
+        aud = config["audio"]
+        return int(aud["batch_size"] or size), int(aud["accumulate_grad_batches"])
+    return int(size), 1
+
+
+def init_wide_part(module: Any, data: FoldData, mode: str) -> dict[str, Any]:
+    """Start a wide & deep encoder from the fit of its statistics (side_input.WithStatistics): ridge,
+    trees or their blend (`mode`, config `training.wide_part`), every choice made on the dev split.
+
+    The regression head's last layer is zeroed so that the first prediction is the wide part's; the
+    deep part then learns residuals (its gradients are not zero: the hidden layer is not). The trees'
+    out-of-fold predictions of the training rows are attached to those items (`wide_prior`), which
+    their batches carry. Returns the choices (for metrics.json).
+    """
+    init = getattr(module.encoder, "init_wide", None)
+    if init is None or not data.splits["train"]:
+        return {}
+    dev = data.splits["dev"]
+    x_train, y_train = torch.from_numpy(stats_matrix(data, "train")), torch.from_numpy(data.labels("train"))
+    x_dev = torch.from_numpy(stats_matrix(data, "dev")) if dev else None
+    y_dev = torch.from_numpy(data.labels("dev")) if dev else None
+    t_train, t_dev = transcription_flags(data, "train"), transcription_flags(data, "dev") if dev else None
+    flags = {
+        "t_train": None if t_train is None else torch.from_numpy(t_train),
+        "t_dev": None if t_dev is None else torch.from_numpy(t_dev),
+    }
+    alpha = init(x_train, y_train, x_dev, y_dev, **flags)
+    choices, priors = module.encoder.init_trees(
+        mode, x_train, y_train, torch.from_numpy(data.groups("train")), x_dev, y_dev, **flags
+    )
+    for key, values in (priors or {}).items():
+        for row, i in enumerate(data.splits["train"]):
+            data.items[i][key] = values[row]
+    with torch.no_grad():
+        module.heads.regression[-1].weight.zero_()
+    choices["ridge_alpha"] = alpha
+    log.info("wide part initialised on the training split, chosen on dev: %s", choices)
+    return choices
+
+
+def _supervised(trainer: Any) -> bool:
+    """False while a staged module (A2) is in its label-free stage, where dev scores mean nothing."""
+    return getattr(trainer.lightning_module, "stage", "supervised") == "supervised"
+
+
+def _epoch_seed(seed: int) -> Any:
+    """A callback that, at each epoch start, reseeds every RNG (dropout, augmentation) from (`seed`,
+    epoch) and sets the epoch of the training batch order: a run resumed from `last.ckpt` then
+    continues exactly as the uninterrupted run would."""
+    import lightning as L
+
+    class EpochSeed(L.Callback):
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            L.seed_everything(seed + trainer.current_epoch, workers=True, verbose=False)
+            # Lightning sets the epoch of a loader's sampler, not of its batch sampler (ours).
+            batches = getattr(trainer.train_dataloader, "batch_sampler", None)
+            if hasattr(batches, "set_epoch"):
+                batches.set_epoch(trainer.current_epoch)
+
+    return EpochSeed()
+
+
+def _selection_callbacks(ckpt_dir: Path, patience: int) -> tuple[Any, Any]:
+    """Early stopping and best-checkpoint selection on dev/selection, both blind to A2's label-free
+    stage: its score heads are not trained yet, so patience counts from the switch and the best
+    checkpoint is always a supervised one."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    class StageAwareEarlyStopping(EarlyStopping):
+        def _should_skip_check(self, trainer: Any) -> bool:
+            return super()._should_skip_check(trainer) or not _supervised(trainer)
+
+    class StageAwareCheckpoint(ModelCheckpoint):
+        def _save_topk_checkpoint(self, trainer: Any, monitor_candidates: dict[str, Any]) -> None:
+            if _supervised(trainer):  # `last.ckpt` is still written every epoch (resuming)
+                super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+        # Lightning (2.5+) refreshes last.ckpt only in epochs that save a best checkpoint; a killed
+        # run must resume from its latest epoch, so it is written, at the same point of the epoch
+        # as Lightning's own saves, whenever nothing else was saved.
+        def _refresh_last(self, trainer: Any, at_train_epoch_end: bool) -> None:
+            due = self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end
+            if due and not self._should_skip_saving_checkpoint(trainer):
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            super().on_train_epoch_end(trainer, pl_module)
+            self._refresh_last(trainer, at_train_epoch_end=True)
+
+        def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+            super().on_validation_end(trainer, pl_module)
+            self._refresh_last(trainer, at_train_epoch_end=False)
+
+    stopping = StageAwareEarlyStopping(monitor="dev/selection", mode="max", patience=patience)
+    checkpoint = StageAwareCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="dev/selection", mode="max", save_last=True
+    )
+    return stopping, checkpoint
+
+
+def _same_run(ckpt_dir: Path, config: dict[str, Any], net: torch.nn.Module, seed: int) -> bool:
+    """True when `ckpt_dir` holds checkpoints of this very run (config, network shape, seed).
+
+    Anything else there is stale (an earlier config of the same model and fold): it is removed,
+    so a rerun with new settings starts afresh instead of resuming a different model.
+    """
+    import hashlib
+    import json
+    import shutil
+
+    shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
+    key = hashlib.sha1(json.dumps([config, shapes, seed], sort_keys=True, default=str).encode()).hexdigest()
+    stamp = ckpt_dir / "run.json"
+    same = stamp.is_file() and read_json(stamp).get("key") == key
+    if not same:
+        if ckpt_dir.exists():
+            log.info("removing checkpoints of an earlier run in %s", ckpt_dir)
+            shutil.rmtree(ckpt_dir)
+        write_json({"key": key}, stamp)
+    return same
+
+
+def device_settings(devices: int) -> dict[str, Any]:
+    """Trainer arguments for `devices` devices (a rule's `resources.gpu`): one device, GPU if there is
+    one; or, for more than one, Lightning DDP with one process per device (CPU processes where there
+    is no GPU, which is how the tests run it)."""
+    if devices <= 1:
+        return {"accelerator": "auto", "devices": 1}
+    from lightning.pytorch.plugins.environments import LightningEnvironment
+    from lightning.pytorch.strategies import DDPStrategy
+
+    # LightningEnvironment: Lightning starts the other ranks itself, on this machine, also inside a
+    # SLURM job (whose variables would otherwise make it wait for one srun task per device).
+    # Unused parameters are allowed: the contrastive projection has none when its weight is 0.
+    strategy = DDPStrategy(cluster_environment=LightningEnvironment(), find_unused_parameters=True)
+    return {"accelerator": "auto", "devices": int(devices), "strategy": strategy}
+
+
+def fit_module(
+    net: torch.nn.Module,
+    config: dict[str, Any],
+    data: FoldData,
+    out_dir: Path,
+    seed: int,
+    model: str | None = None,
+    devices: int = 1,
+    callbacks: Sequence[Any] = (),
+) -> tuple[Any, dict[str, Any]]:
+    """Fit `model`'s LightningModule (`registry.build_module`; PerformanceModule unless an audio model
+    a1-a3) around `net` with early stopping on the dev split; return (best module, info).
+
+    With `devices` > 1 (DDP, see device_settings) Lightning reruns the calling command once per
+    extra device; in those worker processes (rank > 0) the module returned is None and the caller
+    writes nothing. Each rank trains on its share of the training batches (`GroupBatchSampler`
+    shards them) and evaluates the whole dev split, so all ranks select the same epoch.
+    `callbacks` are added to the trainer's own (early stopping, checkpoints, progress lines).
+    """
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from pianoeval.training.progress import EpochLog
+    from pianoeval.training.registry import build_module
+
+    tcfg = config["training"]
+    module = build_module(model or "", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
+    wide = init_wide_part(module, data, tcfg["wide_part"])
+    batch_size, accumulate = batch_settings(model, config)
+    train_loader = make_loader(
+        data.subset("train"),
+        batch_size,
+        True,
+        seed,
+        tcfg["num_workers"],
+        dataset=data.dataset("train", train=True),
+        shard=True,
+    )
+    dev_split = "dev" if data.splits["dev"] else "train"
+    dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
+    ckpt_dir = out_dir / "checkpoints"
+    stopping, checkpoint = _selection_callbacks(ckpt_dir, tcfg["patience"])
+    trainer = L.Trainer(
+        max_epochs=tcfg["max_epochs"],
+        **device_settings(devices),
+        # The group batch sampler shards training batches across DDP ranks itself.
+        use_distributed_sampler=False,
+        precision=tcfg["precision"],
+        accumulate_grad_batches=accumulate,
+        callbacks=[stopping, checkpoint, _epoch_seed(seed), EpochLog(f"train {model or 'network'}"), *callbacks],
+        logger=CSVLogger(out_dir, name="logs", version=""),
+        deterministic=True,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+    last = ckpt_dir / "last.ckpt"
+    resume = str(last) if _same_run(ckpt_dir, config, net, seed) and last.exists() else None
+    if resume:
+        log.info("resuming from %s", resume)  # a killed run continues from its last epoch
+    trainer.fit(module, train_loader, dev_loader, ckpt_path=resume)
+    if not trainer.is_global_zero:
+        return None, {}  # a DDP worker: rank 0 loads the best checkpoint and writes the outputs
+    best_path = checkpoint.best_model_path or str(last)
+    best = torch.load(best_path, weights_only=False)
+    module.load_state_dict(best["state_dict"])
+    info = {
+        "best_epoch": int(best.get("epoch", -1)),
+        "epochs_run": int(trainer.current_epoch),
+        "best_dev_selection": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "n_parameters": int(sum(p.numel() for p in module.parameters())),
+        **({"wide": wide} if wide else {}),
+    }
+    return module, info

@@ -1,0 +1,42 @@
+"""Scores and embeddings of every split of a fold from a trained network, in bounded batches."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from pianoeval.core.constants import DIMENSIONS
+from pianoeval.training.data import FoldData
+
+log = logging.getLogger(__name__)
+
+
+def predict_network(
+    module: Any, data: FoldData, batch_size: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Scores and embeddings of every split from a trained module (PerformanceModule or an audio
+    track module: both have `encoder` and `scores_from`), in eval mode."""
+    module.eval()
+    preds: dict[str, np.ndarray] = {}
+    embs: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for split in data.splits:
+            items = data.subset(split)
+            if not items:
+                preds[split] = np.zeros((0, len(DIMENSIONS)))
+                embs[split] = np.zeros((0, module.encoder.hidden_size))
+                continue
+            from pianoeval.data.datasets import multi_task_collate_fn
+
+            dataset = data.dataset(split)  # the items, or their waveforms (first window, no augmentation)
+            p, e = [], []
+            for start in range(0, len(items), batch_size):
+                batch = multi_task_collate_fn([dataset[i] for i in range(start, min(start + batch_size, len(items)))])
+                z = module.encoder(batch)
+                p.append(module.scores_from(z, batch).numpy())
+                e.append(z.numpy())
+            preds[split], embs[split] = np.concatenate(p), np.concatenate(e)
+    return preds, embs
