@@ -5,7 +5,8 @@ The forest is the wide part's (`side_input.make_trees`, 300 extremely randomised
 (`symbolic.stats.performance_statistics`, with the score-relative part) against the logits of their
 canonical labels (19 outputs). Both compilers are compared with sklearn's own `predict`:
 
-- equality: the largest absolute difference over the fitted rows and held-out rows;
+- equality: the largest absolute difference over the fitted rows and held-out rows, and over rows with
+  one feature exactly on a split threshold (rounded to float32, as a float32 input can be);
 - speed: compile time, inference time for a batch of 1 and of 256 (median of repeats, 1 thread);
 - checkpoint: whether the compiled trees are buffers that a fresh network of the same class loads from
   a state dict saved with `torch.save` and read with `torch.load(weights_only=True)` (no pickle).
@@ -64,6 +65,18 @@ def percepiano_rows(root: Path, n: int, seed: int) -> tuple[np.ndarray, np.ndarr
     return x.astype(np.float32), logits - logits.mean(axis=0)
 
 
+def boundary_rows(reg: Any, x: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Rows [n, S] of x with one feature set to a split threshold rounded to float32: the inputs on which
+    a float32 comparison (x <= float32(t)) and sklearn's (float32 x <= float64 t) can disagree."""
+    rng = np.random.default_rng(seed)
+    out = x[rng.integers(len(x), size=n)].copy()
+    for row in out:
+        tree = reg.estimators_[int(rng.integers(len(reg.estimators_)))].tree_
+        node = int(rng.choice(np.flatnonzero(tree.children_left != -1)))
+        row[tree.feature[node]] = np.float32(tree.threshold[node])
+    return out
+
+
 def timed(fn: Callable[[], Any], repeats: int) -> float:
     """Median wall seconds of `repeats` calls of fn (after one warm-up call)."""
     fn()
@@ -114,7 +127,9 @@ def predict(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return (out[0] if isinstance(out, tuple) else out).reshape(x.shape[0], -1)
 
 
-def compare(reg: Any, other: Any, x_fit: np.ndarray, x_all: np.ndarray, repeats: int) -> dict[str, Any]:
+def compare(
+    reg: Any, other: Any, x_fit: np.ndarray, x_all: np.ndarray, x_edge: np.ndarray, repeats: int
+) -> dict[str, Any]:
     """Equality, speed and checkpoint round trip of every compiler on one fitted forest.
 
     The round trip loads the checkpoint into the module a network holds *before* it sees the checkpoint:
@@ -132,12 +147,15 @@ def compare(reg: Any, other: Any, x_fit: np.ndarray, x_all: np.ndarray, repeats:
     for name, build in compilers.items():
         module, compile_s = build()
         diff = np.abs(predict(module, xt).double().numpy() - expected)
+        edge = np.abs(predict(module, torch.from_numpy(x_edge)).double().numpy() - reg.predict(x_edge))
         impl = name.removeprefix("hummingbird_")
         fresh = (lambda: TreeEnsemble(n_out)) if name == "ours" else (lambda i=impl: hummingbird(other, x_fit, i)[0])
         entry = {
             "compile_s": compile_s,
             "max_abs_diff": float(diff.max()),
             "mean_abs_diff": float(diff.mean()),
+            "max_abs_diff_on_thresholds": float(edge.max()),
+            "rows_differing_on_thresholds": int((edge.max(axis=1) > 1e-4).sum()),
             "infer_s_batch_1": timed(lambda m=module: predict(m, one), repeats),
             f"infer_s_batch_{len(batch)}": timed(lambda m=module: predict(m, batch), max(3, repeats // 10)),
             "n_buffer_bytes": int(sum(t.numel() * t.element_size() for t in module.state_dict().values())),
@@ -188,7 +206,9 @@ def main() -> None:
         "max_depth": max(e.tree_.max_depth for e in reg.estimators_),
     }
     other = make_trees(args.min_leaf).fit(x[: int(0.9 * n_fit)], y[: int(0.9 * n_fit)])
-    report["compilers"] = compare(reg, other, x[:n_fit], x, args.repeats)
+    edge = boundary_rows(reg, x, 1000, args.seed)
+    report["data"]["n_threshold_rows"] = len(edge)
+    report["compilers"] = compare(reg, other, x[:n_fit], x, edge, args.repeats)
     report["wall_s"] = round(time.perf_counter() - start, 1)
     report["machine_after"] = machine()
     write_json(report, args.out)
