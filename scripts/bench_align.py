@@ -6,6 +6,8 @@ Three sets of performances, each aligned to its score MIDI by every method:
   beat error that align-check reports (annotated performance beats against the score's beats mapped
   through the alignment), pooled over all beats, and the wall time of the alignment.
 - `asap_full`: a seeded sample of performances of the other ASAP pieces (same metric).
+- `asap_excerpts`: the subset's performances cut into 8-bar excerpts (at the annotated downbeats), each
+  aligned to the same bars of the score: the length of a PercePiano segment, with ASAP's beats to check.
 - `percepiano`: a seeded sample of PercePiano segments against their score MIDI, as
   `symbolic/score_stats.py` aligns them for every segment: wall time, the share of performance notes
   matched, and how many the score statistics would refuse (fewer matched notes than `MIN_MATCH_SHARE`).
@@ -20,6 +22,7 @@ Its score note array needs beats: the score MIDI's quarter-note positions (from 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import os
 import platform
@@ -48,6 +51,7 @@ from pianoeval.io import write_json
 
 log = logging.getLogger("bench_align")
 METHODS: tuple[str, ...] = ("ours", "parangonar_dualdtw", "parangonar_automatic")
+SETS: tuple[str, ...] = ("asap", "asap_full", "percepiano", "asap_excerpts")
 
 
 def shared_data() -> Path:
@@ -165,6 +169,64 @@ def run_asap(root: Path, items: list[tuple[str, Path]], methods: dict[str, Calla
     return {"summary": summary, "performances": rows}
 
 
+def excerpt(perf: Performance, start: float, end: float) -> Performance:
+    """The notes of `perf` with onsets in [start, end) (times unchanged, path kept for the tempo map)."""
+    keep = (perf.onsets >= start) & (perf.onsets < end)
+    return Performance(perf.notes[keep], path=perf.path)
+
+
+def run_excerpts(
+    root: Path, items: list[tuple[str, Path]], methods: dict[str, Callable[..., Alignment]], bars: int
+) -> dict:
+    """Beat error on `bars`-bar excerpts of the ASAP performances aligned to the same bars of the score
+    (the length of a PercePiano segment, as score_stats aligns them): pooled over the excerpts' beats."""
+    from pianoeval.data.asap import load_beat_annotations
+
+    errors: dict[str, list[np.ndarray]] = {m: [] for m in methods}
+    walls: dict[str, list[float]] = {m: [] for m in methods}
+    failed = dict.fromkeys(methods, 0)
+    n_excerpts = 0
+    for piece, perf_path in items:
+        score = load_performance(root / piece / "midi_score.mid")
+        beats, labels = load_beat_annotations(root / piece / SCORE_ANNOTATIONS)
+        true, _ = load_beat_annotations(perf_path.with_name(f"{perf_path.stem}_annotations.txt"))
+        if len(true) != len(beats):
+            continue  # repeats played differently: beats cannot be paired (align-check excludes them too)
+        perf = load_performance(perf_path)
+        bar_starts = np.flatnonzero([lab.split(",")[0] == "db" for lab in labels])[::bars]
+        for a, b in itertools.pairwise(bar_starts):
+            # Cut a little before each performed downbeat: a chord's notes spread around it.
+            s_cut = excerpt(score, beats[a] - 0.01, beats[b] - 0.01)
+            p_cut = excerpt(perf, true[a] - 0.05, true[b] - 0.05)
+            if len(s_cut.notes) < 4 or len(p_cut.notes) < 4:
+                continue
+            n_excerpts += 1
+            for name, fn in methods.items():
+                start = time.perf_counter()
+                try:
+                    result = fn(s_cut, p_cut)
+                except Exception:  # counted: score_stats would score this segment without its score
+                    failed[name] += 1
+                    continue
+                walls[name].append(time.perf_counter() - start)
+                errors[name].append(np.abs(result.beat_times(beats[a:b]) - true[a:b]) * 1000.0)
+        log.info("excerpts of %s/%s done", piece, perf_path.stem)
+    summary = {}
+    for name in methods:
+        err = np.concatenate(errors[name]) if errors[name] else np.zeros(0)
+        summary[name] = {
+            "n_excerpts": n_excerpts,
+            "n_failed": failed[name],
+            "n_beats": len(err),
+            "mean_abs_error_ms": float(err.mean()) if len(err) else None,
+            "p90_abs_error_ms": float(np.percentile(err, 90)) if len(err) else None,
+            "within_50ms": float(np.mean(err <= 50)) if len(err) else None,
+            "within_100ms": float(np.mean(err <= 100)) if len(err) else None,
+            "wall_s_mean": float(np.mean(walls[name])) if walls[name] else None,
+        }
+    return {"bars": bars, "summary": summary}
+
+
 def run_percepiano(root: Path, sample: int, seed: int, methods: dict[str, Callable[..., Alignment]]) -> dict:
     """Wall time, match rate and refusals of every method on a seeded sample of PercePiano segments."""
     import pandas as pd
@@ -232,6 +294,8 @@ def main() -> None:
         help="methods on the asap_full sample (parangonar_automatic takes minutes per long movement)",
     )
     parser.add_argument("--percepiano-sample", type=int, default=120, help="PercePiano segments")
+    parser.add_argument("--excerpt-bars", type=int, default=8, help="bars per ASAP excerpt (PercePiano: 4-16)")
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=SETS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -242,13 +306,16 @@ def main() -> None:
     report["machine_before"] = machine()
     start = time.perf_counter()
     subset = asap_performances(args.data / "asap", None, set(), args.seed)
-    report["asap"] = run_asap(args.data / "asap", subset, fns)
-    if args.asap_full_sample:
+    if "asap" in args.sets:
+        report["asap"] = run_asap(args.data / "asap", subset, fns)
+    if "asap_excerpts" in args.sets:
+        report["asap_excerpts"] = run_excerpts(args.data / "asap", subset, fns, args.excerpt_bars)
+    if "asap_full" in args.sets and args.asap_full_sample:
         pieces = {piece for piece, _ in subset}
         full = asap_performances(args.data / "asap_full", args.asap_full_sample, pieces, args.seed)
         full_fns = {m: fn for m, fn in fns.items() if m in args.full_methods}
         report["asap_full"] = run_asap(args.data / "asap_full", full, full_fns)
-    if args.percepiano_sample:
+    if "percepiano" in args.sets and args.percepiano_sample:
         report["percepiano"] = run_percepiano(args.data / "percepiano", args.percepiano_sample, args.seed, fns)
     report["wall_s"] = round(time.perf_counter() - start, 1)
     report["machine_after"] = machine()
