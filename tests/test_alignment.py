@@ -203,3 +203,23 @@ def test_real_asap_piece(shared_data: Path) -> None:
     assert np.median(err_ms) < 10 and np.mean(err_ms <= 50) > 0.95, np.sort(err_ms)[-10:]
     assert measure_accuracy(pred[downbeat], true[downbeat]) == 1.0
     assert result.perf_match_rate > 0.9
+
+
+def test_check_performance_uses_the_given_aligner(tmp_path: Path) -> None:
+    """`check_performance(aligner=...)` scores that aligner (how scripts/bench_align.py compares libraries):
+    the constant-tempo map given as the aligner scores exactly as the linear baseline."""
+    from pianoeval.alignment import Alignment, check_performance, linear_map
+    from pianoeval.data.asap import load_beat_annotations
+
+    folder = _fake_asap(tmp_path / "asap") / "Composer" / "Set" / "piece"
+    score = load_performance(folder / "midi_score.mid")
+    beats, labels = load_beat_annotations(folder / "midi_score_annotations.txt")
+    downbeat = np.array([lab == "db" for lab in labels])
+
+    def linear(s: Performance, p: Performance) -> Alignment:
+        return Alignment(linear_map(s, p), np.zeros((0, 2), dtype=np.int64), 0.0, 0.0, float("nan"), float("nan"))
+
+    args = (score, beats, folder / "good.mid", folder / "good_annotations.txt", downbeat)
+    ours, lin = check_performance(*args), check_performance(*args, aligner=linear)
+    np.testing.assert_array_equal(lin["check"].pred, lin["baseline"].pred)
+    assert lin["metrics"]["median_abs_error_ms"] > 10 * max(ours["metrics"]["median_abs_error_ms"], 1.0)

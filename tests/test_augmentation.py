@@ -174,3 +174,30 @@ def test_bad_arguments(tmp_path: Path) -> None:
         AudioAugmentor(noise_dir=tmp_path)
     with pytest.raises(InputError, match="not found"):
         AudioAugmentor(room_irs_dir=tmp_path / "missing")
+
+
+def test_augmentor_leaves_the_global_random_state_alone(music: np.ndarray) -> None:
+    """Every augmentation draws from the augmentor's own Generator: Python's and numpy's global states
+    are neither read nor changed (training reseeds them per epoch, and robustness and the `augmented`
+    view seed per recording). audiomentations draws from both (docs/benchmarks.md, "Libraries of the field")."""
+    import random
+
+    random.seed(5)
+    np.random.seed(5)
+    py_state, np_state = random.getstate(), np.random.get_state()[1].copy()
+    augmentor = AudioAugmentor(augment_prob=1.0, probs=dict.fromkeys(AUGMENTATIONS, 1.0), seed=0, sample_rate=SR)
+    chained = augmentor(music)
+    for name in AUGMENTATIONS:
+        augmentor.apply(music, name)
+    assert random.getstate() == py_state and np.array_equal(np.random.get_state()[1], np_state)
+    again = AudioAugmentor(augment_prob=1.0, probs=dict.fromkeys(AUGMENTATIONS, 1.0), seed=0, sample_rate=SR)
+    np.random.seed(99)  # a different global state does not change the seeded chain
+    np.testing.assert_array_equal(again(music), chained)
+
+
+def test_room_keeps_the_dry_level(music: np.ndarray) -> None:
+    """A room changes the sound, not the level: the reverberant wave has the dry wave's RMS (the dynamics
+    dimensions read level; audiomentations' impulse response rescales the peak to 0.5 instead)."""
+    out = AudioAugmentor(seed=0, sample_rate=SR).apply(music, "room_ir", rt60=1.0)
+    rms = lambda x: float(np.sqrt(np.mean(np.square(x.astype(np.float64)))))  # noqa: E731
+    assert rms(out) == pytest.approx(rms(music), rel=1e-3)

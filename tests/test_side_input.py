@@ -113,6 +113,29 @@ def test_tree_ensemble_matches_sklearn(n_out: int) -> None:
     assert fresh.n_trees == 25 and torch.equal(fresh(probe), trees(probe))
 
 
+def test_tree_ensemble_agrees_with_sklearn_on_split_thresholds() -> None:
+    """Inputs sitting exactly on a split threshold rounded to float32 go the way sklearn sends them
+    (float32 input against the float64 threshold); a float32 comparison, as hummingbird-ml compiles,
+    sends about a third of them the other way (docs/benchmarks.md, "Libraries of the field")."""
+    import numpy as np
+
+    from pianoeval.side_input import TreeEnsemble
+
+    x, _, reg = _forest(2)
+    rng = np.random.default_rng(1)
+    edge = x[rng.integers(len(x), size=400)].copy()
+    flips = 0
+    for row in edge:
+        tree = reg.estimators_[int(rng.integers(len(reg.estimators_)))].tree_
+        node = int(rng.choice(np.flatnonzero(tree.children_left != -1)))
+        row[tree.feature[node]] = np.float32(tree.threshold[node])
+        flips += bool(np.float32(tree.threshold[node]) > tree.threshold[node])  # sklearn goes right, float32 left
+    assert flips > 50  # the probe does hit the rounding cases
+    trees = TreeEnsemble(2)
+    trees.load_sklearn(reg)
+    torch.testing.assert_close(trees(torch.from_numpy(edge)).double(), torch.from_numpy(reg.predict(edge)))
+
+
 def test_init_trees_blend_chosen_on_dev_and_training_priors_out_of_fold() -> None:
     """On a target ridge cannot fit, the dev split picks a trees share; the training rows' priors are
     out of fold (worse on their own rows than the in-sample trees); masked rows read the masked prior."""

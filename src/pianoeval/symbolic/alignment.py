@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,9 +348,15 @@ def _pooled(checks: list[BeatCheck]) -> dict[str, Any]:
 
 
 def check_performance(
-    score: Performance, score_beats: np.ndarray, perf_path: Path, annotations: Path, downbeat: np.ndarray
+    score: Performance,
+    score_beats: np.ndarray,
+    perf_path: Path,
+    annotations: Path,
+    downbeat: np.ndarray,
+    aligner: Callable[[Performance, Performance], Alignment] | None = None,
 ) -> dict[str, Any]:
-    """Align one performance and compare its predicted beats with the annotations: {metrics, check, baseline}."""
+    """Align one performance (with `aligner`, default `align`) and compare its predicted beats with the
+    annotations: {metrics, check, baseline}."""
     from pianoeval.data.asap import load_beat_annotations
     from pianoeval.data.midi import load_performance
 
@@ -362,7 +369,7 @@ def check_performance(
             annotations,
         )
     start = time.perf_counter()
-    result = align(score, perf)
+    result = (aligner or align)(score, perf)
     wall = time.perf_counter() - start
     onsets = np.unique(score.onsets)
     after = np.clip(np.searchsorted(onsets, score_beats), 1, len(onsets) - 1)
