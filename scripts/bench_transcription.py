@@ -1,13 +1,14 @@
 """Benchmark: TransKun's exact PyTorch path against the default (ONNX Runtime encoder), same files, same run.
 
-Two corpora, rendered with FluidSynth (`pianoeval.audio.render`, 44.1 kHz, TransKun's rate): a stratified
-PercePiano subset (`transcription_check.select_stratified`, one performance per piece and bar length,
-every `--percepiano-step`-th stratum, the first `--percepiano-seconds` of each) and the first `--asap-seconds` of `--asap-n` ASAP performances
-(drawn with a fixed seed from `asap_full`, cut with `transcription_check.cut_performance`). Each file is
-transcribed by both engines, in alternating order (so a drift in the machine's load hits both), on
-`--threads` intra-op threads. Per engine and corpus: real-time factor (audio s / wall s, and wall / audio),
-note onset F1 against the source MIDI (mir_eval, onsets within 50 ms, as `pianoeval transcribe-check`), the
-paired F1 difference with a 95 % interval, and the speed ratio; plus load averages and the commit. JSON.
+Two corpora, rendered with FluidSynth (`pianoeval.audio.render`, 44.1 kHz, TransKun's rate): a
+stratified PercePiano subset (`transcription_check.select_stratified`, one performance per piece and bar
+length, every `--percepiano-step`-th stratum, the first `--percepiano-seconds` of each) and the first
+`--asap-seconds` of `--asap-n` ASAP performances (drawn with a fixed seed from `asap_full`, cut with
+`transcription_check.cut_performance`). Each file is transcribed by both engines, in alternating order
+(so a drift in the machine's load hits both), on `--threads` intra-op threads, after a warm-up that loads
+both models. Per engine and corpus: real-time factor (audio s / wall s, and wall / audio), note onset F1
+against the source MIDI (mir_eval, onsets within 50 ms, as `pianoeval transcribe-check`), the paired F1
+difference with a 95 % interval, and the speed ratio; plus load averages and the commit. JSON.
 
     .venv/bin/python scripts/bench_transcription.py --out bench_transcription.json
 """
@@ -159,15 +160,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     from pianoeval.audio.transcribe import transcribe_timed
 
-    for engine in ENGINES:  # load the models (and export the ONNX graph if not cached) before any timing
-        transcribe_timed(np.zeros(5 * RATE, dtype=np.float32), sample_rate=RATE, progress=False, engine=engine)
+    # Load the models (and export the ONNX graph if not cached) before any timing; noise, since windows of
+    # zeros are skipped.
+    noise = np.random.default_rng(0).normal(0.0, 0.1, 5 * RATE).astype(np.float32)
+    for engine in ENGINES:
+        transcribe_timed(noise, sample_rate=RATE, progress=False, engine=engine)
     for name, files in corpora.items():
         results = []
         for i, item in enumerate(files):
             order = ENGINES if i % 2 == 0 else ENGINES[::-1]
             results.append(run_file(item, order, args.threads))
             r = results[-1]
-            print(f"{name} {r['id']}: " + ", ".join(f"{e} {r[e]['wall_s']:.1f} s F1 {r[e]['onset_f1']:.4f}" for e in ENGINES))
+            line = ", ".join(f"{e} {r[e]['wall_s']:.1f} s F1 {r[e]['onset_f1']:.4f}" for e in ENGINES)
+            print(f"{name} {r['id']}: {line}", flush=True)
         report[name] = {"summary": summarise(results), "files": results}
     report["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(report, args.out)

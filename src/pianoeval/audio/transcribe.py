@@ -269,7 +269,10 @@ def transcribe_timed(
 
 
 def transcribe(
-    wave_or_path: str | Path | np.ndarray, sample_rate: int | None = None, device: str = "cpu", engine: str | None = None
+    wave_or_path: str | Path | np.ndarray,
+    sample_rate: int | None = None,
+    device: str = "cpu",
+    engine: str | None = None,
 ) -> Performance:
     """Audio file or array [S] / [S, C] (with sample_rate) → Performance (notes [N, 4], pedal [M, 2])."""
     return transcribe_timed(wave_or_path, sample_rate, device, engine=engine)[0]

@@ -163,7 +163,7 @@ class OnnxBackbone(nn.Module):
             self._sessions[key] = _session(self._paths[key[0]], threads)
         return self._sessions[key]
 
-    def forward(self, x: torch.Tensor, outputIndices: torch.Tensor) -> torch.Tensor:  # noqa: N803 (TransKun's name)
+    def forward(self, x: torch.Tensor, outputIndices: torch.Tensor) -> torch.Tensor:
         """TransKun's Backbone.forward, by ONNX Runtime."""
         if outputIndices.tolist() != self.output_indices:
             raise ConfigError(f"the exported encoder predicts pitches {self.output_indices}, not {outputIndices}")
