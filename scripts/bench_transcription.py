@@ -24,15 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_score import shared_data  # the sibling script (scripts/ is on sys.path when run)
 
 ENGINES = ("torch", "onnx")  # the exact old path, the default
 RATE = 44_100
-
-
-def shared_data() -> Path:
-    """$PIANOEVAL_SHARED_DATA or ../shared/data beside the checkout."""
-    env = os.environ.get("PIANOEVAL_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def percepiano_files(root: Path, step: int, seconds: float | None, work: Path) -> list[dict[str, Any]]:
