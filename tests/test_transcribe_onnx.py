@@ -125,3 +125,28 @@ def test_onnx_engine_transcribes_as_torch(tmp_path: Path, monkeypatch: pytest.Mo
     assert fast.notes.shape == exact.notes.shape
     np.testing.assert_array_equal(fast.notes[:, 2:], exact.notes[:, 2:])  # pitches and velocities
     np.testing.assert_allclose(fast.notes[:, :2], exact.notes[:, :2], atol=1e-3)
+
+
+def test_transcription_caches_are_per_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engines differ by float rounding: a cached transcription of one is not reused for the other."""
+    from pianoeval.audio import transcribe as transcribe_module
+    from pianoeval.audio.transcription_check import transcribe_cached
+    from pianoeval.pipeline.transcribe_corpus import _cache_key
+
+    engines: list[str] = []
+
+    def fake(wave: np.ndarray, sample_rate: int, **kwargs: object) -> tuple[Performance, dict[str, float]]:
+        engines.append(str(kwargs["engine"]))
+        return Performance(np.array([[0.1, 0.4, 60, 80]])), {"audio_s": 1.0, "wall_s": 0.1}
+
+    monkeypatch.setattr(transcribe_module, "transcribe_timed", fake)
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.random.default_rng(0).normal(0, 0.1, 24_000).astype(np.float32), 24_000)
+    keys = []
+    for engine in ("onnx", "torch", "onnx"):
+        monkeypatch.setenv("PIANOEVAL_TRANSCRIBE_ENGINE", engine)
+        transcribe_cached(wav, None, 24_000, tmp_path / "cache")
+        keys.append(_cache_key(str(wav), "clean", 0))
+    assert engines == ["onnx", "torch"]  # the second onnx run was read from the cache
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    assert keys[0] != keys[1] and keys[0] == keys[2]

@@ -40,10 +40,10 @@ CACHE_ENV = "PIANOEVAL_CACHE_DIR"
 
 
 def available() -> bool:
-    """Whether onnxruntime can be imported."""
+    """Whether onnxruntime (to run the graph) and onnx (which torch's exporter needs) can be imported."""
     import importlib.util
 
-    return importlib.util.find_spec("onnxruntime") is not None
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
 
 
 def cache_dir() -> Path:
@@ -175,6 +175,9 @@ class OnnxBackbone(nn.Module):
 def use_onnx_backbone(model: nn.Module) -> nn.Module:
     """Swap a (CPU, eval) TransKun model's encoder for `OnnxBackbone`; the model is changed in place."""
     if not available():
-        raise ConfigError("the onnx engine needs onnxruntime: pip install onnxruntime==1.31.1 (or engine='torch')")
+        raise ConfigError(
+            "the onnx engine needs onnxruntime and onnx: pip install onnxruntime==1.31.1 onnx==1.16.1 "
+            "(or set PIANOEVAL_TRANSCRIBE_ENGINE=torch)"
+        )
     model.backbone = OnnxBackbone(model.backbone, list(model.targetMIDIPitch))
     return model
