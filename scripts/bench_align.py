@@ -34,7 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from pianoeval.alignment import (
+from pianoeval.core.errors import InputError
+from pianoeval.core.io import write_json
+from pianoeval.data.midi import Performance, load_performance
+from pianoeval.symbolic.alignment import (
     REFINE_PASSES,
     SCORE_ANNOTATIONS,
     Alignment,
@@ -45,9 +48,6 @@ from pianoeval.alignment import (
     check_performance,
     fit_anchors,
 )
-from pianoeval.data.midi import Performance, load_performance
-from pianoeval.errors import InputError
-from pianoeval.io import write_json
 
 log = logging.getLogger("bench_align")
 METHODS: tuple[str, ...] = ("ours", "parangonar_dualdtw", "parangonar_automatic")

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from pianoeval.audio.augmentation import AudioAugmentor
-from pianoeval.io import write_json
+from pianoeval.core.io import write_json
 
 Chain = list[tuple[str, dict[str, Any]]]
 
@@ -103,7 +103,7 @@ def write_ir_bank(augmentor: AudioAugmentor, folder: Path, sample_rate: int) -> 
 
 def speed(conds: list[tuple[str, Chain]], wave: np.ndarray, sr: int, ir_dir: Path, repeats: int) -> dict:
     """Compute seconds per second of audio of every condition, ours and the library's (median of repeats)."""
-    from pianoeval.robustness import degrade
+    from pianoeval.evaluation.robustness import degrade
 
     out: dict[str, dict[str, float]] = {}
     seconds = len(wave) / sr
@@ -126,7 +126,7 @@ def speed(conds: list[tuple[str, Chain]], wave: np.ndarray, sr: int, ir_dir: Pat
 def determinism(conds: list[tuple[str, Chain]], wave: np.ndarray, sr: int, ir_dir: Path) -> dict:
     """Per condition: the same seed twice gives the same wave (ours, library); whether the library,
     called without our save/restore wrapper, draws from (changes) Python's or numpy's global random state."""
-    from pianoeval.robustness import degrade
+    from pianoeval.evaluation.robustness import degrade
 
     out = {}
     for name, chain in conds:
@@ -152,11 +152,11 @@ def determinism(conds: list[tuple[str, Chain]], wave: np.ndarray, sr: int, ir_di
 def drops(config: dict, model: str, results: Path, ir_dir: Path, conds: list[tuple[str, Chain]]) -> dict:
     """The robustness report's per-condition figures for both implementations (clean audio as reference)."""
     from pianoeval.audio.io import load_audio
+    from pianoeval.core.io import read_json
     from pianoeval.data.manifest import label_matrix, read_manifest
-    from pianoeval.io import read_json
-    from pianoeval.pipeline.embed import build_frozen_backbone
-    from pianoeval.robustness import _condition_entry, _metric, audio_outputs, degrade, group_subset
-    from pianoeval.training.train import load_trained_module
+    from pianoeval.evaluation.robustness import _condition_entry, _metric, audio_outputs, degrade, group_subset
+    from pianoeval.training.checkpoints import load_trained_module
+    from pianoeval.training.registry import build_frozen_backbone
 
     manifest = read_manifest(results / "render" / "manifest.parquet")
     labels, row_of = label_matrix(manifest), {sid: i for i, sid in enumerate(manifest["segment_id"])}
@@ -214,9 +214,9 @@ def machine() -> dict[str, Any]:
 def main() -> None:
     """Run the comparison on a trained model's folds and write the JSON report."""
     from pianoeval.audio.io import load_audio
-    from pianoeval.config import load_config
+    from pianoeval.core.config import load_config
     from pianoeval.data.manifest import read_manifest
-    from pianoeval.robustness import conditions
+    from pianoeval.evaluation.robustness import conditions
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("config/config.yaml"))

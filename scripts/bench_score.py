@@ -39,32 +39,12 @@ CLIPS: tuple[tuple[str, float], ...] = (
 )
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 RENDER_RATE = 44_100
-# Notes must end this long before the clip end, so that the audio holds their release.
-TAIL_S = 0.5
 
 
 def shared_data() -> Path:
     """The shared data folder (as the tests find it): $PIANOEVAL_SHARED_DATA or ../shared/data."""
     env = os.environ.get("PIANOEVAL_SHARED_DATA")
     return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def cut_clip(src: Path, start: float, seconds: float, dst: Path) -> Path:
-    """MIDI of `src` from `start` for `seconds`: notes starting before the end - TAIL_S, cut at the end."""
-    from pianoeval.data.midi import Performance, load_performance, write_performance
-
-    perf = load_performance(src)
-    end = start + seconds - TAIL_S
-    n = perf.notes[(perf.notes[:, 0] >= start) & (perf.notes[:, 0] < end)].copy()
-    n[:, 1] = np.minimum(n[:, 1], end)
-    n[:, :2] -= start
-    p = perf.pedal
-    before = p[p[:, 0] < start]
-    pedal = p[(p[:, 0] >= start) & (p[:, 0] < end)].copy()
-    pedal[:, 0] -= start
-    if len(before):  # the pedal as it stands at the cut
-        pedal = np.vstack([[[0.0, before[-1, 1]]], pedal])
-    return write_performance(Performance(n, pedal), dst)
 
 
 def render(midi: Path, seconds: float, dst: Path) -> Path:
@@ -171,6 +151,7 @@ def machine() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, build the clips, time the runs, write the JSON."""
+    from pianoeval.audio.transcription_check import cut_performance
     from pianoeval.core.io import write_json
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -194,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "out").mkdir(parents=True, exist_ok=True)
         clips = []
         for i, (rel, start) in enumerate(CLIPS[: max(1, args.f1_clips)]):
-            midi = cut_clip(asap / rel, start, args.audio_seconds, work / f"clip{i}.mid")
+            midi = cut_performance(asap / rel, start, args.audio_seconds, work / f"clip{i}.mid")
             clips.append(
                 {
                     "source": rel,

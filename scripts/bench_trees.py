@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pianoeval.io import write_json
-from pianoeval.side_input import TreeEnsemble, make_trees
+from pianoeval.core.io import write_json
+from pianoeval.networks.side_input import TreeEnsemble, make_trees
 
 # hummingbird-ml's three tree strategies (its `tree_implementation` option).
 HB_IMPLEMENTATIONS: tuple[str, ...] = ("gemm", "tree_trav", "perf_tree_trav")

@@ -208,8 +208,8 @@ def test_real_asap_piece(shared_data: Path) -> None:
 def test_check_performance_uses_the_given_aligner(tmp_path: Path) -> None:
     """`check_performance(aligner=...)` scores that aligner (how scripts/bench_align.py compares libraries):
     the constant-tempo map given as the aligner scores exactly as the linear baseline."""
-    from pianoeval.alignment import Alignment, check_performance, linear_map
     from pianoeval.data.asap import load_beat_annotations
+    from pianoeval.symbolic.alignment import Alignment, check_performance, linear_map
 
     folder = _fake_asap(tmp_path / "asap") / "Composer" / "Set" / "piece"
     score = load_performance(folder / "midi_score.mid")

@@ -119,7 +119,7 @@ def test_tree_ensemble_agrees_with_sklearn_on_split_thresholds() -> None:
     sends about a third of them the other way (docs/benchmarks.md, "Libraries of the field")."""
     import numpy as np
 
-    from pianoeval.side_input import TreeEnsemble
+    from pianoeval.networks.side_input import TreeEnsemble
 
     x, _, reg = _forest(2)
     rng = np.random.default_rng(1)

@@ -38,6 +38,8 @@ MIN_NOTE_S: float = 1e-3
 CACHE_VERSION: int = 1
 # The three scores: onsets; onsets + key-release offsets; onsets + offsets held by the sustain pedal.
 SCORE_KINDS: tuple[str, ...] = ("onset", "onset_offset", "onset_offset_pedal")
+# A cut performance's notes end this long before the cut, so that a rendering of it holds their release.
+CUT_TAIL_S: float = 0.5
 # PercePiano segment ids name their cut length ("..._8bars_..."): one stratum per piece and length.
 _BARS = re.compile(r"_(\d+bars)_")
 
@@ -69,6 +71,25 @@ def crop_notes(notes: np.ndarray, max_seconds: float | None) -> np.ndarray:
         notes = notes.copy()
     notes[:, 1] = np.maximum(notes[:, 1], notes[:, 0] + MIN_NOTE_S)
     return notes
+
+
+def cut_performance(src: Path, start: float, seconds: float, dst: Path) -> Path:
+    """MIDI of `src` from `start` for `seconds` (notes starting before the end - CUT_TAIL_S, cut at the end,
+    the sustain pedal as it stands at the cut) written to `dst`."""
+    from pianoeval.data.midi import load_performance, write_performance
+
+    perf = load_performance(src)
+    end = start + seconds - CUT_TAIL_S
+    n = perf.notes[(perf.notes[:, 0] >= start) & (perf.notes[:, 0] < end)].copy()
+    n[:, 1] = np.minimum(n[:, 1], end)
+    n[:, :2] -= start
+    p = perf.pedal
+    before = p[p[:, 0] < start]
+    pedal = p[(p[:, 0] >= start) & (p[:, 0] < end)].copy()
+    pedal[:, 0] -= start
+    if len(before):  # the pedal as it stands at the cut
+        pedal = np.vstack([[[0.0, before[-1, 1]]], pedal])
+    return write_performance(Performance(n, pedal), dst)
 
 
 def sustain_offsets(notes: np.ndarray, pedal: np.ndarray) -> np.ndarray:
@@ -125,12 +146,15 @@ def _settings(max_seconds: float | None) -> dict[str, Any]:
     """What a transcription depends on besides the audio (its cache key), and the scoring tolerances."""
     import importlib.metadata
 
+    from pianoeval.audio.transcribe import resolve_engine
+
     return {
         "onset_tolerance_s": ONSET_TOLERANCE_S,
         "offset_ratio": OFFSET_RATIO,
         "offset_min_tolerance_s": OFFSET_MIN_TOLERANCE_S,
         "max_seconds": max_seconds,
         "transkun": importlib.metadata.version("transkun"),
+        "engine": resolve_engine(None),
         "cache_version": CACHE_VERSION,
     }
 
@@ -142,13 +166,15 @@ def transcribe_cached(
     from pianoeval.audio.io import load_audio
     from pianoeval.audio.transcribe import transcribe_timed
 
-    key = f"{max_seconds}|{_settings(max_seconds)['transkun']}|{CACHE_VERSION}|{sample_rate}"
+    settings = _settings(max_seconds)
+    # The engines agree to float rounding, not bit for bit: each has its own cache entries.
+    key = f"{max_seconds}|{settings['transkun']}|{CACHE_VERSION}|{sample_rate}|{settings['engine']}"
     cached = cache_dir / f"{hashlib.sha1(Path(audio_path).read_bytes() + key.encode()).hexdigest()}.json"
     if not cached.is_file():
         wave = load_audio(audio_path, sample_rate=sample_rate)
         if max_seconds is not None:
             wave = wave[: round(max_seconds * sample_rate)]
-        estimate, timing = transcribe_timed(wave, sample_rate=sample_rate, progress=False)
+        estimate, timing = transcribe_timed(wave, sample_rate=sample_rate, progress=False, engine=settings["engine"])
         write_json({"notes": estimate.notes, "pedal": estimate.pedal, "timing": timing}, cached)
     data = read_json(cached)
     notes, pedal = np.array(data["notes"]).reshape(-1, 4), np.array(data["pedal"]).reshape(-1, 2)

@@ -40,10 +40,13 @@ log = logging.getLogger(__name__)
 TRANSCRIBE_VERSION = 1
 
 
-def _cache_key(audio_path: str, view: str, seed: int) -> str:
-    """Content hash of the audio's bytes, the view, its seed and the transcriber's version."""
+def _cache_key(audio_path: str, view: str, seed: int, device: str = "cpu") -> str:
+    """Content hash of the audio's bytes, the view, its seed, the transcriber's version and engine."""
+    from pianoeval.audio.transcribe import resolve_engine
+
     h = hashlib.sha1(read_input_bytes(audio_path, "audio file"))
-    h.update(f"|{view}|{seed}|{TRANSCRIBE_VERSION}".encode())
+    # The engines agree to float rounding, not bit for bit: each has its own cache entries.
+    h.update(f"|{view}|{seed}|{TRANSCRIBE_VERSION}|{resolve_engine(None, device)}".encode())
     return h.hexdigest()
 
 
@@ -60,18 +63,18 @@ def _work(job: tuple[str, str, str, int, str]) -> tuple[str, str | None, dict[st
 
     segment_id, audio_path, view, seed, cache_dir = job
     vid = view_id(segment_id, view)
+    import torch
+
+    # On a GPU machine (profiles/thunder) TransKun runs there: minutes for PercePiano instead of hours.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        digest = _cache_key(audio_path, view, seed)
+        digest = _cache_key(audio_path, view, seed, device)
         target = Path(cache_dir) / digest[:2] / f"{digest}.mid"
         if target.is_file() and target.stat().st_size > 0:
             return vid, str(target.resolve()), None, False
         # Degraded at the project's rate, as the robustness check does; TransKun resamples to its own.
         wave = view_wave(load_audio(audio_path, SAMPLE_RATE), SAMPLE_RATE, view, seed)
         # One intra-op thread per worker: the workers, not the threads, share the cores.
-        import torch
-
-        # On a GPU machine (profiles/thunder) TransKun runs there: minutes for PercePiano instead of hours.
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         with torch_threads(1):
             perf, _ = transcribe_timed(wave, sample_rate=SAMPLE_RATE, device=device, progress=False)
         if len(perf.notes) == 0:

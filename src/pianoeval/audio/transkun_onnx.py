@@ -1,0 +1,183 @@
+"""TransKun's encoder (`Backbone`) run by ONNX Runtime: the same network, about half the CPU time.
+
+The encoder is about 70 % of a transcription window's time on CPU. PyTorch runs it as hundreds of
+separate ops (GELU on [13k, 1024] tensors, a copy at every transpose between the frequency and time
+attention); ONNX Runtime's graph optimiser fuses GELU, the attention and the layout changes, and on this
+2-core machine ran the encoder of one 16 s window in 2.0-2.7 CPU s against 4.0-4.8 (docs/benchmarks.md,
+"Transcription speed"). The numbers agree with PyTorch's to float rounding (max abs difference 8e-4 on
+outputs of magnitude 30), not bit for bit: `transcribe(engine="torch")` keeps the exact old path.
+
+The ONNX graph is exported from the loaded model on first use (about 10-20 s) and cached per user
+(`cache_dir()`), keyed by the weights, the input shape and the versions of torch, transkun and this
+export (`EXPORT_VERSION`); concurrent processes take a file lock so only one exports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pianoeval.core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Bump when the exported graph would change for the same weights (e.g. a change to the patched attention).
+EXPORT_VERSION: int = 1
+# The legacy (TorchScript) exporter: no onnxscript needed; opset 17 has every op the encoder uses.
+OPSET: int = 17
+# Where exported graphs go unless PIANOEVAL_CACHE_DIR says otherwise.
+CACHE_ENV = "PIANOEVAL_CACHE_DIR"
+
+
+def available() -> bool:
+    """Whether onnxruntime (to run the graph) and onnx (which torch's exporter needs) can be imported."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def cache_dir() -> Path:
+    """$PIANOEVAL_CACHE_DIR, else $XDG_CACHE_HOME/pianoeval, else ~/.cache/pianoeval."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pianoeval"
+
+
+def graph_key(backbone: nn.Module, output_indices: list[int], shape: tuple[int, ...]) -> str:
+    """Hash of what the exported graph depends on: weights, output pitches, input shape [T, F, C], versions."""
+    h = hashlib.sha1()
+    for name, tensor in sorted(backbone.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    meta = [output_indices, list(shape), torch.__version__, importlib.metadata.version("transkun"), EXPORT_VERSION]
+    h.update(repr(meta).encode())
+    return h.hexdigest()[:20]
+
+
+class _Wrapped(nn.Module):
+    """The encoder with its output pitches fixed: feats [N, T, F, C] → ctx [N, P, T, D] (what gets exported)."""
+
+    def __init__(self, backbone: nn.Module, output_indices: list[int]) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("indices", torch.tensor(output_indices), persistent=False)
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        """TransKun's Backbone.forward."""
+        return self.backbone(feats, outputIndices=self.indices)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (created if needed) for the block."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def export_backbone(backbone: nn.Module, output_indices: list[int], shape: tuple[int, ...], target: Path) -> Path:
+    """Export the encoder for inputs [N, *shape] (N dynamic) to `target`, atomically."""
+    from pianoeval.core.io import atomic_path
+
+    wrapped = _Wrapped(backbone, output_indices).eval()
+    dummy = torch.zeros(1, *shape)
+    with atomic_path(target, suffix=".onnx") as tmp, warnings.catch_warnings():
+        # The tracer warns about TransKun's shape asserts and Python ints: the shapes are fixed per graph.
+        warnings.simplefilter("ignore")
+        with torch.inference_mode(False), torch.no_grad():
+            torch.onnx.export(
+                wrapped,
+                (dummy,),
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["feats"],
+                output_names=["ctx"],
+                dynamic_axes={"feats": {0: "n"}, "ctx": {0: "n"}},
+            )
+    return target
+
+
+def graph_path(backbone: nn.Module, output_indices: list[int], shape: tuple[int, ...]) -> Path:
+    """The cached ONNX graph of the encoder for inputs [N, *shape], exported first if missing."""
+    key = graph_key(backbone, output_indices, shape)
+    target = cache_dir() / "transkun" / f"backbone-{key}.onnx"
+    if target.is_file():
+        return target
+    with _locked(target.with_suffix(".lock")):
+        if not target.is_file():  # another process may have exported it while we waited
+            log.info("exporting TransKun's encoder to ONNX (once per machine): %s", target)
+            export_backbone(backbone, output_indices, shape, target)
+    return target
+
+
+def _session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session on `path` with `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxBackbone(nn.Module):
+    """Drop-in for TransKun's `Backbone` at inference: forward(x [N, T, F, C], outputIndices) → [N, P, T, D].
+
+    Runs the ONNX graph with as many intra-op threads as PyTorch has at the call (so `torch_threads`
+    and `threads_for_load` govern both engines); one session per (input shape, threads).
+    """
+
+    def __init__(self, backbone: nn.Module, output_indices: list[int]) -> None:
+        super().__init__()
+        self.torch_backbone = backbone
+        self.output_indices = list(output_indices)
+        self._sessions: dict[tuple[tuple[int, ...], int], Any] = {}
+        self._paths: dict[tuple[int, ...], Path] = {}  # hashing the weights takes a tenth of a second
+
+    def session(self, shape: tuple[int, ...], threads: int) -> Any:
+        """The session for inputs [N, *shape] on `threads` threads (exporting the graph if needed)."""
+        key = (tuple(shape), int(threads))
+        if key not in self._sessions:
+            if key[0] not in self._paths:
+                self._paths[key[0]] = graph_path(self.torch_backbone, self.output_indices, key[0])
+            self._sessions[key] = _session(self._paths[key[0]], threads)
+        return self._sessions[key]
+
+    def forward(self, x: torch.Tensor, outputIndices: torch.Tensor) -> torch.Tensor:
+        """TransKun's Backbone.forward, by ONNX Runtime."""
+        if outputIndices.tolist() != self.output_indices:
+            raise ConfigError(f"the exported encoder predicts pitches {self.output_indices}, not {outputIndices}")
+        session = self.session(tuple(x.shape[1:]), torch.get_num_threads())
+        feats = x.detach().to(torch.float32).contiguous().cpu().numpy()
+        return torch.from_numpy(session.run(["ctx"], {"feats": feats})[0])
+
+
+def use_onnx_backbone(model: nn.Module) -> nn.Module:
+    """Swap a (CPU, eval) TransKun model's encoder for `OnnxBackbone`; the model is changed in place."""
+    if not available():
+        raise ConfigError(
+            "the onnx engine needs onnxruntime and onnx: pip install onnxruntime==1.31.1 onnx==1.16.1 "
+            "(or set PIANOEVAL_TRANSCRIBE_ENGINE=torch)"
+        )
+    model.backbone = OnnxBackbone(model.backbone, list(model.targetMIDIPitch))
+    return model

@@ -1,0 +1,152 @@
+"""The ONNX Runtime engine of TransKun's encoder: same numbers as PyTorch, cached export, threads kept."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from torch import nn
+
+from pianoeval.audio import transkun_onnx
+from pianoeval.audio.transcribe import resolve_engine
+from pianoeval.core.errors import ConfigError
+from pianoeval.data.midi import Performance, write_performance
+
+pytestmark = pytest.mark.skipif(not transkun_onnx.available(), reason="onnxruntime is a pinned dependency")
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+
+
+class TinyBackbone(nn.Module):
+    """Stands in for TransKun's Backbone: x [N, T, F, C], outputIndices [P] → [N, P, T, D]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = nn.Linear(4 * 3, 8)
+        self.pitch = nn.Linear(1, 8)
+
+    def forward(self, x: torch.Tensor, outputIndices: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.gelu(self.proj(x.flatten(-2)))  # [N, T, D]
+        return h.unsqueeze(1) + self.pitch(outputIndices.float().unsqueeze(-1)).unsqueeze(1)  # [N, P, T, D]
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv(transkun_onnx.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_onnx_backbone_equals_torch_and_exports_once(cache: Path) -> None:
+    torch_backbone, pitches = TinyBackbone().eval(), [-64, 21, 60]
+    onnx_backbone = transkun_onnx.OnnxBackbone(torch_backbone, pitches)
+    x = torch.randn(2, 5, 4, 3)  # batch of 2 windows through a graph exported for batch 1
+    with torch.inference_mode():
+        expected = torch_backbone(x, torch.tensor(pitches))
+        got = onnx_backbone(x, torch.tensor(pitches))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    (graph,) = (cache / "transkun").glob("*.onnx")
+    stamp = graph.stat().st_mtime_ns
+    again = transkun_onnx.OnnxBackbone(torch_backbone, pitches)
+    with torch.inference_mode():
+        again(x, torch.tensor(pitches))
+    assert [p.name for p in (cache / "transkun").glob("*.onnx")] == [graph.name]
+    assert graph.stat().st_mtime_ns == stamp  # reused, not exported again
+
+
+def test_graph_key_follows_weights_and_shape() -> None:
+    backbone = TinyBackbone()
+    key = transkun_onnx.graph_key(backbone, [60], (5, 4, 3))
+    assert transkun_onnx.graph_key(backbone, [60], (6, 4, 3)) != key
+    assert transkun_onnx.graph_key(backbone, [61], (5, 4, 3)) != key
+    with torch.no_grad():
+        backbone.proj.weight[0, 0] += 1e-3
+    assert transkun_onnx.graph_key(backbone, [60], (5, 4, 3)) != key
+
+
+def test_onnx_backbone_follows_torch_threads(cache: Path) -> None:
+    from pianoeval.core.threads import torch_threads
+
+    onnx_backbone = transkun_onnx.OnnxBackbone(TinyBackbone().eval(), [60])
+    before = torch.get_num_threads()
+    with torch_threads(1), torch.inference_mode():
+        onnx_backbone(torch.randn(1, 5, 4, 3), torch.tensor([60]))
+    assert [threads for _, threads in onnx_backbone._sessions] == [1]
+    assert torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="predicts pitches"):
+        onnx_backbone(torch.randn(1, 5, 4, 3), torch.tensor([61]))
+
+
+def test_resolve_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PIANOEVAL_TRANSCRIBE_ENGINE", raising=False)
+    assert resolve_engine(None) == "onnx"
+    assert resolve_engine(None, "cuda") == "torch"
+    assert resolve_engine("torch") == "torch"
+    monkeypatch.setenv("PIANOEVAL_TRANSCRIBE_ENGINE", "torch")
+    assert resolve_engine(None) == "torch"
+    assert resolve_engine("onnx") == "onnx"  # an explicit argument wins over the environment
+    monkeypatch.setenv("PIANOEVAL_TRANSCRIBE_ENGINE", "tensorrt")
+    with pytest.raises(ConfigError, match="unknown transcription engine"):
+        resolve_engine(None)
+    with pytest.raises(ConfigError, match="CPU only"):
+        resolve_engine("onnx", "cuda")
+    monkeypatch.delenv("PIANOEVAL_TRANSCRIBE_ENGINE")
+    monkeypatch.setattr(transkun_onnx, "available", lambda: False)
+    assert resolve_engine(None) == "torch"  # without onnxruntime, the exact path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("fluidsynth") is None or not SOUNDFONT.is_file(), reason="needs fluidsynth + FluidR3")
+def test_onnx_engine_transcribes_as_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a rendering of 12 notes and chords, both engines give the same notes, onsets within 1 ms."""
+    from pianoeval.audio.transcribe import transcribe_timed
+    from pianoeval.core.threads import torch_threads
+
+    monkeypatch.setenv(transkun_onnx.CACHE_ENV, str(tmp_path / "cache"))
+    rows = [[0.3 + 0.5 * i, 0.7 + 0.5 * i, p, 60 + 5 * (i % 5)] for i, p in enumerate([60, 64, 67, 72, 65, 69])]
+    rows += [[3.5, 4.5, p, 90] for p in (48, 55, 64)] + [[4.8, 5.6, p, 70] for p in (50, 57, 65)]
+    midi = write_performance(Performance(np.array(rows, dtype=float)), tmp_path / "in.mid")
+    wav = tmp_path / "in.wav"
+    cmd = ["fluidsynth", "-ni", "-F", str(wav), "-r", "44100", str(SOUNDFONT), str(midi)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    audio, rate = sf.read(str(wav), dtype="float32")
+    audio = audio[: int(6.5 * rate)]
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        exact, stats_t = transcribe_timed(audio, sample_rate=rate, progress=False, engine="torch")
+        fast, stats_o = transcribe_timed(audio, sample_rate=rate, progress=False, engine="onnx")
+    assert torch.get_num_threads() == before
+    assert (stats_t["engine"], stats_o["engine"]) == ("torch", "onnx")
+    assert len(exact.notes) >= 10
+    assert fast.notes.shape == exact.notes.shape
+    np.testing.assert_array_equal(fast.notes[:, 2:], exact.notes[:, 2:])  # pitches and velocities
+    np.testing.assert_allclose(fast.notes[:, :2], exact.notes[:, :2], atol=1e-3)
+
+
+def test_transcription_caches_are_per_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engines differ by float rounding: a cached transcription of one is not reused for the other."""
+    from pianoeval.audio import transcribe as transcribe_module
+    from pianoeval.audio.transcription_check import transcribe_cached
+    from pianoeval.steps.transcribe import _cache_key
+
+    engines: list[str] = []
+
+    def fake(wave: np.ndarray, sample_rate: int, **kwargs: object) -> tuple[Performance, dict[str, float]]:
+        engines.append(str(kwargs["engine"]))
+        return Performance(np.array([[0.1, 0.4, 60, 80]])), {"audio_s": 1.0, "wall_s": 0.1}
+
+    monkeypatch.setattr(transcribe_module, "transcribe_timed", fake)
+    wav = tmp_path / "a.wav"
+    sf.write(str(wav), np.random.default_rng(0).normal(0, 0.1, 24_000).astype(np.float32), 24_000)
+    keys = []
+    for engine in ("onnx", "torch", "onnx"):
+        monkeypatch.setenv("PIANOEVAL_TRANSCRIBE_ENGINE", engine)
+        transcribe_cached(wav, None, 24_000, tmp_path / "cache")
+        keys.append(_cache_key(str(wav), "clean", 0))
+    assert engines == ["onnx", "torch"]  # the second onnx run was read from the cache
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    assert keys[0] != keys[1] and keys[0] == keys[2]
