@@ -43,7 +43,7 @@ def audio_config(**audio: Any) -> dict[str, Any]:
         "lora_rank": 2,
         "lora_alpha": 4,
         "self_supervised_epochs": 1,
-        "unfreeze_schedule": {0: [2], 1: [1]},
+        "unfreeze_schedule": {0: [3], 1: [2]},
         "layer_lr_decay": 0.5,
     }
     base.update(audio)
@@ -155,7 +155,7 @@ def test_a3_unfreezes_scheduled_blocks_only(corpus: dict[str, Path], tmp_path: P
         return any(not torch.equal(fresh[k], state[f"encoder.{k}"]) for k in keys if fresh[k].is_floating_point())
 
     assert any(k.startswith(prefix) for k in state)
-    # schedule {0: [2], 1: [1]}: block 2 trains from epoch 0; block 0 is never unfrozen
+    # schedule {0: [3], 1: [2]}: layer 3 (block index 2) trains from epoch 0; layer 1 (block 0) never
     assert changed(2)
     assert not changed(0)
 
@@ -197,3 +197,35 @@ def test_waveform_dataset_windows_and_views(corpus: dict[str, Path]) -> None:
     long_spec = WaveformSpec({"x": str(wav)}, SR, clip_seconds=2.0)
     padded = WaveformDataset(items, long_spec)[0]
     assert padded["wave_mask"].sum() == int(1.5 * SR) and padded["wave"][~padded["wave_mask"]].abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [{"hidden_layers": [0]}, {"lora_layers": [0, 1]}, {"unfreeze_schedule": {0: [-1]}}, {"hidden_layers": []}],
+    ids=["hidden-zero", "lora-zero", "unfreeze-negative", "hidden-empty"],
+)
+def test_schema_refuses_layer_numbers_below_one(audio: dict[str, Any]) -> None:
+    from pianoeval.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="config key audio"):
+        audio_config(**audio)
+
+
+def test_embed_honours_hidden_layers(tmp_path: Path) -> None:
+    from pianoeval.pipeline.embed import CACHE_FRAME_RATE, build_frozen_backbone, embed_wave, pool_frames
+
+    wave = (0.1 * np.sin(2 * np.pi * 220 * np.arange(SR) / SR)).astype(np.float32)
+    default = build_frozen_backbone("muq", audio_config())
+    chosen = build_frozen_backbone("muq", audio_config(hidden_layers=[2]))
+    # The config's layers reach the embed rule (and the robustness check, which builds it the same way).
+    assert default.probe_layers == [1, 2, 3] and chosen.probe_layers == [2]
+    with torch.no_grad():
+        hidden, _ = chosen.hidden_states(torch.from_numpy(wave)[None], None)
+    expected = pool_frames(hidden[2][0], chosen.frame_rate, CACHE_FRAME_RATE)
+    torch.testing.assert_close(embed_wave(chosen, wave, SR), expected)
+    assert not torch.allclose(embed_wave(default, wave, SR), expected)
+    from pianoeval.errors import ConfigError
+
+    out_of_range = r"audio.hidden_layers: layer\(s\) \[4\] out of range: this backbone has layers 1..3"
+    with pytest.raises(ConfigError, match=out_of_range):
+        build_frozen_backbone("muq", audio_config(hidden_layers=[4]))
