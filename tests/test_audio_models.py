@@ -480,3 +480,21 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
 def test_config_errors(build: Callable[[], Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         build()
+
+
+def test_a3_backbone_trains_an_order_of_magnitude_below_the_heads() -> None:
+    lr, decay = 3e-4, 0.8
+    model = MuQFullUnfreezeModel(network(tiny_muq()), unfreeze_schedule={0: [3, 2, 1]}, layer_lr_decay=decay, lr=lr)
+    model.configure_optimizers()
+    groups = {g["name"]: g["lr"] for g in model.param_groups()}
+    assert groups["top"] == pytest.approx(lr)
+    # The top layer at lr / 10, each layer below it `decay` times slower.
+    assert groups["layer.3"] == pytest.approx(lr / 10)
+    assert groups["layer.2"] == pytest.approx(lr / 10 * decay)
+    assert groups["layer.1"] == pytest.approx(lr / 10 * decay**2)
+    # An explicit backbone_lr replaces the default; LoRA adapters (new weights) default to lr itself.
+    explicit = MuQFullUnfreezeModel(network(tiny_muq()), unfreeze_schedule={0: [3]}, lr=lr, backbone_lr=1e-5)
+    explicit.configure_optimizers()
+    assert {g["name"]: g["lr"] for g in explicit.param_groups()}["layer.3"] == pytest.approx(1e-5)
+    lora = {g["name"]: g["lr"] for g in a1_lora(lr=lr).param_groups()}
+    assert lora == {"top": pytest.approx(lr), "backbone": pytest.approx(lr)}

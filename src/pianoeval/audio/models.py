@@ -578,11 +578,15 @@ class MuQFullUnfreezeModel(AudioTrackModule):
 
     `unfreeze_schedule` maps an epoch to layer numbers (1..N, layer i = block i) whose weights start
     training at that epoch (default `default_unfreeze_schedule`: 12, 11, 10, 9 at epochs 0, 2, 4, 6).
-    Layer i trains at `backbone_lr * layer_lr_decay ** (N - i)`: the top layer at `backbone_lr`,
-    each layer below it `layer_lr_decay` times slower, in its own optimiser group `layer.{i}`. Layers
-    unfrozen mid-training join the live optimiser. The backbone's front end (mel, conv
-    subsampling) and the conformer's final LayerNorm stay frozen.
+    Layer i trains at `backbone_lr * layer_lr_decay ** (N - i)`: the top layer at `backbone_lr`
+    (default `lr / 10`), each layer below it `layer_lr_decay` times slower, in its own optimiser
+    group `layer.{i}`. Layers unfrozen mid-training join the live optimiser. The backbone's front
+    end (mel, conv subsampling) and the conformer's final LayerNorm stay frozen.
     """
+
+    # Discriminative rates: 300M pretrained weights move an order of magnitude slower than the new
+    # heads (backbone_lr = lr / 10 unless set), and each layer below the top layer_lr_decay slower.
+    default_backbone_lr_factor = 0.1
 
     def __init__(
         self,
