@@ -155,7 +155,7 @@ def test_muq_from_pretrained_round_trip(tmp_path) -> None:
 
 
 def test_muq_from_pretrained_missing_weights_is_config_error(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="could not load MuQ weights"):
+    with pytest.raises(ConfigError, match="MuQ weights folder not found"):
         MuQBackbone.from_pretrained(str(tmp_path / "nowhere"))
 
 

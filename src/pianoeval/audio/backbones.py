@@ -278,17 +278,18 @@ class MuQBackbone(AudioBackbone):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = MUQ_HUB_NAME, **kwargs: Any) -> MuQBackbone:
-        """Load released MuQ weights (a hub name, needs network once, or a local `save_pretrained` folder)."""
-        muq_cls, _ = import_muq()
+        """Load released MuQ weights: a hub name (network once, then the hub cache) or a local folder
+        in the released format (config.json + model.safetensors). A failure is a one-line ConfigError
+        naming its cause (missing file, shape mismatch, library incompatibility, no network)."""
+        from pianoeval.audio.muq_weights import explain_load_error, load_released_muq
+
+        muq = load_released_muq(str(name_or_path), **kwargs)
         try:
-            muq = muq_cls.from_pretrained(name_or_path, **kwargs)
-        except Exception as exc:  # hub errors come in many types; all mean "weights not available here"
+            return cls(muq)
+        except Exception as exc:  # the conformer config no longer fits the installed transformers
             raise ConfigError(
-                f"could not load MuQ weights {name_or_path!r} ({type(exc).__name__}); needs hub access "
-                "or a local folder; use MuQBackbone.from_config(...) for random weights",
-                name_or_path,
+                f"cannot load MuQ weights {str(name_or_path)!r}: {explain_load_error(str(name_or_path), exc)}"
             ) from exc
-        return cls(muq)
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None, seed: int = 0) -> MuQBackbone:
