@@ -357,7 +357,50 @@ class AudioTrackModule(L.LightningModule):
         """Epochs the cosine schedule spans."""
         return max(1, int(self.hparams.max_epochs))
 
+    # --- late-trainable parameters under DDP -----------------------------------------------------
+    def record_trainable_at_wrap(self) -> None:
+        """Remember which parameters require a gradient now (once per fit).
+
+        Lightning wraps the model in DDP just before it calls `configure_optimizers`, and DDP only
+        averages the gradients of parameters that required one at that moment. Whatever becomes
+        trainable later (A3's layers, including the epoch-0 ones unfrozen in configure_optimizers)
+        is averaged by `on_before_optimizer_step` instead.
+        """
+        if getattr(self, "_trainable_at_wrap", None) is None:
+            self._trainable_at_wrap = {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def late_trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters that require a gradient now but did not when DDP wrapped the model (module order)."""
+        wrapped = getattr(self, "_trainable_at_wrap", None)
+        if wrapped is None:
+            return []
+        return [p for name, p in self.named_parameters() if p.requires_grad and name not in wrapped]
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # Runs once per optimiser step, after the last micro-batch's backward and before clipping:
+        # the accumulated gradients of late-trainable parameters are averaged across ranks here, as
+        # DDP does for the parameters it registered. A no-op on one device.
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        params = self.late_trainable_parameters()
+        if not params:
+            return
+        # One flat all-reduce; a parameter without a gradient on this rank contributes zeros, so every
+        # rank joins the same collective with the same shapes.
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= dist.get_world_size()
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+
     def configure_optimizers(self) -> Any:
+        self.record_trainable_at_wrap()
         opt = torch.optim.AdamW(self.param_groups(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.schedule_epochs())
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
@@ -580,8 +623,9 @@ class MuQFullUnfreezeModel(AudioTrackModule):
     training at that epoch (default `default_unfreeze_schedule`: 12, 11, 10, 9 at epochs 0, 2, 4, 6).
     Layer i trains at `backbone_lr * layer_lr_decay ** (N - i)`: the top layer at `backbone_lr`
     (default `lr / 10`), each layer below it `layer_lr_decay` times slower, in its own optimiser
-    group `layer.{i}`. Layers unfrozen mid-training join the live optimiser. The backbone's front
-    end (mel, conv subsampling) and the conformer's final LayerNorm stay frozen.
+    group `layer.{i}`. Layers unfrozen mid-training join the live optimiser; under DDP their gradients
+    are averaged across ranks by `on_before_optimizer_step` (DDP registered none of them). The
+    backbone's front end (mel, conv subsampling) and the conformer's final LayerNorm stay frozen.
     """
 
     # Discriminative rates: 300M pretrained weights move an order of magnitude slower than the new
@@ -679,6 +723,8 @@ class MuQFullUnfreezeModel(AudioTrackModule):
         return groups
 
     def configure_optimizers(self) -> Any:
+        # What DDP registered when it wrapped the model, before the epoch-0 layers below are unfrozen.
+        self.record_trainable_at_wrap()
         # Layers due now (epoch 0 on a fresh run) must be in the first optimiser.
         self.unfreeze_due(self.current_epoch)
         return super().configure_optimizers()
