@@ -45,6 +45,7 @@ def audio_config(**audio: Any) -> dict[str, Any]:
         "self_supervised_epochs": 1,
         "unfreeze_schedule": {0: [3], 1: [2]},
         "layer_lr_decay": 0.5,
+        "performances_per_group": 3,
     }
     base.update(audio)
     config = {"seed": 3, "audio": base, "training": {"max_epochs": 2, "batch_size": 6, "patience": 5, "lr": 1e-3}}

@@ -182,7 +182,7 @@ audio = {
     "models": ["a3"], "backbone": "muq", "muq_pretrained": False,
     "muq_small": {"encoder_dim": 16, "encoder_depth": 3, "heads": 2, "conv_dim": 4},
     "hidden": 16, "heads": 2, "unfreeze_schedule": {0: [3], 1: [2]}, "backbone_lr": 1e-2,
-    "loss_weights": {"invariance": 0.0},
+    "loss_weights": {"invariance": 0.0}, "performances_per_group": 2,
 }
 config = validate_config({"seed": 5, "audio": audio, "training": {"max_epochs": 2, "batch_size": 4, "patience": 5}})
 gen = torch.Generator().manual_seed(0)

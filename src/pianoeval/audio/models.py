@@ -222,6 +222,10 @@ class AudioTrackModule(L.LightningModule):
             # Start the regression head at the training mean: the first epochs then learn deviations.
             self.heads.init_bias(torch.tensor(label_mean, dtype=torch.float32))
         self._dev_outputs: list[dict[str, torch.Tensor]] = []
+        from pianoeval.audio.step_contrastive import StepMemory
+
+        # The rest of the optimisation step (other micro-batches and ranks) for the contrastive term.
+        self.step_memory = StepMemory()
 
     def supervised_weights(self) -> dict[str, float]:
         """Weights of A1's loss terms, from the constructor."""
@@ -257,12 +261,7 @@ class AudioTrackModule(L.LightningModule):
     # --- losses ----------------------------------------------------------------------------------
     def loss_terms(self, batch: dict[str, Any], z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unweighted loss terms with a nonzero weight that this batch can feed (z [B, H])."""
-        from pianoeval.losses import (
-            invariance_loss,
-            pairwise_ranking_loss,
-            regression_loss,
-            supervised_contrastive_loss,
-        )
+        from pianoeval.losses import invariance_loss, pairwise_ranking_loss, regression_loss
 
         w, h = self.loss_weights, self.hparams
         terms: dict[str, torch.Tensor] = {}
@@ -278,10 +277,21 @@ class AudioTrackModule(L.LightningModule):
         if w["contrastive"] != 0.0 and groups is not None:
             # Other performances of the same segment are the positives: what differs between them
             # is the playing, so the projection must keep it while the music itself is shared.
-            terms["contrastive"] = supervised_contrastive_loss(self.projection(z), groups, temperature=h.temperature)
+            terms["contrastive"] = self.contrastive_term(self.projection(z), groups)
         if w["invariance"] != 0.0 and self.encoder.has_view(batch, "aug"):
             terms["invariance"] = invariance_loss(z, self.encoder(batch, view="aug"), kind="cosine")
         return terms
+
+    def contrastive_term(self, proj: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """Supervised contrastive loss of projections [B, P]; in training under a trainer, against the
+        whole optimisation step (the other micro-batches and DDP ranks, `audio.step_contrastive`)."""
+        from pianoeval.audio.step_contrastive import contrastive_with_keys
+
+        temperature = self.hparams.temperature
+        if not (self.training and self._trainer is not None):
+            return contrastive_with_keys(proj, groups, temperature=temperature)
+        keys, key_groups = self.step_memory.keys(proj, groups, int(self.trainer.accumulate_grad_batches))
+        return contrastive_with_keys(proj, groups, keys, key_groups, temperature=temperature)
 
     def compute_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Weighted total loss, its unweighted parts (detached), and z [B, H]."""
@@ -298,6 +308,8 @@ class AudioTrackModule(L.LightningModule):
         # Lightning does not call .train() at fit start (it restores per-module flags after
         # validation), so apply the network's rule, frozen backbone parts in eval mode, here.
         self.encoder.train(True)
+        # Projections of the last epoch (before validation and maybe a stage switch) are no keys.
+        self.step_memory.reset()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         total, parts, z = self.compute_losses(batch)
@@ -305,6 +317,12 @@ class AudioTrackModule(L.LightningModule):
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=bs)
+        if "contrastive" in parts:
+            # Keys beyond this micro-batch: what the step-wide contrastive term saw.
+            self.log("train/contrastive_extra_keys", float(self.step_memory.last_n_keys), batch_size=bs)
+        if "unlabelled" in batch:
+            # A2's self-supervised epochs with unlabelled clips: their share of the batch.
+            self.log("train/unlabelled_share", batch["unlabelled"].float().mean(), batch_size=bs)
         return total
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -562,6 +580,7 @@ class MuQStagedModel(MuQLoRAModel):
         self.stage = "supervised"
         self.loss_weights = self.stage_weights("supervised")
         self._switch_epoch = self.current_epoch
+        self.step_memory.reset()
         if self._trainer is not None:
             # A new optimiser rather than a new group: the heads join, AdamW moments shaped by the
             # contrastive objective are dropped, and the cosine schedule restarts for this stage.

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pianoeval.errors import InputError
+from pianoeval.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
@@ -96,3 +96,28 @@ class WaveformDataset(Dataset):
             item["wave_aug"] = torch.from_numpy(item["wave_aug"])
             item["wave_aug_mask"] = torch.from_numpy(item["wave_aug_mask"])
         return item
+
+
+def train_loader_options(model: str | None, config: dict[str, Any], data: Any, batch_size: int) -> dict[str, Any]:
+    """make_loader options of `model`'s training batches: P x K for A1-A3 (`audio.performances_per_group`),
+    and for A2 the unlabelled clips (`data.unlabelled`) mixed into its self-supervised epochs."""
+    from pianoeval.training.registry import AUDIO_TRACK_MODELS
+
+    if model not in AUDIO_TRACK_MODELS:
+        return {}
+    aud = config["audio"]
+    k = int(aud["performances_per_group"])
+    if batch_size // k < 2:
+        raise ConfigError(
+            f"{model}: a batch of {batch_size} cannot hold 2 segment groups of audio.performances_per_group={k}; "
+            "the contrastive term needs negatives from other groups: lower it or raise the batch size"
+        )
+    options: dict[str, Any] = {"per_group": k}
+    unlabelled = getattr(data, "unlabelled", None)
+    if unlabelled is not None:
+        options |= {
+            "extra": unlabelled,
+            "extra_epochs": int(aud["self_supervised_epochs"]),
+            "extra_fraction": float(aud["unlabelled_fraction"]),
+        }
+    return options
