@@ -216,3 +216,59 @@ def test_keys_come_from_the_other_ranks_too(tmp_path) -> None:
         assert groups1.tolist() == expected
         values = [10.0 * other + 1] * (3 + other) + [10.0 * rank] * (3 + rank) + [10.0 * other] * (3 + other)
         assert keys1[:, 0].tolist() == values
+
+
+# --- unlabelled music for A2's self-supervised stage ------------------------------------------------
+
+
+def test_beat_windows_follow_the_median_performance() -> None:
+    from pianoeval.training.audio_data import beat_windows
+
+    # Two performances of 41 beats, one at 0.5 s per beat and one at 0.6 s: median 0.55 s per beat.
+    beats = np.stack([np.arange(41) * 0.5, np.arange(41) * 0.6])
+    windows = beat_windows(beats, clip_seconds=5.5)
+    assert windows == [(0, 10), (10, 20), (20, 30), (30, 40)]
+    # A tail shorter than half a clip is dropped.
+    assert beat_windows(beats[:, :24], clip_seconds=5.5) == [(0, 10), (10, 20)]
+
+
+def test_asap_clips_are_beat_aligned_and_leave_out_the_percepiano_piece(shared_data) -> None:
+    from pianoeval.data.asap import load_asap
+    from pianoeval.training.audio_data import is_excluded, unlabelled_clips
+
+    df = load_asap(shared_data / "asap_full")
+    df["audio_path"] = df["segment_id"] + ".wav"  # paths only: nothing is read here
+    overlap = "Schubert/Impromptu_op142/3"
+    clips, stats = unlabelled_clips(df, 10.0, pieces=[overlap])
+    assert stats["n_unlabelled_rendered"] == 1058 and stats["excluded_pieces"] == [overlap]
+    assert not any(c.group.startswith(overlap) for c in clips)
+    # One group = the same beats of several performances (different players, different times).
+    by_group: dict[str, list] = {}
+    for c in clips:
+        by_group.setdefault(c.group, []).append(c)
+    shared = [g for g in by_group.values() if len(g) >= 3]
+    assert len(shared) > 1000
+    assert all(len({c.audio_path for c in g}) == len(g) for g in shared)
+    assert 8.0 < float(np.median([c.end_s - c.start_s for c in clips])) < 12.0
+    # A fold whose val holds PercePiano's Schubert D935 no. 3 excludes the ASAP piece even without the default.
+    assert is_excluded(overlap, overlap, {"Schubert_D935_no.3"}, set())
+    assert not is_excluded("Chopin/Ballade_1", "Chopin/Ballade_1", {"Schubert_D935_no.3"}, set())
+
+
+def test_clip_items_read_their_window(tmp_path) -> None:
+    import soundfile as sf
+    import torch
+
+    from pianoeval.training.audio_data import Clip, UnlabelledClips, WaveformSpec
+
+    sr = 24_000
+    wave = np.arange(5 * sr, dtype=np.float32) / (5 * sr)  # a ramp: each sample says where it is
+    sf.write(tmp_path / "perf.wav", wave, sr, subtype="FLOAT")
+    clips = [Clip(str(tmp_path / "perf.wav"), 1.0, 2.5, "p#10@4", "asap::p/x@4")]
+    spec = WaveformSpec({}, sr, clip_seconds=2.0, augment=True, augment_prob=1.0, seed=0)
+    item = UnlabelledClips(clips, spec, group_offset=50)[0]
+    assert int(item["group"]) == 50 and float(item["unlabelled"]) == 1.0 and "labels" not in item
+    # 2 s windows from 1.0 s; the clip ends at 2.5 s, so the last 0.5 s is padding (masked).
+    assert int(item["wave_mask"].sum()) == int(1.5 * sr) and item["wave"].shape == (2 * sr,)
+    torch.testing.assert_close(item["wave"][: int(1.5 * sr)], torch.from_numpy(wave[sr : int(2.5 * sr)]))
+    assert item["wave_aug"].shape == item["wave"].shape and not torch.equal(item["wave_aug"], item["wave"])
