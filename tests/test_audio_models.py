@@ -90,7 +90,7 @@ def a2_cached(dropout: float = 0.1, **kw: Any) -> MuQStagedModel:
 
 
 def a3_unfreeze(dropout: float = 0.1, **kw: Any) -> MuQFullUnfreezeModel:
-    kw.setdefault("unfreeze_schedule", {0: [N_BLOCKS - 1]})
+    kw.setdefault("unfreeze_schedule", {0: [N_BLOCKS]})
     return MuQFullUnfreezeModel(network(tiny_muq(), dropout), dropout=dropout, **kw)
 
 
@@ -108,15 +108,16 @@ VARIANTS: dict[str, tuple[Callable[..., AudioTrackModule], bool]] = {
 
 
 @pytest.mark.parametrize(
-    ("layers", "modules"),
-    [(None, ("linear_q", "linear_k", "linear_v")), ([2], ("linear_q", "linear_v"))],
-    ids=["qkv-all-blocks", "qv-top-block"],
+    ("layers", "modules", "blocks"),
+    [(None, ("linear_q", "linear_k", "linear_v"), [0, 1, 2]), ([3], ("linear_q", "linear_v"), [2])],
+    ids=["qkv-default-top-four", "qv-top-layer"],
 )
-def test_lora_model_adapters_and_gradients(layers: list[int] | None, modules: tuple[str, ...]) -> None:
+def test_lora_model_adapters_and_gradients(
+    layers: list[int] | None, modules: tuple[str, ...], blocks: list[int]
+) -> None:
     torch.manual_seed(0)
     model = a1_lora(lora_layers=layers, lora_modules=modules)
     wrapped = {name for name, m in model.named_modules() if hasattr(m, "lora_A")}
-    blocks = layers if layers is not None else range(N_BLOCKS)
     assert wrapped == {
         f"encoder.backbone.muq.model.conformer.layers.{i}.self_attn.{m}" for i in blocks for m in modules
     }
@@ -359,7 +360,12 @@ def test_full_unfreeze_schedule_under_trainer() -> None:
     torch.manual_seed(0)
     lr, decay = 1e-3, 0.5
     model = MuQFullUnfreezeModel(
-        network(tiny_muq()), unfreeze_schedule={0: [2], 1: [-2]}, layer_lr_decay=decay, lr=lr, max_epochs=6
+        network(tiny_muq()),
+        unfreeze_schedule={0: [3], 1: [2]},
+        layer_lr_decay=decay,
+        lr=lr,
+        backbone_lr=lr,
+        max_epochs=6,
     )
     backbone = model.encoder.backbone
     initial = [{k: v.clone() for k, v in b.state_dict().items()} for b in backbone.layers()]
@@ -369,17 +375,18 @@ def test_full_unfreeze_schedule_under_trainer() -> None:
     def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
         return all(torch.equal(a[k], b[k]) for k in a)
 
+    # trainable_blocks holds 0-based positions in the block list: layer i is block i - 1.
     assert [e["trainable_blocks"] for e in epochs] == [{2}, {1, 2}, {1, 2}]
-    # One live optimiser; block 1 joins it as a new group at epoch 1.
+    # One live optimiser; layer 2 joins it as a new group at epoch 1.
     assert epochs[0]["optimizer"] is epochs[1]["optimizer"] is epochs[2]["optimizer"]
-    assert [g[0] for g in epochs[0]["groups"]] == ["top", "block.2"]
-    assert [g[0] for g in epochs[2]["groups"]] == ["top", "block.2", "block.1"]
-    # lr * decay ** depth from the top block, and every group on the same schedule multiplier.
+    assert [g[0] for g in epochs[0]["groups"]] == ["top", "layer.3"]
+    assert [g[0] for g in epochs[2]["groups"]] == ["top", "layer.3", "layer.2"]
+    # backbone_lr * decay ** depth from the top layer, and every group on the same schedule multiplier.
     for record in epochs:
         (_, top_lr, top_initial), *blocks = record["groups"]
         assert top_initial == pytest.approx(lr)
         for name, group_lr, initial_lr in blocks:
-            depth = N_BLOCKS - 1 - int(name.split(".")[1])
+            depth = N_BLOCKS - int(name.split(".")[1])
             assert initial_lr == pytest.approx(lr * decay**depth)
             assert group_lr / top_lr == pytest.approx(decay**depth)
     # Block 0 and the front end never train; block 1 only from epoch 1; block 2 from epoch 0.
@@ -392,16 +399,31 @@ def test_full_unfreeze_schedule_under_trainer() -> None:
     # The unfrozen set travels with checkpoints, in optimiser-group order.
     checkpoint: dict[str, Any] = {}
     model.on_save_checkpoint(checkpoint)
-    fresh = MuQFullUnfreezeModel(network(tiny_muq()), unfreeze_schedule={0: [2], 1: [1]})
+    fresh = MuQFullUnfreezeModel(network(tiny_muq()), unfreeze_schedule={0: [3], 1: [2]})
     fresh.on_load_checkpoint(checkpoint)
-    assert [g["name"] for g in fresh.param_groups()] == ["top", "block.2", "block.1"]
+    assert [g["name"] for g in fresh.param_groups()] == ["top", "layer.3", "layer.2"]
+    # A checkpoint written before layers were numbered from 1 (0-based blocks) restores the same layers.
+    old = MuQFullUnfreezeModel(network(tiny_muq()), unfreeze_schedule={0: [3], 1: [2]})
+    old.on_load_checkpoint({"unfrozen_layers": [2, 1]})
+    assert old.unfrozen == [3, 2]
 
 
-def test_default_schedule_unfreezes_top_down() -> None:
+@pytest.mark.parametrize(
+    ("depth", "expected"),
+    [(12, {0: [12], 2: [11], 4: [10], 6: [9]}), (3, {0: [3], 2: [2], 4: [1]})],
+    ids=["muq-large", "cpu-muq"],
+)
+def test_default_schedule_unfreezes_the_top_four_layers(depth: int, expected: dict[int, list[int]]) -> None:
+    from pianoeval.audio.models import default_unfreeze_schedule
+
+    assert default_unfreeze_schedule(depth) == expected
+
+
+def test_default_schedule_starts_with_the_top_layer() -> None:
     model = MuQFullUnfreezeModel(network(tiny_muq()))
-    assert model.unfreeze_schedule == {0: [2], 1: [1], 2: [0]}
+    assert model.unfreeze_schedule == {0: [3], 2: [2], 4: [1]}
     model.configure_optimizers()
-    assert model.unfrozen == [2]
+    assert model.unfrozen == [3]
     assert not any(p.requires_grad for b in model.encoder.backbone.layers()[:2] for p in b.parameters())
 
 
@@ -434,7 +456,10 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
         (lambda: AudioScoreNetwork(None), "needs a backbone or `in_dim`"),
         (lambda: MuQLoRAModel(network(), lora_rank=4), "set lora_rank=0"),
         (lambda: MuQFullUnfreezeModel(network()), "needs a network with a backbone"),
-        (lambda: MuQFullUnfreezeModel(network(tiny_muq()), unfreeze_schedule={0: [3]}), "out of range"),
+        (lambda: MuQFullUnfreezeModel(network(tiny_muq()), unfreeze_schedule={0: [4]}), "out of range"),
+        (lambda: MuQFullUnfreezeModel(network(tiny_muq()), unfreeze_schedule={0: [0]}), r"layers 1\.\.3"),
+        (lambda: a1_lora(lora_layers=[4]), r"audio.lora_layers: layer\(s\) \[4\] out of range"),
+        (lambda: AudioScoreNetwork(tiny_muq(), hidden_layers=[0]), r"audio.hidden_layers: layer\(s\) \[0\]"),
         (lambda: MuQStagedModel(network(), lora_rank=0, stage="pretrain"), "unknown stage"),
         (lambda: a1_cached(w_rank=0.0, w_contrastive=0.0, w_reg=0.0, w_inv=0.0), "all supervised loss weights"),
         (lambda: AudioScoreNetwork(LogMelBackbone(hidden=16), gradient_checkpointing=True), "MuQ's conformer"),
@@ -444,6 +469,9 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
         "lora-without-backbone",
         "a3-without-backbone",
         "a3-bad-layer",
+        "a3-layer-zero",
+        "lora-bad-layer",
+        "hidden-layer-zero",
         "bad-stage",
         "zero-weights",
         "checkpointing-logmel",
@@ -452,3 +480,21 @@ def test_gradient_checkpointing_gives_the_same_gradients() -> None:
 def test_config_errors(build: Callable[[], Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         build()
+
+
+def test_a3_backbone_trains_an_order_of_magnitude_below_the_heads() -> None:
+    lr, decay = 3e-4, 0.8
+    model = MuQFullUnfreezeModel(network(tiny_muq()), unfreeze_schedule={0: [3, 2, 1]}, layer_lr_decay=decay, lr=lr)
+    model.configure_optimizers()
+    groups = {g["name"]: g["lr"] for g in model.param_groups()}
+    assert groups["top"] == pytest.approx(lr)
+    # The top layer at lr / 10, each layer below it `decay` times slower.
+    assert groups["layer.3"] == pytest.approx(lr / 10)
+    assert groups["layer.2"] == pytest.approx(lr / 10 * decay)
+    assert groups["layer.1"] == pytest.approx(lr / 10 * decay**2)
+    # An explicit backbone_lr replaces the default; LoRA adapters (new weights) default to lr itself.
+    explicit = MuQFullUnfreezeModel(network(tiny_muq()), unfreeze_schedule={0: [3]}, lr=lr, backbone_lr=1e-5)
+    explicit.configure_optimizers()
+    assert {g["name"]: g["lr"] for g in explicit.param_groups()}["layer.3"] == pytest.approx(1e-5)
+    lora = {g["name"]: g["lr"] for g in a1_lora(lr=lr).param_groups()}
+    assert lora == {"top": pytest.approx(lr), "backbone": pytest.approx(lr)}

@@ -44,8 +44,9 @@ def audio_config(**audio: Any) -> dict[str, Any]:
         "lora_rank": 2,
         "lora_alpha": 4,
         "self_supervised_epochs": 1,
-        "unfreeze_schedule": {0: [2], 1: [1]},
+        "unfreeze_schedule": {0: [3], 1: [2]},
         "layer_lr_decay": 0.5,
+        "performances_per_group": 3,
     }
     base.update(audio)
     config = {"seed": 3, "audio": base, "training": {"max_epochs": 2, "batch_size": 6, "patience": 5, "lr": 1e-3}}
@@ -156,7 +157,7 @@ def test_a3_unfreezes_scheduled_blocks_only(corpus: dict[str, Path], tmp_path: P
         return any(not torch.equal(fresh[k], state[f"encoder.{k}"]) for k in keys if fresh[k].is_floating_point())
 
     assert any(k.startswith(prefix) for k in state)
-    # schedule {0: [2], 1: [1]}: block 2 trains from epoch 0; block 0 is never unfrozen
+    # schedule {0: [3], 1: [2]}: layer 3 (block index 2) trains from epoch 0; layer 1 (block 0) never
     assert changed(2)
     assert not changed(0)
 
@@ -198,3 +199,100 @@ def test_waveform_dataset_windows_and_views(corpus: dict[str, Path]) -> None:
     long_spec = WaveformSpec({"x": str(wav)}, SR, clip_seconds=2.0)
     padded = WaveformDataset(items, long_spec)[0]
     assert padded["wave_mask"].sum() == int(1.5 * SR) and padded["wave"][~padded["wave_mask"]].abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    "audio",
+    [{"hidden_layers": [0]}, {"lora_layers": [0, 1]}, {"unfreeze_schedule": {0: [-1]}}, {"hidden_layers": []}],
+    ids=["hidden-zero", "lora-zero", "unfreeze-negative", "hidden-empty"],
+)
+def test_schema_refuses_layer_numbers_below_one(audio: dict[str, Any]) -> None:
+    from pianoeval.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="config key audio"):
+        audio_config(**audio)
+
+
+def test_embed_honours_hidden_layers(tmp_path: Path) -> None:
+    from pianoeval.audio.embed import CACHE_FRAME_RATE, embed_wave, pool_frames
+    from pianoeval.training.registry import build_frozen_backbone
+
+    wave = (0.1 * np.sin(2 * np.pi * 220 * np.arange(SR) / SR)).astype(np.float32)
+    default = build_frozen_backbone("muq", audio_config())
+    chosen = build_frozen_backbone("muq", audio_config(hidden_layers=[2]))
+    # The config's layers reach the embed rule (and the robustness check, which builds it the same way).
+    assert default.probe_layers == [1, 2, 3] and chosen.probe_layers == [2]
+    with torch.no_grad():
+        hidden, _ = chosen.hidden_states(torch.from_numpy(wave)[None], None)
+    expected = pool_frames(hidden[2][0], chosen.frame_rate, CACHE_FRAME_RATE)
+    torch.testing.assert_close(embed_wave(chosen, wave, SR), expected)
+    assert not torch.allclose(embed_wave(default, wave, SR), expected)
+    from pianoeval.core.errors import ConfigError
+
+    out_of_range = r"audio.hidden_layers: layer\(s\) \[4\] out of range: this backbone has layers 1..3"
+    with pytest.raises(ConfigError, match=out_of_range):
+        build_frozen_backbone("muq", audio_config(hidden_layers=[4]))
+
+
+def _unlabelled_manifest(corpus: dict[str, Path], root: Path) -> tuple[Path, str]:
+    """Rendered unlabelled performances with beat annotations: 2 new pieces x 3 performers, one piece
+    of the fold's val music, and the ASAP piece that PercePiano shares. Returns (manifest, val piece)."""
+    from pianoeval.core.io import read_json
+    from pianoeval.data.manifest import make_rows
+
+    labelled = pd.read_parquet(corpus["manifest"])
+    val_ids = read_json(corpus["folds"])["folds"][0]["val"]
+    val_piece = str(labelled.loc[labelled["segment_id"] == val_ids[0], "piece_id"].iloc[0])
+    rows = []
+    for piece in ("Bach/Fugue/bwv_1", "Bach/Fugue/bwv_2", val_piece, "Schubert/Impromptu_op142/3"):
+        for k, tempo in enumerate((0.5, 0.55, 0.6)):
+            folder = root / piece.replace("/", "_")
+            folder.mkdir(parents=True, exist_ok=True)
+            beats = np.arange(12) * tempo  # 12 beats: two 1.5-2 s windows per performance at clip 1 s
+            (folder / f"p{k}_annotations.txt").write_text("".join(f"{t}\t{t}\tb\n" for t in beats))
+            t = np.arange(int((beats[-1] + 1) * SR)) / SR
+            sf.write(folder / f"p{k}.wav", (0.2 * np.sin(2 * np.pi * (200 + 50 * k) * t)).astype(np.float32), SR)
+            rows.append(
+                {
+                    "segment_id": f"asap::{piece}/p{k}",
+                    "piece_id": piece,
+                    "segment_group": piece,
+                    "performer": f"p{k}",
+                    "tier": "T3",
+                    "source": "asap",
+                    "midi_path": str(folder / f"p{k}.mid"),  # only its annotations are read
+                    "audio_path": str(folder / f"p{k}.wav"),
+                }
+            )
+    path = root / "unlabelled.parquet"
+    write_manifest(make_rows(rows), path)
+    return path, val_piece
+
+
+def test_a2_self_supervised_stage_reads_unlabelled_music(corpus: dict[str, Path], tmp_path: Path) -> None:
+    from pianoeval.core.errors import ConfigError
+
+    manifest, val_piece = _unlabelled_manifest(corpus, tmp_path / "asap")
+    out = tmp_path / "a2"
+    config = audio_config(unlabelled_fraction=0.5)
+    metrics = run_train(
+        "audio", "a2", config, 0, corpus["manifest"], corpus["folds"], corpus["features"], out,
+        unlabelled_manifest=manifest,
+    )  # fmt: skip
+    check_contract(metrics, out)
+    stats = metrics["unlabelled"]
+    # The val piece and the piece PercePiano shares are left out; 2 pieces x 3 performances remain.
+    assert stats["excluded_pieces"] == sorted([val_piece, "Schubert/Impromptu_op142/3"])
+    assert stats["n_performances"] == 6 and stats["n_groups"] > 0
+    log = pd.read_csv(out / "logs" / "metrics.csv")
+    share = log.dropna(subset=["train/unlabelled_share"]) if "train/unlabelled_share" in log else log.iloc[:0]
+    # Unlabelled clips only in the self-supervised epoch (epoch 0), about half of its items.
+    assert len(share) > 0 and set(share["epoch"]) == {0}
+    assert 0.2 < share["train/unlabelled_share"].mean() < 0.8
+    assert metrics["best_epoch"] >= 1  # checkpoint selection still ignores the label-free epoch
+    with pytest.raises(ConfigError, match="only a2's self-supervised stage"):
+        run_train(
+            "audio", "a1", config, 0, corpus["manifest"], corpus["folds"], corpus["features"], tmp_path / "a1",
+            unlabelled_manifest=manifest,
+        )  # fmt: skip
+    assert not (tmp_path / "a1").exists()  # refused before anything is written

@@ -94,6 +94,7 @@ def test_logmel_stack_layers_and_mask() -> None:
     hidden, _ = backbone.hidden_states(wave, wave_mask)
     mean, _ = backbone(wave, wave_mask, layers=[1, 2])
     torch.testing.assert_close(mean, (hidden[1] + hidden[2]) / 2)
+    torch.testing.assert_close(emb, hidden[2])  # the log-mel stack's default: its last layer
     with pytest.raises(ConfigError, match="out of range"):
         backbone(wave, wave_mask, layers=[3])
 
@@ -104,15 +105,44 @@ def test_muq_from_config_shapes_and_layers() -> None:
     with torch.no_grad():
         hidden, mask = backbone.hidden_states(wave, wave_mask)
         emb, _ = backbone(wave, wave_mask)
-        probe, _ = backbone(wave, wave_mask, layers=[1, 2, 3])
+        last, _ = backbone(wave, wave_mask, layers=[3])
+        two, _ = backbone(wave, wave_mask, layers=[2, 3])
     assert backbone.frame_rate == 25.0 and backbone.hidden_size == 64 and len(backbone.layers()) == 3
     assert len(hidden) == 4 and emb.shape == (2, 50, 64)
     assert int(mask[1].sum()) == 25 and mask[0].all()
-    torch.testing.assert_close(emb, hidden[-1])
-    torch.testing.assert_close(probe, torch.stack(hidden[1:]).mean(0))
+    # Layer i is the output of block i; by default MuQ averages its top 4 layers: all 3 here.
+    assert backbone.probe_layers == [1, 2, 3]
+    torch.testing.assert_close(emb, torch.stack(hidden[1:]).mean(0))
+    torch.testing.assert_close(last, hidden[3])
+    torch.testing.assert_close(two, (hidden[2] + hidden[3]) / 2)
     # The last state is layer-normed (as in MuQ's hidden_states), the block output before it is not.
-    assert abs(float(emb[0].mean(-1).abs().mean())) < 1e-4
+    assert abs(float(last[0].mean(-1).abs().mean())) < 1e-4
     assert not torch.equal(hidden[1], hidden[2])
+    backbone.set_probe_layers([2])
+    with torch.no_grad():
+        torch.testing.assert_close(backbone(wave, wave_mask)[0], hidden[2])
+
+
+@pytest.mark.parametrize(
+    ("depth", "expected"), [(12, [9, 10, 11, 12]), (3, [1, 2, 3]), (4, [1, 2, 3, 4])], ids=["large", "cpu", "four"]
+)
+def test_muq_default_layers_are_the_top_four(depth: int, expected: list[int]) -> None:
+    from pianoeval.audio.backbones import top_layers
+
+    assert top_layers(depth) == expected
+
+
+@pytest.mark.parametrize(
+    ("layers", "match"),
+    [([0], r"layer\(s\) \[0\] out of range: this backbone has layers 1..3"), ([4, 1], r"\[4\]"), ([], "at least one")],
+    ids=["zero-is-not-a-layer", "above-depth", "empty"],
+)
+def test_layer_numbers_out_of_range_are_config_errors(layers: list[int], match: str) -> None:
+    backbone = MuQBackbone.from_config(muq_small_config(encoder_depth=3))
+    with pytest.raises(ConfigError, match=match):
+        backbone.set_probe_layers(layers)
+    with pytest.raises(ConfigError, match=match):
+        backbone(torch.zeros(1, 24000), layers=layers)
 
 
 def test_muq_from_pretrained_round_trip(tmp_path) -> None:
@@ -125,7 +155,7 @@ def test_muq_from_pretrained_round_trip(tmp_path) -> None:
 
 
 def test_muq_from_pretrained_missing_weights_is_config_error(tmp_path) -> None:
-    with pytest.raises(ConfigError, match="could not load MuQ weights"):
+    with pytest.raises(ConfigError, match="MuQ weights folder not found"):
         MuQBackbone.from_pretrained(str(tmp_path / "nowhere"))
 
 
@@ -141,7 +171,7 @@ def test_transkun_backbone_frames(transkun_backbone: TranskunBackbone) -> None:
     wave, wave_mask = _batch(44100, seconds=1.5, real_s=0.5)
     with torch.no_grad():
         emb, mask = backbone(wave, wave_mask)
-        first, _ = backbone(wave, wave_mask, layers=[0])
+        first, _ = backbone(wave, wave_mask, layers=[1])
     n = int(np.ceil(1.5 * 44100 / 8192))
     assert emb.shape == (2, n, 512)
     assert mask[0].all() and int(mask[1].sum()) == int(np.ceil(0.5 * 44100 / 8192))

@@ -158,3 +158,104 @@ def test_sharded_group_batches_are_equal_in_number_and_cover_every_batch(n_items
     assert len(seen) - len(full) < world
     # Without a process group a sharding sampler is the plain one.
     assert list(GroupBatchSampler(groups, 4, seed=1, shard=True)) == full
+
+
+A3_SCRIPT = '''
+"""Fit A3 (small random MuQ) with fit_module on 2 devices; layers are unfrozen at epochs 0 and 1, both
+after Lightning wrapped the model in DDP. Every rank saves its parameters at the end."""
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from pianoeval.core.config import validate_config
+from pianoeval.core.constants import N_DIMS
+from pianoeval.training.data import FoldData
+from pianoeval.training.registry import build_network
+from pianoeval.training.fit import fit_module
+
+out = Path(sys.argv[1])
+torch.set_num_threads(1)
+audio = {
+    "models": ["a3"], "backbone": "muq", "muq_pretrained": False,
+    "muq_small": {"encoder_dim": 16, "encoder_depth": 3, "heads": 2, "conv_dim": 4},
+    "hidden": 16, "heads": 2, "unfreeze_schedule": {0: [3], 1: [2]}, "backbone_lr": 1e-2,
+    "loss_weights": {"invariance": 0.0}, "performances_per_group": 2,
+}
+config = validate_config({"seed": 5, "audio": audio, "training": {"max_epochs": 2, "batch_size": 4, "patience": 5}})
+gen = torch.Generator().manual_seed(0)
+items, splits = [], {"train": [], "dev": [], "val": []}
+t = torch.arange(24000) / 24000
+for g in range(10):
+    split = "train" if g < 6 else "dev" if g < 8 else "val"
+    for k in range(4):
+        splits[split].append(len(items))
+        tone = (0.05 + 0.02 * k) * torch.sin(2 * torch.pi * (110.0 * (g + 1) + 7.0 * k) * t)
+        items.append(
+            {
+                "wave": tone + 0.01 * torch.randn(24000, generator=gen),
+                "labels": torch.rand(N_DIMS, generator=gen),
+                "group": torch.tensor(g),
+                "segment_id": f"g{g}_p{k}",
+                "split": split,
+            }
+        )
+data = FoldData(items, splits, {}, [])
+
+
+class Record(Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.start = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+
+    def on_train_end(self, trainer, pl_module):
+        blocks = pl_module.encoder.backbone.layers()
+        torch.save(
+            {
+                "world": trainer.world_size,
+                "unfrozen": list(pl_module.unfrozen),
+                "start": self.start,
+                "end": {n: p.detach().clone() for n, p in pl_module.named_parameters()},
+                "block_prefixes": [
+                    next(n for n, m in pl_module.named_modules() if m is b) + "." for b in blocks
+                ],
+            },
+            out / f"rank{trainer.global_rank}.pt",
+        )
+
+
+L.seed_everything(5, workers=True, verbose=False)
+net = build_network("a3", {}, config)
+fit_module(net, config, data, out, seed=5, model="a3", devices=2, callbacks=[Record()])
+rank = int(__import__("os").environ.get("LOCAL_RANK", 0))
+(out / f"done{rank}").write_text("ok")
+'''
+
+
+def test_ddp_a3_unfreezes_layers_mid_training_and_ranks_stay_identical(tmp_path: Path) -> None:
+    script = tmp_path / "fit_a3_ddp.py"
+    script.write_text(A3_SCRIPT)
+    out = tmp_path / "run"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(script), str(out)], env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    deadline = time.monotonic() + 60
+    while not (out / "done1").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    # Layer 3 at epoch 0 and layer 2 at epoch 1: both made trainable after DDP wrapped the model.
+    assert ranks[0]["unfrozen"] == ranks[1]["unfrozen"] == [3, 2]
+    layer = {i + 1: prefix for i, prefix in enumerate(ranks[0]["block_prefixes"])}
+
+    def moved(name_prefix: str) -> bool:
+        start, end = ranks[0]["start"], ranks[0]["end"]
+        return any(not torch.equal(start[n], end[n]) for n in end if n.startswith(name_prefix))
+
+    assert moved(layer[3]) and moved(layer[2]) and not moved(layer[1])
+    # Each rank trained on different batches: without averaging the late layers' gradients the two
+    # copies of layers 2 and 3 would differ; every parameter must be identical on both ranks.
+    differ = [n for n in ranks[0]["end"] if not torch.equal(ranks[0]["end"][n], ranks[1]["end"][n])]
+    assert not differ, differ[:5]

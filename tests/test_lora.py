@@ -18,18 +18,19 @@ def _small_muq() -> MuQBackbone:
 
 
 @pytest.mark.parametrize(
-    ("layers", "modules"),
-    [([1, 2], ("linear_q", "linear_k", "linear_v")), ([0], ("linear_v",)), (None, ("linear_out",))],
-    ids=["qkv-last-two", "v-first", "out-all"],
+    ("layers", "modules", "blocks"),
+    [
+        ([2, 3], ("linear_q", "linear_k", "linear_v"), [1, 2]),
+        ([1], ("linear_v",), [0]),
+        (None, ("linear_out",), [0, 1, 2]),
+    ],
+    ids=["qkv-last-two", "v-first", "out-default-top-four"],
 )
-def test_adapters_exactly_on_targets(layers: list[int] | None, modules: tuple[str, ...]) -> None:
+def test_adapters_exactly_on_targets(layers: list[int] | None, modules: tuple[str, ...], blocks: list[int]) -> None:
+    # Layer i (1..N) is block i - 1 of the module list; the default is the top 4 layers (all 3 here).
     backbone = apply_lora(_small_muq(), rank=4, alpha=8, target_layers=layers, target_modules=modules)
     wrapped = {name for name, m in backbone.named_modules() if hasattr(m, "lora_A")}
-    expected = {
-        f"muq.model.conformer.layers.{i}.self_attn.{m}"
-        for i in (layers if layers is not None else range(3))
-        for m in modules
-    }
+    expected = {f"muq.model.conformer.layers.{i}.self_attn.{m}" for i in blocks for m in modules}
     assert wrapped == expected
     lora_params = [n for n, p in backbone.named_parameters() if p.requires_grad]
     assert all(re.search(r"\.lora_[AB]\.", n) for n in lora_params)
@@ -40,7 +41,7 @@ def test_adapters_exactly_on_targets(layers: list[int] | None, modules: tuple[st
 
 
 def test_only_lora_and_head_learn() -> None:
-    backbone = apply_lora(_small_muq(), rank=4, target_layers=[1, 2])
+    backbone = apply_lora(_small_muq(), rank=4, target_layers=[2, 3])
     head = nn.Linear(backbone.hidden_size, 1)
     before = {n: p.detach().clone() for n, p in backbone.named_parameters() if "lora_" not in n}
     lora_before = {n: p.detach().clone() for n, p in backbone.named_parameters() if "lora_" in n}
@@ -65,18 +66,20 @@ def test_only_lora_and_head_learn() -> None:
 
 def test_bad_targets_are_config_errors() -> None:
     backbone = _small_muq()
-    with pytest.raises(ConfigError, match="out of range"):
-        lora_target_names(backbone, [3], ("linear_q",))
+    out_of_range = r"audio.lora_layers: layer\(s\) .* out of range: this backbone has layers 1..3"
+    for bad in ([4], [0]):
+        with pytest.raises(ConfigError, match=out_of_range):
+            lora_target_names(backbone, bad, ("linear_q",))
     with pytest.raises(ConfigError, match="Linear names there"):
-        lora_target_names(backbone, [0], ("q_proj",))
+        lora_target_names(backbone, [1], ("q_proj",))
 
 
 def test_transkun_targets_out_proj() -> None:
     backbone = TranskunBackbone(pretrained=False)
-    names = lora_target_names(backbone, [5], ("out_proj",))
+    names = lora_target_names(backbone, [6], ("out_proj",))
     assert names == [
         "model.backbone.encoderLayers.5.mhaBlockF.module.out_proj",
         "model.backbone.encoderLayers.5.mhaBlockT.module.out_proj",
     ]
-    apply_lora(backbone, rank=2, target_layers=[5], target_modules=("out_proj",))
+    apply_lora(backbone, rank=2, target_layers=[6], target_modules=("out_proj",))
     assert count_trainable_params(backbone)[0] == 2 * (2 * 256 + 256 * 2)  # two modules, A [2, 256] + B [256, 2]

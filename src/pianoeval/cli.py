@@ -124,6 +124,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         Path(args.out_dir),
         Path(args.pretrained) if args.pretrained else None,
         devices=args.devices,
+        unlabelled_manifest=Path(args.unlabelled_manifest) if args.unlabelled_manifest else None,
     )
 
 
@@ -295,6 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
+    p.add_argument(
+        "--unlabelled-manifest",
+        help="a2: rendered manifest whose unlabelled performances (with ASAP beat annotations) join the "
+        "self-supervised stage; the fold's dev/val music is left out",
+    )
     p = add("compare", cmd_compare)
     p.add_argument("track", choices=["symbolic", "audio", "fusion"])
     p.add_argument("--metrics", nargs="+", required=True)

@@ -6,8 +6,11 @@
   architecture with random weights from a small config for tests and CPU runs).
 - `TranskunBackbone`: the encoder of the piano transcription model shipped inside the transkun wheel.
 
-Hidden states are indexed as in transformers' `output_hidden_states`: index 0 is the input to the
-first block, index i the output of block i (so MuQ probes average layers 9-12 of 12).
+Layers are numbered as in the plan and the papers: layer i (1..N) is the output of block i, so
+MuQ-large's layers are 1..12 and its probe averages layers 9-12. Every setting that names layers
+(`audio.hidden_layers`, `audio.lora_layers`, `audio.unfreeze_schedule`) uses these numbers;
+`check_layers` validates them against the backbone's depth. `hidden_states` returns N + 1 states
+(index 0 = the first block's input, index i = layer i), so layer i is `hidden_states(...)[0][i]`.
 """
 
 from __future__ import annotations
@@ -31,15 +34,33 @@ MUQ_HUB_NAME = "OpenMuQ/MuQ-large-msd-iter"
 MUQ_MEL_STAT = {"melspec_2048_mean": 6.768444971712967, "melspec_2048_std": 18.417922652295623}
 
 
-def _mean_of_layers(hidden: Sequence[torch.Tensor], layers: Sequence[int] | None) -> torch.Tensor:
-    """Mean of the chosen hidden states (all [B, F, D]); the last one when `layers` is None."""
-    if layers is None:
-        return hidden[-1]
-    if len(layers) == 0:
-        raise ConfigError("`layers` must name at least one hidden state")
-    bad = [i for i in layers if not -len(hidden) <= i < len(hidden)]
+# The plan's MuQ default for the probe, LoRA and A3's unfreezing: the top 4 layers (9-12 of 12),
+# where music-understanding probes of MuQ and MERT find the most task information.
+DEFAULT_TOP_LAYERS = 4
+
+
+def top_layers(depth: int, count: int = DEFAULT_TOP_LAYERS) -> list[int]:
+    """The top `count` layer numbers of a `depth`-block backbone, bottom first (all when fewer)."""
+    return list(range(max(1, depth - count + 1), depth + 1))
+
+
+def check_layers(layers: Sequence[int], depth: int, setting: str = "layers") -> list[int]:
+    """Layer numbers 1..depth (layer i = output of block i), sorted and unique; a ConfigError otherwise."""
+    chosen = sorted({int(i) for i in layers})
+    if not chosen:
+        raise ConfigError(f"{setting} must name at least one layer (1..{depth})")
+    bad = [i for i in chosen if not 1 <= i <= depth]
     if bad:
-        raise ConfigError(f"hidden-state indices {bad} out of range: this backbone has 0..{len(hidden) - 1}")
+        raise ConfigError(
+            f"{setting}: layer(s) {bad} out of range: this backbone has layers 1..{depth} (layer i = output of block i)"
+        )
+    return chosen
+
+
+def _mean_of_layers(hidden: Sequence[torch.Tensor], layers: Sequence[int]) -> torch.Tensor:
+    """Mean of layers `layers` (numbers into `hidden`, all [B, F, D]); the last state when empty."""
+    if not layers:
+        return hidden[-1]  # a backbone without blocks (plain log-mel): its only state
     return torch.stack([hidden[i] for i in layers]).mean(dim=0)
 
 
@@ -68,12 +89,29 @@ def _capture_block_states(blocks: Sequence[nn.Module], run: Any) -> tuple[Any, l
 
 
 class AudioBackbone(nn.Module):
-    """Waveform → frame embeddings; subclasses set sample_rate, hidden_size, num_layers, frame_rate."""
+    """Waveform → frame embeddings; subclasses set sample_rate, hidden_size, num_layers, frame_rate.
+
+    `forward` averages `probe_layers` unless told otherwise: by default the top `default_top_layers`
+    layers (1 = the last; MuQ: 4), or what `set_probe_layers` chose (the config's `audio.hidden_layers`).
+    """
 
     sample_rate: int
     hidden_size: int
     num_layers: int
     frame_rate: float
+    default_top_layers: int = 1
+    _probe_layers: list[int] | None = None
+
+    @property
+    def probe_layers(self) -> list[int]:
+        """Layer numbers `forward` averages when called without `layers` (empty: no blocks, the only state)."""
+        if self._probe_layers is not None:
+            return list(self._probe_layers)
+        return top_layers(self.num_layers, self.default_top_layers) if self.num_layers else []
+
+    def set_probe_layers(self, layers: Sequence[int] | None, setting: str = "audio.hidden_layers") -> None:
+        """Average `layers` (numbers 1..num_layers) by default from now on; None restores the default."""
+        self._probe_layers = None if layers is None else check_layers(layers, self.num_layers, setting)
 
     def hidden_states(
         self, wave: torch.Tensor, wave_mask: torch.Tensor | None
@@ -86,13 +124,14 @@ class AudioBackbone(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """wave [B, S] (+ wave_mask [B, S], True = real sample) → emb [B, F, D], mask [B, F] bool.
 
-        With `layers`, emb is the mean of those hidden states (0 = block input, i = output of block i);
-        otherwise it is the last one.
+        emb is the mean of layers `layers` (numbers 1..num_layers, layer i = output of block i), or of
+        `probe_layers` when None.
         """
         if wave.dim() != 2:
             raise InputError(f"expected a waveform batch [B, S], got shape {tuple(wave.shape)}")
+        chosen = self.probe_layers if layers is None else check_layers(layers, self.num_layers)
         hidden, mask = self.hidden_states(wave.float(), wave_mask)
-        return _mean_of_layers(hidden, layers), mask
+        return _mean_of_layers(hidden, chosen), mask
 
     def layers(self) -> list[nn.Module]:
         """The Transformer/conformer blocks, in order (targets for LoRA and gradual unfreezing)."""
@@ -209,7 +248,12 @@ def muq_small_config(
 
 
 class MuQBackbone(AudioBackbone):
-    """MuQ (24 kHz, 25 frames/s): mel → conv subsampling → conformer; hidden states of every block."""
+    """MuQ (24 kHz, 25 frames/s): mel → conv subsampling → conformer; hidden states of every block.
+
+    Frames default to the mean of the top 4 layers (9-12 of MuQ-large's 12), the plan's probe.
+    """
+
+    default_top_layers = DEFAULT_TOP_LAYERS
 
     def __init__(self, muq: nn.Module) -> None:
         super().__init__()
@@ -234,17 +278,18 @@ class MuQBackbone(AudioBackbone):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = MUQ_HUB_NAME, **kwargs: Any) -> MuQBackbone:
-        """Load released MuQ weights (a hub name, needs network once, or a local `save_pretrained` folder)."""
-        muq_cls, _ = import_muq()
+        """Load released MuQ weights: a hub name (network once, then the hub cache) or a local folder
+        in the released format (config.json + model.safetensors). A failure is a one-line ConfigError
+        naming its cause (missing file, shape mismatch, library incompatibility, no network)."""
+        from pianoeval.audio.muq_weights import explain_load_error, load_released_muq
+
+        muq = load_released_muq(str(name_or_path), **kwargs)
         try:
-            muq = muq_cls.from_pretrained(name_or_path, **kwargs)
-        except Exception as exc:  # hub errors come in many types; all mean "weights not available here"
+            return cls(muq)
+        except Exception as exc:  # the conformer config no longer fits the installed transformers
             raise ConfigError(
-                f"could not load MuQ weights {name_or_path!r} ({type(exc).__name__}); needs hub access "
-                "or a local folder; use MuQBackbone.from_config(...) for random weights",
-                name_or_path,
+                f"cannot load MuQ weights {str(name_or_path)!r}: {explain_load_error(str(name_or_path), exc)}"
             ) from exc
-        return cls(muq)
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None = None, seed: int = 0) -> MuQBackbone:

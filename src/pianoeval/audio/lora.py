@@ -1,4 +1,7 @@
-"""LoRA adapters (peft) on chosen blocks of an audio backbone; everything else in the backbone is frozen.
+"""LoRA adapters (peft) on chosen layers of an audio backbone; everything else in the backbone is frozen.
+
+Layers are numbered 1..N (layer i = block i, as in `audio.backbones`); the default is the top 4
+(MuQ-large: layers 9-12), the plan's A1.
 
 Module names per backbone (from `named_modules()`):
 - MuQ: `muq.model.conformer.layers.{i}.self_attn.linear_q|linear_k|linear_v|linear_out`, and the
@@ -30,18 +33,24 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
 def lora_target_names(
     model: nn.Module, target_layers: Sequence[int] | None, target_modules: Sequence[str]
 ) -> list[str]:
-    """Full names of the nn.Linear modules named `target_modules` inside the chosen blocks (all if None)."""
+    """Full names of the nn.Linear modules named `target_modules` inside layers `target_layers`
+    (numbers 1..N; None = the top 4)."""
+    from pianoeval.audio.backbones import check_layers, top_layers
+
     blocks = _blocks(model)
-    chosen = range(len(blocks)) if target_layers is None else target_layers
-    bad = [i for i in chosen if not 0 <= i < len(blocks)]
-    if bad:
-        raise ConfigError(f"LoRA target_layers {bad} out of range: the backbone has blocks 0..{len(blocks) - 1}")
+    if not blocks:
+        raise ConfigError("LoRA needs a backbone with blocks; this one has none")
+    if target_layers is None:
+        chosen = top_layers(len(blocks))
+    else:
+        chosen = check_layers(target_layers, len(blocks), "audio.lora_layers")
     names_of = {id(module): name for name, module in model.named_modules()}
     wanted = set(target_modules)
     names: list[str] = []
-    for i in chosen:
-        prefix = names_of[id(blocks[i])]
-        for sub, module in blocks[i].named_modules():
+    for layer in chosen:
+        block = blocks[layer - 1]
+        prefix = names_of[id(block)]
+        for sub, module in block.named_modules():
             if sub and sub.split(".")[-1] in wanted and isinstance(module, nn.Linear):
                 names.append(f"{prefix}.{sub}")
     if not names:
@@ -58,7 +67,8 @@ def apply_lora(
     target_modules: Sequence[str] = ("linear_q", "linear_k", "linear_v"),
     dropout: float = 0.0,
 ) -> nn.Module:
-    """Add LoRA to `target_modules` of blocks `target_layers` (in place); only the adapters stay trainable.
+    """Add LoRA to `target_modules` of layers `target_layers` (numbers 1..N, None = the top 4), in
+    place; only the adapters stay trainable.
 
     Modules added to `model` afterwards (a head) keep their own `requires_grad`.
     """

@@ -61,6 +61,9 @@ class EmbeddingSequenceEncoder(nn.Module):
         return self.out(self.pool(h, mask))
 
 
+# A3's default schedule unfreezes one more layer every this many epochs.
+UNFREEZE_EVERY = 2
+
 # Batch keys of each view: (waveform, cached frames, cached-frame mask). A waveform `wave` has its
 # mask at `wave_mask` (and `wave_aug_mask`), as `multi_task_collate_fn` names them.
 VIEW_KEYS: dict[str, tuple[str, str, str]] = {
@@ -113,7 +116,11 @@ class AudioScoreNetwork(nn.Module):
             raise ConfigError(f"in_dim={in_dim} differs from the backbone's hidden size {backbone.hidden_size}")
         self.backbone = backbone
         self.in_dim = int(in_dim if in_dim is not None else backbone.hidden_size)
-        # Which backbone hidden states to average (None = the last); MuQ probes use 9-12 of 12.
+        # Which backbone layers (1..N) to average; None = the backbone's probe_layers (MuQ: the top 4).
+        if hidden_layers is not None and backbone is not None:
+            from pianoeval.audio.backbones import check_layers
+
+            hidden_layers = check_layers(hidden_layers, backbone.num_layers, "audio.hidden_layers")
         self.hidden_layers = list(hidden_layers) if hidden_layers is not None else None
         self.sequence_encoder = EmbeddingSequenceEncoder(self.in_dim, hidden, context_layers, heads, dropout)
         self.hidden_size = hidden
@@ -179,6 +186,9 @@ class AudioTrackModule(L.LightningModule):
     invariance 1 - cos(z_clean, z_aug) (only when the batch carries an augmented view).
     """
 
+    # backbone_lr=None trains backbone weights at lr times this (LoRA adapters are new weights: 1).
+    default_backbone_lr_factor = 1.0
+
     def __init__(
         self,
         network: AudioScoreNetwork,
@@ -212,6 +222,10 @@ class AudioTrackModule(L.LightningModule):
             # Start the regression head at the training mean: the first epochs then learn deviations.
             self.heads.init_bias(torch.tensor(label_mean, dtype=torch.float32))
         self._dev_outputs: list[dict[str, torch.Tensor]] = []
+        from pianoeval.audio.step_contrastive import StepMemory
+
+        # The rest of the optimisation step (other micro-batches and ranks) for the contrastive term.
+        self.step_memory = StepMemory()
 
     def supervised_weights(self) -> dict[str, float]:
         """Weights of A1's loss terms, from the constructor."""
@@ -247,12 +261,7 @@ class AudioTrackModule(L.LightningModule):
     # --- losses ----------------------------------------------------------------------------------
     def loss_terms(self, batch: dict[str, Any], z: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unweighted loss terms with a nonzero weight that this batch can feed (z [B, H])."""
-        from pianoeval.networks.losses import (
-            invariance_loss,
-            pairwise_ranking_loss,
-            regression_loss,
-            supervised_contrastive_loss,
-        )
+        from pianoeval.networks.losses import invariance_loss, pairwise_ranking_loss, regression_loss
 
         w, h = self.loss_weights, self.hparams
         terms: dict[str, torch.Tensor] = {}
@@ -268,10 +277,21 @@ class AudioTrackModule(L.LightningModule):
         if w["contrastive"] != 0.0 and groups is not None:
             # Other performances of the same segment are the positives: what differs between them
             # is the playing, so the projection must keep it while the music itself is shared.
-            terms["contrastive"] = supervised_contrastive_loss(self.projection(z), groups, temperature=h.temperature)
+            terms["contrastive"] = self.contrastive_term(self.projection(z), groups)
         if w["invariance"] != 0.0 and self.encoder.has_view(batch, "aug"):
             terms["invariance"] = invariance_loss(z, self.encoder(batch, view="aug"), kind="cosine")
         return terms
+
+    def contrastive_term(self, proj: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+        """Supervised contrastive loss of projections [B, P]; in training under a trainer, against the
+        whole optimisation step (the other micro-batches and DDP ranks, `audio.step_contrastive`)."""
+        from pianoeval.audio.step_contrastive import contrastive_with_keys
+
+        temperature = self.hparams.temperature
+        if not (self.training and self._trainer is not None):
+            return contrastive_with_keys(proj, groups, temperature=temperature)
+        keys, key_groups = self.step_memory.keys(proj, groups, int(self.trainer.accumulate_grad_batches))
+        return contrastive_with_keys(proj, groups, keys, key_groups, temperature=temperature)
 
     def compute_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Weighted total loss, its unweighted parts (detached), and z [B, H]."""
@@ -288,6 +308,8 @@ class AudioTrackModule(L.LightningModule):
         # Lightning does not call .train() at fit start (it restores per-module flags after
         # validation), so apply the network's rule, frozen backbone parts in eval mode, here.
         self.encoder.train(True)
+        # Projections of the last epoch (before validation and maybe a stage switch) are no keys.
+        self.step_memory.reset()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         total, parts, z = self.compute_losses(batch)
@@ -295,6 +317,12 @@ class AudioTrackModule(L.LightningModule):
         self.log("train/loss", total, prog_bar=True, batch_size=bs)
         for name, value in parts.items():
             self.log(f"train/{name}", value, batch_size=bs)
+        if "contrastive" in parts:
+            # Keys beyond this micro-batch: what the step-wide contrastive term saw.
+            self.log("train/contrastive_extra_keys", float(self.step_memory.last_n_keys), batch_size=bs)
+        if "unlabelled" in batch:
+            # A2's self-supervised epochs with unlabelled clips: their share of the batch.
+            self.log("train/unlabelled_share", batch["unlabelled"].float().mean(), batch_size=bs)
         return total
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -329,21 +357,68 @@ class AudioTrackModule(L.LightningModule):
         """Trainable parameters outside the backbone: shared encoder, score heads, projection."""
         return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("encoder.backbone.")]
 
-    def param_groups(self) -> list[dict[str, Any]]:
-        """Optimiser groups: "top" at `lr`, trainable backbone weights ("backbone") at `backbone_lr`."""
+    def backbone_base_lr(self) -> float:
+        """Learning rate of trainable backbone weights: `backbone_lr`, else `lr * default_backbone_lr_factor`."""
         h = self.hparams
-        groups = [{"params": self.top_parameters(), "lr": h.lr, "name": "top"}]
+        return float(h.backbone_lr if h.backbone_lr is not None else h.lr * self.default_backbone_lr_factor)
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Optimiser groups: "top" at `lr`, trainable backbone weights ("backbone") at `backbone_base_lr()`."""
+        groups = [{"params": self.top_parameters(), "lr": self.hparams.lr, "name": "top"}]
         if self.encoder.backbone is not None:
             backbone = [p for p in self.encoder.backbone.parameters() if p.requires_grad]
             if backbone:
-                groups.append({"params": backbone, "lr": h.backbone_lr or h.lr, "name": "backbone"})
+                groups.append({"params": backbone, "lr": self.backbone_base_lr(), "name": "backbone"})
         return groups
 
     def schedule_epochs(self) -> int:
         """Epochs the cosine schedule spans."""
         return max(1, int(self.hparams.max_epochs))
 
+    # --- late-trainable parameters under DDP -----------------------------------------------------
+    def record_trainable_at_wrap(self) -> None:
+        """Remember which parameters require a gradient now (once per fit).
+
+        Lightning wraps the model in DDP just before it calls `configure_optimizers`, and DDP only
+        averages the gradients of parameters that required one at that moment. Whatever becomes
+        trainable later (A3's layers, including the epoch-0 ones unfrozen in configure_optimizers)
+        is averaged by `on_before_optimizer_step` instead.
+        """
+        if getattr(self, "_trainable_at_wrap", None) is None:
+            self._trainable_at_wrap = {name for name, p in self.named_parameters() if p.requires_grad}
+
+    def late_trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters that require a gradient now but did not when DDP wrapped the model (module order)."""
+        wrapped = getattr(self, "_trainable_at_wrap", None)
+        if wrapped is None:
+            return []
+        return [p for name, p in self.named_parameters() if p.requires_grad and name not in wrapped]
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # Runs once per optimiser step, after the last micro-batch's backward and before clipping:
+        # the accumulated gradients of late-trainable parameters are averaged across ranks here, as
+        # DDP does for the parameters it registered. A no-op on one device.
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        params = self.late_trainable_parameters()
+        if not params:
+            return
+        # One flat all-reduce; a parameter without a gradient on this rank contributes zeros, so every
+        # rank joins the same collective with the same shapes.
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= dist.get_world_size()
+        offset = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[offset : offset + n].view_as(p).clone()
+            offset += n
+
     def configure_optimizers(self) -> Any:
+        self.record_trainable_at_wrap()
         opt = torch.optim.AdamW(self.param_groups(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.schedule_epochs())
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
@@ -352,7 +427,8 @@ class AudioTrackModule(L.LightningModule):
 class MuQLoRAModel(AudioTrackModule):
     """A1: LoRA adapters on the backbone's attention projections + shared encoder + 19 heads.
 
-    `lora_rank > 0` adds adapters to `lora_modules` of blocks `lora_layers` (all blocks if None) and
+    `lora_rank > 0` adds adapters to `lora_modules` of layers `lora_layers` (numbers 1..N; None = the
+    top 4, MuQ-large's 9-12) and
     freezes the rest of the backbone; `lora_rank = 0` keeps the backbone frozen (or, with a network
     built without a backbone, trains on cached `audio_emb` frames).
     """
@@ -360,8 +436,8 @@ class MuQLoRAModel(AudioTrackModule):
     def __init__(
         self,
         network: AudioScoreNetwork,
-        lora_rank: int = 8,
-        lora_alpha: int = 16,
+        lora_rank: int = 16,
+        lora_alpha: int = 32,
         lora_layers: Sequence[int] | None = None,
         lora_modules: Sequence[str] = ("linear_q", "linear_k", "linear_v"),
         lora_dropout: float = 0.0,
@@ -435,8 +511,8 @@ class MuQStagedModel(MuQLoRAModel):
         ssl_w_contrastive: float = 1.0,
         ssl_w_inv: float = 1.0,
         ssl_lr: float | None = None,
-        lora_rank: int = 8,
-        lora_alpha: int = 16,
+        lora_rank: int = 16,
+        lora_alpha: int = 32,
         lora_layers: Sequence[int] | None = None,
         lora_modules: Sequence[str] = ("linear_q", "linear_k", "linear_v"),
         lora_dropout: float = 0.0,
@@ -504,6 +580,7 @@ class MuQStagedModel(MuQLoRAModel):
         self.stage = "supervised"
         self.loss_weights = self.stage_weights("supervised")
         self._switch_epoch = self.current_epoch
+        self.step_memory.reset()
         if self._trainer is not None:
             # A new optimiser rather than a new group: the heads join, AdamW moments shaped by the
             # contrastive objective are dropped, and the cosine schedule restarts for this stage.
@@ -550,16 +627,29 @@ class MuQStagedModel(MuQLoRAModel):
             self.loss_weights = self.stage_weights(self.stage)
 
 
-class MuQFullUnfreezeModel(AudioTrackModule):
-    """A3: the full backbone, frozen at first, unfrozen block by block on `unfreeze_schedule`.
+def default_unfreeze_schedule(depth: int, every: int = UNFREEZE_EVERY) -> dict[int, list[int]]:
+    """A3's default schedule: the top 4 layers (9-12 of 12), the top one at epoch 0 and one more
+    layer down every `every` epochs ({0: [12], 2: [11], 4: [10], 6: [9]})."""
+    from pianoeval.audio.backbones import top_layers
 
-    `unfreeze_schedule` maps an epoch to backbone block indices (negative = from the top) whose
-    weights start training at that epoch (default: the top block at epoch 0, one more block down
-    each epoch). Block i trains at `(backbone_lr or lr) * layer_lr_decay ** (num_blocks - 1 - i)`:
-    the top block at the full rate, each block below it `layer_lr_decay` times slower, in its own
-    optimiser group `block.{i}`. Blocks unfrozen mid-training join the live optimiser. The backbone's
-    front end (mel, conv subsampling) and the conformer's final LayerNorm stay frozen.
+    return {every * k: [layer] for k, layer in enumerate(reversed(top_layers(depth)))}
+
+
+class MuQFullUnfreezeModel(AudioTrackModule):
+    """A3: the full backbone, frozen at first, unfrozen layer by layer on `unfreeze_schedule`.
+
+    `unfreeze_schedule` maps an epoch to layer numbers (1..N, layer i = block i) whose weights start
+    training at that epoch (default `default_unfreeze_schedule`: 12, 11, 10, 9 at epochs 0, 2, 4, 6).
+    Layer i trains at `backbone_lr * layer_lr_decay ** (N - i)`: the top layer at `backbone_lr`
+    (default `lr / 10`), each layer below it `layer_lr_decay` times slower, in its own optimiser
+    group `layer.{i}`. Layers unfrozen mid-training join the live optimiser; under DDP their gradients
+    are averaged across ranks by `on_before_optimizer_step` (DDP registered none of them). The
+    backbone's front end (mel, conv subsampling) and the conformer's final LayerNorm stay frozen.
     """
+
+    # Discriminative rates: 300M pretrained weights move an order of magnitude slower than the new
+    # heads (backbone_lr = lr / 10 unless set), and each layer below the top layer_lr_decay slower.
+    default_backbone_lr_factor = 0.1
 
     def __init__(
         self,
@@ -606,54 +696,55 @@ class MuQFullUnfreezeModel(AudioTrackModule):
         n = self.num_blocks
         if n == 0:
             raise ConfigError(f"{type(network.backbone).__name__} has no blocks to unfreeze")
-        raw = unfreeze_schedule if unfreeze_schedule is not None else {e: [n - 1 - e] for e in range(n)}
+        from pianoeval.audio.backbones import check_layers
+
+        raw = unfreeze_schedule if unfreeze_schedule is not None else default_unfreeze_schedule(n)
         self.unfreeze_schedule: dict[int, list[int]] = {}
         for epoch, layers in raw.items():
             if int(epoch) < 0:
-                raise ConfigError(f"unfreeze_schedule epochs must be >= 0, got {epoch}")
-            bad = [i for i in layers if not -n <= int(i) < n]
-            if bad:
-                raise ConfigError(f"unfreeze_schedule layers {bad} out of range: the backbone has blocks 0..{n - 1}")
-            self.unfreeze_schedule[int(epoch)] = [int(i) % n for i in layers]
-        # Unfrozen blocks in the order they were unfrozen: the order of their optimiser groups.
+                raise ConfigError(f"audio.unfreeze_schedule epochs must be >= 0, got {epoch}")
+            self.unfreeze_schedule[int(epoch)] = check_layers(layers, n, "audio.unfreeze_schedule")
+        # Unfrozen layers (numbers 1..N) in the order they were unfrozen: the order of their optimiser groups.
         self.unfrozen: list[int] = []
 
     @property
     def num_blocks(self) -> int:
-        """Number of backbone blocks."""
+        """Number of backbone blocks (= layers)."""
         return len(self.encoder.backbone.layers())
 
-    def layer_lr(self, index: int) -> float:
-        """Base learning rate of backbone block `index`: (backbone_lr or lr) * decay ** depth from the top."""
-        h = self.hparams
-        depth = self.num_blocks - 1 - index
-        return float((h.backbone_lr or h.lr) * h.layer_lr_decay**depth)
+    def layer_lr(self, layer: int) -> float:
+        """Base learning rate of layer `layer` (1..N): backbone_lr * decay ** (N - layer)."""
+        return float(self.backbone_base_lr() * self.hparams.layer_lr_decay ** (self.num_blocks - layer))
+
+    def _block(self, layer: int) -> nn.Module:
+        """The block whose output is layer `layer` (1..N)."""
+        return self.encoder.backbone.layers()[layer - 1]
 
     def unfreeze_due(self, epoch: int) -> list[int]:
-        """Unfreeze every block scheduled at or before `epoch`; return the newly unfrozen indices."""
-        blocks = self.encoder.backbone.layers()
+        """Unfreeze every layer scheduled at or before `epoch`; return the newly unfrozen layer numbers."""
         new: list[int] = []
         for when in sorted(self.unfreeze_schedule):
             if when > epoch:
                 break
-            for index in self.unfreeze_schedule[when]:
-                if index not in self.unfrozen:
-                    blocks[index].requires_grad_(True)
-                    self.unfrozen.append(index)
-                    new.append(index)
+            for layer in self.unfreeze_schedule[when]:
+                if layer not in self.unfrozen:
+                    self._block(layer).requires_grad_(True)
+                    self.unfrozen.append(layer)
+                    new.append(layer)
         return new
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Optimiser groups: "top" at `lr`, then `block.{i}` at `layer_lr(i)` per unfrozen block (unfreezing order)."""
-        blocks = self.encoder.backbone.layers()
+        """Optimiser groups: "top" at `lr`, then `layer.{i}` at `layer_lr(i)` per unfrozen layer (unfreezing order)."""
         groups = [{"params": self.top_parameters(), "lr": self.hparams.lr, "name": "top"}]
-        for index in self.unfrozen:
-            params = [p for p in blocks[index].parameters() if p.requires_grad]
-            groups.append({"params": params, "lr": self.layer_lr(index), "name": f"block.{index}"})
+        for layer in self.unfrozen:
+            params = [p for p in self._block(layer).parameters() if p.requires_grad]
+            groups.append({"params": params, "lr": self.layer_lr(layer), "name": f"layer.{layer}"})
         return groups
 
     def configure_optimizers(self) -> Any:
-        # Blocks due now (epoch 0 on a fresh run) must be in the first optimiser.
+        # What DDP registered when it wrapped the model, before the epoch-0 layers below are unfrozen.
+        self.record_trainable_at_wrap()
+        # Layers due now (epoch 0 on a fresh run) must be in the first optimiser.
         self.unfreeze_due(self.current_epoch)
         return super().configure_optimizers()
 
@@ -662,34 +753,36 @@ class MuQFullUnfreezeModel(AudioTrackModule):
         # After unfreezing, so newly trainable blocks leave eval mode (dropout, BatchNorm statistics).
         super().on_train_epoch_start()
         if new and self._trainer is not None and self.trainer.optimizers:
-            for index in new:
-                self._add_block_to_optimizer(index)
+            for layer in new:
+                self._add_layer_to_optimizer(layer)
 
-    def _add_block_to_optimizer(self, index: int) -> None:
-        """Add block `index` as a new param group of the live optimiser (and its LR schedulers)."""
+    def _add_layer_to_optimizer(self, layer: int) -> None:
+        """Add layer `layer` as a new param group of the live optimiser (and its LR schedulers)."""
         optimizer = self.trainer.optimizers[0]
         present = {id(p) for group in optimizer.param_groups for p in group["params"]}
-        params = [p for p in self.encoder.backbone.layers()[index].parameters() if p.requires_grad]
-        params = [p for p in params if id(p) not in present]
+        params = [p for p in self._block(layer).parameters() if p.requires_grad and id(p) not in present]
         if not params:
             return
-        base = self.layer_lr(index)
+        base = self.layer_lr(layer)
         top = optimizer.param_groups[0]
         # Join the schedule where the other groups are now: same multiplier of the base rate.
         scale = top["lr"] / top.get("initial_lr", top["lr"])
-        optimizer.add_param_group({"params": params, "lr": base * scale, "initial_lr": base, "name": f"block.{index}"})
+        optimizer.add_param_group({"params": params, "lr": base * scale, "initial_lr": base, "name": f"layer.{layer}"})
         for config in self.trainer.lr_scheduler_configs:
             # Schedulers keep one base rate per group and zip them strictly with the groups.
             if hasattr(config.scheduler, "base_lrs"):
                 config.scheduler.base_lrs.append(base)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["unfrozen_layers"] = list(self.unfrozen)
+        checkpoint["unfrozen_layer_numbers"] = list(self.unfrozen)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # requires_grad is not in the state dict; restore it (in order) before optimisers are rebuilt.
-        blocks = self.encoder.backbone.layers()
+        # Checkpoints written before layers were numbered from 1 stored 0-based block indices.
+        saved = checkpoint.get("unfrozen_layer_numbers")
+        if saved is None:
+            saved = [int(i) + 1 for i in checkpoint.get("unfrozen_layers", [])]
         self.unfrozen = []
-        for index in checkpoint.get("unfrozen_layers", []):
-            blocks[index].requires_grad_(True)
-            self.unfrozen.append(int(index))
+        for layer in saved:
+            self._block(int(layer)).requires_grad_(True)
+            self.unfrozen.append(int(layer))

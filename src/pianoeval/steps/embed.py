@@ -49,6 +49,11 @@ def run_embed(backbone_name: str, config: dict[str, Any], manifest: Path, out: P
     # empty for logmel and transkun, so their existing caches stay valid.
     fingerprint = backbone_fingerprint(backbone_name, config)
     tag = f"{backbone_name}|{EMBEDDER_VERSION}|{CACHE_FRAME_RATE}" + (f"|{fingerprint}" if fingerprint else "")
+    layers = backbone.probe_layers
+    if layers and layers != [backbone.num_layers]:
+        # Frames averaged over several layers (audio.hidden_layers; MuQ's default 9-12) are other
+        # frames; the last layer alone keeps the tag, and so the caches, of earlier runs.
+        tag += "|layers=" + ",".join(map(str, layers))
     items: dict[str, Any] = {}
     skipped: list[dict[str, str]] = []
     n_new = 0  # embedded by this run; the rest came from the cache (an earlier, perhaps killed, run)

@@ -52,9 +52,11 @@ def run_train(
     out_dir: Path,
     pretrained: Path | None = None,
     devices: int = 1,
+    unlabelled_manifest: Path | None = None,
 ) -> dict[str, Any]:
     """Train `model` on fold `fold` on `devices` devices (DDP when more than 1); write metrics.json,
-    predictions.csv, embeddings.pt, provenance. A DDP worker process returns {} and writes nothing."""
+    predictions.csv, embeddings.pt, provenance. A DDP worker process returns {} and writes nothing.
+    `unlabelled_manifest` (a2 only): rendered unlabelled performances for its self-supervised stage."""
     import lightning as L
 
     from pianoeval.core.errors import ConfigError
@@ -73,6 +75,13 @@ def run_train(
     store = load_feature_store(features_path)
     manifest = read_manifest(manifest_path)
     data = load_fold_data(store, manifest, read_json(folds_path), fold, manifest_path=manifest_path)
+    if track == "audio":
+        data.waveforms = waveform_spec(model, config, manifest, seed)
+    if unlabelled_manifest is not None:
+        from pianoeval.training.audio_data import load_unlabelled
+
+        folds = read_json(folds_path)
+        data.unlabelled = load_unlabelled(model, config, unlabelled_manifest, manifest, folds, fold, data.waveforms)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(
         out_dir,
@@ -83,8 +92,6 @@ def run_train(
         fold=fold,
         pretrained=str(pretrained) if pretrained else None,
     )
-    if track == "audio":
-        data.waveforms = waveform_spec(model, config, manifest, seed)
     info: dict[str, Any] = {}
     if model.startswith("baseline_"):
         preds = baseline_predict(model, data)
@@ -93,6 +100,8 @@ def run_train(
         module, info = train_network(model, config, data, out_dir, seed, pretrained, devices)
         if module is None:
             return {}
+        if data.unlabelled is not None:
+            info["unlabelled"] = data.unlabelled.stats
         preds, embs = predict_network(module, data, batch_settings(model, config)[0])
     metrics = write_fold_outputs(
         data,

@@ -33,6 +33,9 @@ class FoldData:
     missing: list[str]
     # Set for audio models that run their backbone live: items then get waveforms on access.
     waveforms: WaveformSpec | None = None
+    # A2 with --unlabelled-manifest: unlabelled rendered clips (training.audio_data.UnlabelledClips)
+    # for its self-supervised stage, none of them music of this fold's dev or val segments.
+    unlabelled: Any = None
 
     def subset(self, split: str) -> list[dict[str, Any]]:
         """The items of one split."""
@@ -193,7 +196,9 @@ class GroupBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         rank, world = self._replicas()
         batches = list(self._all_batches())
-        if world > 1:
+        if world > 1 or len(batches) != self._n_batches():
+            # Exactly len(self) batches per rank (DDP waits for all; Lightning counts them once per
+            # fit): the first batches repeat to fill, any surplus of a mixed epoch is dropped.
             padded = [batches[i % len(batches)] for i in range(len(self) * world)]
             batches = padded[rank::world]
         yield from batches
@@ -214,10 +219,114 @@ class GroupBatchSampler(Sampler[list[int]]):
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]
 
+    def _n_batches(self) -> int:
+        """Batches of one epoch over all ranks (before sharding)."""
+        return (len(self.groups) + self.batch_size - 1) // self.batch_size
+
     def __len__(self) -> int:
-        n_batches = (len(self.groups) + self.batch_size - 1) // self.batch_size
         world = self._replicas()[1]
-        return (n_batches + world - 1) // world
+        return (self._n_batches() + world - 1) // world
+
+
+class PKBatchSampler(GroupBatchSampler):
+    """Batches of P segment groups x K performances (A1-A3): K = `per_group`, P = batch_size // K.
+
+    Each epoch every group's members are shuffled and cut into chunks of K (the last may be smaller);
+    each batch takes one chunk from each of the P groups with the most chunks left (ties broken at
+    random), so a batch holds as many groups as it can (negatives for the contrastive term) and each
+    group K performances (ranking pairs), and every item is used once per epoch. The batch order is
+    then shuffled. Sharding across DDP ranks is GroupBatchSampler's.
+
+    With `extra_groups` (the segment groups of further items, indices len(groups) onwards: unlabelled
+    clips), epochs below `extra_epochs` (A2's self-supervised stage) draw their batches from a pool
+    of random whole groups: labelled ones for about (1 - extra_fraction) of an epoch's items and extra
+    ones for the rest, with the same number of batches as a labelled epoch.
+    """
+
+    def __init__(
+        self,
+        groups: list[int],
+        batch_size: int,
+        per_group: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        shard: bool = False,
+        extra_groups: Sequence[int] = (),
+        extra_epochs: int = 0,
+        extra_fraction: float = 0.5,
+    ) -> None:
+        super().__init__(groups, batch_size, shuffle=shuffle, seed=seed, shard=shard)
+        if per_group < 1 or batch_size // per_group < 1:
+            raise ValueError(f"batch size {batch_size} cannot hold a group of {per_group}")
+        self.per_group = per_group
+        self.n_groups_per_batch = batch_size // per_group
+        self.extra_groups = np.asarray(extra_groups, dtype=np.int64)
+        self.extra_epochs = extra_epochs if len(self.extra_groups) else 0
+        self.extra_fraction = extra_fraction
+
+    def _members(self, groups: np.ndarray, offset: int = 0) -> dict[int, list[int]]:
+        """{group: its item indices (+ offset)} in index order."""
+        out: dict[int, list[int]] = {}
+        for i, g in enumerate(groups.tolist()):
+            out.setdefault(int(g), []).append(i + offset)
+        return out
+
+    def _draw(self, members: dict[int, list[int]], n_items: int, rng: np.random.Generator) -> dict[int, list[int]]:
+        """Random whole groups of `members` until they hold at least `n_items` items."""
+        keys = list(members)
+        rng.shuffle(keys)
+        chosen: dict[int, list[int]] = {}
+        total = 0
+        for g in keys:
+            if total >= n_items:
+                break
+            chosen[g] = members[g]
+            total += len(members[g])
+        return chosen
+
+    def _pool(self, epoch: int, rng: np.random.Generator) -> dict[int, list[int]]:
+        """This epoch's groups and members: the labelled ones, or a labelled + extra mix."""
+        labelled = self._members(self.groups)
+        if epoch >= self.extra_epochs:
+            return labelled
+        n = len(self.groups)
+        n_extra = round(self.extra_fraction * n)
+        pool = self._draw(labelled, n - n_extra, rng) if n_extra < n else {}
+        pool.update(self._draw(self._members(self.extra_groups, offset=n), n_extra, rng))
+        return pool
+
+    def pk_batches(self, members: dict[int, list[int]], rng: np.random.Generator | None) -> list[list[int]]:
+        """P x K batches over `members` (rng None: no shuffling, the count is the same)."""
+        queues: dict[int, list[list[int]]] = {}
+        for g, idx in members.items():
+            idx = list(idx)
+            if rng is not None:
+                rng.shuffle(idx)
+            queues[g] = [idx[i : i + self.per_group] for i in range(0, len(idx), self.per_group)]
+        batches: list[list[int]] = []
+        while queues:
+            tie = rng.random(len(queues)) if rng is not None else np.zeros(len(queues))
+            order = sorted(zip(queues, tie, strict=True), key=lambda gt: (-len(queues[gt[0]]), gt[1]))
+            batch: list[int] = []
+            for g, _ in order[: self.n_groups_per_batch]:
+                batch.extend(queues[g].pop(0))
+                if not queues[g]:
+                    del queues[g]
+            batches.append(batch)
+        if rng is not None:
+            rng.shuffle(batches)
+        return batches
+
+    def _all_batches(self) -> Iterator[list[int]]:
+        """This epoch's P x K batches (the same on every rank: seeded by seed and epoch)."""
+        epoch = self.epoch
+        rng = np.random.default_rng(self.seed + epoch)
+        self.epoch += 1
+        yield from self.pk_batches(self._pool(epoch, rng), rng if self.shuffle else None)
+
+    def _n_batches(self) -> int:
+        """Batches of a labelled epoch (largest-first filling needs max(ceil(chunks / P), most chunks))."""
+        return len(self.pk_batches(self._members(self.groups), None))
 
 
 def make_loader(
@@ -228,15 +337,41 @@ def make_loader(
     num_workers: int = 0,
     dataset: Sequence[dict[str, Any]] | None = None,
     shard: bool = False,
+    per_group: int | None = None,
+    extra: Any = None,
+    extra_epochs: int = 0,
+    extra_fraction: float = 0.5,
 ) -> DataLoader:
     """A DataLoader over items (or `dataset`, indexed like them) with group-aware batching and the
-    multi-task collate; `shard`: split the batches across DDP ranks (GroupBatchSampler)."""
+    multi-task collate; `shard`: split the batches across DDP ranks. `per_group` K: P x K batches
+    (PKBatchSampler); `extra`: a dataset with `.groups` (unlabelled clips) mixed into the epochs below
+    `extra_epochs` for `extra_fraction` of their items."""
+    from torch.utils.data import ConcatDataset
+
     from pianoeval.data.datasets import multi_task_collate_fn
 
     groups = [int(it["group"]) for it in items]
-    sampler = GroupBatchSampler(groups, batch_size, shuffle=shuffle, seed=seed, shard=shard)
+    dataset = items if dataset is None else dataset  # a list is a valid map-style dataset
+    sampler: GroupBatchSampler
+    if per_group is None:
+        sampler = GroupBatchSampler(groups, batch_size, shuffle=shuffle, seed=seed, shard=shard)
+    else:
+        extra_groups = list(extra.groups) if extra is not None and extra_epochs > 0 else []
+        sampler = PKBatchSampler(
+            groups,
+            batch_size,
+            per_group,
+            shuffle=shuffle,
+            seed=seed,
+            shard=shard,
+            extra_groups=extra_groups,
+            extra_epochs=extra_epochs,
+            extra_fraction=extra_fraction,
+        )
+        if extra_groups:
+            dataset = ConcatDataset([dataset, extra])  # extra items follow the fold's: index len(items) on
     return DataLoader(
-        items if dataset is None else dataset,  # a list is a valid map-style dataset
+        dataset,
         batch_sampler=sampler,
         collate_fn=multi_task_collate_fn,
         num_workers=num_workers,

@@ -216,6 +216,7 @@ def fit_module(
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
+    from pianoeval.training.audio_data import train_loader_options
     from pianoeval.training.progress import EpochLog
     from pianoeval.training.registry import build_module
 
@@ -231,6 +232,8 @@ def fit_module(
         tcfg["num_workers"],
         dataset=data.dataset("train", train=True),
         shard=True,
+        # A1-A3: P segment groups x K performances; A2: unlabelled clips in its self-supervised epochs.
+        **train_loader_options(model, config, data, batch_size),
     )
     dev_split = "dev" if data.splits["dev"] else "train"
     dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))

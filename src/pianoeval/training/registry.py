@@ -116,16 +116,21 @@ def uses_live_backbone(model: str, config: dict[str, Any]) -> bool:
 
 
 def build_audio_backbone(name: str, config: dict[str, Any]) -> nn.Module:
-    """Backbone `name` as the config asks (MuQ: released weights, or the small random-weight one)."""
+    """Backbone `name` as the config asks (MuQ: released weights, or the small random-weight one),
+    averaging `audio.hidden_layers` (numbers 1..N; null = its default, MuQ: the top 4) by default."""
     from pianoeval.audio.backbones import build_backbone, muq_small_config
 
-    if name != "muq":
-        return build_backbone(name)
     aud = config["audio"]
-    if aud["muq_pretrained"]:
-        return build_backbone("muq", name_or_path=aud["muq_name_or_path"])
-    # Seeded by the global seed so the embed rule and every fold build the same random weights.
-    return build_backbone("muq", config=muq_small_config(**aud["muq_small"]), seed=int(config["seed"]))
+    if name != "muq":
+        backbone = build_backbone(name)
+    elif aud["muq_pretrained"]:
+        backbone = build_backbone("muq", name_or_path=aud["muq_name_or_path"])
+    else:
+        # Seeded by the global seed so the embed rule and every fold build the same random weights.
+        backbone = build_backbone("muq", config=muq_small_config(**aud["muq_small"]), seed=int(config["seed"]))
+    # The embed rule, the robustness check and the live networks then all read the same layers.
+    backbone.set_probe_layers(aud["hidden_layers"])
+    return backbone
 
 
 def backbone_fingerprint(name: str, config: dict[str, Any]) -> str:
@@ -202,7 +207,8 @@ def build_module(model: str, net: nn.Module, config: dict[str, Any], label_mean:
 
 
 def build_frozen_backbone(name: str, config: dict[str, Any]) -> Any:
-    """The frozen backbone `name` in eval mode, as `config["audio"]` asks (MuQ: released or small random weights)."""
+    """The frozen backbone `name` in eval mode, as `config["audio"]` asks (MuQ: released or small random
+    weights; its frames the mean of `audio.hidden_layers`, MuQ's default layers 9-12 of 12)."""
     from pianoeval.training.registry import build_audio_backbone
 
     backbone = build_audio_backbone(name, config)
