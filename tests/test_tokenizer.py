@@ -9,8 +9,8 @@ import pretty_midi
 import pytest
 
 from pianoeval.core.errors import InputError
-from pianoeval.data.midi import Performance, write_performance
-from pianoeval.symbolic.tokenizer import POSITIONS_PER_BEAT, PianoTokenizer, pedal_intervals
+from pianoeval.data.midi import Performance, pedal_intervals, write_performance
+from pianoeval.symbolic.tokenizer import POSITIONS_PER_BEAT, PianoTokenizer
 
 # One grid tick in seconds (120 qpm): onsets are kept to within half of it.
 TICK_S = 60.0 / 120.0 / POSITIONS_PER_BEAT

@@ -95,7 +95,7 @@ def cut_performance(src: Path, start: float, seconds: float, dst: Path) -> Path:
 def sustain_offsets(notes: np.ndarray, pedal: np.ndarray) -> np.ndarray:
     """Notes [N, 4] with offsets held by the sustain pedal: a note released while the pedal is
     down (CC64 >= 64) sounds until the pedal is lifted, or until its key is struck again."""
-    from pianoeval.symbolic.tokenizer import pedal_intervals
+    from pianoeval.data.midi import pedal_intervals
 
     notes = np.asarray(notes, dtype=np.float64).reshape(-1, 4).copy()
     # A pedal still down at the end is lifted when the last note ends.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pianoeval.core.constants import SUSTAIN_CC
+from pianoeval.core.constants import PEDAL_DOWN_THRESHOLD, SUSTAIN_CC
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import atomic_path
 
@@ -142,3 +142,17 @@ def pedal_down_mask(perf: Performance, times: np.ndarray, threshold: int = 64) -
     idx = np.searchsorted(perf.pedal[:, 0], times, side="right") - 1
     values = np.where(idx >= 0, perf.pedal[np.clip(idx, 0, None), 1], 0.0)
     return values >= threshold
+
+
+def pedal_intervals(perf: Performance, threshold: int = PEDAL_DOWN_THRESHOLD) -> np.ndarray:
+    """Sustain-pedal-down intervals [K, 2] (start_s, end_s) from CC64 values >= threshold."""
+    if len(perf.pedal) == 0:
+        return np.zeros((0, 2))
+    times, down = perf.pedal[:, 0], perf.pedal[:, 1] >= threshold
+    # Transitions of the down state, starting from "up" before the first event.
+    change = np.flatnonzero(np.diff(np.r_[False, down].astype(np.int8)))
+    starts = times[change[down[change]]]
+    ends = times[change[~down[change]]]
+    if len(ends) < len(starts):  # still down at the end: release at the end of the performance
+        ends = np.r_[ends, max(perf.duration, starts[-1])]
+    return np.stack([starts, ends], axis=1)

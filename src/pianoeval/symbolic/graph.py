@@ -19,9 +19,8 @@ import numpy as np
 
 from pianoeval.core.constants import PEDAL_DOWN_THRESHOLD
 from pianoeval.core.errors import InputError
-from pianoeval.data.midi import Performance, pedal_down_mask
+from pianoeval.data.midi import Performance, pedal_down_mask, pedal_intervals
 from pianoeval.symbolic.features import PITCH_LOW, PITCH_SPAN, chord_starts, log_time
-from pianoeval.symbolic.tokenizer import pedal_intervals
 
 NODE_FEATURES: tuple[str, ...] = (
     "pitch",  # (p - 21) / 87

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from pianoeval.core.constants import PEDAL_DOWN_THRESHOLD, SUSTAIN_CC
+from pianoeval.core.constants import SUSTAIN_CC
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import atomic_path
-from pianoeval.data.midi import Performance, load_performance
+from pianoeval.data.midi import Performance, load_performance, pedal_intervals
 
 # Tempo of the re-gridded score: one beat = 0.5 s, so ticks and seconds are proportional.
 GRID_QPM: float = 120.0
@@ -64,20 +64,6 @@ def performance_from_score(score: Any, path: str | None = None) -> Performance:
     note_arr = np.concatenate(notes) if notes else np.zeros((0, 4))
     pedal_arr = np.concatenate(pedal) if pedal else np.zeros((0, 2))
     return Performance(note_arr, pedal_arr, path)
-
-
-def pedal_intervals(perf: Performance, threshold: int = PEDAL_DOWN_THRESHOLD) -> np.ndarray:
-    """Sustain-pedal-down intervals [K, 2] (start_s, end_s) from CC64 values >= threshold."""
-    if len(perf.pedal) == 0:
-        return np.zeros((0, 2))
-    times, down = perf.pedal[:, 0], perf.pedal[:, 1] >= threshold
-    # Transitions of the down state, starting from "up" before the first event.
-    change = np.flatnonzero(np.diff(np.r_[False, down].astype(np.int8)))
-    starts = times[change[down[change]]]
-    ends = times[change[~down[change]]]
-    if len(ends) < len(starts):  # still down at the end: release at the end of the performance
-        ends = np.r_[ends, max(perf.duration, starts[-1])]
-    return np.stack([starts, ends], axis=1)
 
 
 class PianoTokenizer:
