@@ -9,10 +9,7 @@ from torch_geometric.data import Data
 from pianoeval.core.errors import InputError
 from pianoeval.data.datasets import (
     IGNORE_INDEX,
-    AugmentedEmbeddingDataset,
-    CompetitionDataset,
     MIDIPretrainingDataset,
-    PairedPerformanceDataset,
     multi_task_collate_fn,
 )
 
@@ -35,96 +32,6 @@ def _pair_items() -> list[dict]:
         _item("b2", 1, [0.51, 0.5, 0.5]),  # every dim ambiguous against b1: no pair
         _item("c1", 2, [0.1, 0.1, 0.1]),  # alone in its group
     ]
-
-
-def test_paired_dataset_pairs_signs_and_masks() -> None:
-    ds = PairedPerformanceDataset(_pair_items(), threshold=0.05, seed=0)
-    assert len(ds) == 3  # (a1,a2) (a1,a3) (a2,a3) only
-    seen = set()
-    for k in range(len(ds)):
-        s = ds[k]
-        a, b = s["a"], s["b"]
-        assert int(a["group"]) == int(b["group"]) == 0
-        diff = a["labels"] - b["labels"]
-        assert torch.equal(s["target_sign"], torch.sign(diff))
-        assert torch.equal(s["pair_mask"], (diff.abs() >= 0.05) & (diff != 0))
-        seen.add(frozenset((a["segment_id"], b["segment_id"])))
-    assert seen == {frozenset(p) for p in (("a1", "a2"), ("a1", "a3"), ("a2", "a3"))}
-    by_ids = {frozenset((ds[k]["a"]["segment_id"], ds[k]["b"]["segment_id"])): ds[k] for k in range(3)}
-    pair_a1_a2 = by_ids[frozenset(("a1", "a2"))]
-    # dim 1 differs by 0.02 and dim 2 not at all: both masked out.
-    assert pair_a1_a2["pair_mask"].tolist() == [True, False, False]
-
-
-def test_paired_dataset_pairs_per_epoch_resamples() -> None:
-    items = [_item(f"s{k}", k % 3, [k / 30, 1 - k / 30]) for k in range(30)]
-    ds = PairedPerformanceDataset(items, seed=1, pairs_per_epoch=50)
-    assert len(ds) == 50
-    first = [(ds[k]["a"]["segment_id"], ds[k]["b"]["segment_id"]) for k in range(50)]
-    assert first == [(ds[k]["a"]["segment_id"], ds[k]["b"]["segment_id"]) for k in range(50)]
-    ds.set_epoch(1)
-    assert first != [(ds[k]["a"]["segment_id"], ds[k]["b"]["segment_id"]) for k in range(50)]
-    # Random orientation: both "a above b" and "a below b" occur.
-    signs = {int(ds[k]["target_sign"][0]) for k in range(50)}
-    assert signs == {-1, 1}
-
-
-def test_paired_dataset_requires_labels() -> None:
-    items = _pair_items()
-    del items[2]["labels"]
-    with pytest.raises(InputError, match="a3 has no labels"):
-        PairedPerformanceDataset(items)
-
-
-def test_paired_batches_collate_recursively() -> None:
-    ds = PairedPerformanceDataset(_pair_items(), threshold=0.05, seed=0)
-    batch = multi_task_collate_fn([ds[k] for k in range(len(ds))])
-    assert batch["target_sign"].shape == (3, 3) and batch["pair_mask"].dtype == torch.bool
-    assert batch["a"]["labels"].shape == (3, 3)
-    assert batch["a"]["input_ids"].shape[0] == 3
-    lengths = batch["a"]["attention_mask"].sum(dim=1)
-    assert lengths.tolist() == [len(ds[k]["a"]["input_ids"]) for k in range(3)]
-
-
-def test_competition_dataset() -> None:
-    items = [
-        {"segment_id": "x1", "competition": "Chopin2015", "round": "final", "placement": 2},
-        {"segment_id": "x2", "competition": "Chopin2015", "round": "final", "placement": 1},
-        {"segment_id": "x3", "competition": "Chopin2015", "round": "final", "placement": 3},
-        {"segment_id": "y1", "competition": "Chopin2015", "round": "semi", "placement": 1},
-        {"segment_id": "y2", "competition": "Chopin2015", "round": "semi", "placement": 1},
-    ]
-    ds = CompetitionDataset(items)
-    # final round: x2 (1st) > x1 (2nd) > x3 (3rd); semi round: a shared placement, no pair.
-    assert ds.ordered_pairs() == [(0, 2), (1, 0), (1, 2)]
-    assert ds[0]["placement"].item() == 2
-    assert ds[0]["competition_id"].item() == ds[2]["competition_id"].item() != ds[3]["competition_id"].item()
-    batch = multi_task_collate_fn([ds[k] for k in range(len(ds))])
-    assert batch["placement"].tolist() == [2, 1, 3, 1, 1]
-    assert batch["competition"] == ["Chopin2015"] * 5
-    with pytest.raises(InputError, match="placement"):
-        CompetitionDataset([{"segment_id": "z", "competition": "c", "placement": 0}])
-
-
-def test_augmented_embedding_dataset() -> None:
-    clean = [
-        {"segment_id": "s1", "audio_emb": torch.zeros(3, 2)},
-        {"segment_id": "s2", "audio_emb": torch.ones(4, 2)},
-    ]
-    aug = [
-        {"segment_id": "s2", "audio_emb": torch.full((4, 2), 2.0)},
-        {"segment_id": "s1", "audio_emb": torch.full((3, 2), 3.0)},
-        {"segment_id": "s1", "audio_emb": torch.full((3, 2), 4.0)},
-        {"segment_id": "other", "audio_emb": torch.zeros(1, 2)},
-    ]
-    ds = AugmentedEmbeddingDataset(clean, aug)
-    assert len(ds) == 3
-    for k in range(len(ds)):
-        assert ds[k]["clean"]["segment_id"] == ds[k]["augmented"]["segment_id"]
-    batch = multi_task_collate_fn([ds[k] for k in range(3)])
-    assert batch["augmented"]["audio_emb"].shape == (3, 4, 2)
-    with pytest.raises(InputError, match="s3"):
-        AugmentedEmbeddingDataset([*clean, {"segment_id": "s3"}], aug)
 
 
 VOCAB, PAD, MASK, BOS = 500, 0, 1, 2

@@ -13,7 +13,6 @@ from pianoeval.core.constants import DIMENSIONS, N_DIMS
 from pianoeval.metrics import (
     MetricsSuite,
     compute_robustness_metrics,
-    difficulty_correlation,
     format_comparison_table,
     format_mean_std,
     mean_std,
@@ -94,15 +93,6 @@ def test_r2_matches_sklearn() -> None:
 
 def test_r2_single_row_is_nan() -> None:
     assert math.isnan(r2_scores(np.ones((1, 3)), np.ones((1, 3)))["mean"])
-
-
-def test_difficulty_correlation() -> None:
-    true = np.array([1.0, 2.0, 3.0, 4.0, 5.0, np.nan])
-    pred = np.array([0.1, 0.4, 0.5, 2.0, 9.0, 3.0])  # monotone but not linear; last row has no truth
-    res = difficulty_correlation(pred, true)
-    assert res["spearman_rho"] == pytest.approx(1.0)
-    assert res["n"] == 5
-    assert difficulty_correlation(-pred, true)["spearman_rho"] == pytest.approx(-1.0)
 
 
 def test_robustness_identical_predictions() -> None:

@@ -120,25 +120,6 @@ def r2_scores(pred: Any, target: Any, dimension_names: Sequence[str] | None = No
     return {"mean": float(r2.mean()), "per_dimension": {name: float(r2[d]) for d, name in enumerate(names)}}
 
 
-def difficulty_correlation(pred_difficulty: Any, true_difficulty: Any) -> dict[str, Any]:
-    """Spearman correlation of predicted [N] and true [N] piece difficulty: `spearman_rho`, `p_value`, `n`.
-
-    Rows where either value is NaN are dropped; fewer than 3 rows or a constant input give NaN.
-    """
-    from scipy.stats import spearmanr
-
-    a, b = _as_numpy(pred_difficulty).reshape(-1), _as_numpy(true_difficulty).reshape(-1)
-    if a.shape != b.shape:
-        raise ValueError(f"pred_difficulty {a.shape} and true_difficulty {b.shape} differ in length")
-    keep = np.isfinite(a) & np.isfinite(b)
-    a, b = a[keep], b[keep]
-    n = len(a)
-    if n < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return {"spearman_rho": float("nan"), "p_value": float("nan"), "n": n}
-    res = spearmanr(a, b)
-    return {"spearman_rho": float(res.statistic), "p_value": float(res.pvalue), "n": n}
-
-
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     """Pearson r of two flat arrays; NaN if either is constant or has fewer than 2 values."""
     if len(a) < 2:

@@ -7,7 +7,6 @@ An item is a dict of tensors for one performance, e.g. `input_ids [L]`, `curves 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, DEFAULT_SEED
+from pianoeval.core.constants import DEFAULT_SEED
 from pianoeval.core.errors import InputError
 
 # Variable-length sequence fields and the [B, T] mask each gets (True = real step).
@@ -26,177 +25,6 @@ SEQUENCE_MASKS: dict[str, str] = {
 }
 # Label value that cross-entropy ignores: pads and unselected positions of masked-token labels.
 IGNORE_INDEX: int = -100
-
-
-def _key(value: Any) -> Any:
-    """A hashable, comparable key for a group/competition value held as a tensor, numpy scalar or str."""
-    if isinstance(value, torch.Tensor | np.ndarray | np.generic):
-        return value.item()
-    return value
-
-
-def _label_tensor(item: dict[str, Any], where: str) -> torch.Tensor:
-    """The item's labels as float32 [D]; InputError if absent or not finite."""
-    labels = item.get("labels")
-    if labels is None:
-        raise InputError(f"item {item.get('segment_id', '?')} has no labels", where)
-    labels = torch.as_tensor(labels, dtype=torch.float32)
-    if not torch.isfinite(labels).all():
-        raise InputError(f"item {item.get('segment_id', '?')} has non-finite labels", where)
-    return labels
-
-
-class PairedPerformanceDataset(Dataset):
-    """Pairs of performances of the same musical segment, for pairwise ranking.
-
-    Each sample is `{"a": item, "b": item, "target_sign": [D] float (+1: a rated higher, -1 lower,
-    0 equal), "pair_mask": [D] bool (True where |label_a - label_b| >= threshold)}`. Pairs with no
-    unambiguous dimension carry no signal and are left out. Which performance is `a` is random
-    (seeded), so the model sees both orders. With `pairs_per_epoch` a fresh sample of that many
-    pairs is drawn every epoch (`set_epoch`); otherwise every pair is used once per epoch.
-    """
-
-    def __init__(
-        self,
-        items: list[dict[str, Any]],
-        threshold: float = AMBIGUOUS_THRESHOLD,
-        seed: int = DEFAULT_SEED,
-        pairs_per_epoch: int | None = None,
-    ) -> None:
-        self.items = items
-        self.threshold = float(threshold)
-        self.seed = int(seed)
-        self.pairs_per_epoch = pairs_per_epoch
-        self.labels = [_label_tensor(it, "PairedPerformanceDataset") for it in items]
-        by_group: dict[Any, list[int]] = defaultdict(list)
-        for k, item in enumerate(items):
-            if "group" not in item:
-                raise InputError(f"item {item.get('segment_id', k)} has no group", "PairedPerformanceDataset")
-            by_group[_key(item["group"])].append(k)
-        rng = np.random.default_rng(self.seed)
-        pairs: list[tuple[int, int]] = []
-        for members in by_group.values():
-            for x in range(len(members)):
-                for y in range(x + 1, len(members)):
-                    i, j = members[x], members[y]
-                    if not bool((self._diff(i, j).abs() >= self.threshold).any()):
-                        continue
-                    pairs.append((i, j) if rng.random() < 0.5 else (j, i))
-        self.all_pairs = pairs
-        self.epoch = 0
-
-    def _diff(self, i: int, j: int) -> torch.Tensor:
-        return self.labels[i] - self.labels[j]
-
-    def set_epoch(self, epoch: int) -> None:
-        """Choose the epoch whose pair sample `__getitem__` serves (only matters with pairs_per_epoch)."""
-        self.epoch = int(epoch)
-
-    def _epoch_pairs(self) -> list[tuple[int, int]]:
-        if self.pairs_per_epoch is None or not self.all_pairs:
-            return self.all_pairs
-        rng = np.random.default_rng([self.seed, self.epoch])
-        n = self.pairs_per_epoch
-        idx = rng.choice(len(self.all_pairs), size=n, replace=n > len(self.all_pairs))
-        return [self.all_pairs[k] for k in idx]
-
-    def __len__(self) -> int:
-        if self.pairs_per_epoch is None or not self.all_pairs:
-            return len(self.all_pairs)
-        return self.pairs_per_epoch
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        i, j = self._epoch_pairs()[k]
-        diff = self._diff(i, j)
-        a, b = dict(self.items[i]), dict(self.items[j])
-        a["labels"], b["labels"] = self.labels[i], self.labels[j]
-        return {
-            "a": a,
-            "b": b,
-            "target_sign": torch.sign(diff),
-            "pair_mask": (diff.abs() >= self.threshold) & (diff != 0),
-        }
-
-
-class CompetitionDataset(Dataset):
-    """T2 items with a placement in a competition round; adds `placement` and `competition_id` tensors.
-
-    `competition_id` indexes the distinct (competition, round) pairs in sorted order, so
-    `losses.ordinal_loss` compares only performers of the same round.
-    """
-
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = items
-        rounds: list[tuple[str, str]] = []
-        for k, item in enumerate(items):
-            name = item.get("segment_id", k)
-            if item.get("competition") is None:
-                raise InputError(f"item {name} has no competition", "CompetitionDataset")
-            placement = item.get("placement")
-            if placement is None or int(_key(placement)) < 1:
-                raise InputError(f"item {name} needs a placement >= 1 (1 = winner)", "CompetitionDataset")
-            rounds.append((str(_key(item["competition"])), str(_key(item.get("round") or ""))))
-        index = {r: i for i, r in enumerate(sorted(set(rounds)))}
-        self.competition_ids = [index[r] for r in rounds]
-        self.placements = [int(_key(it["placement"])) for it in items]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        item = dict(self.items[k])
-        item["placement"] = torch.tensor(self.placements[k], dtype=torch.long)
-        item["competition_id"] = torch.tensor(self.competition_ids[k], dtype=torch.long)
-        return item
-
-    def ordered_pairs(self) -> list[tuple[int, int]]:
-        """(better, worse) index pairs within one round with strictly different placements."""
-        by_round: dict[int, list[int]] = defaultdict(list)
-        for k, c in enumerate(self.competition_ids):
-            by_round[c].append(k)
-        pairs = []
-        for members in by_round.values():
-            for i in members:
-                for j in members:
-                    if self.placements[i] < self.placements[j]:
-                        pairs.append((i, j))
-        return sorted(pairs)
-
-
-class AugmentedEmbeddingDataset(Dataset):
-    """(clean, augmented) views of the same segment, matched by `segment_id`.
-
-    Every augmented view of a segment makes one sample `{"clean": item, "augmented": item}`;
-    augmented items of segments not among `clean_items` are ignored (e.g. another split).
-    """
-
-    def __init__(self, clean_items: list[dict[str, Any]], augmented_items: list[dict[str, Any]]) -> None:
-        views: dict[str, list[int]] = defaultdict(list)
-        for k, item in enumerate(augmented_items):
-            if "segment_id" not in item:
-                raise InputError(f"augmented item {k} has no segment_id", "AugmentedEmbeddingDataset")
-            views[str(item["segment_id"])].append(k)
-        self.clean_items, self.augmented_items = clean_items, augmented_items
-        self.pairs: list[tuple[int, int]] = []
-        lacking = []
-        for c, item in enumerate(clean_items):
-            sid = str(item.get("segment_id"))
-            if not views.get(sid):
-                lacking.append(sid)
-            self.pairs.extend((c, a) for a in views.get(sid, []))
-        if lacking:
-            shown = ", ".join(lacking[:5]) + (" ..." if len(lacking) > 5 else "")
-            raise InputError(
-                f"{len(lacking)} clean segments have no augmented view ({shown}); re-run augmentation",
-                "AugmentedEmbeddingDataset",
-            )
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, k: int) -> dict[str, Any]:
-        c, a = self.pairs[k]
-        return {"clean": self.clean_items[c], "augmented": self.augmented_items[a]}
 
 
 def bert_mask(

@@ -1,4 +1,4 @@
-"""Training losses: within-piece ranking, ListMLE, regression (MSE/CCC), contrastive, invariance, ordinal.
+"""Training losses: within-piece ranking, regression (MSE/CCC), supervised contrastive, invariance.
 
 Every loss returns a scalar tensor. When a batch holds nothing to learn from (no valid pair, a single
 group, everything masked) the loss is 0 *connected to the graph* (`inputs.sum() * 0`), so `backward()`
@@ -6,8 +6,6 @@ works and yields zero gradients instead of NaN.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -33,21 +31,6 @@ def _same_group_upper(groups: torch.Tensor) -> torch.Tensor:
     return torch.triu(same, diagonal=1)
 
 
-def pair_ranking_loss(logits: torch.Tensor, target_sign: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Logistic loss on explicit pair logits [P, D] (logit > 0 means "a above b") with signs ±1 [P, D].
-
-    Mean of softplus(-sign * logit) over entries where `mask` [P, D] is True (and the sign is nonzero).
-    """
-    logits, target_sign = _as_2d(logits), _as_2d(target_sign).to(logits.dtype)
-    valid = _as_2d(mask).bool() & (target_sign != 0)
-    if not bool(valid.any()):
-        return _zero(logits)
-    # Zero the sign where invalid so that a NaN there cannot leak into the gradient.
-    sign = torch.where(valid, target_sign, torch.zeros_like(target_sign))
-    terms = F.softplus(-sign * logits)
-    return terms[valid].mean()
-
-
 def pairwise_ranking_loss(
     scores: torch.Tensor,
     targets: torch.Tensor,
@@ -71,31 +54,6 @@ def pairwise_ranking_loss(
     ds = scores[:, None, :] - scores[None, :, :]
     terms = F.softplus(margin - sign * ds * scale)
     return terms[valid].mean()
-
-
-def listmle_loss(scores: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """ListMLE over each group's performances, per dimension: scores [B, D], targets [B, D], groups [B].
-
-    For a group sorted by target (best first) the loss is -log P(order) under the Plackett-Luce
-    model, sum_k [logsumexp(s_k..s_n) - s_k]; the mean over (group, dimension) lists of length >= 2.
-    Target ties are ordered arbitrarily (by index), as in the usual ListMLE.
-    """
-    scores, targets = _as_2d(scores), _as_2d(targets).to(scores.dtype)
-    g = groups.reshape(-1).to(scores.device)
-    losses = []
-    for value in torch.unique(g):
-        idx = torch.nonzero(g == value).reshape(-1)
-        if len(idx) < 2:
-            continue
-        s, t = scores[idx], targets[idx]  # [n, D]
-        order = torch.argsort(t, dim=0, descending=True, stable=True)
-        s_sorted = torch.gather(s, 0, order)
-        # logsumexp of each suffix s_k..s_n, via a reversed cumulative logsumexp.
-        suffix_lse = torch.logcumsumexp(s_sorted.flip(0), dim=0).flip(0)
-        losses.append((suffix_lse - s_sorted).sum(dim=0))  # [D]
-    if not losses:
-        return _zero(scores)
-    return torch.cat(losses).mean()
 
 
 def regression_loss(
@@ -134,21 +92,6 @@ def regression_loss(
     raise ConfigError(f"unknown regression loss kind {kind!r}; use 'mse' or 'ccc'")
 
 
-def info_nce_loss(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
-    """Symmetric InfoNCE between two views z_a [B, H], z_b [B, H]: row i of each is the positive pair.
-
-    Cosine similarities / temperature; cross-entropy a→b and b→a averaged. 0 for a batch of one.
-    """
-    if z_a.shape != z_b.shape:
-        raise ValueError(f"z_a {tuple(z_a.shape)} and z_b {tuple(z_b.shape)} differ")
-    if z_a.shape[0] < 2:
-        return _zero(z_a, z_b)
-    a, b = F.normalize(z_a, dim=-1), F.normalize(z_b, dim=-1)
-    logits = a @ b.T / temperature
-    labels = torch.arange(len(a), device=a.device)
-    return 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels))
-
-
 def supervised_contrastive_loss(
     z: torch.Tensor,
     groups: torch.Tensor,
@@ -185,48 +128,3 @@ def invariance_loss(z_clean: torch.Tensor, z_aug: torch.Tensor, kind: str = "cos
     if kind == "mse":
         return F.mse_loss(z_aug, z_clean)
     raise ConfigError(f"unknown invariance loss kind {kind!r}; use 'cosine' or 'mse'")
-
-
-def ordinal_loss(
-    scores: torch.Tensor, placements: torch.Tensor, competition: torch.Tensor, margin: float = 0.0
-) -> torch.Tensor:
-    """Pairwise logistic loss on placements: scores [B] (or [B, 1]), placements [B], competition [B].
-
-    Within one competition round (same `competition` id) a performer with a lower placement number
-    (1 = winner) should score higher: for each such pair (better, worse) the term is
-    softplus(margin - (s_better - s_worse)), a smooth margin-ranking loss; the mean over pairs.
-    Equal placements (shared prizes) form no pair.
-    """
-    s = scores.reshape(len(scores), -1)
-    if s.shape[1] != 1:
-        raise ValueError(f"ordinal_loss expects one score per performance, got {tuple(scores.shape)}")
-    s = s[:, 0]
-    p = placements.reshape(-1).to(s.device)
-    c = competition.reshape(-1).to(s.device)
-    better = (c[:, None] == c[None, :]) & (p[:, None] < p[None, :])  # [i, j]: i placed above j
-    if not bool(better.any()):
-        return _zero(scores)
-    ds = s[:, None] - s[None, :]
-    return F.softplus(margin - ds)[better].mean()
-
-
-class CompositeLoss:
-    """A weighted sum of named loss terms: `(total, parts) = CompositeLoss(weights)(terms)`.
-
-    `parts` holds each weighted-in term detached, for logging. A term whose name has no weight is a
-    configuration error (a typo would otherwise drop it silently); weights of absent terms are ignored.
-    """
-
-    def __init__(self, weights: Mapping[str, float]) -> None:
-        self.weights = {str(k): float(v) for k, v in weights.items()}
-
-    def __call__(self, terms: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Sum weight * term over `terms` with nonzero weight → (total scalar, {name: term.detach()})."""
-        unknown = sorted(set(terms) - set(self.weights))
-        if unknown:
-            raise ConfigError(f"loss terms {unknown} have no weight; known: {sorted(self.weights)}")
-        used = {name: value for name, value in terms.items() if self.weights[name] != 0.0}
-        if not used:
-            raise ConfigError(f"no loss term with a nonzero weight among {sorted(terms)}")
-        total = sum(self.weights[name] * value for name, value in used.items())
-        return total, {name: value.detach() for name, value in used.items()}
