@@ -126,15 +126,24 @@ def extract_continuous_features(perf: Performance, frame_rate: int = FEATURE_FRA
     fr = float(frame_rate)
     n_frames = math.ceil(perf.duration * fr) + 1
     times = np.arange(n_frames) / fr
-    notes = perf.notes
-    onsets, offsets, pitches, vels = notes[:, 0], notes[:, 1], notes[:, 2], notes[:, 3]
-    on_idx = np.clip(np.round(onsets * fr).astype(np.int64), 0, n_frames - 1)
-    off_idx = np.clip(np.round(offsets * fr).astype(np.int64), on_idx + 1, n_frames)
-
+    on_idx = np.clip(np.round(perf.notes[:, 0] * fr).astype(np.int64), 0, n_frames - 1)
+    off_idx = np.clip(np.round(perf.notes[:, 1] * fr).astype(np.int64), on_idx + 1, n_frames)
     curves = np.zeros((n_frames, len(FEATURE_NAMES)), dtype=np.float64)
     col = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    _onset_curves(curves, col, on_idx, perf.notes[:, 3], fr)
+    _sounding_curves(curves, col, on_idx, off_idx, perf.notes[:, 2])
+    if len(perf.pedal):
+        # Sustain pedal: the last CC64 value at each frame time.
+        last = np.searchsorted(perf.pedal[:, 0], times, side="right") - 1
+        curves[:, col["pedal"]] = np.where(last >= 0, perf.pedal[np.maximum(last, 0), 1], 0.0) / 127.0
+    _timing_curves(curves, col, perf.notes[:, 0], on_idx, times, fr)
+    _articulation_curve(curves, col, perf.notes, on_idx)
+    return np.nan_to_num(curves, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
-    # Onsets and their velocities.
+
+def _onset_curves(curves: np.ndarray, col: dict[str, int], on_idx: np.ndarray, vels: np.ndarray, fr: float) -> None:
+    """Onsets, their velocities (at the onset and held), and the smoothed onset density."""
+    n_frames = len(curves)
     counts = np.bincount(on_idx, minlength=n_frames).astype(np.float64)
     has_onset = counts > 0
     curves[:, col["onset"]] = has_onset
@@ -145,7 +154,12 @@ def extract_continuous_features(perf: Performance, frame_rate: int = FEATURE_FRA
     width = max(1, round(ONSET_DENSITY_WINDOW_S * fr))
     curves[:, col["onset_density"]] = _smooth(counts * fr, width) / ONSET_DENSITY_SCALE
 
-    # Sounding notes: count, pitch sum, highest and lowest pitch per frame.
+
+def _sounding_curves(
+    curves: np.ndarray, col: dict[str, int], on_idx: np.ndarray, off_idx: np.ndarray, pitches: np.ndarray
+) -> None:
+    """Sounding notes per frame: polyphony, mean pitch (held through silences) and pitch range."""
+    n_frames = len(curves)
     delta = np.zeros(n_frames + 1)
     np.add.at(delta, on_idx, 1.0)
     np.add.at(delta, off_idx, -1.0)
@@ -166,12 +180,11 @@ def extract_continuous_features(perf: Performance, frame_rate: int = FEATURE_FRA
     curves[:, col["pitch_range"]] = np.where(active > 1.5, highest - lowest, 0.0) / PITCH_SPAN
     curves[:, col["polyphony"]] = active / POLYPHONY_SCALE
 
-    # Sustain pedal: the last CC64 value at each frame time.
-    if len(perf.pedal):
-        last = np.searchsorted(perf.pedal[:, 0], times, side="right") - 1
-        curves[:, col["pedal"]] = np.where(last >= 0, perf.pedal[np.maximum(last, 0), 1], 0.0) / 127.0
 
-    # Chord-level timing: held IOI, time since the last chord, local tempo.
+def _timing_curves(
+    curves: np.ndarray, col: dict[str, int], onsets: np.ndarray, on_idx: np.ndarray, times: np.ndarray, fr: float
+) -> None:
+    """Chord-level timing: time since the last chord, the held IOI and the local tempo."""
     chord = chord_starts(onsets)
     first_of_chord = np.r_[True, np.diff(chord) > 0]
     chord_on = onsets[first_of_chord]
@@ -181,7 +194,7 @@ def extract_continuous_features(perf: Performance, frame_rate: int = FEATURE_FRA
     curves[:, col["time_since_onset"]] = log_time(since)
     if len(chord_on) > 1:
         iois = np.clip(np.diff(chord_on), 1e-3, IOI_MAX_S)
-        ioi_at = np.full(n_frames, np.nan)
+        ioi_at = np.full(len(curves), np.nan)
         ioi_at[chord_frame[1:]] = iois  # the IOI that ends at each chord onset
         defined = np.isfinite(ioi_at)
         held = _hold(np.nan_to_num(ioi_at), defined, iois[0])
@@ -189,7 +202,10 @@ def extract_continuous_features(perf: Performance, frame_rate: int = FEATURE_FRA
         log_ioi = _smooth(np.log(held), max(1, round(TEMPO_WINDOW_S * fr)))
         curves[:, col["tempo"]] = np.exp(-log_ioi) / TEMPO_SCALE
 
-    # Articulation per chord (mean over its notes that have a following note nearby), held.
+
+def _articulation_curve(curves: np.ndarray, col: dict[str, int], notes: np.ndarray, on_idx: np.ndarray) -> None:
+    """Articulation per chord (mean over its notes that have a following note nearby), held."""
+    n_frames = len(curves)
     ratio = np.clip(articulation_ratios(notes), 0.0, ARTICULATION_MAX) / ARTICULATION_MAX
     art_sum = np.zeros(n_frames)
     art_n = np.zeros(n_frames)
@@ -199,5 +215,3 @@ def extract_continuous_features(perf: Performance, frame_rate: int = FEATURE_FRA
     art = np.where(art_n > 0, art_sum / np.maximum(art_n, 1.0), 0.0)
     first_art = art[np.argmax(art_n > 0)] if ok.any() else 0.5
     curves[:, col["articulation"]] = _hold(art, art_n > 0, first_art)
-
-    return np.nan_to_num(curves, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
