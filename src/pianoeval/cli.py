@@ -230,6 +230,10 @@ def cmd_persist(args: argparse.Namespace) -> None:
     run_persist(args.action, _config(args), args.remote, args.paths, args.exclude, args.warn_only)
 
 
+# add(name, func, config=True) -> the subcommand's parser (build_parser's helper).
+AddCommand = Callable[..., argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subparser per pipeline step."""
     parser = argparse.ArgumentParser(prog="pianoeval", description=__doc__.splitlines()[0])
@@ -244,6 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--config", help="resolved config YAML (defaults when omitted)")
         return p
 
+    for commands in (_data_commands, _training_commands, _evaluation_commands, _tool_commands):
+        commands(add)
+    return parser
+
+
+def _data_commands(add: AddCommand) -> None:
+    """The data and feature steps: demo, fetch, prepare, folds, render, transcribe, featurize, embed."""
     p = add("demo", cmd_demo)
     p.add_argument("--out-dir", required=True)
     p = add("fetch", cmd_fetch, config=False)
@@ -278,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--cache-dir", required=True)
+
+
+def _training_commands(add: AddCommand) -> None:
+    """The training steps: pretrain and train."""
     p = add("pretrain", cmd_pretrain)
     p.add_argument("model")
     p.add_argument("--fold", type=int, required=True)
@@ -301,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a2: rendered manifest whose unlabelled performances (with ASAP beat annotations) join the "
         "self-supervised stage; the fold's dev/val music is left out",
     )
+
+
+def _evaluation_commands(add: AddCommand) -> None:
+    """The evaluation steps: compare, fuse, robustness, audio-robustness, finalize, report."""
     p = add("compare", cmd_compare)
     p.add_argument("track", choices=["symbolic", "audio", "fusion"])
     p.add_argument("--metrics", nargs="+", required=True)
@@ -333,6 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("report", cmd_report, config=False)
     p.add_argument("--results", default="results")
     p.add_argument("--out", required=True)
+
+
+def _tool_commands(add: AddCommand) -> None:
+    """The commands outside the DAG: score, align-check, transcribe-check, persist."""
     p = add("score", cmd_score, config=False)
     p.add_argument("recording", help="WAV/FLAC/MP3/OGG audio or a MIDI file")
     p.add_argument("--score", help="score MIDI of the piece (optional)")
@@ -360,7 +383,6 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("--remote", help="rclone remote: s3:bucket/pianoeval, a local folder (default: persist.remote)")
         a.add_argument("--exclude", action="append", help="rclone glob pattern not to copy (default: persist.exclude)")
         a.add_argument("--warn-only", action="store_true", help="a failed copy is a warning, exit status 0")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
