@@ -1,5 +1,5 @@
 # The two commands of the README, plus the checks CI runs. Every target bootstraps first.
-.PHONY: demo test lint dryrun bootstrap clean
+.PHONY: demo test test-fast lint dryrun bootstrap clean
 
 SNAKEMAKE = .venv/bin/snakemake
 # Rules call the `pianoeval` command of the venv.
@@ -14,6 +14,10 @@ demo: bootstrap
 
 test: bootstrap
 	.venv/bin/python -m pytest -q
+
+# The edit-test loop: every test not marked slow (tests/conftest.py).
+test-fast: bootstrap
+	.venv/bin/python -m pytest -q -m fast
 
 lint: bootstrap
 	.venv/bin/ruff check .

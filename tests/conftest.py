@@ -17,6 +17,17 @@ SHARED_DATA = Path(
 )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test not marked `slow` is `fast` (`pytest -m fast`, the edit-test loop); a `slow` mark must
+    say why the test is slow: `@pytest.mark.slow(reason="...")`."""
+    for item in items:
+        slow = item.get_closest_marker("slow")
+        if slow is None:
+            item.add_marker(pytest.mark.fast)
+        elif not slow.kwargs.get("reason"):
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.slow needs reason=... (why it is slow)")
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """Path of the real data folder; skips the test only when that folder is absent."""

@@ -30,24 +30,58 @@ def _groups(df: pd.DataFrame, ids: list[str], column: str = "segment_group") -> 
     return set(df.set_index("segment_id").loc[ids, column])
 
 
-def test_segment_folds_are_group_disjoint(percepiano: pd.DataFrame, seg_folds: dict) -> None:
-    check_folds(seg_folds, percepiano)
-    assert seg_folds["protocol"] == "segment" and seg_folds["k"] == 4 and seg_folds["seed"] == 42
-    for fold in seg_folds["folds"]:
-        val = _groups(percepiano, fold["val"])
-        assert not val & _groups(percepiano, fold["train"])
-        assert not val & _groups(percepiano, fold["dev"])
-        assert not _groups(percepiano, fold["dev"]) & _groups(percepiano, fold["train"])
+def _synthetic(n_groups: int = 24) -> pd.DataFrame:
+    """A manifest of n_groups musical segments with 2-6 performances each (uneven, as PercePiano's) plus
+    one unlabelled row: what the generic fold checks need, without the real data."""
+    rng = np.random.default_rng(0)
+    rows = [
+        {
+            "segment_id": f"piece{g % 5}_seg{g}_p{p}",
+            "piece_id": f"piece{g % 5}",
+            "segment_group": f"seg{g}",
+            "performer": str(p),
+            "tier": "T1",
+            "source": "demo",
+            "labels": rng.uniform(0.3, 0.8, N_DIMS),
+        }
+        for g in range(n_groups)
+        for p in range(int(rng.integers(2, 7)))
+    ]
+    rows.append({**rows[0], "segment_id": "piece0_seg0_unlabelled", "labels": None})
+    return make_rows(rows)
+
+
+@pytest.fixture(params=["synthetic", "percepiano"], scope="module")
+def corpus(request: pytest.FixtureRequest) -> tuple[pd.DataFrame, dict]:
+    """(manifest, its segment folds, k=4, seed 42): a synthetic corpus (always) and PercePiano (with the real data)."""
+    df = _synthetic() if request.param == "synthetic" else request.getfixturevalue("percepiano")
+    return df, make_folds(df, k=4, protocol="segment", seed=42)
+
+
+def test_segment_folds_are_group_disjoint(corpus: tuple[pd.DataFrame, dict]) -> None:
+    df, folds = corpus
+    check_folds(folds, df)
+    assert folds["protocol"] == "segment" and folds["k"] == 4 and folds["seed"] == 42
+    for fold in folds["folds"]:
+        val = _groups(df, fold["val"])
+        assert not val & _groups(df, fold["train"])
+        assert not val & _groups(df, fold["dev"])
+        assert not _groups(df, fold["dev"]) & _groups(df, fold["train"])
         assert fold["val"] and fold["dev"] and fold["train"]
 
 
-def test_every_labelled_segment_is_validated_once(percepiano: pd.DataFrame, seg_folds: dict) -> None:
-    vals = [i for f in seg_folds["folds"] for i in f["val"]]
-    labelled = set(percepiano["segment_id"][labelled_mask(percepiano)])
-    assert len(vals) == len(set(vals)) == 1189
+def test_every_labelled_segment_is_validated_once(corpus: tuple[pd.DataFrame, dict]) -> None:
+    df, folds = corpus
+    vals = [i for f in folds["folds"] for i in f["val"]]
+    labelled = set(df["segment_id"][labelled_mask(df)])
+    assert len(vals) == len(set(vals)) == len(labelled)
     assert set(vals) == labelled
-    for f in seg_folds["folds"]:
-        assert len(f["train"]) + len(f["dev"]) + len(f["val"]) == 1189
+    for f in folds["folds"]:
+        assert len(f["train"]) + len(f["dev"]) + len(f["val"]) == len(labelled)
+
+
+def test_percepiano_folds_cover_its_1189_labelled_segments(seg_folds: dict) -> None:
+    assert sum(len(f["val"]) for f in seg_folds["folds"]) == 1189
 
 
 def test_folds_are_balanced_and_dev_near_fraction(seg_folds: dict) -> None:
@@ -64,10 +98,11 @@ def test_d960_cuts_land_in_the_same_val_fold(percepiano: pd.DataFrame, seg_folds
     assert where["Schubert_D960_mv2_8bars_1_07"] == where["Schubert_D960_mv2_8bars_5_06"]
 
 
-def test_determinism(percepiano: pd.DataFrame, seg_folds: dict) -> None:
-    assert make_folds(percepiano, k=4, protocol="segment", seed=42) == seg_folds
-    other = make_folds(percepiano, k=4, protocol="segment", seed=7)
-    assert [f["val"] for f in other["folds"]] != [f["val"] for f in seg_folds["folds"]]
+def test_determinism(corpus: tuple[pd.DataFrame, dict]) -> None:
+    df, folds = corpus
+    assert make_folds(df, k=4, protocol="segment", seed=42) == folds
+    other = make_folds(df, k=4, protocol="segment", seed=7)
+    assert [f["val"] for f in other["folds"]] != [f["val"] for f in folds["folds"]]
 
 
 def test_performer_protocol(percepiano: pd.DataFrame) -> None:
@@ -103,7 +138,7 @@ def _leak(folds: dict, kind: str, df: pd.DataFrame) -> tuple[dict, str]:
         f0["val"] = []
         return bad, "empty"
     if kind == "unlabelled_id":
-        f0["train"].append("Beethoven_WoO80_var10_8bars_Score_8")
+        f0["train"].append(df["segment_id"][~labelled_mask(df)].iloc[0])
         return bad, "unlabelled"
     f0["dev"].append(f0["train"].pop())  # dev_and_train
     return bad, "dev and train"
@@ -113,18 +148,21 @@ LEAKS = ["group_in_train_and_val", "id_twice", "unknown_id", "empty_val", "unlab
 
 
 @pytest.mark.parametrize("kind", LEAKS, ids=LEAKS)
-def test_check_folds_catches_bad_folds(kind: str, percepiano: pd.DataFrame, seg_folds: dict) -> None:
-    bad, expected = _leak(seg_folds, kind, percepiano)
+def test_check_folds_catches_bad_folds(kind: str, corpus: tuple[pd.DataFrame, dict]) -> None:
+    df, folds = corpus
+    check_folds(folds, df)  # the folds as made pass
+    bad, expected = _leak(folds, kind, df)
     with pytest.raises(InputError, match=expected) as info:
-        check_folds(bad, percepiano, path="folds.json")
+        check_folds(bad, df, path="folds.json")
     assert info.value.path == "folds.json"
     if kind in ("group_in_train_and_val", "dev_and_train"):
         assert isinstance(info.value, FoldLeakError)
 
 
-def test_write_read_round_trip(tmp_path: Path, seg_folds: dict) -> None:
-    path = write_folds(seg_folds, tmp_path / "folds" / "folds.json")
-    assert read_folds(path) == seg_folds
+def test_write_read_round_trip(tmp_path: Path, corpus: tuple[pd.DataFrame, dict]) -> None:
+    folds = corpus[1]
+    path = write_folds(folds, tmp_path / "folds" / "folds.json")
+    assert read_folds(path) == folds
     path.write_text('{"protocol": "segment", "k": 2, "folds": []}')
     with pytest.raises(InputError, match="fold entries") as info:
         read_folds(path)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -151,29 +150,25 @@ def test_no_notes_raises() -> None:
         build_note_graph(Performance(np.zeros((0, 4)), path="x.mid"))
 
 
-def test_large_piece_builds_fast() -> None:
+def test_large_piece_builds_with_bounded_sustain_edges() -> None:
+    # Speed is measured by the featurize rule's benchmark file (benchmarks/featurize/graphs.tsv), not
+    # asserted here: a wall-clock limit fails on a loaded machine without any regression.
     rng = np.random.default_rng(0)
     onsets = np.sort(rng.uniform(0, 300, 2000))
     notes = np.stack(
         [onsets, onsets + rng.uniform(0.05, 2.0, 2000), rng.integers(21, 109, 2000), rng.integers(20, 120, 2000)], 1
     )
     perf = Performance(notes, [[0.0, 127.0], [300.0, 0.0]])
-    build_note_graph(perf)  # warm-up: imports
-    start = time.perf_counter()
     graph = build_note_graph(perf, score=perf)
-    assert time.perf_counter() - start < 1.0
     assert graph.num_nodes == 2000
     n_sustain = int((graph.edge_type == EDGE_TYPES.index("sustain")).sum())
     assert 0 < n_sustain <= 2 * MAX_SUSTAIN_EDGES * 2000
 
 
-def test_real_percepiano_file_builds_fast(shared_data: Path) -> None:
+def test_real_percepiano_file_builds_every_edge_type(shared_data: Path) -> None:
     path = shared_data / "percepiano/midi/performances/Schubert_D960_mv2_8bars_4_07.mid"
     perf = load_performance(path)
-    build_note_graph(perf)  # warm-up: imports
-    start = time.perf_counter()
     graph = build_note_graph(perf)
-    assert time.perf_counter() - start < 0.5
     assert graph.num_nodes == len(perf.notes) == 219
     assert set(graph.edge_type.unique().tolist()) == set(range(len(EDGE_TYPES)))
     assert torch.isfinite(graph.x).all()

@@ -18,7 +18,7 @@ import yaml
 
 from pianoeval.core.io import read_json
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(reason="runs Snakemake in a subprocess, kills a training job and reruns it")
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

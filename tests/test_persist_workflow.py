@@ -63,7 +63,7 @@ def mtimes(root: Path, sub: str = "results") -> dict[str, int]:
     return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in (root / sub).rglob("*") if p.is_file()}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="two Snakemake workflow runs (train, push, pull into a fresh copy, dry run)")
 def test_fresh_instance_restores_finished_jobs_and_skips_them(tmp_path: Path) -> None:
     remote = tmp_path / "remote"
     persist = f'persist={{remote: "{remote}"}}'

@@ -105,7 +105,7 @@ def test_bad_inputs_are_input_errors(tmp_path: Path) -> None:
         transcribe(np.full(100, np.nan, dtype=np.float32), sample_rate=44100)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="renders with FluidSynth and runs TransKun on the CPU")
 @pytest.mark.skipif(shutil.which("fluidsynth") is None or not SOUNDFONT.is_file(), reason="needs fluidsynth + FluidR3")
 def test_transcribes_rendered_notes(tmp_path: Path) -> None:
     pitches = [60, 64, 67, 72, 65]
@@ -151,7 +151,7 @@ def test_one_window_for_a_recording_well_inside_it() -> None:
     assert _hop_seconds(0.5, 12.0) == HOP_SECONDS  # never shorter than the default hop
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="runs TransKun on a 16 s window on the CPU")
 def test_the_model_finds_nothing_in_padding() -> None:
     """What skipping a padding-only window relies on: the model run on it returns no notes."""
     from pianoeval.audio.transcribe import _model

@@ -99,7 +99,7 @@ def test_resolve_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_engine(None) == "torch"  # without onnxruntime, the exact path
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="renders with FluidSynth and transcribes with both TransKun engines")
 @pytest.mark.skipif(shutil.which("fluidsynth") is None or not SOUNDFONT.is_file(), reason="needs fluidsynth + FluidR3")
 def test_onnx_engine_transcribes_as_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On a rendering of 12 notes and chords, both engines give the same notes, onsets within 1 ms."""
