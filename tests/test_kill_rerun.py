@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -88,3 +89,24 @@ def test_killed_training_is_incomplete_and_resumes_from_its_last_checkpoint(tmp_
     # The progress lines show where training picked up: the epoch after the checkpoint, not epoch 1.
     epochs = [int(line.split(" epoch ")[1].split("/")[0]) for line in log.splitlines() if "train s3 epoch " in line]
     assert epochs == list(range(killed_after + 2, MAX_EPOCHS + 1))
+
+    # And it ends exactly where an uninterrupted run ends: rerun the same job from scratch and compare
+    # every metric (but the wall time) and every prediction, bit for bit.
+    # The final weights too: the best checkpoint may predate the kill, the last one never does.
+    resumed = {
+        "metrics": metrics,
+        "predictions": (fold / "predictions.csv").read_bytes(),
+        "weights": torch.load(last, weights_only=False)["state_dict"],
+    }
+    shutil.rmtree(fold)
+    fresh = subprocess.run(_snakemake(work, overlay, TARGET), env=env, capture_output=True, text=True, timeout=900)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    uninterrupted = read_json(fold / "metrics.json")
+    assert "resuming from" not in (work / "logs" / "train" / "symbolic" / "s3" / "fold_0.log").read_text()
+    for run in (resumed["metrics"], uninterrupted):
+        run.pop("wall_s")
+    assert resumed["metrics"] == uninterrupted
+    assert resumed["predictions"] == (fold / "predictions.csv").read_bytes()
+    weights = torch.load(last, weights_only=False)["state_dict"]
+    assert weights.keys() == resumed["weights"].keys()
+    assert all(torch.equal(weights[k], resumed["weights"][k]) for k in weights)
