@@ -1,0 +1,134 @@
+"""The one place that knows where the pipeline's files are: a fold folder's files, and results/'s folders.
+
+A *fold folder* is what the `train` and `fuse` rules (and the inner-fold training of the fusion's stacking)
+write for one model on one fold: metrics, per-segment predictions, embeddings, the network's spec, the
+resolved config and provenance, and the checkpoints. `FoldDir` names those files; `Results` names the
+folders of a results tree. Rules build their patterns from the same names (`FoldDir.FILES`,
+`rules/common.smk`), so a file is renamed in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from pianoeval.core.errors import InputError
+
+
+@dataclass(frozen=True)
+class FoldDir:
+    """The files of one trained fold folder (`results/train/<track>/<model>/fold_<k>`, `results/fuse/...`)."""
+
+    path: Path
+
+    # Output name -> file name, for the rules' `output:` blocks.
+    FILES: ClassVar[dict[str, str]] = {
+        "metrics": "metrics.json",
+        "predictions": "predictions.csv",
+        "embeddings": "embeddings.pt",
+        "model_spec": "model_spec.json",
+        "config": "config.yaml",
+        "provenance": "provenance.json",
+    }
+    CHECKPOINTS: ClassVar[str] = "checkpoints"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def metrics(self) -> Path:
+        """metrics.json: written last, so its presence means the fold is complete."""
+        return self.path / self.FILES["metrics"]
+
+    @property
+    def predictions(self) -> Path:
+        """predictions.csv: one row per segment (id, split, group, 19 predictions, 19 labels)."""
+        return self.path / self.FILES["predictions"]
+
+    @property
+    def embeddings(self) -> Path:
+        """embeddings.pt: {"ids", "split", "scores" [N, 19], "z" [N, H] or None}."""
+        return self.path / self.FILES["embeddings"]
+
+    @property
+    def model_spec(self) -> Path:
+        """model_spec.json: what rebuilds the network before its weights are loaded."""
+        return self.path / self.FILES["model_spec"]
+
+    @property
+    def config(self) -> Path:
+        """config.yaml: the resolved config the fold was trained with."""
+        return self.path / self.FILES["config"]
+
+    @property
+    def provenance(self) -> Path:
+        """provenance.json: seed, versions, git revision, host, time."""
+        return self.path / self.FILES["provenance"]
+
+    @property
+    def checkpoints(self) -> Path:
+        """The Lightning checkpoints folder (best.ckpt, last.ckpt)."""
+        return self.path / self.CHECKPOINTS
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """last.ckpt: written every epoch (what a killed run resumes from)."""
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """best.ckpt: the epoch chosen on the dev split."""
+        return self.checkpoints / "best.ckpt"
+
+    def checkpoint(self) -> Path:
+        """The best checkpoint, else the last; InputError naming the folder when it has neither."""
+        for path in (self.best_checkpoint, self.last_checkpoint):
+            if path.is_file():
+                return path
+        raise InputError("no checkpoint in this training folder; rerun its rule", self.path)
+
+    @classmethod
+    def of(cls, file: str | Path) -> FoldDir:
+        """The fold folder holding `file` (one of FILES, e.g. the metrics.json a rule was given)."""
+        file = Path(file)
+        if file.name not in cls.FILES.values():
+            raise InputError(f"not a fold folder's file (expected one of {sorted(cls.FILES.values())})", file)
+        return cls(file.parent)
+
+
+@dataclass(frozen=True)
+class Results:
+    """The folders of a results tree (default `results/`), as the rules lay it out."""
+
+    root: Path = Path("results")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def fold(self, track: str, model: str, fold: int) -> FoldDir:
+        """A model's fold folder: results/train/<track>/<model>/fold_<k>, results/fuse/<model>/fold_<k> for fusion."""
+        if track == "fusion":
+            return FoldDir(self.root / "fuse" / model / f"fold_{fold}")
+        return FoldDir(self.root / "train" / track / model / f"fold_{fold}")
+
+    def folds(self, track: str, model: str) -> list[FoldDir]:
+        """Every fold folder of a model that exists, in fold order; InputError when there is none."""
+        parent = self.fold(track, model, 0).path.parent
+        dirs = sorted(parent.glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
+        if not dirs:
+            raise InputError(f"no trained folds of {track}/{model}; run the pipeline first", parent)
+        return [FoldDir(d) for d in dirs]
+
+    def compare(self, track: str) -> Path:
+        """results/compare/<track>: comparison.json/.md, winner.json, plots."""
+        return self.root / "compare" / track
+
+    def winner(self, track: str) -> Path:
+        """A track's winner.json (results/compare/<track>/winner.json)."""
+        return self.compare(track) / "winner.json"
+
+    @property
+    def final_winner(self) -> Path:
+        """results/fusion/winner.json: the headline target."""
+        return self.root / "fusion" / "winner.json"
