@@ -344,7 +344,8 @@ def load_transkun_model(pretrained: bool = True) -> nn.Module:
         model = module.TransKun(conf=conf)
     if pretrained:
         state = torch.load(folder / "2.0.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("best_state_dict", state["state_dict"]))
+        # assign: take the loaded tensors as the weights instead of copying them in (0.2 s of a score run).
+        model.load_state_dict(state.get("best_state_dict", state["state_dict"]), assign=True)
     # Checkpointing only saves memory while training; in inference it just warns.
     model.backbone.useGradientCheckpoint = False
     return model.eval()

@@ -222,6 +222,32 @@ def import_muq() -> tuple[Any, Any]:
     return core.MuQ, core.MuQConfig
 
 
+class _Deferred(types.ModuleType):
+    """Stands in for a module that a third-party package imports but rarely uses: the real module is
+    imported on the first attribute access."""
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(importlib.import_module(self.__name__), attr)
+
+
+@contextlib.contextmanager
+def deferred_import(name: str) -> Iterator[None]:
+    """Within the block, `import name` binds a `_Deferred` stand-in (unless `name` is already imported);
+    afterwards `name` imports normally."""
+    if name in sys.modules:
+        yield
+        return
+    sys.modules[name] = _Deferred(name)
+    try:
+        yield
+    finally:
+        if isinstance(sys.modules.get(name), _Deferred):
+            del sys.modules[name]
+
+
 def import_transkun() -> Any:
     """`transkun.ModelTransformer` (TransKun network, Config); build models inside `torchaudio_shim()`."""
-    return importlib.import_module("transkun.ModelTransformer")
+    # transkun.Evaluation imports mir_eval (and through it scipy.stats: half a second) for training metrics
+    # that inference never calls; mir_eval is then loaded only if something uses it.
+    with deferred_import("mir_eval"):
+        return importlib.import_module("transkun.ModelTransformer")

@@ -13,6 +13,7 @@ exact PyTorch path back.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
@@ -82,9 +83,9 @@ def _model(device: str, engine: str = "torch") -> torch.nn.Module:
 
     model = _speed_up(load_transkun_model(pretrained=True).to(device))
     if engine == "onnx":
-        from pianoeval.audio.transkun_onnx import use_onnx_backbone
+        from pianoeval.audio.transkun_fast import use_fast_path
 
-        use_onnx_backbone(model)
+        use_fast_path(model)
     return model
 
 
@@ -201,7 +202,8 @@ def transcribe_timed(
     engine: str | None = None,
 ) -> tuple[Performance, dict[str, Any]]:
     """Like `transcribe`, also returning timing: {"audio_s", "wall_s", "real_time_factor", "n_windows",
-    "n_windows_skipped" (windows of padding only, not run through the model), "threads", "engine"}.
+    "n_windows_skipped" (windows of padding only, not run through the model), "threads", "parallel_windows"
+    (windows computed at a time, `_parallel_windows`), "engine"}.
     `engine`: "onnx" or "torch" (the exact PyTorch path), default `resolve_engine`."""
     from tqdm import tqdm
 
@@ -234,17 +236,18 @@ def transcribe_timed(
             return [[] for _ in range(frames.shape[0])], [0] * (frames.shape[0] * n_symbols)
         return inner(frames, *args, **kwargs)
 
-    # An instance attribute shadows the method on this model only; removed right after.
-    model.transcribeFrames = counted
     threads = threads_for_load(torch.get_num_threads())
     start = time.perf_counter()
+    wave = torch.from_numpy(audio).to(device)
     try:
         with torch.inference_mode(), torch_threads(threads):
-            notes = model.transcribe(
-                torch.from_numpy(audio).to(device), stepInSecond=hop_s, segmentSizeInSecond=segment_s
-            )
+            parallel, workers = _parallel_windows(model, wave, hop_s, segment_s, threads)
+            with parallel:
+                # An instance attribute shadows the method on this model only; removed right after.
+                model.transcribeFrames = counted
+                notes = model.transcribe(wave, stepInSecond=hop_s, segmentSizeInSecond=segment_s)
     finally:
-        del model.transcribeFrames
+        model.__dict__.pop("transcribeFrames", None)
         bar.close()
     wall = time.perf_counter() - start
     audio_s = audio.shape[0] / model.fs
@@ -255,6 +258,7 @@ def transcribe_timed(
         "n_windows": float(n_windows),
         "n_windows_skipped": float(skipped),
         "threads": float(threads),
+        "parallel_windows": float(workers),
         "engine": engine,
     }
     log.info(
@@ -266,6 +270,44 @@ def transcribe_timed(
         engine,
     )
     return _to_performance(notes, source), stats
+
+
+def window_frames(model: torch.nn.Module, wave: torch.Tensor, hop_s: float, segment_s: float) -> list[torch.Tensor]:
+    """The frames [1, C, T, W] of every window that `model.transcribe(wave, hop_s, segment_s)` runs through the
+    model (not those of padding only), in order: a dry run of TransKun's own loop, which slices the same
+    windows whatever the model returns."""
+    n_symbols = len(model.targetMIDIPitch)
+    windows: list[torch.Tensor] = []
+
+    def record(frames: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if bool(frames.any()):
+            windows.append(frames)
+        return [[] for _ in range(frames.shape[0])], [0] * (frames.shape[0] * n_symbols)
+
+    model.transcribeFrames = record
+    try:
+        model.transcribe(wave, stepInSecond=hop_s, segmentSizeInSecond=segment_s)
+    finally:
+        del model.transcribeFrames
+    return windows
+
+
+def _parallel_windows(
+    model: torch.nn.Module, wave: torch.Tensor, hop_s: float, segment_s: float, threads: int
+) -> tuple[contextlib.AbstractContextManager[None], int]:
+    """(context, windows at a time): with `threads` >= 2, two windows or more and the fast path
+    (`transkun_fast.FastWindows`), the windows computed `threads` at a time on one intra-op thread each,
+    ahead of TransKun's loop (which then only decodes them, in order); else nothing (1)."""
+    from pianoeval.audio.transkun_fast import FastWindows
+
+    fast = model.__dict__.get("processFramesBatch")
+    if threads < 2 or not isinstance(fast, FastWindows):
+        return contextlib.nullcontext(), 1
+    windows = window_frames(model, wave, hop_s, segment_s)
+    workers = min(threads, len(windows))
+    if workers < 2:
+        return contextlib.nullcontext(), 1
+    return fast.prefetching(windows, workers, max(1, threads // workers)), workers
 
 
 def transcribe(

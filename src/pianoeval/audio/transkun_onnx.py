@@ -24,9 +24,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from pianoeval.audio.transkun_fast import raw_interval_scores
 from pianoeval.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 EXPORT_VERSION: int = 1
 # The legacy (TorchScript) exporter: no onnxscript needed; opset 17 has every op the encoder uses.
 OPSET: int = 17
+# The graph's outputs: the encoder's context, and with the interval scorer its raw scores (transkun_fast).
+OUTPUTS: tuple[str, ...] = ("ctx",)
+SCORED_OUTPUTS: tuple[str, ...] = ("ctx", "raw", "diag")
 # Where exported graphs go unless PIANOEVAL_CACHE_DIR says otherwise.
 CACHE_ENV = "PIANOEVAL_CACHE_DIR"
 
@@ -54,28 +59,54 @@ def cache_dir() -> Path:
     return Path(base) / "pianoeval"
 
 
-def graph_key(backbone: nn.Module, output_indices: list[int], shape: tuple[int, ...]) -> str:
-    """Hash of what the exported graph depends on: weights, output pitches, input shape [T, F, C], versions."""
+def graph_key(
+    backbone: nn.Module,
+    output_indices: list[int],
+    shape: tuple[int, ...],
+    scorer: nn.Module | None = None,
+    front: nn.Module | None = None,
+) -> str:
+    """Hash of what the exported graph depends on: weights (the encoder's and, if given, the interval scorer's
+    and the mel projection's), output pitches, input shape ([T, F, C], or the power spectrum's), versions."""
     h = hashlib.sha1()
-    for name, tensor in sorted(backbone.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    modules = {"": backbone, "scorer.": scorer, "front.": front}
+    for prefix, module in modules.items():
+        if module is None:
+            continue
+        for name, tensor in sorted(module.state_dict().items()):
+            h.update((prefix + name).encode())
+            h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
     meta = [output_indices, list(shape), torch.__version__, importlib.metadata.version("transkun"), EXPORT_VERSION]
     h.update(repr(meta).encode())
     return h.hexdigest()[:20]
 
 
 class _Wrapped(nn.Module):
-    """The encoder with its output pitches fixed: feats [N, T, F, C] → ctx [N, P, T, D] (what gets exported)."""
+    """What gets exported: the encoder with its output pitches fixed, feats [N, T, F, C] → ctx [N, P, T, D].
+    With a `scorer`, also TransKun's raw interval scores ([N, P, T, T] and [N, P, T], `transkun_fast`); with a
+    `front` (`transkun_fast.MelProjection`), the input is the power spectrum [N, T, windows, bins]."""
 
-    def __init__(self, backbone: nn.Module, output_indices: list[int]) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        output_indices: list[int],
+        scorer: nn.Module | None = None,
+        front: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.scorer = scorer
+        self.front = front
         self.register_buffer("indices", torch.tensor(output_indices), persistent=False)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        """TransKun's Backbone.forward."""
-        return self.backbone(feats, outputIndices=self.indices)
+    def forward(self, feats: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """TransKun's Backbone.forward (after the mel projection, and with the raw interval scores, if given)."""
+        if self.front is not None:
+            feats = self.front(feats)
+        ctx = self.backbone(feats, outputIndices=self.indices)
+        if self.scorer is None:
+            return ctx
+        return (ctx, *raw_interval_scores(self.scorer, ctx))
 
 
 @contextlib.contextmanager
@@ -92,11 +123,19 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def export_backbone(backbone: nn.Module, output_indices: list[int], shape: tuple[int, ...], target: Path) -> Path:
-    """Export the encoder for inputs [N, *shape] (N dynamic) to `target`, atomically."""
+def export_backbone(
+    backbone: nn.Module,
+    output_indices: list[int],
+    shape: tuple[int, ...],
+    target: Path,
+    scorer: nn.Module | None = None,
+    front: nn.Module | None = None,
+) -> Path:
+    """Export `_Wrapped(backbone, output_indices, scorer, front)` for inputs [N, *shape] (N dynamic), atomically."""
     from pianoeval.core.io import atomic_path
 
-    wrapped = _Wrapped(backbone, output_indices).eval()
+    wrapped = _Wrapped(backbone, output_indices, scorer, front).eval()
+    outputs = list(OUTPUTS if scorer is None else SCORED_OUTPUTS)
     dummy = torch.zeros(1, *shape)
     with atomic_path(target, suffix=".onnx") as tmp, warnings.catch_warnings():
         # The tracer warns about TransKun's shape asserts and Python ints: the shapes are fixed per graph.
@@ -109,47 +148,91 @@ def export_backbone(backbone: nn.Module, output_indices: list[int], shape: tuple
                 dynamo=False,
                 opset_version=OPSET,
                 input_names=["feats"],
-                output_names=["ctx"],
-                dynamic_axes={"feats": {0: "n"}, "ctx": {0: "n"}},
+                output_names=outputs,
+                dynamic_axes={name: {0: "n"} for name in ["feats", *outputs]},
             )
     return target
 
 
-def graph_path(backbone: nn.Module, output_indices: list[int], shape: tuple[int, ...]) -> Path:
-    """The cached ONNX graph of the encoder for inputs [N, *shape], exported first if missing."""
-    key = graph_key(backbone, output_indices, shape)
-    target = cache_dir() / "transkun" / f"backbone-{key}.onnx"
+def graph_path(
+    backbone: nn.Module,
+    output_indices: list[int],
+    shape: tuple[int, ...],
+    scorer: nn.Module | None = None,
+    front: nn.Module | None = None,
+) -> Path:
+    """The cached ONNX graph of `_Wrapped(...)` for inputs [N, *shape], exported first if missing."""
+    key = graph_key(backbone, output_indices, shape, scorer, front)
+    name = "backbone" if scorer is None and front is None else "transkun"
+    target = cache_dir() / "transkun" / f"{name}-{key}.onnx"
     if target.is_file():
         return target
     with _locked(target.with_suffix(".lock")):
         if not target.is_file():  # another process may have exported it while we waited
             log.info("exporting TransKun's encoder to ONNX (once per machine): %s", target)
-            export_backbone(backbone, output_indices, shape, target)
+            export_backbone(backbone, output_indices, shape, target, scorer, front)
     return target
 
 
-def _session(path: Path, threads: int) -> Any:
-    """An ONNX Runtime CPU session on `path` with `threads` intra-op threads."""
+def cpu_tag() -> str:
+    """Short hash of what an optimised graph is specific to: ONNX Runtime's version and the CPU's instruction
+    sets (its NCHWc layout transform picks the vector width)."""
+    import platform
+
     import onnxruntime as ort
+
+    flags = f"{platform.machine()} {platform.processor()}"
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        flags = next((line for line in lines if line.startswith("flags")), flags)
+    return hashlib.sha1(f"{ort.__version__} {flags}".encode()).hexdigest()[:10]
+
+
+def _session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session on `path` with `threads` intra-op threads.
+
+    ONNX Runtime's graph optimisation takes 0.2-0.4 s at every session start; the optimised graph is kept
+    beside `path` (per CPU, `cpu_tag`) and later sessions load it as it is.
+    """
+    import onnxruntime as ort
+
+    from pianoeval.core.errors import OutputError
+    from pianoeval.core.io import atomic_path
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initialisers and hardware-specific graphs are noise
+    optimised = path.with_name(f"{path.stem}.opt-{cpu_tag()}.onnx")
+    if optimised.is_file():
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return ort.InferenceSession(str(optimised), options, providers=["CPUExecutionProvider"])
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3  # warnings about unused initialisers are noise here
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    try:
+        with atomic_path(optimised, suffix=".onnx") as tmp:
+            options.optimized_model_filepath = str(tmp)
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except OutputError as exc:  # a read-only cache: optimise at every start
+        log.warning("could not keep the optimised graph (%s)", exc)
+        options.optimized_model_filepath = ""
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-class OnnxBackbone(nn.Module):
-    """Drop-in for TransKun's `Backbone` at inference: forward(x [N, T, F, C], outputIndices) → [N, P, T, D].
+class _OnnxGraph(nn.Module):
+    """An exported `_Wrapped(backbone, output_indices, scorer, front)` run by ONNX Runtime: one session per
+    (input shape, threads), the graph exported on first use (`graph_path`)."""
 
-    Runs the ONNX graph with as many intra-op threads as PyTorch has at the call (so `torch_threads`
-    and `threads_for_load` govern both engines); one session per (input shape, threads).
-    """
-
-    def __init__(self, backbone: nn.Module, output_indices: list[int]) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        output_indices: list[int],
+        scorer: nn.Module | None = None,
+        front: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.torch_backbone = backbone
+        self.scorer = scorer
+        self.front = front
         self.output_indices = list(output_indices)
         self._sessions: dict[tuple[tuple[int, ...], int], Any] = {}
         self._paths: dict[tuple[int, ...], Path] = {}  # hashing the weights takes a tenth of a second
@@ -159,25 +242,58 @@ class OnnxBackbone(nn.Module):
         key = (tuple(shape), int(threads))
         if key not in self._sessions:
             if key[0] not in self._paths:
-                self._paths[key[0]] = graph_path(self.torch_backbone, self.output_indices, key[0])
+                self._paths[key[0]] = graph_path(
+                    self.torch_backbone, self.output_indices, key[0], self.scorer, self.front
+                )
             self._sessions[key] = _session(self._paths[key[0]], threads)
         return self._sessions[key]
+
+    def run(self, x: torch.Tensor | np.ndarray, outputs: tuple[str, ...], threads: int | None = None) -> list[Any]:
+        """The graph's `outputs` (NumPy arrays) for the input x [N, ...], on `threads` intra-op threads
+        (default: PyTorch's number at the call, so `torch_threads` and `threads_for_load` govern both engines)."""
+        session = self.session(tuple(x.shape[1:]), threads or torch.get_num_threads())
+        feats = x.detach().to(torch.float32).cpu().numpy() if isinstance(x, torch.Tensor) else x
+        return session.run(list(outputs), {"feats": np.ascontiguousarray(feats, dtype=np.float32)})
+
+
+class OnnxBackbone(_OnnxGraph):
+    """Drop-in for TransKun's `Backbone` at inference: forward(x [N, T, F, C], outputIndices) → [N, P, T, D]."""
+
+    def __init__(self, backbone: nn.Module, output_indices: list[int]) -> None:
+        super().__init__(backbone, output_indices)
 
     def forward(self, x: torch.Tensor, outputIndices: torch.Tensor) -> torch.Tensor:
         """TransKun's Backbone.forward, by ONNX Runtime."""
         if outputIndices.tolist() != self.output_indices:
             raise ConfigError(f"the exported encoder predicts pitches {self.output_indices}, not {outputIndices}")
-        session = self.session(tuple(x.shape[1:]), torch.get_num_threads())
-        feats = x.detach().to(torch.float32).contiguous().cpu().numpy()
-        return torch.from_numpy(session.run(["ctx"], {"feats": feats})[0])
+        return torch.from_numpy(self.run(x, OUTPUTS)[0])
 
 
-def use_onnx_backbone(model: nn.Module) -> nn.Module:
-    """Swap a (CPU, eval) TransKun model's encoder for `OnnxBackbone`; the model is changed in place."""
+class OnnxWindow(_OnnxGraph):
+    """A TransKun window from the power spectrum on: mel projection (`front`), encoder and the raw interval
+    scores of `scorer`, in one graph: power [N, T, windows, bins] → (ctx [N, P, T, D], raw [N, P, T, T],
+    diag [N, P, T]) (`transkun_fast`)."""
+
+    def __init__(self, backbone: nn.Module, output_indices: list[int], scorer: nn.Module, front: nn.Module) -> None:
+        super().__init__(backbone, output_indices, scorer, front)
+
+    def forward(self, power: np.ndarray, threads: int | None = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        """(ctx, raw, diag) for the power spectrum [N, T, windows, bins]."""
+        ctx, raw, diag = self.run(power, SCORED_OUTPUTS, threads)
+        return torch.from_numpy(ctx), raw, diag
+
+
+def check_available() -> None:
+    """ConfigError saying what to install unless `available()`."""
     if not available():
         raise ConfigError(
             "the onnx engine needs onnxruntime and onnx: pip install onnxruntime==1.31.1 onnx==1.16.1 "
             "(or set PIANOEVAL_TRANSCRIBE_ENGINE=torch)"
         )
+
+
+def use_onnx_backbone(model: nn.Module) -> nn.Module:
+    """Swap a (CPU, eval) TransKun model's encoder for `OnnxBackbone`; the model is changed in place."""
+    check_available()
     model.backbone = OnnxBackbone(model.backbone, list(model.targetMIDIPitch))
     return model
