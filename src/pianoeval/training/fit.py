@@ -96,6 +96,19 @@ def init_wide_part(module: Any, data: FoldData, mode: str) -> dict[str, Any]:
     return choices
 
 
+def wide_part_baseline(track: str, data: FoldData, config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """`baseline_blend`: the wide part alone, fitted exactly as a wide & deep encoder's start
+    (`init_wide_part` with `training.wide_part` on a `registry.build_wide_part` network) and not
+    trained further; returns (module, choices). Its scores are the encoders' epoch-0 scores, so an
+    encoder minus this baseline is what its training added to the wide part."""
+    from pianoeval.training.registry import build_module, build_wide_part
+
+    net = build_wide_part(track, data.meta, config)
+    module = build_module("baseline_blend", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
+    choices = init_wide_part(module, data, config["training"]["wide_part"])
+    return module, {"wide": choices, "n_parameters": int(sum(p.numel() for p in module.parameters()))}
+
+
 def _supervised(trainer: Any) -> bool:
     """False while a staged module (A2) is in its label-free stage, where dev scores mean nothing."""
     return getattr(trainer.lightning_module, "stage", "supervised") == "supervised"
@@ -271,3 +284,33 @@ def fit_module(
         **({"wide": wide} if wide else {}),
     }
     return module, info
+
+
+def fit_predict(
+    track: str,
+    model: str,
+    config: dict[str, Any],
+    data: FoldData,
+    out_dir: Path,
+    seed: int,
+    pretrained: Path | None = None,
+    devices: int = 1,
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]] | None:
+    """Fit `model` on `data` (a baseline, the wide part alone, or a network) and predict every split:
+    (predictions, embeddings or None, info). None in a DDP worker process (rank > 0)."""
+    from pianoeval.training.baselines import baseline_predict
+    from pianoeval.training.predict import predict_network
+
+    if model == "baseline_blend":
+        module, info = wide_part_baseline(track, data, config)
+        preds, _ = predict_network(module, data, batch_settings(model, config)[0])
+        return preds, None, info
+    if model.startswith("baseline_"):
+        return baseline_predict(model, data), None, {}
+    module, info = train_network(model, config, data, out_dir, seed, pretrained, devices)
+    if module is None:
+        return None
+    if data.unlabelled is not None:
+        info["unlabelled"] = data.unlabelled.stats
+    preds, embs = predict_network(module, data, batch_settings(model, config)[0])
+    return preds, embs, info
