@@ -409,3 +409,19 @@ def _curves_store(df: pd.DataFrame, root: Path) -> Path:
     }
     torch.save({"kind": "curves", "meta": {"n_features": 4, "n_stats": 5}, "items": items}, path)
     return path
+
+
+def test_leak_checkpoints_of_another_fold_composition_are_not_resumed(tmp_path: Path) -> None:
+    """The checkpoint folder is a per-fold cache: a fold number cut from new folds (whose validation
+    music the old checkpoint may have trained on) must start afresh, not resume."""
+    from torch import nn
+
+    from pianoeval.training.fit import _same_run
+
+    ckpt, net, config = tmp_path / "checkpoints", nn.Linear(4, 2), {"training": {"lr": 1e-3}}
+    rows = {"train": ["A/p0", "A/p1"], "dev": ["G/p0"]}
+    _same_run(ckpt, config, net, 1, rows)
+    (ckpt / "last.ckpt").write_bytes(b"state")
+    assert _same_run(ckpt, config, net, 1, {k: list(reversed(v)) for k, v in rows.items()})  # same rows: resume
+    assert not _same_run(ckpt, config, net, 1, {"train": ["A/p0", "H/p0"], "dev": ["G/p0"]})
+    assert not (ckpt / "last.ckpt").exists()

@@ -169,18 +169,23 @@ def _selection_callbacks(ckpt_dir: Path, patience: int) -> tuple[Any, Any]:
     return stopping, checkpoint
 
 
-def _same_run(ckpt_dir: Path, config: dict[str, Any], net: torch.nn.Module, seed: int) -> bool:
-    """True when `ckpt_dir` holds checkpoints of this very run (config, network shape, seed).
+def _same_run(
+    ckpt_dir: Path, config: dict[str, Any], net: torch.nn.Module, seed: int, rows: dict[str, list[str]] | None = None
+) -> bool:
+    """True when `ckpt_dir` holds checkpoints of this very run (config, network shape, seed, and the
+    ids of the rows it learns from, `rows` {split: ids}).
 
-    Anything else there is stale (an earlier config of the same model and fold): it is removed,
-    so a rerun with new settings starts afresh instead of resuming a different model.
+    Anything else there is stale (an earlier config of the same model and fold, or the same fold
+    number cut from other folds): it is removed, so a rerun starts afresh instead of resuming a
+    different model, or one that trained on what is now this fold's validation music.
     """
     import hashlib
     import json
     import shutil
 
     shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
-    key = hashlib.sha1(json.dumps([config, shapes, seed], sort_keys=True, default=str).encode()).hexdigest()
+    what = [config, shapes, seed] + ([{k: sorted(v) for k, v in rows.items()}] if rows is not None else [])
+    key = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
     stamp = ckpt_dir / "run.json"
     same = stamp.is_file() and read_json(stamp).get("key") == key
     if not same:
@@ -267,7 +272,9 @@ def fit_module(
         log_every_n_steps=1,
     )
     last = ckpt_dir / "last.ckpt"
-    resume = str(last) if _same_run(ckpt_dir, config, net, seed) and last.exists() else None
+    # The checkpoint folder is a per-fold cache: keyed by the rows it learns from too.
+    rows = {split: [data.items[i]["segment_id"] for i in data.splits[split]] for split in ("train", "dev")}
+    resume = str(last) if _same_run(ckpt_dir, config, net, seed, rows) and last.exists() else None
     if resume:
         log.info("resuming from %s", resume)  # a killed run continues from its last epoch
     trainer.fit(module, train_loader, dev_loader, ckpt_path=resume)
