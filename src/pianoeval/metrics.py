@@ -359,27 +359,40 @@ def paired_bootstrap(
     seed: int = 0,
     threshold: float = AMBIGUOUS_THRESHOLD,
 ) -> dict[str, dict[str, tuple[float, np.ndarray]]]:
-    """Paired bootstrap over segment groups, stratified by fold.
+    """Paired bootstrap over segment groups, pooled over folds.
 
     `folds[f]` maps each model to its validation (pred [N, D], target [N, D], groups [N]) of fold f.
-    Each resample draws, in every fold, as many groups as the fold's validation set has, with
-    replacement, the same draw for every model (paired); a model's statistic is the mean over folds
-    of its fold metric, as the point estimate is. Returns {model: {metric: (point, resamples [B])}}.
+    Each resample draws as many groups as all folds' validation sets hold together, with replacement
+    from all of them pooled, the same draw for every model (paired); a drawn group stays with its fold
+    (scored by that fold's model, counted in that fold's metric), and a model's statistic is the mean
+    over folds of its fold metric, as the point estimate is (a fold that drew no group is left out of
+    that draw's mean). Why pooled rather than per fold: with few groups per fold (the demo: 2) a
+    per-fold draw has three outcomes and understates the spread; with many it makes no difference.
+    Returns {model: {metric: (point, resamples [B])}}.
     """
     rng = np.random.default_rng(seed)
     models = sorted({m for fold in folds for m in fold})
+    names = [
+        sorted({x for _, _, g in fold.values() for x in np.asarray(g).reshape(-1).tolist()}, key=str) for fold in folds
+    ]
+    total = sum(len(n) for n in names)
+    draws = rng.integers(0, total, size=(n_resamples, total))
+    weights = np.zeros((n_resamples, total))
+    np.add.at(weights, (np.repeat(np.arange(n_resamples), total), draws.ravel()), 1.0)
     per_fold: dict[str, dict[str, list[np.ndarray]]] = {m: {"pairwise_acc": [], "r2": []} for m in models}
     points: dict[str, dict[str, list[float]]] = {m: {"pairwise_acc": [], "r2": []} for m in models}
-    for fold in folds:
-        names = sorted({x for _, _, g in fold.values() for x in np.asarray(g).reshape(-1).tolist()}, key=str)
-        draws = rng.integers(0, len(names), size=(n_resamples, len(names)))
-        weights = np.zeros((n_resamples, len(names)))
-        np.add.at(weights, (np.repeat(np.arange(n_resamples), len(names)), draws.ravel()), 1.0)
+    start = 0
+    for fold, fold_names in zip(folds, names, strict=True):
+        fold_weights = weights[:, start : start + len(fold_names)]
+        start += len(fold_names)
         for model in models:
             if model not in fold:
                 continue  # a model without this fold: its mean is over the folds it has
-            stats = group_statistics(*fold[model], names, threshold)
-            point, resampled = weighted_metrics(stats, np.ones((1, len(names)))), weighted_metrics(stats, weights)
+            stats = group_statistics(*fold[model], fold_names, threshold)
+            point, resampled = (
+                weighted_metrics(stats, np.ones((1, len(fold_names)))),
+                weighted_metrics(stats, fold_weights),
+            )
             for metric in ("pairwise_acc", "r2"):
                 points[model][metric].append(float(point[metric][0]))
                 per_fold[model][metric].append(resampled[metric])

@@ -1,9 +1,10 @@
 """Compare models across folds with a paired bootstrap over segment groups, pick winners by a documented
 rule, and plot the differences.
 
-Intervals (`metrics.paired_bootstrap`): every fold's validation predictions (`predictions.csv`) are
-resampled by whole segment groups, within each fold, with replacement, the same draw for every model;
-a statistic is the mean over folds of the fold metric (as the point estimate). The 2.5th and 97.5th
+Intervals (`metrics.paired_bootstrap`): the folds' validation predictions (`predictions.csv`) are
+resampled by whole segment groups, pooled over folds, with replacement, the same draw for every model
+(each drawn group stays with its fold); a statistic is the mean over folds of the fold metric (as the
+point estimate). The 2.5th and 97.5th
 percentiles of `compare.resamples` draws (seeded by the config's seed) are the 95 % interval, for each
 model's pairwise accuracy and R² and for differences between models (paired: the same draws).
 
@@ -39,7 +40,7 @@ LEVEL = 0.95
 # A fold's mean from predictions.csv must equal metrics.json's to this (they are the same predictions).
 CONSISTENCY_TOL = 1e-6
 WINNER_RULE = (
-    "paired bootstrap over segment groups (within each fold's validation set, mean over folds); "
+    "paired bootstrap over the validation segment groups (pooled over folds, mean over folds); "
     "a model beats another when the 95% interval of their pairwise-accuracy difference lies above 0, or, "
     "when it holds 0, that of their R² difference does; among the eligible models no eligible model beats, "
     "the cheapest wins (parameters, then training time); baselines and references are never eligible"

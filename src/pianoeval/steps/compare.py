@@ -68,8 +68,8 @@ def run_compare(
             "level": LEVEL,
             "n_folds": len(folds),
             "n_groups": sum(len({g for *_, groups in fold.values() for g in groups}) for fold in folds),
-            "scheme": "segment groups resampled with replacement within each fold's validation set, "
-            "the same draws for every model; statistic: mean over folds of the fold metric",
+            "scheme": "validation segment groups resampled with replacement, pooled over folds (each stays "
+            "with its fold), the same draws for every model; statistic: mean over folds of the fold metric",
         },
         "models": summary,
         "differences": diffs,
