@@ -9,6 +9,7 @@ from pianoeval.symbolic.featurize import FEATURIZER_VERSION
 validate(config, schema="../config/config.schema.yaml", set_default=True)
 
 FOLDS = list(range(config["folds"]["k"]))
+INNER_FOLDS = list(range(config["stacking"]["inner_folds"]))
 SYMBOLIC_MODELS = list(config["symbolic"]["models"])
 BASELINES = [f"baseline_{name}" for name in config["symbolic"]["baselines"]]
 AUDIO_BASELINES = [f"baseline_{name}" for name in config["audio"]["baselines"]]
@@ -25,17 +26,29 @@ FUSION_MODELS = [
     for name in config["fusion"]["models"]
     for cond in config["fusion"]["score_conditioning"]
 ]
-# Which cached features each symbolic model reads.
+# Which cached features each symbolic model reads (`<encoder>_deep`: its encoder's).
 FEATURE_KIND = {
     "s1": "tokens",
     "s2": "graphs",
     "s3": "curves",
+    "s1_deep": "tokens",
+    "s2_deep": "graphs",
+    "s3_deep": "curves",
     "baseline_mean": "stats",
     "baseline_ridge": "stats",
     "baseline_trees": "stats",
     "baseline_segment_mean": "stats",
+    "baseline_blend": "stats",
 }
-PRETRAINED = {"s1", "s2", "s3"}
+# The pretrained encoder each model starts from: a deep-only ablation reads its encoder's.
+PRETRAINED = {
+    "s1": "s1",
+    "s2": "s2",
+    "s3": "s3",
+    "s1_deep": "s1",
+    "s2_deep": "s2",
+    "s3_deep": "s3",
+}
 
 
 def _alternatives(values):
@@ -49,6 +62,7 @@ wildcard_constraints:
     fold=_alternatives(FOLDS),
     fusion=_alternatives(FUSION_MODELS),
     kind="tokens|graphs|curves|stats",
+    inner=_alternatives(INNER_FOLDS),
 
 
 def resolved_config(*sections):
@@ -88,8 +102,9 @@ def train_inputs(wildcards):
     else:
         inputs["features"] = f"results/featurize/{FEATURE_KIND[wildcards.model]}.pt"
         if wildcards.model in PRETRAINED and config["symbolic"]["pretrain"]:
+            encoder = PRETRAINED[wildcards.model]
             inputs["pretrained"] = (
-                f"results/pretrain/{wildcards.model}/fold_{wildcards.fold}/encoder.pt"
+                f"results/pretrain/{encoder}/fold_{wildcards.fold}/encoder.pt"
             )
     return inputs
 
@@ -125,27 +140,6 @@ def track_robustness(wildcards):
     )
 
 
-def fuse_inputs(wildcards):
-    """Both tracks' winners and the fold's embeddings from every candidate encoder."""
-    embeddings = [
-        f"results/train/{track}/{model}/fold_{wildcards.fold}/embeddings.pt"
-        for track in ("symbolic", "audio")
-        for model in TRACK_MODELS[track]
-        if not model.startswith("baseline_")
-    ]
-    inputs = {
-        "symbolic_winner": "results/compare/symbolic/winner.json",
-        "audio_winner": "results/compare/audio/winner.json",
-        "folds": "results/folds/folds.json",
-        "manifest": "results/prepare/manifest.parquet",
-        "embeddings": embeddings,
-    }
-    if wildcards.fusion.endswith("_score"):
-        # The score-relative statistics (performance measured against its aligned score MIDI).
-        inputs["stats"] = "results/featurize/stats.pt"
-    return inputs
-
-
 def fusion_metrics(wildcards):
     """Every fold's metrics of every fusion variant."""
     return expand(
@@ -173,6 +167,75 @@ def pretrain_features(wildcards):
 def pretrained_flag(wildcards, input):
     """`--pretrained PATH` when the model has a pretrained encoder input, else nothing."""
     return f"--pretrained {input.pretrained}" if "pretrained" in input.keys() else ""
+
+
+# -- compare-trust: bootstrap inputs, the track winners (compare is a checkpoint), stacking ----------
+
+
+def track_predictions(wildcards):
+    """Every fold's predictions.csv of every model of a track (what compare's bootstrap resamples)."""
+    return [path.replace("metrics.json", "predictions.csv") for path in track_metrics(wildcards)]
+
+
+def track_winner(track):
+    """The winning model of `track`, read from its compare checkpoint's winner.json."""
+    winner = checkpoints.compare.get(track=track).output.winner
+    with open(winner) as handle:
+        return json.load(handle)["model"]
+
+
+def track_references(wildcards):
+    """fusion: the single-track winners' fold metrics, compared beside the fusion variants (never
+    eligible); other tracks: none."""
+    if wildcards.track != "fusion":
+        return []
+    return [
+        f"results/train/{track}/{track_winner(track)}/fold_{fold}/metrics.json"
+        for track in ("symbolic", "audio")
+        for fold in FOLDS
+    ]
+
+
+def track_reference_predictions(wildcards):
+    """The references' predictions.csv (see track_references)."""
+    return [path.replace("metrics.json", "predictions.csv") for path in track_references(wildcards)]
+
+
+def winner_embeddings(track):
+    """An input function: the fold's embeddings.pt of `track`'s winner (known once compare has run)."""
+
+    def embeddings(wildcards):
+        model = track_winner(track)
+        return f"results/train/{track}/{model}/fold_{wildcards.fold}/embeddings.pt"
+
+    embeddings.__name__ = f"{track}_winner_embeddings"
+    return embeddings
+
+
+def winner_out_of_fold(track):
+    """An input function: the oof.pt of every inner fold (train_inner) of `track`'s winner in the fold."""
+
+    def out_of_fold(wildcards):
+        return expand(
+            "results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/oof.pt",
+            track=track,
+            model=track_winner(track),
+            fold=wildcards.fold,
+            inner=INNER_FOLDS,
+        )
+
+    out_of_fold.__name__ = f"{track}_winner_out_of_fold"
+    return out_of_fold
+
+
+def fusion_score_stats(wildcards):
+    """The score-relative statistics a `_score` fusion reads (the featurize stats store), else nothing."""
+    return "results/featurize/stats.pt" if wildcards.fusion.endswith("_score") else []
+
+
+def stats_flag(wildcards, input):
+    """`--stats PATH` when the fusion reads the score-relative statistics, else nothing."""
+    return f"--stats {input.stats}" if input.stats else ""
 
 
 # Durable copies for ephemeral instances (docs/thunder.md). A machine setting: no resolved config

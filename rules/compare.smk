@@ -1,4 +1,5 @@
-# Compare the models of one track across folds and pick the winner by the documented rule.
+# Compare the models of one track across folds (paired bootstrap intervals) and pick the winner by the
+# documented rule (evaluation/compare.py).
 
 
 rule audio_robustness:
@@ -25,21 +26,28 @@ rule audio_robustness:
         " --folds {input.folds} --results results --out {output.report} > {log} 2>&1"
 
 
-rule compare:
+# A checkpoint: the track winners it writes decide which models train_inner retrains and fuse reads.
+checkpoint compare:
     input:
         metrics=track_metrics,
+        predictions=track_predictions,
         robustness=track_robustness,
+        references=track_references,
+        reference_predictions=track_reference_predictions,
     output:
         comparison="results/compare/{track}/comparison.json",
         table="results/compare/{track}/comparison.md",
         winner="results/compare/{track}/winner.json",
         plot="results/compare/{track}/per_dimension.png",
+        differences="results/compare/{track}/differences.png",
     log:
         "logs/compare/{track}.log",
     conda:
         "../workflow/envs/pianoeval.yaml"
     params:
-        config=config_for("robustness"),
+        config=config_for("robustness", "compare"),
     shell:
         "pianoeval compare {wildcards.track} --config {params.config} --metrics {input.metrics}"
-        " --robustness {input.robustness} --out-dir results/compare/{wildcards.track} > {log} 2>&1"
+        " --predictions {input.predictions} {input.reference_predictions}"
+        " --robustness {input.robustness} --reference {input.references}"
+        " --out-dir results/compare/{wildcards.track} > {log} 2>&1"

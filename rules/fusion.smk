@@ -1,10 +1,19 @@
-# Fuse the winning audio and symbolic encoders per fold, compare the variants, validate
+# Fuse the winning audio and symbolic encoders per fold (training rows: their out-of-fold predictions,
+# rules/train.smk train_inner), compare the variants, validate
 # robustness of the selected model, and write the final winner.
 
 
 rule fuse:
     input:
-        unpack(fuse_inputs),
+        folds="results/folds/folds.json",
+        manifest="results/prepare/manifest.parquet",
+        symbolic_winner="results/compare/symbolic/winner.json",
+        symbolic_embeddings=winner_embeddings("symbolic"),
+        symbolic_oof=winner_out_of_fold("symbolic"),
+        audio_winner="results/compare/audio/winner.json",
+        audio_embeddings=winner_embeddings("audio"),
+        audio_oof=winner_out_of_fold("audio"),
+        stats=fusion_score_stats,
     output:
         metrics="results/fuse/{fusion}/fold_{fold}/metrics.json",
         predictions="results/fuse/{fusion}/fold_{fold}/predictions.csv",
@@ -20,13 +29,13 @@ rule fuse:
     params:
         config=config_for("fusion", "training"),
         persist=persist_push,
-        stats=lambda wildcards, input: (
-            f"--stats {input.stats}" if "stats" in input.keys() else ""
-        ),
+        stats=stats_flag,
     shell:
         "pianoeval fuse {wildcards.fusion} --config {params.config} --fold {wildcards.fold}"
         " --manifest {input.manifest} --folds {input.folds} --symbolic-winner {input.symbolic_winner}"
-        " --audio-winner {input.audio_winner} {params.stats} --devices {resources.gpu}"
+        " --symbolic-embeddings {input.symbolic_embeddings} --symbolic-oof {input.symbolic_oof}"
+        " --audio-winner {input.audio_winner} --audio-embeddings {input.audio_embeddings}"
+        " --audio-oof {input.audio_oof} {params.stats} --devices {resources.gpu}"
         " --out-dir results/fuse/{wildcards.fusion}/fold_{wildcards.fold} > {log} 2>&1"
         "{params.persist}"
 

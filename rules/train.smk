@@ -58,3 +58,36 @@ rule train:
         " --features {input.features} {params.pretrained} --devices {resources.gpu}"
         " --out-dir results/train/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold} > {log} 2>&1"
         "{params.persist}"
+
+
+# Stacking (training/stacking.py): each track winner retrained on the inner folds of an outer fold's
+# training split, predicting the held-out inner part; the fusion learns from these out-of-fold rows.
+# Only the winners' files are requested (fuse_inputs reads them from the compare checkpoint).
+rule train_inner:
+    input:
+        unpack(train_inputs),
+    output:
+        oof="results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/oof.pt",
+        metrics="results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/metrics.json",
+    log:
+        "logs/train_inner/{track}/{model}/fold_{fold}/inner_{inner}.log",
+    benchmark:
+        "benchmarks/train_inner/{track}/{model}/fold_{fold}/inner_{inner}.tsv"
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        gpu=1,
+        runtime=240,
+    params:
+        config=config_for("features", "symbolic", "audio", "training", "stacking"),
+        pretrained=pretrained_flag,
+        persist=persist_push,
+    shell:
+        "pianoeval train-inner {wildcards.track} {wildcards.model} --config {params.config}"
+        " --fold {wildcards.fold} --inner {wildcards.inner} --manifest {input.manifest} --folds {input.folds}"
+        " --features {input.features} {params.pretrained} --devices {resources.gpu}"
+        " --out-dir results/train_inner/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold}/inner_{wildcards.inner}"
+        " > {log} 2>&1"
+        "{params.persist}"

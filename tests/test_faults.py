@@ -410,7 +410,7 @@ def test_a_segment_that_lost_its_labels_fails_training_naming_the_manifest(
 BAD_CONFIGS = {
     "unknown_model": (
         {"symbolic": {"models": ["s1", "s9"]}},
-        "config key symbolic.models.1: 's9' is not one of ['s1', 's2', 's3']",
+        "config key symbolic.models.1: 's9' is not one of ['s1', 's2', 's3', 's1_deep', 's2_deep', 's3_deep']",
     ),
     "unknown_audio_model": (
         {"audio": {"models": ["probe", "a9"]}},
@@ -445,7 +445,7 @@ def test_workflow_refuses_an_unknown_model_before_running_anything(tmp_path: Pat
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode != 0
-    assert "'s9' is not one of ['s1', 's2', 's3']" in result.stdout + result.stderr
+    assert "'s9' is not one of ['s1', 's2', 's3', 's1_deep', 's2_deep', 's3_deep']" in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
 
 

@@ -22,7 +22,7 @@ from pianoeval.core.io import read_json, write_json
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import label_matrix, write_manifest
 from pianoeval.networks.fusion import FUSIONS, FusedPerformanceModel, GatedFusion, build_fusion, n_score_stats
-from pianoeval.steps.fuse import run_fuse
+from pianoeval.steps.fuse import WinnerInputs, run_fuse
 from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
 from pianoeval.training.fusion_data import build_fusion_data, score_statistics
 
@@ -139,8 +139,9 @@ def test_fused_model_takes_score_statistics_from_the_symbolic_batch() -> None:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory, one_fold: Callable[..., dict]) -> dict[str, Path]:
-    """results/ with both tracks' winner files and fold-0 embeddings, plus a statistics store."""
+def results(tmp_path_factory: pytest.TempPathFactory, one_fold: Callable[..., dict]) -> dict:
+    """results/ with both tracks' winner files, fold-0 embeddings and inner folds' out-of-fold rows, plus a
+    statistics store; `symbolic` and `audio` are the fuse step's WinnerInputs."""
     root = tmp_path_factory.mktemp("fuse")
     df = generate_demo_corpus(root / "demo", n_pieces=6, n_performances=8, seconds=1.0, seed=5)
     manifest = root / "manifest.parquet"
@@ -156,21 +157,34 @@ def results(tmp_path_factory: pytest.TempPathFactory, one_fold: Callable[..., di
     # The symbolic track predicts the first half of the dimensions, the audio track the rest.
     s_scores, a_scores = np.tile(mean, (len(y), 1)), np.tile(mean, (len(y), 1))
     s_scores[:, :half], a_scores[:, half:] = y[:, :half], y[:, half:]
+    inputs = {}
     for track, scores, dim in (("symbolic", s_scores, HS), ("audio", a_scores, HA)):
         model = "s3" if track == "symbolic" else "probe"
         folder = root / "results" / "train" / track / model / "fold_0"
         folder.mkdir(parents=True)
         z = np.hstack([scores[:, :dim] if track == "symbolic" else scores[:, -dim:], rng.normal(0, 0.01, (len(y), 0))])
+        groups = sorted(df["segment_group"].unique())
+        z, scores = torch.tensor(z, dtype=torch.float32), torch.tensor(scores, dtype=torch.float32)
+        learned = sorted(set(df.loc[df["segment_id"].isin(fold["train"] + fold["dev"]), "segment_group"]))
         torch.save(
-            {
-                "ids": ids,
-                "split": split,
-                "z": torch.tensor(z, dtype=torch.float32),
-                "scores": torch.tensor(scores, dtype=torch.float32),
-            },
+            {"ids": ids, "split": split, "z": z, "scores": scores, "learned_from_groups": learned},
             folder / "embeddings.pt",
         )
         write_json({"track": track, "model": model}, root / "results" / "compare" / track / "winner.json")
+        # Two inner folds over the training groups: each predicts its held-out half (the same
+        # honest scores: this track knows its dimensions in and out of sample).
+        train_groups = [g for g in groups if g in set(df.loc[df["segment_id"].isin(fold["train"]), "segment_group"])]
+        oof = []
+        for j, held in enumerate((train_groups[::2], train_groups[1::2])):
+            rows = [i for i, sid in enumerate(ids) if split[i] == "train" and df["segment_group"].iloc[i] in held]
+            record = {"track": track, "model": model, "fold": 0, "inner": j, "held_out_groups": held,
+                      "labels_from_groups": [g for g in learned if g not in held]}  # fmt: skip
+            oof.append(root / "results" / "train_inner" / track / model / "fold_0" / f"inner_{j}" / "oof.pt")
+            oof[-1].parent.mkdir(parents=True)
+            torch.save({"ids": [ids[i] for i in rows], "z": z[rows], "scores": scores[rows], **record,
+                        "learned_from_groups": record["labels_from_groups"]}, oof[-1])  # fmt: skip
+        winner = root / "results" / "compare" / track / "winner.json"
+        inputs[track] = WinnerInputs(winner, folder / "embeddings.pt", oof)
     stats = torch.zeros(len(ids), len(ALL_STAT_NAMES))
     stats[:, SCORE_COLUMNS.stop - 1] = 1.0
     stats[:, SCORE_COLUMNS.start] = torch.tensor(y[:, 0])  # a score statistic that tracks a label
@@ -178,10 +192,10 @@ def results(tmp_path_factory: pytest.TempPathFactory, one_fold: Callable[..., di
         {"kind": "stats", "meta": {}, "items": {sid: {"stats": stats[i]} for i, sid in enumerate(ids)}},
         root / "stats.pt",
     )
-    return {"root": root, "manifest": manifest, "folds": root / "folds.json", "stats": root / "stats.pt"}
+    return {"root": root, "manifest": manifest, "folds": root / "folds.json", "stats": root / "stats.pt", **inputs}
 
 
-def fuse(name: str, results: dict[str, Path], out: Path, **kwargs: object) -> dict:
+def fuse(name: str, results: dict, out: Path, **kwargs: object) -> dict:
     config = validate_config(
         {
             "seed": 2,
@@ -189,14 +203,12 @@ def fuse(name: str, results: dict[str, Path], out: Path, **kwargs: object) -> di
             "training": {"max_epochs": 25, "batch_size": 8, "patience": 25, "lr": 3e-3},
         }
     )
-    compare = results["root"] / "results" / "compare"
     return run_fuse(
-        name, config, 0, results["manifest"], results["folds"], compare / "symbolic" / "winner.json",
-        compare / "audio" / "winner.json", out, **kwargs,
-    )  # fmt: skip
+        name, config, 0, results["manifest"], results["folds"], results["symbolic"], results["audio"], out, **kwargs
+    )
 
 
-def track_r2(results: dict[str, Path], track: str) -> float:
+def track_r2(results: dict, track: str) -> float:
     from pianoeval.metrics import MetricsSuite
 
     emb = torch.load(
@@ -217,7 +229,7 @@ def track_r2(results: dict[str, Path], track: str) -> float:
     return MetricsSuite().compute(emb["scores"][val].numpy(), y, groups)["r2"]
 
 
-def test_run_fuse_beats_either_track_when_they_know_different_things(results: dict[str, Path], tmp_path: Path) -> None:
+def test_run_fuse_beats_either_track_when_they_know_different_things(results: dict, tmp_path: Path) -> None:
     out = tmp_path / "f3"
     metrics = fuse("f3", results, out)
     assert metrics["symbolic_model"] == "s3" and metrics["audio_model"] == "probe"
@@ -228,7 +240,7 @@ def test_run_fuse_beats_either_track_when_they_know_different_things(results: di
     assert len(pred) == 48 and read_json(out / "model_spec.json")["model"] == "f3"
 
 
-def test_score_conditioned_fuse_reads_the_statistics_store(results: dict[str, Path], tmp_path: Path) -> None:
+def test_score_conditioned_fuse_reads_the_statistics_store(results: dict, tmp_path: Path) -> None:
     out = tmp_path / "f2_score"
     with pytest.raises(InputError, match="pass --stats"):
         fuse("f2_score", results, out)

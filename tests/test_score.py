@@ -71,7 +71,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             fold_dir = results / "train" / "symbolic" / model / f"fold_{fold}"
             run_train("symbolic", model, config, fold, manifest, root / "folds.json", features, fold_dir)
             metrics.append(fold_dir / "metrics.json")
-        run_compare("symbolic", config, metrics, results / "compare" / "symbolic")
+        predictions = [m.parent / "predictions.csv" for m in metrics]
+        run_compare("symbolic", config, metrics, predictions, results / "compare" / "symbolic")
         out[model] = write_json({"winner": "symbolic_only", "model": model}, results / "fusion" / "winner.json")
     return out
 

@@ -128,6 +128,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_train_inner(args: argparse.Namespace) -> None:
+    """Retrain a track winner on one inner fold of an outer fold; predict its held-out part (stacking)."""
+    from pianoeval.steps.train_inner import run_train_inner
+
+    run_train_inner(
+        args.track,
+        args.model,
+        _config(args),
+        args.fold,
+        args.inner,
+        Path(args.manifest),
+        Path(args.folds),
+        Path(args.features),
+        Path(args.out_dir),
+        Path(args.pretrained) if args.pretrained else None,
+        devices=args.devices,
+    )
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     """Compare models across folds and pick the winner."""
     from pianoeval.steps.compare import run_compare
@@ -136,14 +155,16 @@ def cmd_compare(args: argparse.Namespace) -> None:
         args.track,
         _config(args),
         [Path(p) for p in args.metrics],
+        [Path(p) for p in args.predictions],
         Path(args.out_dir),
         [Path(p) for p in args.robustness],
+        references=[Path(p) for p in args.reference],
     )
 
 
 def cmd_fuse(args: argparse.Namespace) -> None:
     """Train one fusion variant on one fold from the track winners' embeddings."""
-    from pianoeval.steps.fuse import run_fuse
+    from pianoeval.steps.fuse import WinnerInputs, run_fuse
 
     run_fuse(
         args.fusion,
@@ -151,8 +172,8 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         args.fold,
         Path(args.manifest),
         Path(args.folds),
-        Path(args.symbolic_winner),
-        Path(args.audio_winner),
+        WinnerInputs(Path(args.symbolic_winner), Path(args.symbolic_embeddings), [Path(p) for p in args.symbolic_oof]),
+        WinnerInputs(Path(args.audio_winner), Path(args.audio_embeddings), [Path(p) for p in args.audio_oof]),
         Path(args.out_dir),
         devices=args.devices,
         stats_path=Path(args.stats) if args.stats else None,
@@ -316,6 +337,17 @@ def _training_commands(add: AddCommand) -> None:
         help="a2: rendered manifest whose unlabelled performances (with ASAP beat annotations) join the "
         "self-supervised stage; the fold's dev/val music is left out",
     )
+    p = add("train-inner", cmd_train_inner)
+    p.add_argument("track", choices=["symbolic", "audio"])
+    p.add_argument("model")
+    p.add_argument("--fold", type=int, required=True)
+    p.add_argument("--inner", type=int, required=True, help="inner fold, 0 .. stacking.inner_folds - 1")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--folds", required=True)
+    p.add_argument("--features", required=True)
+    p.add_argument("--pretrained")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
 
 
 def _evaluation_commands(add: AddCommand) -> None:
@@ -323,15 +355,28 @@ def _evaluation_commands(add: AddCommand) -> None:
     p = add("compare", cmd_compare)
     p.add_argument("track", choices=["symbolic", "audio", "fusion"])
     p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument(
+        "--predictions", nargs="+", required=True, help="each fold's predictions.csv, beside its metrics.json"
+    )
     p.add_argument("--robustness", nargs="*", default=[], help="audio models' robustness reports (veto)")
+    p.add_argument(
+        "--reference",
+        nargs="*",
+        default=[],
+        help="fusion: the track winners' fold metrics.json (predictions in --predictions); shown, never eligible",
+    )
     p.add_argument("--out-dir", required=True)
     p = add("fuse", cmd_fuse)
     p.add_argument("fusion")
     p.add_argument("--fold", type=int, required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--folds", required=True)
-    p.add_argument("--symbolic-winner", required=True)
-    p.add_argument("--audio-winner", required=True)
+    for track in ("symbolic", "audio"):
+        p.add_argument(f"--{track}-winner", required=True, help=f"results/compare/{track}/winner.json")
+        p.add_argument(f"--{track}-embeddings", required=True, help="the winner's embeddings.pt of this fold")
+        p.add_argument(
+            f"--{track}-oof", nargs="+", required=True, help="the winner's oof.pt of every inner fold (stacking)"
+        )
     p.add_argument("--stats", help="featurize stats store (score-relative statistics; needed by *_score fusions)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)

@@ -8,6 +8,7 @@ defined but not finite for the data (R² of one sample) is NaN.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -265,3 +266,135 @@ def format_comparison_table(
     ]
     lines.extend("| " + " | ".join(_cell(row.get(c), fmt) for c in columns) + " |" for row in rows)
     return "\n".join(lines)
+
+
+# -- Paired bootstrap over segment groups ------------------------------------------------------------
+
+
+def group_statistics(
+    pred: Any, target: Any, groups: Any, group_names: Sequence[Any], threshold: float = AMBIGUOUS_THRESHOLD
+) -> dict[str, np.ndarray]:
+    """Per-group sums from which pairwise accuracy and R² of any reweighting of whole groups follow.
+
+    pred, target [N, D], groups [N]; `group_names` [G] orders the output (a name without rows gets
+    zeros). Returns `correct` [G] and `pairs` [G] (within-group pairs, as pairwise_accuracy counts
+    them), `n` [G] rows, and `sum_y`, `sum_y2`, `sum_res2` [G, D] (labels, squared labels, squared
+    residuals).
+    """
+    p, t = _as_2d(pred, target)
+    g = np.asarray(groups).reshape(-1)
+    code_of = {name: k for k, name in enumerate(group_names)}
+    codes = np.array([code_of[x] for x in g], dtype=np.int64)
+    n_groups = len(group_names)
+    i, j = _within_group_pairs(codes, len(p))
+    dt, dp = t[i] - t[j], p[i] - p[j]
+    counted = (np.abs(dt) >= threshold) & (dt != 0)
+    score = np.where(dp == 0, 0.5, np.where(np.sign(dp) == np.sign(dt), 1.0, 0.0))
+    pair_group = codes[i]
+    return {
+        "correct": np.bincount(pair_group, weights=np.where(counted, score, 0.0).sum(axis=1), minlength=n_groups),
+        "pairs": np.bincount(pair_group, weights=counted.sum(axis=1), minlength=n_groups),
+        "n": np.bincount(codes, minlength=n_groups).astype(np.float64),
+        "sum_y": _group_sums(codes, t, n_groups),
+        "sum_y2": _group_sums(codes, t * t, n_groups),
+        "sum_res2": _group_sums(codes, (t - p) ** 2, n_groups),
+    }
+
+
+def _group_sums(codes: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
+    """Column sums of values [N, D] per group code [N] → [G, D]."""
+    out = np.zeros((n_groups, values.shape[1]))
+    np.add.at(out, codes, values)
+    return out
+
+
+def weighted_metrics(stats: dict[str, np.ndarray], weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Pairwise accuracy and mean R² [B] when group k counts weights[b, k] times (weights [B, G]).
+
+    Weight 1 everywhere gives exactly `MetricsSuite` on the original rows; a bootstrap draw of whole
+    groups with replacement gives their counts. R²'s total sum of squares is taken around the
+    original rows' label mean, not each draw's: 1 - MSE / (mean squared deviation from that mean).
+    Why: around each draw's own mean, a draw's R² is biased low (the mean predictor, R² 0, scores
+    below 0 in every draw, so its point estimate would lie outside its own interval). R² follows
+    r2_scores' conventions (a dimension with constant labels scores 1 if predicted exactly, else 0);
+    no pair or fewer than 2 rows give NaN.
+    """
+    w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    pairs = w @ stats["pairs"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        acc = np.where(pairs > 0, (w @ stats["correct"]) / pairs, np.nan)
+        n = (w @ stats["n"])[:, None]
+        mean = stats["sum_y"].sum(axis=0) / stats["n"].sum()  # [D], the original rows' label mean
+        ss_tot = w @ stats["sum_y2"] - 2.0 * (w @ stats["sum_y"]) * mean + n * mean**2
+        ss_res = w @ stats["sum_res2"]
+        # Round-off can leave a constant dimension's total a hair above 0: treat it as constant.
+        constant = ss_tot <= 1e-12 * np.maximum(1.0, w @ stats["sum_y2"])
+        r2 = np.where(constant, np.where(ss_res <= 1e-12, 1.0, 0.0), 1.0 - ss_res / np.where(constant, 1.0, ss_tot))
+    r2_mean = np.where(n[:, 0] >= 2, r2.mean(axis=1), np.nan)
+    return {"pairwise_acc": acc, "r2": r2_mean}
+
+
+def paired_bootstrap(
+    folds: Sequence[dict[str, tuple[Any, Any, Any]]],
+    n_resamples: int = 1000,
+    seed: int = 0,
+    threshold: float = AMBIGUOUS_THRESHOLD,
+) -> dict[str, dict[str, tuple[float, np.ndarray]]]:
+    """Paired bootstrap over segment groups, pooled over folds.
+
+    `folds[f]` maps each model to its validation (pred [N, D], target [N, D], groups [N]) of fold f.
+    Each resample draws as many groups as all folds' validation sets hold together, with replacement
+    from all of them pooled, the same draw for every model (paired); a drawn group stays with its fold
+    (scored by that fold's model, counted in that fold's metric), and a model's statistic is the mean
+    over folds of its fold metric, as the point estimate is (a fold that drew no group is left out of
+    that draw's mean). Why pooled rather than per fold: with few groups per fold (the demo: 2) a
+    per-fold draw has three outcomes and understates the spread; with many it makes no difference.
+    Returns {model: {metric: (point, resamples [B])}}.
+    """
+    rng = np.random.default_rng(seed)
+    models = sorted({m for fold in folds for m in fold})
+    names = [
+        sorted({x for _, _, g in fold.values() for x in np.asarray(g).reshape(-1).tolist()}, key=str) for fold in folds
+    ]
+    total = sum(len(n) for n in names)
+    draws = rng.integers(0, total, size=(n_resamples, total))
+    weights = np.zeros((n_resamples, total))
+    np.add.at(weights, (np.repeat(np.arange(n_resamples), total), draws.ravel()), 1.0)
+    per_fold: dict[str, dict[str, list[np.ndarray]]] = {m: {"pairwise_acc": [], "r2": []} for m in models}
+    points: dict[str, dict[str, list[float]]] = {m: {"pairwise_acc": [], "r2": []} for m in models}
+    start = 0
+    for fold, fold_names in zip(folds, names, strict=True):
+        fold_weights = weights[:, start : start + len(fold_names)]
+        start += len(fold_names)
+        for model in models:
+            if model not in fold:
+                continue  # a model without this fold: its mean is over the folds it has
+            stats = group_statistics(*fold[model], fold_names, threshold)
+            point, resampled = (
+                weighted_metrics(stats, np.ones((1, len(fold_names)))),
+                weighted_metrics(stats, fold_weights),
+            )
+            for metric in ("pairwise_acc", "r2"):
+                points[model][metric].append(float(point[metric][0]))
+                per_fold[model][metric].append(resampled[metric])
+    out: dict[str, dict[str, tuple[float, np.ndarray]]] = {}
+    for model in models:
+        out[model] = {}
+        for metric in ("pairwise_acc", "r2"):
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: a model without pairs
+                samples = np.nanmean(np.stack(per_fold[model][metric]), axis=0)
+                point = float(np.nanmean(points[model][metric])) if points[model][metric] else float("nan")
+            out[model][metric] = (point, samples)
+    return out
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> list[float]:
+    """The central `level` percentile interval [low, high] of bootstrap samples (NaNs ignored; NaN if none)."""
+    finite = np.asarray(samples, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    if not finite.size:
+        return [float("nan"), float("nan")]
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(finite, [tail, 100.0 - tail])
+    return [float(low), float(high)]

@@ -65,18 +65,7 @@ def make_folds(
     sizes = groups.value_counts()
     if k < 2 or k > len(sizes):
         raise InputError(f"cannot make k={k} folds from {len(sizes)} {protocol} group(s) of labelled segments")
-    rng = random.Random(seed)
-    order = sorted(sizes.index)
-    rng.shuffle(order)
-    # Largest groups first (a stable sort keeps the seeded order among equal sizes), each to the
-    # currently smallest fold: balances fold sizes even with one very large merged group.
-    order.sort(key=lambda g: -int(sizes[g]))
-    load = [0] * k
-    fold_of: dict[str, int] = {}
-    for g in order:
-        f = min(range(k), key=lambda i: (load[i], i))
-        fold_of[g] = f
-        load[f] += int(sizes[g])
+    fold_of = assign_groups({str(g): int(n) for g, n in sizes.items()}, k, seed)
     fold_index = groups.map(fold_of)
     out = []
     for f in range(k):
@@ -93,6 +82,24 @@ def make_folds(
             }
         )
     return {"protocol": protocol, "k": k, "seed": seed, "dev_fraction": dev_fraction, "folds": out}
+
+
+def assign_groups(sizes: dict[str, int], k: int, seed: int) -> dict[str, int]:
+    """{group: part 0..k-1} for groups of `sizes` rows: seeded, balanced by rows (make_folds, and the
+    inner folds of stacking)."""
+    rng = random.Random(seed)
+    order = sorted(sizes)
+    rng.shuffle(order)
+    # Largest groups first (a stable sort keeps the seeded order among equal sizes), each to the
+    # currently smallest fold: balances fold sizes even with one very large merged group.
+    order.sort(key=lambda g: -sizes[g])
+    load = [0] * k
+    part: dict[str, int] = {}
+    for g in order:
+        f = min(range(k), key=lambda i: (load[i], i))
+        part[g] = f
+        load[f] += sizes[g]
+    return part
 
 
 def check_folds(folds: dict[str, Any], df: pd.DataFrame, path: str | Path | None = None) -> None:

@@ -103,6 +103,18 @@ class TreeEnsemble(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
+class NoEncoder(nn.Module):
+    """An encoder that sees nothing: z [B, 0]. Wrapped in WithStatistics it leaves the wide part and
+    the side MLP alone (`baseline_blend`: the wide part the wide & deep encoders start from)."""
+
+    hidden_size = 0
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """An empty embedding [B, 0] (B from the batch's statistics)."""
+        stats = batch["stats"]
+        return stats.new_zeros(stats.shape[0], 0, dtype=torch.float32)
+
+
 class WithStatistics(nn.Module):
     """`base(batch) -> z [B, H]` concatenated with an MLP of `batch["stats"] [B, S]` → z [B, H + side].
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +13,35 @@ import torch
 
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json, write_json
+from pianoeval.data.leaks import KeyGroups, recorded_groups
 from pianoeval.training.fusion_data import build_fusion_data, error_correlation, score_statistics
 
 log = logging.getLogger(__name__)
 
 
-def winner_embeddings(winner_json: Path, fold: int) -> tuple[str, dict[str, Any]]:
-    """(model name, embeddings payload) of a track winner's fold, found beside results/compare/."""
-    winner = read_json(winner_json)
-    results = winner_json.resolve().parents[2]
-    path = results / "train" / winner["track"] / winner["model"] / f"fold_{fold}" / "embeddings.pt"
-    if not path.is_file():
-        raise InputError("the winner's embeddings are missing; rerun its train rule", path)
-    payload = torch.load(path, weights_only=False)
+@dataclass
+class WinnerInputs:
+    """A track winner's files for one fold: `winner.json` (its name), the outer fold model's
+    `embeddings.pt` (dev and validation rows) and its inner folds' `oof.pt` (the training rows)."""
+
+    winner: Path
+    embeddings: Path
+    out_of_fold: list[Path]
+
+
+def winner_embeddings(inputs: WinnerInputs, fold: int, index: KeyGroups) -> tuple[str, dict[str, Any]]:
+    """(model name, embeddings payload) of a track winner's fold with its training rows' embeddings and
+    scores out of fold (training/stacking.py)."""
+    from pianoeval.training.stacking import stack_out_of_fold
+
+    model = read_json(inputs.winner)["model"]
+    if not inputs.embeddings.is_file():
+        raise InputError("the winner's embeddings are missing; rerun its train rule", inputs.embeddings)
+    payload = torch.load(inputs.embeddings, weights_only=False)
     if payload.get("z") is None:
-        raise InputError("the winner has no embeddings (a baseline cannot be fused)", path)
-    return winner["model"], payload
+        raise InputError("the winner has no embeddings (a baseline cannot be fused)", inputs.embeddings)
+    recorded_groups(payload, inputs.embeddings)  # refuses embeddings made before the leak guard
+    return model, stack_out_of_fold(payload, inputs.out_of_fold, index, fold, model)
 
 
 def run_fuse(
@@ -36,18 +50,24 @@ def run_fuse(
     fold: int,
     manifest_path: Path,
     folds_path: Path,
-    symbolic_winner: Path,
-    audio_winner: Path,
+    symbolic: WinnerInputs,
+    audio: WinnerInputs,
     out_dir: Path,
     devices: int = 1,
     stats_path: Path | None = None,
 ) -> dict[str, Any]:
     """Fit fusion `fusion` (f1/f2/f3[_score]) on fold `fold` on `devices` devices (DDP when more than
-    1) and write the usual fold outputs; a DDP worker process returns {} and writes nothing."""
+    1) and write the usual fold outputs; a DDP worker process returns {} and writes nothing.
+
+    The training rows carry both winners' out-of-fold embeddings and scores (`WinnerInputs.out_of_fold`),
+    never their in-sample ones; dev and validation rows the outer fold models'.
+    """
     from pianoeval.core.provenance import write_provenance
+    from pianoeval.data.leaks import check_no_leak, split_groups
     from pianoeval.data.manifest import read_manifest
     from pianoeval.networks.fusion import build_fusion
     from pianoeval.training.fit import fit_module, fold_seed
+    from pianoeval.training.leaks import learned_from_record
     from pianoeval.training.outputs import write_fold_outputs
     from pianoeval.training.predict import predict_network
 
@@ -60,9 +80,15 @@ def run_fuse(
         if stats_path is None:
             raise InputError(f"{fusion} is score-conditioned: pass --stats (the featurize stats store)")
         score_stats = score_statistics(stats_path)
-    sym_model, sym = winner_embeddings(symbolic_winner, fold)
-    aud_model, aud = winner_embeddings(audio_winner, fold)
-    data = build_fusion_data(aud, sym, read_manifest(manifest_path), score_stats)
+    manifest = read_manifest(manifest_path)
+    index = KeyGroups(manifest)
+    sym_model, sym = winner_embeddings(symbolic, fold, index)
+    aud_model, aud = winner_embeddings(audio, fold, index)
+    data = build_fusion_data(aud, sym, manifest, score_stats)
+    # The guard: the fusion's own rows, both fold models and their inner models, none of the
+    # fold's validation music.
+    record = learned_from_record(data, index, extra=[*sym["learned_from_groups"], *aud["learned_from_groups"]])
+    check_no_leak(out_dir, fold, record["learned_from_groups"], split_groups(read_json(folds_path), fold, index))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, config, seed, fusion=fusion, fold=fold, symbolic=sym_model, audio=aud_model)
     dims = {
@@ -84,7 +110,9 @@ def run_fuse(
         "symbolic_model": sym_model,
         "audio_model": aud_model,
         "error_correlation": error_correlation(data),
+        "stacking": {"training_rows": "out_of_fold", "inner_folds": len(symbolic.out_of_fold)},
         **info,
+        **record,
     }
     if hasattr(net, "get_gates"):
         from pianoeval.core.constants import DIMENSIONS

@@ -30,6 +30,7 @@ def run_pretrain(
     """Pretrain `model`'s encoder for `training.pretrain_epochs` epochs on `devices` devices (DDP when
     more than 1, see train.device_settings); save `{"encoder": state_dict}`. A DDP worker process
     (rank > 0) saves nothing."""
+    from pianoeval.data.leaks import KeyGroups, check_no_leak, groups_of_keys, split_groups
     from pianoeval.data.manifest import read_manifest
     from pianoeval.training.data import load_feature_store
     from pianoeval.training.fit import device_settings, fold_seed
@@ -41,7 +42,12 @@ def run_pretrain(
     L.seed_everything(seed, workers=True, verbose=False)
     store = load_feature_store(features_path)
     manifest = read_manifest(manifest_path)
-    keys = pretraining_keys(store, manifest, read_json(folds_path), fold)
+    folds = read_json(folds_path)
+    keys = pretraining_keys(store, manifest, folds, fold)
+    # The guard: the groups of the keys actually read, checked against the fold's validation groups.
+    index = KeyGroups(manifest)
+    learned_from = sorted(groups_of_keys(keys, index))
+    check_no_leak(out, fold, learned_from, split_groups(folds, fold, index))
     items = [store["items"][k] for k in keys]
     encoder = build_encoder(model, store["meta"], config)
     objective = build_objective(model, encoder, store["meta"])
@@ -52,6 +58,7 @@ def run_pretrain(
         "n_items": len(items),
         "epochs": epochs,
         "seed": seed,
+        "learned_from_groups": learned_from,
     }
     if epochs > 0:
         module = PretrainModule(objective)

@@ -22,8 +22,10 @@ def run_report(results: Path, out: Path) -> Path:
         folder = results / "compare" / track
         if (folder / "comparison.md").is_file():
             parts.append(_markdown_table_to_html((folder / "comparison.md").read_text()))
-        if (folder / "per_dimension.png").is_file():
-            parts.append(_img(folder / "per_dimension.png"))
+        # The forest plot of the differences (95 % paired bootstrap intervals), then per dimension.
+        for name in ("differences.png", "per_dimension.png"):
+            if (folder / name).is_file():
+                parts.append(_img(folder / name))
     rob = results / "robustness"
     if (rob / "report.md").is_file():
         parts.append(_markdown_table_to_html((rob / "report.md").read_text()))

@@ -7,38 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from pianoeval.core.io import read_json
-from pianoeval.training.baselines import baseline_predict
+from pianoeval.training.audio_data import waveform_spec
 from pianoeval.training.data import load_feature_store, load_fold_data
-from pianoeval.training.fit import batch_settings, fold_seed, train_network
+from pianoeval.training.fit import fit_predict, fold_seed
 from pianoeval.training.outputs import write_fold_outputs
-from pianoeval.training.predict import predict_network
 
 log = logging.getLogger(__name__)
-
-
-def waveform_spec(model: str, config: dict[str, Any], manifest: pd.DataFrame, seed: int) -> Any:
-    """How `model` reads waveforms (`WaveformSpec`), or None when it trains on cached frames."""
-    from pianoeval.training.audio_data import WaveformSpec
-    from pianoeval.training.registry import uses_live_backbone
-
-    if not uses_live_backbone(model, config):
-        return None
-    aud = config["audio"]
-    w = aud["loss_weights"]
-    # The augmented view costs a second backbone pass: only when a loss term reads it.
-    augment = w["invariance"] > 0 or (model == "a2" and w["ssl_invariance"] > 0)
-    rows = manifest[manifest["audio_path"].notna()]
-    return WaveformSpec(
-        audio_paths=dict(zip(rows["segment_id"], rows["audio_path"], strict=True)),
-        sample_rate=int(config["render"]["sample_rate"]),
-        clip_seconds=float(aud["clip_seconds"]),
-        augment=bool(augment),
-        augment_prob=float(aud["augment_prob"]),
-        seed=seed,
-    )
 
 
 def run_train(
@@ -61,7 +36,9 @@ def run_train(
 
     from pianoeval.core.errors import ConfigError
     from pianoeval.core.provenance import write_provenance
+    from pianoeval.data.leaks import KeyGroups, check_no_leak, groups_of_keys, split_groups
     from pianoeval.data.manifest import read_manifest
+    from pianoeval.training.leaks import learned_from_record
     from pianoeval.training.registry import AUDIO_MODELS, BASELINES, SYMBOLIC_MODELS
 
     start = time.perf_counter()
@@ -74,14 +51,20 @@ def run_train(
     # Inputs are read and checked before anything is written: bad input leaves no output folder.
     store = load_feature_store(features_path)
     manifest = read_manifest(manifest_path)
-    data = load_fold_data(store, manifest, read_json(folds_path), fold, manifest_path=manifest_path)
+    folds = read_json(folds_path)
+    data = load_fold_data(store, manifest, folds, fold, manifest_path=manifest_path)
     if track == "audio":
         data.waveforms = waveform_spec(model, config, manifest, seed)
     if unlabelled_manifest is not None:
         from pianoeval.training.audio_data import load_unlabelled
 
-        folds = read_json(folds_path)
         data.unlabelled = load_unlabelled(model, config, unlabelled_manifest, manifest, folds, fold, data.waveforms)
+    # The guard: what this fold model will learn from (its train and dev rows with their transcription
+    # views, its pretrained encoder's music, A2's unlabelled clips) must hold no validation group.
+    index = KeyGroups(manifest)
+    clips = [c.segment_id for c in data.unlabelled.clips] if data.unlabelled is not None else []
+    record = learned_from_record(data, index, pretrained, extra=groups_of_keys(clips, index))
+    check_no_leak(out_dir, fold, record["learned_from_groups"], split_groups(folds, fold, index))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(
         out_dir,
@@ -92,23 +75,19 @@ def run_train(
         fold=fold,
         pretrained=str(pretrained) if pretrained else None,
     )
-    info: dict[str, Any] = {}
-    if model.startswith("baseline_"):
-        preds = baseline_predict(model, data)
-        embs = None
-    else:
-        module, info = train_network(model, config, data, out_dir, seed, pretrained, devices)
-        if module is None:
-            return {}
-        if data.unlabelled is not None:
-            info["unlabelled"] = data.unlabelled.stats
-        preds, embs = predict_network(module, data, batch_settings(model, config)[0])
+    fitted = fit_predict(track, model, config, data, out_dir, seed, pretrained, devices)
+    if fitted is None:
+        return {}  # a DDP worker: rank 0 writes the outputs
+    preds, embs, info = fitted
+    if "wide" in info:
+        # The wide part is fitted on the train rows and chosen on dev: the same groups.
+        info["wide"]["learned_from_groups"] = record["labels_from_groups"]
     metrics = write_fold_outputs(
         data,
         preds,
         embs,
         out_dir,
-        {"track": track, "model": model, "fold": fold, "seed": seed, **info},
+        {"track": track, "model": model, "fold": fold, "seed": seed, **info, **record},
         start,
     )
     log.info(

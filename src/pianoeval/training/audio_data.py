@@ -327,3 +327,24 @@ def load_unlabelled(
     # Past every labelled group index (load_fold_data numbers the manifest's unique groups).
     offset = len(manifest["segment_group"].unique())
     return UnlabelledClips(clips, spec, group_offset=offset, stats={"manifest": str(path), **stats})
+
+
+def waveform_spec(model: str, config: dict[str, Any], manifest: pd.DataFrame, seed: int) -> Any:
+    """How `model` reads waveforms (`WaveformSpec`), or None when it trains on cached frames."""
+    from pianoeval.training.registry import uses_live_backbone
+
+    if not uses_live_backbone(model, config):
+        return None
+    aud = config["audio"]
+    w = aud["loss_weights"]
+    # The augmented view costs a second backbone pass: only when a loss term reads it.
+    augment = w["invariance"] > 0 or (model == "a2" and w["ssl_invariance"] > 0)
+    rows = manifest[manifest["audio_path"].notna()]
+    return WaveformSpec(
+        audio_paths=dict(zip(rows["segment_id"], rows["audio_path"], strict=True)),
+        sample_rate=int(config["render"]["sample_rate"]),
+        clip_seconds=float(aud["clip_seconds"]),
+        augment=bool(augment),
+        augment_prob=float(aud["augment_prob"]),
+        seed=seed,
+    )

@@ -96,6 +96,19 @@ def init_wide_part(module: Any, data: FoldData, mode: str) -> dict[str, Any]:
     return choices
 
 
+def wide_part_baseline(track: str, data: FoldData, config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """`baseline_blend`: the wide part alone, fitted exactly as a wide & deep encoder's start
+    (`init_wide_part` with `training.wide_part` on a `registry.build_wide_part` network) and not
+    trained further; returns (module, choices). Its scores are the encoders' epoch-0 scores, so an
+    encoder minus this baseline is what its training added to the wide part."""
+    from pianoeval.training.registry import build_module, build_wide_part
+
+    net = build_wide_part(track, data.meta, config)
+    module = build_module("baseline_blend", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
+    choices = init_wide_part(module, data, config["training"]["wide_part"])
+    return module, {"wide": choices, "n_parameters": int(sum(p.numel() for p in module.parameters()))}
+
+
 def _supervised(trainer: Any) -> bool:
     """False while a staged module (A2) is in its label-free stage, where dev scores mean nothing."""
     return getattr(trainer.lightning_module, "stage", "supervised") == "supervised"
@@ -156,18 +169,23 @@ def _selection_callbacks(ckpt_dir: Path, patience: int) -> tuple[Any, Any]:
     return stopping, checkpoint
 
 
-def _same_run(ckpt_dir: Path, config: dict[str, Any], net: torch.nn.Module, seed: int) -> bool:
-    """True when `ckpt_dir` holds checkpoints of this very run (config, network shape, seed).
+def _same_run(
+    ckpt_dir: Path, config: dict[str, Any], net: torch.nn.Module, seed: int, rows: dict[str, list[str]] | None = None
+) -> bool:
+    """True when `ckpt_dir` holds checkpoints of this very run (config, network shape, seed, and the
+    ids of the rows it learns from, `rows` {split: ids}).
 
-    Anything else there is stale (an earlier config of the same model and fold): it is removed,
-    so a rerun with new settings starts afresh instead of resuming a different model.
+    Anything else there is stale (an earlier config of the same model and fold, or the same fold
+    number cut from other folds): it is removed, so a rerun starts afresh instead of resuming a
+    different model, or one that trained on what is now this fold's validation music.
     """
     import hashlib
     import json
     import shutil
 
     shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
-    key = hashlib.sha1(json.dumps([config, shapes, seed], sort_keys=True, default=str).encode()).hexdigest()
+    what = [config, shapes, seed] + ([{k: sorted(v) for k, v in rows.items()}] if rows is not None else [])
+    key = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
     stamp = ckpt_dir / "run.json"
     same = stamp.is_file() and read_json(stamp).get("key") == key
     if not same:
@@ -254,7 +272,9 @@ def fit_module(
         log_every_n_steps=1,
     )
     last = ckpt_dir / "last.ckpt"
-    resume = str(last) if _same_run(ckpt_dir, config, net, seed) and last.exists() else None
+    # The checkpoint folder is a per-fold cache: keyed by the rows it learns from too.
+    rows = {split: [data.items[i]["segment_id"] for i in data.splits[split]] for split in ("train", "dev")}
+    resume = str(last) if _same_run(ckpt_dir, config, net, seed, rows) and last.exists() else None
     if resume:
         log.info("resuming from %s", resume)  # a killed run continues from its last epoch
     trainer.fit(module, train_loader, dev_loader, ckpt_path=resume)
@@ -271,3 +291,33 @@ def fit_module(
         **({"wide": wide} if wide else {}),
     }
     return module, info
+
+
+def fit_predict(
+    track: str,
+    model: str,
+    config: dict[str, Any],
+    data: FoldData,
+    out_dir: Path,
+    seed: int,
+    pretrained: Path | None = None,
+    devices: int = 1,
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]] | None:
+    """Fit `model` on `data` (a baseline, the wide part alone, or a network) and predict every split:
+    (predictions, embeddings or None, info). None in a DDP worker process (rank > 0)."""
+    from pianoeval.training.baselines import baseline_predict
+    from pianoeval.training.predict import predict_network
+
+    if model == "baseline_blend":
+        module, info = wide_part_baseline(track, data, config)
+        preds, _ = predict_network(module, data, batch_settings(model, config)[0])
+        return preds, None, info
+    if model.startswith("baseline_"):
+        return baseline_predict(model, data), None, {}
+    module, info = train_network(model, config, data, out_dir, seed, pretrained, devices)
+    if module is None:
+        return None
+    if data.unlabelled is not None:
+        info["unlabelled"] = data.unlabelled.stats
+    preds, embs = predict_network(module, data, batch_settings(model, config)[0])
+    return preds, embs, info

@@ -82,6 +82,8 @@ def write_fold_outputs(
         "split": [data.items[i]["split"] for i in order],
         "scores": torch.from_numpy(np.concatenate([preds[s] for s in splits]).astype(np.float32)),
         "z": None,
+        # The leak guard's record travels with the embeddings that fusion reads (data/leaks.py).
+        "learned_from_groups": extra.get("learned_from_groups"),
     }
     if embs is not None:
         payload["z"] = torch.from_numpy(np.concatenate([embs[s] for s in splits]).astype(np.float32))

@@ -38,19 +38,16 @@ class PretrainModule(L.LightningModule):
 
 
 def pretraining_keys(store: dict[str, Any], manifest: Any, folds: dict[str, Any], fold: int) -> list[str]:
-    """Feature keys usable for pretraining on `fold`: everything except the val fold's segments and scores."""
-    spec = next(f for f in folds["folds"] if int(f["fold"]) == fold)
-    val_ids = set(spec["val"])
-    val_groups = set(manifest.loc[manifest["segment_id"].isin(val_ids), "segment_group"])
-    # Score MIDIs of validation music are excluded too: they are the same notes.
-    val_scores = {
-        f"score::{p}"
-        for p in manifest.loc[manifest["segment_group"].isin(val_groups), "score_midi_path"]
-        if isinstance(p, str)
-    }
-    val_unlabelled = set(manifest.loc[manifest["segment_group"].isin(val_groups), "segment_id"])
-    excluded = val_ids | val_scores | val_unlabelled
-    return sorted(k for k in store["items"] if k not in excluded)
+    """Feature keys usable for pretraining on `fold`: every key except those of the validation fold's
+    segment groups: their performances, the transcription views of those (`<id>@clean`, `<id>@augmented`:
+    the same music, transcribed), unlabelled rows of the same groups and their score MIDIs."""
+    from pianoeval.data.leaks import KeyGroups, split_groups
+
+    index = KeyGroups(manifest)
+    val_groups = split_groups(folds, fold, index)
+    # Each key is judged by the groups it maps to (a view by its segment's, a score MIDI by every
+    # group that uses it), not by its name: a key of validation music under another name is still out.
+    return sorted(k for k in store["items"] if not index(k) & val_groups)
 
 
 def build_objective(model: str, encoder: nn.Module, meta: dict[str, Any]) -> nn.Module:

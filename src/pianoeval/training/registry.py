@@ -8,13 +8,24 @@ from torch import nn
 
 from pianoeval.core.errors import ConfigError
 
-SYMBOLIC_MODELS = ("s1", "s2", "s3")
+SYMBOLIC_ENCODERS = ("s1", "s2", "s3")
+# The ablations: each encoder without its wide part and side input (`<encoder>_deep`), so that a
+# comparison shows what the deep part learns on its own.
+DEEP_SUFFIX = "_deep"
+SYMBOLIC_MODELS = SYMBOLIC_ENCODERS + tuple(f"{m}{DEEP_SUFFIX}" for m in SYMBOLIC_ENCODERS)
 AUDIO_MODELS = ("probe", "a1", "a2", "a3")
 # The audio models whose LightningModule is not PerformanceModule (see build_module).
 AUDIO_TRACK_MODELS = ("a1", "a2", "a3")
-BASELINES = ("baseline_mean", "baseline_ridge", "baseline_trees", "baseline_segment_mean")
+# baseline_blend: exactly the wide part the wide & deep encoders start from (build_wide_part).
+BASELINES = ("baseline_mean", "baseline_ridge", "baseline_trees", "baseline_segment_mean", "baseline_blend")
 # The feature kind (featurize output) each symbolic model reads.
-FEATURE_KIND = {"s1": "tokens", "s2": "graphs", "s3": "curves"}
+_ENCODER_FEATURES = {"s1": "tokens", "s2": "graphs", "s3": "curves"}
+FEATURE_KIND = {m: _ENCODER_FEATURES[m.removesuffix(DEEP_SUFFIX)] for m in SYMBOLIC_MODELS}
+
+
+def encoder_of(model: str) -> str:
+    """The encoder a model is built on (and pretrained as): `s1_deep` -> `s1`; other names unchanged."""
+    return model.removesuffix(DEEP_SUFFIX) if model in SYMBOLIC_MODELS else model
 
 
 def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
@@ -24,26 +35,45 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
     the feature store carries statistics (pretrained weights then load into `.base`); the audio
     probe likewise with `audio.stats_side_input`, on its frames' pooled statistics.
     """
-    net = build_encoder(model, meta, config)
-    if model in SYMBOLIC_MODELS and config["symbolic"].get("stats_side_input") and meta.get("n_stats"):
-        from pianoeval.networks.side_input import WithStatistics
-        from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
-
-        full = int(meta["n_stats"]) == len(ALL_STAT_NAMES)
-        net = WithStatistics(
-            net,
-            int(meta["n_stats"]),
-            dropout=config["symbolic"]["dropout"],
-            score_columns=SCORE_COLUMNS if full else None,
-            score_dropout=config["symbolic"]["score_dropout"],
-            transcribed_flag=bool(meta.get("transcribed_views")),
-        )
+    if model == "baseline_blend":
+        raise ConfigError("baseline_blend is built by build_wide_part (it has no encoder)")
+    net = build_encoder(encoder_of(model), meta, config)
+    if model in SYMBOLIC_ENCODERS and config["symbolic"].get("stats_side_input") and meta.get("n_stats"):
+        net = _with_statistics(net, "symbolic", meta, config)
     elif model == "probe" and config["audio"].get("stats_side_input") and meta.get("n_stats"):
-        from pianoeval.networks.side_input import WithStatistics
-
         # The frames' pooled statistics (training/data.py): the probe starts from the ridge probe.
-        net = WithStatistics(net, int(meta["n_stats"]), dropout=config["symbolic"]["dropout"])
+        net = _with_statistics(net, "audio", meta, config)
     return net
+
+
+def _with_statistics(base: nn.Module, track: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
+    """`base` wrapped in the wide & deep side input of `track` (networks/side_input.WithStatistics)."""
+    from pianoeval.networks.side_input import WithStatistics
+
+    if track == "audio":
+        return WithStatistics(base, int(meta["n_stats"]), dropout=config["symbolic"]["dropout"])
+    from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
+
+    full = int(meta["n_stats"]) == len(ALL_STAT_NAMES)
+    return WithStatistics(
+        base,
+        int(meta["n_stats"]),
+        dropout=config["symbolic"]["dropout"],
+        score_columns=SCORE_COLUMNS if full else None,
+        score_dropout=config["symbolic"]["score_dropout"],
+        transcribed_flag=bool(meta.get("transcribed_views")),
+    )
+
+
+def build_wide_part(track: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
+    """`baseline_blend`'s network: the wide & deep side input of `track` around no encoder, so that
+    once `fit.init_wide_part` has fitted it, its scores are exactly the wide part the encoders start
+    from (same class, same fit, same dev-chosen ridge/trees blend)."""
+    if not meta.get("n_stats"):
+        raise ConfigError("baseline_blend needs statistics: train it on the stats features (symbolic) or frames")
+    from pianoeval.networks.side_input import NoEncoder
+
+    return _with_statistics(NoEncoder(), track, meta, config)
 
 
 def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
