@@ -6,6 +6,7 @@ rule audio_robustness:
         metrics=audio_model_metrics,
         manifest="results/render/manifest.parquet",
         folds="results/folds/folds.json",
+        preflight=preflight_input,
     output:
         report="results/audio_robustness/{model}/report.json",
     log:
@@ -17,11 +18,12 @@ rule audio_robustness:
     threads: 2
     resources:
         mem_mb=6000,
+        gpu=1,
         runtime=120,
     params:
         config=config_for("render", "audio", "robustness", "seed"),
     shell:
-        "pianoeval audio-robustness {wildcards.model} --config {params.config} --manifest {input.manifest}"
+        "pianoeval audio-robustness {wildcards.model} --config {params.config} --manifest {input.manifest} --devices {resources.gpu}"
         " --folds {input.folds} --results results --out {output.report} > {log} 2>&1"
 
 
@@ -29,6 +31,7 @@ rule compare:
     input:
         metrics=track_metrics,
         robustness=track_robustness,
+        preflight=preflight_input,
     output:
         comparison="results/compare/{track}/comparison.json",
         table="results/compare/{track}/comparison.md",
@@ -39,7 +42,8 @@ rule compare:
     conda:
         "../workflow/envs/pianoeval.yaml"
     params:
-        config=config_for("robustness"),
+        # compare reads no setting (the veto comes with the robustness reports).
+        config=config_for(),
     shell:
         "pianoeval compare {wildcards.track} --config {params.config} --metrics {input.metrics}"
         " --robustness {input.robustness} --out-dir results/compare/{wildcards.track} > {log} 2>&1"

@@ -38,4 +38,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.s
   .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch was replaced')"
   touch "$stamp"
 fi
+# `snakemake --profile thunder ...` (a profile by name) from the repository root: link the profiles
+# where Snakemake looks them up.
+bash scripts/link_profiles.sh
 echo "bootstrap: ready ($(.venv/bin/python -c 'import torch, pianoeval; print("torch", torch.__version__, "pianoeval", pianoeval.__version__)'))"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from pianoeval.core.device import resolve_device
 from pianoeval.core.io import read_json
 from pianoeval.training.baselines import baseline_predict
 from pianoeval.training.data import load_feature_store, load_fold_data
@@ -102,7 +103,8 @@ def run_train(
             return {}
         if data.unlabelled is not None:
             info["unlabelled"] = data.unlabelled.stats
-        preds, embs = predict_network(module, data, batch_settings(model, config)[0])
+        # On the device the job reserved (the GPU it trained on), in bounded batches.
+        preds, embs = predict_network(module, data, batch_settings(model, config)[0], resolve_device(devices))
     metrics = write_fold_outputs(
         data,
         preds,

@@ -9,7 +9,10 @@ from torch import nn
 from pianoeval.core.errors import ConfigError
 
 SYMBOLIC_MODELS = ("s1", "s2", "s3")
-AUDIO_MODELS = ("probe", "a1", "a2", "a3")
+# Frozen-backbone probes on a named backbone, beside `probe` on `audio.backbone`: several frozen
+# backbones are compared in one run, each from its own embed output (results/embed/<backbone>.pt).
+PROBE_BACKBONES = {"probe_logmel": "logmel", "probe_muq": "muq", "probe_transkun": "transkun"}
+AUDIO_MODELS = ("probe", *PROBE_BACKBONES, "a1", "a2", "a3")
 # The audio models whose LightningModule is not PerformanceModule (see build_module).
 AUDIO_TRACK_MODELS = ("a1", "a2", "a3")
 BASELINES = ("baseline_mean", "baseline_ridge", "baseline_trees", "baseline_segment_mean")
@@ -38,11 +41,11 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
             score_dropout=config["symbolic"]["score_dropout"],
             transcribed_flag=bool(meta.get("transcribed_views")),
         )
-    elif model == "probe" and config["audio"].get("stats_side_input") and meta.get("n_stats"):
+    elif is_probe(model) and config["audio"].get("stats_side_input") and meta.get("n_stats"):
         from pianoeval.networks.side_input import WithStatistics
 
         # The frames' pooled statistics (training/data.py): the probe starts from the ridge probe.
-        net = WithStatistics(net, int(meta["n_stats"]), dropout=config["symbolic"]["dropout"])
+        net = WithStatistics(net, int(meta["n_stats"]), dropout=config["audio"]["dropout"])
     return net
 
 
@@ -108,6 +111,17 @@ def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
     raise ConfigError(f"unknown model {model!r}; known: {', '.join(SYMBOLIC_MODELS + AUDIO_MODELS + BASELINES)}")
 
 
+def is_probe(model: str) -> bool:
+    """Whether `model` is an attention-pooled probe on a frozen backbone's cached frames."""
+    return model == "probe" or model in PROBE_BACKBONES
+
+
+def audio_backbone(model: str, config: dict[str, Any]) -> str:
+    """The backbone whose frames `model` reads: its own for `probe_<backbone>`, else `audio.backbone`
+    (the probe, the audio baselines, and a1-a3, live or on cached frames)."""
+    return PROBE_BACKBONES.get(model, config["audio"]["backbone"])
+
+
 def uses_live_backbone(model: str, config: dict[str, Any]) -> bool:
     """Whether `model` runs the backbone on waveforms (a1/a2 with LoRA, a3) rather than on cached frames."""
     if model == "a3":
@@ -128,8 +142,9 @@ def build_audio_backbone(name: str, config: dict[str, Any]) -> nn.Module:
     else:
         # Seeded by the global seed so the embed rule and every fold build the same random weights.
         backbone = build_backbone("muq", config=muq_small_config(**aud["muq_small"]), seed=int(config["seed"]))
-    # The embed rule, the robustness check and the live networks then all read the same layers.
-    backbone.set_probe_layers(aud["hidden_layers"])
+    # The embed rule, the robustness check and the live networks then all read the same layers;
+    # audio.hidden_layers names layers of audio.backbone, another backbone (probe_<name>) keeps its default.
+    backbone.set_probe_layers(aud["hidden_layers"] if name == aud["backbone"] else None)
     return backbone
 
 
