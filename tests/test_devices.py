@@ -120,7 +120,8 @@ def test_predict_network_moves_batches_to_the_jobs_device(monkeypatch: pytest.Mo
     monkeypatch.setattr(device_module, "to_device", lambda b, d: moved.append(d) or real(b, d))
 
     class Data:
-        splits = {"val": [0, 1, 2]}
+        def __init__(self) -> None:
+            self.splits = {"val": [0, 1, 2]}
 
         def subset(self, split: str) -> list[int]:
             return self.splits[split]
@@ -131,7 +132,7 @@ def test_predict_network_moves_batches_to_the_jobs_device(monkeypatch: pytest.Mo
     module = RecordingProbe()
     module.encoder.hidden_size = 4
     preds, embs = predict.predict_network(module, Data(), batch_size=2, device=torch.device("cpu"))
-    assert preds["val"].shape == (3, 19) and module.sizes == [2, 1]
+    assert preds["val"].shape == (3, 19) and embs["val"].shape == (3, 4) and module.sizes == [2, 1]
     assert moved == [torch.device("cpu")] * 2
 
 

@@ -143,7 +143,6 @@ def test_the_dag_fetches_missing_datasets_before_prepare(
     import sys
 
     import yaml
-
     from test_experiments import checkout
 
     tiny_midi("asap_raw/Comp/Set/1/midi_score.mid")

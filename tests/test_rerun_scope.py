@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from test_experiments import checkout
 
 BIN = Path(sys.executable).parent
