@@ -91,8 +91,8 @@ wildcard_constraints:
 def resolved_config(*sections):
     """Path of the resolved config restricted to `sections` (content-addressed, so edits rerun).
 
-    Only what the rule reads: `seed` and `max_skipped_fraction` are sections too, and `run_name` (a
-    label) is in none, so renaming an experiment or changing another rule's settings reruns nothing.
+    Only what the rule reads (`seed` and `max_skipped_fraction` are sections too); `run_name`, a
+    label, is in none, so renaming an experiment or changing another rule's settings reruns nothing.
     """
     from pianoeval.core.config import write_resolved
 
