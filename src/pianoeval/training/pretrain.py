@@ -50,7 +50,10 @@ def pretraining_keys(store: dict[str, Any], manifest: Any, folds: dict[str, Any]
     }
     val_unlabelled = set(manifest.loc[manifest["segment_group"].isin(val_groups), "segment_id"])
     excluded = val_ids | val_scores | val_unlabelled
-    return sorted(k for k in store["items"] if k not in excluded)
+    from pianoeval.data.manifest import split_view_id
+
+    # A transcription view (`<id>@clean`) is the same music as its segment: left out with it.
+    return sorted(k for k in store["items"] if k not in excluded and split_view_id(str(k))[0] not in excluded)
 
 
 def build_objective(model: str, encoder: nn.Module, meta: dict[str, Any]) -> nn.Module:
