@@ -136,13 +136,14 @@ def test_predict_network_moves_batches_to_the_jobs_device(monkeypatch: pytest.Mo
     assert moved == [torch.device("cpu")] * 2
 
 
-def dry_run_commands(gpus: int) -> list[str]:
-    """The shell commands of the thunder experiment's dry run with `gpus` GPUs reserved."""
+def dry_run_commands(work: Path, gpus: int) -> list[str]:
+    """The shell commands of the thunder experiment's dry run with `gpus` GPUs reserved (in a copy of
+    the workflow: the repository's own results/ may hold another experiment)."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     run = subprocess.run(
-        [BIN / "snakemake", "-n", "-p", "--cores", "8", "--resources", f"gpu={gpus}", "--directory", str(REPO),
-         "--configfile", REPO / "config/experiments/percepiano_muq.yaml", "--", "results/fusion/winner.json"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=REPO,
+        [BIN / "snakemake", "-n", "-p", "--cores", "8", "--resources", f"gpu={gpus}",
+         "--configfile", "config/experiments/percepiano_muq.yaml", "--", "results/fusion/winner.json"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=work,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [line.strip().removeprefix("Shell command:").strip() for line in run.stdout.splitlines()]
@@ -150,8 +151,10 @@ def dry_run_commands(gpus: int) -> list[str]:
 
 
 @pytest.mark.parametrize("gpus", [0, 1])
-def test_the_gpu_rules_declare_gpu_and_pass_it_to_their_step(gpus: int) -> None:
-    commands = dry_run_commands(gpus)
+def test_the_gpu_rules_declare_gpu_and_pass_it_to_their_step(gpus: int, tmp_path: Path) -> None:
+    from test_experiments import checkout
+
+    commands = dry_run_commands(checkout(tmp_path / "repo"), gpus)
     for step in ("embed", "transcribe", "pretrain", "train", "audio-robustness", "fuse", "robustness"):
         mine = [c for c in commands if c.split()[1] == step]
         assert mine, step
