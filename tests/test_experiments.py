@@ -162,3 +162,21 @@ def test_the_exact_command_of_the_readme_dry_runs_after_the_profiles_are_linked(
     assert "config/experiments/percepiano_muq.yaml" in out
     for job in ("preflight", "render_unlabelled", "embed", "train", "fuse", "robustness", "fusion"):
         assert any(line.split()[:1] == [job] for line in out.splitlines()), job
+
+
+def test_the_audio_tracks_networks_build_from_the_audio_rules_sections_alone(tmp_path: Path) -> None:
+    """The train rule gives the audio track `audio, render, training, seed`: no audio network reads more."""
+    from pianoeval.training.registry import build_module, build_network
+
+    config = validate_config(
+        {
+            "audio": {
+                "muq_pretrained": False,
+                "muq_small": {"encoder_dim": 16, "encoder_depth": 2, "heads": 2, "conv_dim": 4},
+            }
+        }
+    )
+    rule = load_config(write_resolved(config, tmp_path, ("audio", "render", "training", "seed")))
+    meta = {"dim": 8, "n_stats": 16}
+    for model in ("probe", "probe_logmel", "a1", "a3"):
+        build_module(model, build_network(model, meta, rule), rule, label_mean=None)

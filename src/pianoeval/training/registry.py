@@ -51,7 +51,8 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
 
 def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
     """The bare encoder of `model`, without side inputs (what pretraining objectives wrap)."""
-    sym = config["symbolic"]
+    # Only the symbolic encoders read the symbolic section (an audio rule is not given it).
+    sym = config["symbolic"] if model in SYMBOLIC_MODELS else {}
     if model == "s1":
         from pianoeval.symbolic.networks import REMITransformer
 
