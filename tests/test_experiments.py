@@ -171,6 +171,7 @@ def test_the_audio_tracks_networks_build_from_the_audio_rules_sections_alone(tmp
     config = validate_config(
         {
             "audio": {
+                "backbone": "muq",
                 "muq_pretrained": False,
                 "muq_small": {"encoder_dim": 16, "encoder_depth": 2, "heads": 2, "conv_dim": 4},
             }
