@@ -1,5 +1,4 @@
 # Helpers shared by all rules: config validation, wildcard constraints, input functions.
-import copy
 import json
 import os
 from pathlib import Path
@@ -14,12 +13,8 @@ from pianoeval.symbolic.featurize import FEATURIZER_VERSION
 from pianoeval.training.registry import audio_backbone
 
 # The experiment: config/config.yaml (the demo) unless config files are named on the command line or
-# by a profile (`--configfile config/experiments/NAME.yaml`, profiles/thunder): those files alone then
-# make the config, so a named experiment is complete by itself and nothing of the demo leaks into it.
-if workflow.overwrite_configfiles:
-    config.clear()
-    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
-
+# by a profile (`--configfile config/experiments/NAME.yaml`, profiles/thunder): the Snakefile then does
+# not read the demo's file, so a named experiment is complete by itself and nothing of the demo leaks in.
 validate(config, schema="../config/config.schema.yaml", set_default=True)
 
 # One results folder, one experiment: refuse (one line, before any job) to run another over it.
