@@ -1,5 +1,5 @@
-# The two commands of the README, plus the checks CI runs. Every target bootstraps first.
-.PHONY: demo test test-fast lint dryrun bootstrap clean
+# The commands of the README, plus the checks CI runs. Every target bootstraps first.
+.PHONY: demo rehearsal test test-fast lint dryrun bootstrap clean
 
 SNAKEMAKE = .venv/bin/snakemake
 # Rules call the `pianoeval` command of the venv.
@@ -11,6 +11,14 @@ bootstrap:
 
 demo: bootstrap
 	$(SNAKEMAKE) --cores $(CORES) --printshellcmds results/fusion/winner.json results/report/index.html
+
+# The CPU rehearsal of the GPU experiment (profiles/thunder): the same rules, models and settings at small
+# sizes, with a small MuQ of the released architecture loaded through the pretrained path (docs/thunder.md).
+REHEARSAL_MUQ = resources/muq_rehearsal
+rehearsal: bootstrap
+	.venv/bin/pianoeval muq-small --out $(REHEARSAL_MUQ)
+	$(SNAKEMAKE) --cores $(CORES) --printshellcmds --configfile config/experiments/percepiano_muq_rehearsal.yaml \
+	  -- results/fusion/winner.json results/report/index.html
 
 test: bootstrap
 	.venv/bin/python -m pytest -q

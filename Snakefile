@@ -5,7 +5,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo unless config files are named (an experiment, by --configfile or a profile): those alone
+# are then the config (rules/common.smk), and the demo's file is not read at all.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 include: "rules/common.smk"

@@ -1,12 +1,44 @@
 # Helpers shared by all rules: config validation, wildcard constraints, input functions.
 import json
+import os
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from pianoeval.core.errors import ConfigError
+from pianoeval.core.experiment import check_experiment, record_experiment
+from pianoeval.core.provenance import EXPERIMENT_ENV
 from pianoeval.symbolic.featurize import FEATURIZER_VERSION
+from pianoeval.training.registry import audio_backbone
 
+# The experiment: config/config.yaml (the demo) unless config files are named on the command line or
+# by a profile (`--configfile config/experiments/NAME.yaml`, profiles/thunder): the Snakefile then does
+# not read the demo's file, so a named experiment is complete by itself and nothing of the demo leaks in.
 validate(config, schema="../config/config.schema.yaml", set_default=True)
+
+# One results folder, one experiment: refuse (one line, before any job) to run another over it.
+EXPERIMENT = config["run_name"]
+try:
+    check_experiment(Path("results"), EXPERIMENT)
+except ConfigError as exc:
+    raise WorkflowError(f"error: {exc}") from None
+# Jobs record the name in their provenance; it is in no rule's config digest (a label reruns nothing).
+os.environ[EXPERIMENT_ENV] = EXPERIMENT
+
+
+onstart:
+    record_experiment(
+        Path("results"),
+        EXPERIMENT,
+        [str(p) for p in workflow.overwrite_configfiles],
+    )
+
+
+# Durable copies for ephemeral instances (docs/thunder.md). A machine setting: no resolved config
+# includes the `persist` section, so turning it on or off reruns nothing.
+PERSIST = config["persist"]
+PERSIST_REMOTE = PERSIST["remote"]
 
 FOLDS = list(range(config["folds"]["k"]))
 INNER_FOLDS = list(range(config["stacking"]["inner_folds"]))
@@ -66,20 +98,69 @@ wildcard_constraints:
 
 
 def resolved_config(*sections):
-    """Path of the resolved config restricted to `sections` (content-addressed, so edits rerun)."""
+    """Path of the resolved config restricted to `sections` (content-addressed, so edits rerun).
+
+    Only what the rule reads (`seed` and `max_skipped_fraction` are sections too); `run_name`, a
+    label, is in none, so renaming an experiment or changing another rule's settings reruns nothing.
+    """
     from pianoeval.core.config import write_resolved
 
-    return str(
-        write_resolved(config, "results/config", ("run_name", "seed") + sections)
-    )
+    return str(write_resolved(config, "results/config", sections))
+
+
+def _gpus():
+    """The GPUs this run reserves: Snakemake's global `gpu` resource (the thunder profile's 1), else 0."""
+    value = workflow.global_resources.get("gpu")
+    return int(getattr(value, "value", value) or 0)
+
+
+# The preflight job (steps/preflight.py): when the run needs released weights, data it may fetch, a
+# GPU or a results remote, every job depends on it, so a machine that lacks any of these stops
+# before the first job. Its output is temporary and `ancient` for the jobs that read it: it reruns
+# whenever a job has to run, and never makes finished jobs look out of date.
+from pianoeval.steps.preflight import needs as preflight_needs
+
+GPUS = _gpus()
+PREFLIGHT = bool(preflight_needs(config, GPUS, PERSIST_REMOTE))
+PREFLIGHT_OUT = "results/preflight/ok.json"
+
+
+def preflight_input(wildcards):
+    """The preflight job's output (mtime ignored) when this run has one, else nothing."""
+    return ancient(PREFLIGHT_OUT) if PREFLIGHT else []
+
+
+def fetch_marker(dataset, root):
+    """Nothing when the dataset's folder exists, else the fetch job's record (the folder is fetched)."""
+    return [] if Path(root).exists() else f"resources/{dataset}.fetched.json"
 
 
 def manifest_source(wildcards):
-    """The demo manifest when the demo is configured, else nothing (the real root is read directly)."""
-    if config["data"]["source"] == "demo":
-        return "results/demo/manifest.parquet"
-    root = Path(config["data"]["percepiano_root"])
-    return [] if root.exists() else "resources/percepiano/index.csv"
+    """The demo manifest when the demo is configured, else the fetch records of missing datasets (a
+    present folder is read directly)."""
+    data = config["data"]
+    if data["source"] == "demo":
+        inputs = ["results/demo/manifest.parquet"]
+    else:
+        inputs = [fetch_marker("percepiano", data["percepiano_root"])]
+    if data["asap_root"]:
+        inputs.append(fetch_marker("asap", data["asap_root"]))
+    return [i for i in inputs if i]
+
+
+def unlabelled_root():
+    """The folder of a2's unlabelled performances: the configured one, else where fetch puts ASAP."""
+    root = config["unlabelled_audio"]["root"]
+    return root if Path(root).exists() else "resources/asap"
+
+
+def render_unlabelled_flag(wildcards):
+    """`--unlabelled` when the unlabelled rows' renderings are read: their transcriptions feed the
+    symbolic pretraining (transcription views + pretraining), else nothing is rendered that no model reads.
+    """
+    sym = config["symbolic"]
+    read = config["transcription"]["views"] and sym["pretrain"] and sym["models"]
+    return "--unlabelled" if read else ""
 
 
 def transcription_views(wildcards):
@@ -94,11 +175,17 @@ def train_inputs(wildcards):
     inputs = {
         "manifest": "results/prepare/manifest.parquet",
         "folds": "results/folds/folds.json",
+        "preflight": preflight_input(wildcards),
     }
     if wildcards.track == "audio":
         # The rendered manifest: same rows and labels, plus the audio_path live backbones read.
         inputs["manifest"] = "results/render/manifest.parquet"
-        inputs["features"] = f"results/embed/{config['audio']['backbone']}.pt"
+        inputs["features"] = (
+            f"results/embed/{audio_backbone(wildcards.model, config)}.pt"
+        )
+        if wildcards.model == "a2" and config["unlabelled_audio"]["root"]:
+            # A2's self-supervised stage also reads unlabelled music (never the fold's dev/val music).
+            inputs["unlabelled"] = "results/render_unlabelled/manifest.parquet"
     else:
         inputs["features"] = f"results/featurize/{FEATURE_KIND[wildcards.model]}.pt"
         if wildcards.model in PRETRAINED and config["symbolic"]["pretrain"]:
@@ -157,6 +244,18 @@ def config_for(*sections):
 
     resolved.__name__ = "config_for_" + "_".join(sections)
     return resolved
+
+
+# The sections each track's training reads (the audio track's waveforms: render.sample_rate).
+TRAIN_SECTIONS = {
+    "symbolic": ("features", "symbolic", "training", "seed"),
+    "audio": ("audio", "render", "training", "seed"),
+}
+
+
+def train_config(wildcards):
+    """The resolved config of the sections the train rule reads for this track."""
+    return resolved_config(*TRAIN_SECTIONS[wildcards.track])
 
 
 def pretrain_features(wildcards):
@@ -238,9 +337,15 @@ def stats_flag(wildcards, input):
     return f"--stats {input.stats}" if input.stats else ""
 
 
-# Durable copies for ephemeral instances (docs/thunder.md). A machine setting: no resolved config
-# includes the `persist` section, so turning it on or off reruns nothing.
-PERSIST = config["persist"]
+def unlabelled_flag(wildcards, input):
+    """`--unlabelled-manifest PATH` when a2 reads unlabelled music, else nothing."""
+    return (
+        f"--unlabelled-manifest {input.unlabelled}"
+        if "unlabelled" in input.keys()
+        else ""
+    )
+
+
 if PERSIST["remote"]:
     from pianoeval.core.persist import rclone_filters
 

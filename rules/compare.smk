@@ -7,6 +7,7 @@ rule audio_robustness:
         metrics=audio_model_metrics,
         manifest="results/render/manifest.parquet",
         folds="results/folds/folds.json",
+        preflight=preflight_input,
     output:
         report="results/audio_robustness/{model}/report.json",
     log:
@@ -18,11 +19,12 @@ rule audio_robustness:
     threads: 2
     resources:
         mem_mb=6000,
+        gpu=1,
         runtime=120,
     params:
         config=config_for("render", "audio", "robustness", "seed"),
     shell:
-        "pianoeval audio-robustness {wildcards.model} --config {params.config} --manifest {input.manifest}"
+        "pianoeval audio-robustness {wildcards.model} --config {params.config} --manifest {input.manifest} --devices {resources.gpu}"
         " --folds {input.folds} --results results --out {output.report} > {log} 2>&1"
 
 
@@ -34,6 +36,7 @@ checkpoint compare:
         robustness=track_robustness,
         references=track_references,
         reference_predictions=track_reference_predictions,
+        preflight=preflight_input,
     output:
         comparison="results/compare/{track}/comparison.json",
         table="results/compare/{track}/comparison.md",
@@ -45,7 +48,8 @@ checkpoint compare:
     conda:
         "../workflow/envs/pianoeval.yaml"
     params:
-        config=config_for("robustness", "compare"),
+        # compare reads no setting (the veto comes with the robustness reports).
+        config=config_for("compare"),
     shell:
         "pianoeval compare {wildcards.track} --config {params.config} --metrics {input.metrics}"
         " --predictions {input.predictions} {input.reference_predictions}"

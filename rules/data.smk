@@ -1,7 +1,34 @@
 # Data: generate the demo corpus or read a real one, build the manifest and the folds, render audio.
 
 
+rule preflight:
+    output:
+        report=temp(PREFLIGHT_OUT),
+    log:
+        "logs/preflight/preflight.log",
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    params:
+        config=config_for(
+            "data",
+            "render",
+            "audio",
+            "transcription",
+            "robustness",
+            "unlabelled_audio",
+            "seed",
+        ),
+        gpus=GPUS,
+        remote=f"--remote {PERSIST_REMOTE}" if PERSIST_REMOTE else "",
+    # Its problems, one line each, go to the terminal too (tee): they are what the person must fix.
+    shell:
+        "pianoeval preflight --config {params.config} --gpus {params.gpus} {params.remote}"
+        " --out {output.report} 2>&1 | tee {log}"
+
+
 rule demo:
+    input:
+        preflight=preflight_input,
     output:
         manifest="results/demo/manifest.parquet",
     log:
@@ -15,21 +42,27 @@ rule demo:
 
 
 rule fetch:
+    input:
+        preflight=preflight_input,
     output:
-        index="resources/{dataset}/index.csv",
+        record="resources/{dataset}.fetched.json",
     log:
         "logs/fetch/{dataset}.log",
     wildcard_constraints:
         dataset="percepiano|asap",
     conda:
         "../workflow/envs/pianoeval.yaml"
+    params:
+        config=config_for("data"),
     shell:
-        "pianoeval fetch {wildcards.dataset} --root resources/{wildcards.dataset} > {log} 2>&1"
+        "pianoeval fetch {wildcards.dataset} --config {params.config} --root resources/{wildcards.dataset}"
+        " --out {output.record} > {log} 2>&1"
 
 
 rule prepare:
     input:
         manifest_source,
+        preflight=preflight_input,
     output:
         manifest="results/prepare/manifest.parquet",
         summary="results/prepare/summary.json",
@@ -38,7 +71,7 @@ rule prepare:
     conda:
         "../workflow/envs/pianoeval.yaml"
     params:
-        config=config_for("data"),
+        config=config_for("data", "seed"),
     shell:
         "pianoeval prepare --config {params.config} --out {output.manifest} > {log} 2>&1"
 
@@ -46,6 +79,7 @@ rule prepare:
 rule folds:
     input:
         manifest="results/prepare/manifest.parquet",
+        preflight=preflight_input,
     output:
         folds="results/folds/folds.json",
     log:
@@ -53,7 +87,7 @@ rule folds:
     conda:
         "../workflow/envs/pianoeval.yaml"
     params:
-        config=config_for("data", "folds"),
+        config=config_for("folds", "seed"),
     shell:
         "pianoeval folds --config {params.config} --manifest {input.manifest} --out {output.folds} > {log} 2>&1"
 
@@ -61,6 +95,7 @@ rule folds:
 rule render:
     input:
         manifest="results/prepare/manifest.parquet",
+        preflight=preflight_input,
     output:
         manifest="results/render/manifest.parquet",
         skipped="results/render/skipped.json",
@@ -75,6 +110,34 @@ rule render:
         mem_mb=2000,
     params:
         config=config_for("render", "max_skipped_fraction"),
+        unlabelled=render_unlabelled_flag,
     shell:
-        "pianoeval render --config {params.config} --manifest {input.manifest}"
+        "pianoeval render --config {params.config} --manifest {input.manifest} {params.unlabelled}"
         " --audio-dir results/render/audio --out {output.manifest} --threads {threads} > {log} 2>&1"
+
+
+# A2's unlabelled music (ASAP), requested only by a2's training when unlabelled_audio.root is set.
+rule render_unlabelled:
+    input:
+        fetched=lambda wildcards: fetch_marker(
+            "asap", config["unlabelled_audio"]["root"]
+        ),
+        preflight=preflight_input,
+    output:
+        manifest="results/render_unlabelled/manifest.parquet",
+        skipped="results/render_unlabelled/skipped.json",
+    log:
+        "logs/render_unlabelled/render_unlabelled.log",
+    benchmark:
+        "benchmarks/render_unlabelled/render_unlabelled.tsv"
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+    params:
+        config=config_for("unlabelled_audio", "render", "max_skipped_fraction"),
+        root=lambda wildcards: unlabelled_root(),
+    shell:
+        "pianoeval render-unlabelled --config {params.config} --root {params.root}"
+        " --audio-dir results/render_unlabelled/audio --out {output.manifest} --threads {threads} > {log} 2>&1"

@@ -6,6 +6,7 @@
 rule transcribe:
     input:
         manifest="results/render/manifest.parquet",
+        preflight=preflight_input,
     output:
         manifest="results/transcribe/manifest.parquet",
         skipped="results/transcribe/skipped.json",
@@ -18,10 +19,11 @@ rule transcribe:
     threads: 2
     resources:
         mem_mb=6000,
+        gpu=1,
     params:
-        config=config_for("transcription", "max_skipped_fraction"),
+        config=config_for("transcription", "max_skipped_fraction", "seed"),
     shell:
-        "pianoeval transcribe --config {params.config} --manifest {input.manifest}"
+        "pianoeval transcribe --config {params.config} --manifest {input.manifest} --devices {resources.gpu}"
         " --out {output.manifest} --cache-dir results/cache/transcribe --threads {threads} > {log} 2>&1"
 
 
@@ -30,6 +32,7 @@ rule featurize:
         manifest="results/prepare/manifest.parquet",
         # TransKun transcriptions of the renderings (symbolic training data), when views are configured.
         views=transcription_views,
+        preflight=preflight_input,
     output:
         features="results/featurize/{kind}.pt",
         skipped="results/featurize/{kind}.skipped.json",
@@ -54,6 +57,7 @@ rule featurize:
 rule embed:
     input:
         manifest="results/render/manifest.parquet",
+        preflight=preflight_input,
     output:
         embeddings="results/embed/{backbone}.pt",
         skipped="results/embed/{backbone}.skipped.json",
@@ -68,8 +72,9 @@ rule embed:
     threads: 2
     resources:
         mem_mb=8000,
+        gpu=1,
     params:
-        config=config_for("render", "audio", "max_skipped_fraction"),
+        config=config_for("render", "audio", "max_skipped_fraction", "seed"),
     shell:
-        "pianoeval embed {wildcards.backbone} --config {params.config} --manifest {input.manifest}"
+        "pianoeval embed {wildcards.backbone} --config {params.config} --manifest {input.manifest} --devices {resources.gpu}"
         " --out {output.embeddings} --cache-dir results/cache/embed_{wildcards.backbone} > {log} 2>&1"

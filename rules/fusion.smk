@@ -14,6 +14,7 @@ rule fuse:
         audio_embeddings=winner_embeddings("audio"),
         audio_oof=winner_out_of_fold("audio"),
         stats=fusion_score_stats,
+        preflight=preflight_input,
     output:
         metrics="results/fuse/{fusion}/fold_{fold}/metrics.json",
         predictions="results/fuse/{fusion}/fold_{fold}/predictions.csv",
@@ -27,7 +28,7 @@ rule fuse:
         gpu=1,
         runtime=60,
     params:
-        config=config_for("fusion", "training"),
+        config=config_for("fusion", "training", "seed"),
         persist=persist_push,
         stats=stats_flag,
     shell:
@@ -48,6 +49,7 @@ rule robustness:
         manifest="results/render/manifest.parquet",
         folds="results/folds/folds.json",
         fusion_metrics=fusion_metrics,
+        preflight=preflight_input,
     output:
         report="results/robustness/report.json",
         plot="results/robustness/score_drop.png",
@@ -60,11 +62,12 @@ rule robustness:
     threads: 2
     resources:
         mem_mb=6000,
+        gpu=1,
         runtime=120,
     params:
         config=config_for("render", "audio", "robustness", "seed"),
     shell:
-        "pianoeval robustness --config {params.config} --manifest {input.manifest} --folds {input.folds}"
+        "pianoeval robustness --config {params.config} --manifest {input.manifest} --folds {input.folds} --devices {resources.gpu}"
         " --fusion-winner {input.fusion_winner} --out-dir results/robustness > {log} 2>&1"
 
 
@@ -74,6 +77,7 @@ rule fusion:
         symbolic="results/compare/symbolic/comparison.json",
         audio="results/compare/audio/comparison.json",
         robustness="results/robustness/report.json",
+        preflight=preflight_input,
     output:
         winner="results/fusion/winner.json",
     log:
@@ -92,6 +96,7 @@ rule report:
             "results/compare/{track}/comparison.md", track=TRACKS + ["fusion"]
         ),
         robustness="results/robustness/report.json",
+        preflight=preflight_input,
     output:
         html="results/report/index.html",
     log:

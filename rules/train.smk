@@ -7,6 +7,7 @@ rule pretrain:
         manifest="results/prepare/manifest.parquet",
         folds="results/folds/folds.json",
         features=pretrain_features,
+        preflight=preflight_input,
     output:
         encoder="results/pretrain/{model}/fold_{fold}/encoder.pt",
     log:
@@ -21,7 +22,7 @@ rule pretrain:
         gpu=1,
         runtime=120,
     params:
-        config=config_for("features", "symbolic", "training"),
+        config=config_for("features", "symbolic", "training", "seed"),
         persist=persist_push,
     shell:
         "pianoeval pretrain {wildcards.model} --config {params.config} --fold {wildcards.fold}"
@@ -49,13 +50,14 @@ rule train:
         gpu=1,
         runtime=240,
     params:
-        config=config_for("features", "symbolic", "audio", "training"),
+        config=train_config,
         pretrained=pretrained_flag,
+        unlabelled=unlabelled_flag,
         persist=persist_push,
     shell:
         "pianoeval train {wildcards.track} {wildcards.model} --config {params.config}"
         " --fold {wildcards.fold} --manifest {input.manifest} --folds {input.folds}"
-        " --features {input.features} {params.pretrained} --devices {resources.gpu}"
+        " --features {input.features} {params.pretrained} {params.unlabelled} --devices {resources.gpu}"
         " --out-dir results/train/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold} > {log} 2>&1"
         "{params.persist}"
 

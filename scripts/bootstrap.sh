@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up: Debian packages (fluidsynth + a GM soundfont, rclone) and a Python 3.11 venv in .venv
-# with this package, its pinned dependencies and the dev tools. Safe to run repeatedly.
+# (uv's managed CPython when the machine's Python is another version) with this package, its pinned
+# dependencies and the dev tools, and the Snakemake profiles linked by name. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,9 +18,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null 2>&1 || PY=python3
 if [ ! -x .venv/bin/python ]; then
+  # Python 3.11 (the pins' interpreter): the machine's, or uv's managed one (scripts/find_python.sh).
+  PY="$(bash scripts/find_python.sh)"
   echo "bootstrap: creating .venv with $PY"
   "$PY" -m venv .venv
 fi
@@ -38,4 +39,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.s
   .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 'torch was replaced')"
   touch "$stamp"
 fi
+# `snakemake --profile thunder ...` (a profile by name) from the repository root: link the profiles
+# where Snakemake looks them up.
+bash scripts/link_profiles.sh
 echo "bootstrap: ready ($(.venv/bin/python -c 'import torch, pianoeval; print("torch", torch.__version__, "pianoeval", pianoeval.__version__)'))"

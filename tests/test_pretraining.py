@@ -347,3 +347,23 @@ def test_a_collapsed_codebook_is_the_worst_case_not_a_free_one() -> None:
     assert float(logs["perplexity"]) == pytest.approx(groups, abs=1e-3)  # one code per group
     assert float(logs["contrastive"]) == pytest.approx(math.log(11), rel=1e-3)
     assert math.isnan(float(logs["accuracy"]))  # no distractor of another code: nothing to count
+
+
+def test_pretraining_leaves_out_the_transcriptions_of_validation_music() -> None:
+    """A transcription view (`<id>@clean`, `<id>@augmented`) of a validation segment is that segment's
+    music: pretraining on the fold must not read it, as it does not read the segment itself."""
+    import pandas as pd
+
+    from pianoeval.training.pretrain import pretraining_keys
+
+    manifest = pd.DataFrame(
+        {
+            "segment_id": ["a1", "a2", "b1", "asap::x"],
+            "segment_group": ["a", "a", "b", "x"],
+            "score_midi_path": [None, None, "b.mid", None],
+        }
+    )
+    folds = {"folds": [{"fold": 0, "train": ["a1", "a2"], "dev": [], "val": ["b1"]}]}
+    keys = ["a1", "a1@clean", "a2@augmented", "b1", "b1@clean", "b1@augmented", "score::b.mid", "asap::x"]
+    store = {"items": dict.fromkeys(keys)}
+    assert pretraining_keys(store, manifest, folds, 0) == ["a1", "a1@clean", "a2@augmented", "asap::x"]

@@ -20,6 +20,8 @@ from pianoeval.core.errors import PianoevalError
 log = logging.getLogger("pianoeval")
 # The training commands' --devices: the rule passes the GPUs it reserved (resources.gpu).
 DEVICES_HELP = "devices to train on; more than 1 = Lightning DDP, one process per device"
+# The inference commands' --devices: GPUs the rule reserved; 0 = CPU, >0 = the GPU when CUDA has one.
+INFERENCE_DEVICES_HELP = "GPUs reserved for this step (0 = CPU; default: the GPU when CUDA has one)"
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -37,10 +39,41 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_fetch(args: argparse.Namespace) -> None:
-    """Fetch a public dataset into a folder."""
-    from pianoeval.data.fetch import fetch_dataset
+    """Fetch a public dataset into a folder (from `data.fetch_sources` when the config names one)."""
+    from pianoeval.core.io import write_json
+    from pianoeval.data.fetch import dataset_source, fetch_dataset
 
-    fetch_dataset(args.dataset, Path(args.root))
+    url, commit = dataset_source(args.dataset, _config(args)["data"])
+    fetch_dataset(args.dataset, Path(args.root), url=url, commit=commit)
+    if args.out:
+        write_json({"dataset": args.dataset, "root": args.root, "url": url, "commit": commit}, Path(args.out))
+
+
+def cmd_preflight(args: argparse.Namespace) -> None:
+    """Check, before any other job, that weights load, data is there or fetchable, CUDA and the remote answer."""
+    from pianoeval.steps.preflight import run_preflight
+
+    run_preflight(_config(args), Path(args.out), gpus=args.gpus, remote=args.remote)
+
+
+def cmd_muq_small(args: argparse.Namespace) -> None:
+    """Write a small MuQ of the released architecture in the released format (the CPU rehearsal's weights)."""
+    from pianoeval.audio.muq_weights import write_small_release
+
+    size = {
+        "encoder_dim": args.encoder_dim,
+        "encoder_depth": args.depth,
+        "heads": args.heads,
+        "conv_dim": args.conv_dim,
+    }
+    print(write_small_release(Path(args.out), seed=args.seed, **size))
+
+
+def cmd_render_unlabelled(args: argparse.Namespace) -> None:
+    """Render unlabelled performances (ASAP) for a2's self-supervised stage."""
+    from pianoeval.steps.render_unlabelled import run_render_unlabelled
+
+    run_render_unlabelled(_config(args), Path(args.root), Path(args.audio_dir), Path(args.out), args.threads)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -61,14 +94,14 @@ def cmd_render(args: argparse.Namespace) -> None:
     """Render every performance MIDI to audio."""
     from pianoeval.steps.render import run_render
 
-    run_render(_config(args), Path(args.manifest), Path(args.audio_dir), Path(args.out), args.threads)
+    run_render(_config(args), Path(args.manifest), Path(args.audio_dir), Path(args.out), args.threads, args.unlabelled)
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
     """Transcribe every rendered recording with TransKun in each configured view (symbolic training data)."""
     from pianoeval.steps.transcribe import run_transcribe
 
-    run_transcribe(_config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir), args.threads)
+    run_transcribe(_config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir), args.threads, args.devices)
 
 
 def cmd_featurize(args: argparse.Namespace) -> None:
@@ -90,7 +123,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     """Embed rendered audio with a frozen backbone."""
     from pianoeval.steps.embed import run_embed
 
-    run_embed(args.backbone, _config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir))
+    run_embed(args.backbone, _config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir), args.devices)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -184,7 +217,9 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     """Evaluate the selected model under degraded recording conditions."""
     from pianoeval.steps.robustness import run_robustness
 
-    run_robustness(_config(args), Path(args.manifest), Path(args.folds), Path(args.fusion_winner), Path(args.out_dir))
+    run_robustness(
+        _config(args), Path(args.manifest), Path(args.folds), Path(args.fusion_winner), Path(args.out_dir), args.devices
+    )
 
 
 def cmd_audio_robustness(args: argparse.Namespace) -> None:
@@ -192,7 +227,13 @@ def cmd_audio_robustness(args: argparse.Namespace) -> None:
     from pianoeval.steps.audio_robustness import run_audio_robustness
 
     run_audio_robustness(
-        args.model, _config(args), Path(args.manifest), Path(args.folds), Path(args.results), Path(args.out)
+        args.model,
+        _config(args),
+        Path(args.manifest),
+        Path(args.folds),
+        Path(args.results),
+        Path(args.out),
+        args.devices,
     )
 
 
@@ -215,9 +256,11 @@ def cmd_score(args: argparse.Namespace) -> None:
     # Before torch is imported (it reads this once): large tensors (TransKun's 0.2 GB interval scores per
     # window) on transparent huge pages, which cut the page faults of a transcription from 3.7 M to 0.3 M.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    from pianoeval.core.device import resolve_device
     from pianoeval.steps.score import run_score
 
-    run_score(Path(args.recording), Path(args.score) if args.score else None, Path(args.model), Path(args.out))
+    device = resolve_device(None, args.device).type
+    run_score(Path(args.recording), Path(args.score) if args.score else None, Path(args.model), Path(args.out), device)
 
 
 def cmd_align_check(args: argparse.Namespace) -> None:
@@ -278,9 +321,21 @@ def _data_commands(add: AddCommand) -> None:
     """The data and feature steps: demo, fetch, prepare, folds, render, transcribe, featurize, embed."""
     p = add("demo", cmd_demo)
     p.add_argument("--out-dir", required=True)
-    p = add("fetch", cmd_fetch, config=False)
+    p = add("fetch", cmd_fetch)
     p.add_argument("dataset", choices=["percepiano", "asap"])
     p.add_argument("--root", required=True)
+    p.add_argument("--out", help="JSON record of the finished fetch (the rule's output)")
+    p = add("muq-small", cmd_muq_small, config=False)
+    p.add_argument("--out", required=True, help="folder for config.json + model.safetensors")
+    p.add_argument("--encoder-dim", type=int, default=32)
+    p.add_argument("--depth", type=int, default=12, help="conformer blocks (MuQ-large: 12)")
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--conv-dim", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p = add("preflight", cmd_preflight)
+    p.add_argument("--gpus", type=int, default=0, help="GPUs the run reserves (CUDA must see them)")
+    p.add_argument("--remote", help="persist remote to check for writing")
+    p.add_argument("--out", required=True)
     p = add("prepare", cmd_prepare)
     p.add_argument("--out", required=True)
     p = add("folds", cmd_folds)
@@ -291,11 +346,22 @@ def _data_commands(add: AddCommand) -> None:
     p.add_argument("--audio-dir", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--unlabelled",
+        action="store_true",
+        help="also the unlabelled T2/T3 rows (their transcriptions feed pretraining)",
+    )
+    p = add("render-unlabelled", cmd_render_unlabelled)
+    p.add_argument("--root", required=True, help="ASAP-style folder of unlabelled performances")
+    p.add_argument("--audio-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--threads", type=int, default=1)
     p = add("transcribe", cmd_transcribe)
     p.add_argument("--manifest", required=True, help="the rendered manifest")
     p.add_argument("--out", required=True)
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--devices", type=int, default=None, help=INFERENCE_DEVICES_HELP)
     p = add("featurize", cmd_featurize)
     p.add_argument("kind", choices=["tokens", "graphs", "curves", "stats"])
     p.add_argument("--manifest", required=True)
@@ -310,6 +376,7 @@ def _data_commands(add: AddCommand) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--cache-dir", required=True)
+    p.add_argument("--devices", type=int, default=None, help=INFERENCE_DEVICES_HELP)
 
 
 def _training_commands(add: AddCommand) -> None:
@@ -385,12 +452,14 @@ def _evaluation_commands(add: AddCommand) -> None:
     p.add_argument("--folds", required=True)
     p.add_argument("--fusion-winner", required=True)
     p.add_argument("--out-dir", required=True)
+    p.add_argument("--devices", type=int, default=None, help=INFERENCE_DEVICES_HELP)
     p = add("audio-robustness", cmd_audio_robustness)
     p.add_argument("model")
     p.add_argument("--manifest", required=True)
     p.add_argument("--folds", required=True)
     p.add_argument("--results", default="results")
     p.add_argument("--out", required=True)
+    p.add_argument("--devices", type=int, default=None, help=INFERENCE_DEVICES_HELP)
     p = add("finalize", cmd_finalize, config=False)
     for name in ("fusion", "symbolic", "audio", "robustness", "out"):
         p.add_argument(f"--{name}", required=True)
@@ -406,6 +475,7 @@ def _tool_commands(add: AddCommand) -> None:
     p.add_argument("--score", help="score MIDI of the piece (optional)")
     p.add_argument("--model", default="results/fusion/winner.json")
     p.add_argument("--out", default="score.json")
+    p.add_argument("--device", default="auto", help="where TransKun transcribes: auto (the GPU if any), cpu, cuda")
     p = add("align-check", cmd_align_check, config=False)
     p.add_argument("--asap-root", required=True, help="ASAP folder (<composer>/.../<piece>/ with annotations)")
     p.add_argument("--out", default="results/alignment/report.json")

@@ -35,6 +35,14 @@ def embed_wave(backbone: Any, wave: np.ndarray, sample_rate: int) -> torch.Tenso
 
         wave = soxr.resample(wave, sample_rate, backbone.sample_rate).astype(np.float32)
     with torch.no_grad():
-        emb, mask = backbone(torch.from_numpy(np.ascontiguousarray(wave))[None], None)
+        # On the backbone's device (the GPU the embed or robustness job reserved); frames come back to the CPU.
+        emb, mask = backbone(torch.from_numpy(np.ascontiguousarray(wave))[None].to(module_device(backbone)), None)
     frames = emb[0][mask[0]] if mask is not None else emb[0]
-    return pool_frames(frames.float(), backbone.frame_rate)
+    return pool_frames(frames.float().cpu(), backbone.frame_rate)
+
+
+def module_device(module: Any) -> torch.device:
+    """The device of a module's first parameter or buffer (the CPU for one that has neither)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")

@@ -168,3 +168,13 @@ def save_released_format(muq: nn.Module, folder: str | Path, config: dict[str, A
     muq.save_pretrained(folder)
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2))
     return folder
+
+
+def write_small_release(folder: str | Path, seed: int = 0, **size: Any) -> Path:
+    """A MuQ of the released architecture at a small size (`muq_small_config(**size)`, random weights
+    seeded by `seed`) written in the released format: what the CPU rehearsal loads through
+    `audio.muq_pretrained: true`, exactly as the GPU run loads MuQ-large."""
+    from pianoeval.audio.backbones import MuQBackbone, muq_small_config
+
+    config = muq_small_config(**size)
+    return save_released_format(MuQBackbone.from_config(config, seed=seed).muq, folder, config)

@@ -67,8 +67,11 @@ def find_soundfont(explicit: str | Path | None = None) -> Path:
     )
 
 
-def render_key(midi_path: str | Path, soundfont: str | Path, sample_rate: int = SAMPLE_RATE) -> str:
-    """Short hex key [12] of one render: the MIDI's bytes, the SoundFont (name, size), rate, gain, RENDER_VERSION."""
+def render_key(
+    midi_path: str | Path, soundfont: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None
+) -> str:
+    """Short hex key [12] of one render: the MIDI's bytes, the SoundFont (name, size), rate, gain,
+    RENDER_VERSION (and the length cap, when there is one: whole renders keep their keys)."""
     import hashlib
 
     midi_path, soundfont = Path(midi_path), Path(soundfont)
@@ -78,6 +81,8 @@ def render_key(midi_path: str | Path, soundfont: str | Path, sample_rate: int = 
     except OSError as exc:
         raise InputError(f"cannot read ({exc.strerror})", exc.filename or midi_path) from exc
     digest.update(f"|{soundfont.name}|{sf2_size}|{sample_rate}|{DEFAULT_GAIN:g}|{RENDER_VERSION}".encode())
+    if max_seconds is not None:
+        digest.update(f"|max={max_seconds:g}".encode())
     return digest.hexdigest()[:12]
 
 
@@ -88,8 +93,10 @@ def render_midi(
     sample_rate: int = SAMPLE_RATE,
     gain: float = DEFAULT_GAIN,
     reverb: bool = False,
+    max_seconds: float | None = None,
 ) -> Path:
-    """Render a MIDI file to a mono float WAV [S] at `sample_rate`, peak-normalised; return the WAV path."""
+    """Render a MIDI file to a mono float WAV [S] at `sample_rate`, peak-normalised (only its first
+    `max_seconds` when given: a smaller run); return the WAV path."""
     midi_path, wav_path = Path(midi_path), Path(wav_path)
     load_performance(midi_path)  # refuses missing, corrupt or note-less MIDI with a clear message
     sf2 = find_soundfont(soundfont)
@@ -133,6 +140,8 @@ def render_midi(
 
         wave, rate = sf.read(str(raw), dtype="float32", always_2d=True)
     wave = finalize_render(wave.mean(axis=1), int(rate), sample_rate)
+    if max_seconds is not None:
+        wave = wave[: round(max_seconds * sample_rate)]
     if wave.size == 0 or not np.any(wave):
         raise InputError("fluidsynth produced silence (are the notes in a playable range?)", midi_path)
     return save_audio(wave, wav_path, sample_rate)

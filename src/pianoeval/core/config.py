@@ -13,6 +13,8 @@ import yaml
 from pianoeval.core.errors import ConfigError
 
 _SCHEMA_NAME = "config.schema.yaml"
+# The list of sections in a rule's resolved config (write_resolved); not a config key.
+SECTIONS_KEY = "_sections"
 
 
 def schema_path() -> Path:
@@ -56,7 +58,11 @@ def validate_config(config: dict[str, Any], source: str | Path | None = None) ->
 
 
 def load_config(*paths: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Merge YAML config files (later wins) and overrides, then validate; return the resolved dict."""
+    """Merge YAML config files (later wins) and overrides, then validate; return the resolved dict.
+
+    A rule's config (written by `write_resolved`, with its `_sections` list) comes back as a
+    `RuleConfig` holding only those sections: reading any other is a ConfigError, not a silent default.
+    """
     merged: dict[str, Any] = {}
     for path in paths:
         path = Path(path)
@@ -71,7 +77,38 @@ def load_config(*paths: str | Path, overrides: dict[str, Any] | None = None) -> 
         merged = deep_merge(merged, data)
     if overrides:
         merged = deep_merge(merged, overrides)
-    return validate_config(merged, paths[-1] if paths else None)
+    sections = merged.pop(SECTIONS_KEY, None)
+    resolved = validate_config(merged, paths[-1] if paths else None)
+    if sections is None:
+        return resolved
+    return RuleConfig({k: v for k, v in resolved.items() if k in sections}, str(paths[-1]) if paths else None)
+
+
+class RuleConfig(dict):
+    """The config sections one rule was given: reading a section it was not given raises ConfigError.
+
+    Each rule's content-addressed config holds only the sections it reads, so that a change elsewhere
+    reruns nothing; a step that reads more would silently get defaults. This makes that an error.
+    """
+
+    def __init__(self, sections: dict[str, Any], source: str | None = None) -> None:
+        super().__init__(sections)
+        self.source = source
+
+    def __missing__(self, key: str) -> Any:
+        raise ConfigError(
+            f"config section {key!r} is not among this rule's ({', '.join(self) or 'none'}); "
+            "add it to the rule's config_for(...) in rules/",
+            self.source,
+        )
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any], str | None]]:
+        return type(self), (dict(self), self.source)
+
+
+def plain_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A plain dict copy of a config (RuleConfig included), e.g. for yaml.safe_dump."""
+    return copy.deepcopy(dict(config))
 
 
 def deep_merge(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -90,15 +127,17 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def write_resolved(config: dict[str, Any], folder: str | Path, sections: tuple[str, ...] = ()) -> Path:
-    """Write the sections of a resolved config to `folder/<digest>.yaml` (idempotent); return the path.
+def write_resolved(config: dict[str, Any], folder: str | Path, sections: tuple[str, ...]) -> Path:
+    """Write `sections` of a resolved config to `folder/<digest>.yaml` (idempotent); return the path.
 
     The file name is content-addressed so a rule that receives it as a parameter reruns exactly
-    when the sections it depends on change.
+    when the sections it depends on change. The file lists its sections (`_sections`): `load_config`
+    then refuses any other section (RuleConfig), so a rule cannot read a setting its digest misses.
     """
     from pianoeval.core.io import atomic_path
 
-    subset = {k: config[k] for k in sections if k in config} if sections else config
+    subset: dict[str, Any] = {k: config[k] for k in sections if k in config}
+    subset[SECTIONS_KEY] = sorted(sections)
     target = Path(folder) / f"{config_digest(subset)}.yaml"
     if not target.exists():
         with atomic_path(target) as tmp:

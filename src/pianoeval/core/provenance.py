@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import time
@@ -12,6 +13,9 @@ import yaml
 
 from pianoeval import __version__
 from pianoeval.core.io import atomic_path, write_json
+
+# Set by the workflow (rules/common.smk) to the experiment's run_name for every job it starts.
+EXPERIMENT_ENV = "PIANOEVAL_EXPERIMENT"
 
 
 def git_revision(repo: str | Path | None = None) -> str | None:
@@ -35,15 +39,19 @@ def git_revision(repo: str | Path | None = None) -> str | None:
 
 
 def write_provenance(out_dir: str | Path, config: dict[str, Any], seed: int, **extra: Any) -> None:
-    """Write `config.yaml` (resolved config) and `provenance.json` into `out_dir`."""
+    """Write `config.yaml` (resolved config) and `provenance.json` into `out_dir`; the experiment's name
+    (`run_name`, kept out of the rules' config digests) comes from the workflow's environment."""
     import torch
+
+    from pianoeval.core.config import plain_config
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+        tmp.write_text(yaml.safe_dump(plain_config(config), sort_keys=False))
     write_json(
         {
+            "experiment": os.environ.get(EXPERIMENT_ENV),
             "pianoeval_version": __version__,
             "git_revision": git_revision(),
             "seed": seed,

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -62,6 +63,15 @@ PERCEPIANO_LAYOUT: tuple[tuple[str, str], ...] = (
 # averaging ratings; n_ratings must follow it to count the canonical keys' raters.
 _SCORE2_RENAMES: tuple[tuple[str, int, int], ...] = (("Beethoven", 5, 16), ("Schubert_D935", 1, 1))
 _PERFORMANCE_ID_RE = re.compile(r"^(?P<piece>.+)_(?P<bars>\d+)bars_(?P<performer>[^_]+)_(?P<segment>\d+)$")
+
+
+def dataset_source(name: str, data: dict[str, Any] | None = None) -> tuple[str, str]:
+    """(git URL, commit) of dataset `name`: the pinned public repository, unless the config's
+    `data.fetch_sources` names another (a mirror, or a local git remote in the tests)."""
+    if name not in DATASETS:
+        raise InputError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    override = ((data or {}).get("fetch_sources") or {}).get(name) or {}
+    return override.get("url") or DATASETS[name].url, override.get("commit") or DATASETS[name].commit
 
 
 def fetch_dataset(name: str, root: str | Path, url: str | None = None, commit: str | None = None) -> Path:

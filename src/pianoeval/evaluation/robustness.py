@@ -69,7 +69,13 @@ def group_subset(groups: np.ndarray, n: int) -> np.ndarray:
 
 
 def transcribed_symbolic(
-    wave: np.ndarray, sample_rate: int, net: Any, kind: str, features: dict[str, Any], score_midi: str | None
+    wave: np.ndarray,
+    sample_rate: int,
+    net: Any,
+    kind: str,
+    features: dict[str, Any],
+    score_midi: str | None,
+    device: str = "cpu",
 ) -> tuple[dict[str, Any] | None, Any]:
     """Transcribe one degraded recording [S] and run a symbolic fold model (`ScoringNetwork` reading
     feature `kind` made with `features`) on it, with the score-relative statistics when `score_midi`
@@ -83,7 +89,8 @@ def transcribed_symbolic(
     from pianoeval.networks.heads import scores_from
     from pianoeval.symbolic.featurize import featurize_file
 
-    perf, _ = transcribe_timed(wave, sample_rate=sample_rate, progress=False)
+    # TransKun on `device` (the robustness job's GPU); the small symbolic fold model stays on the CPU.
+    perf, _ = transcribe_timed(wave, sample_rate=sample_rate, device=str(device), progress=False)
     if len(perf.notes) == 0:
         return None, perf
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,8 +130,9 @@ def _transcribed_condition(
     fusion_reference: np.ndarray,
     y: np.ndarray,
     g: np.ndarray,
+    device: str = "cpu",
 ) -> None:
-    """Score one fold's degraded recordings [k] through transcription; append to `parts`.
+    """Score one fold's degraded recordings [k] through transcription (TransKun on `device`); append to `parts`.
 
     `fusion_inputs` are the same rows' fusion inputs with the ground-truth MIDI (their symbolic part is
     replaced by the transcription's), `fusion_reference` [k, 19] their fusion scores on clean audio.
@@ -134,7 +142,7 @@ def _transcribed_condition(
 
     kept, z, scores, stats = [], [], [], []
     for i, wave in enumerate(waves):
-        out, perf = transcribed_symbolic(wave, sample_rate, *scorer, score_midis[i])
+        out, perf = transcribed_symbolic(wave, sample_rate, *scorer, score_midis[i], device=device)
         parts["f1"].append(note_scores(reference_notes[i], perf.notes)["onset"]["f1"])
         if out is None:
             parts["empty"].append(i)
@@ -182,27 +190,41 @@ def _transcribed_entry(parts: dict[str, list[Any]], veto: float) -> dict[str, An
 
 
 def audio_outputs(
-    module: Any, backbone: Any, waves: list[np.ndarray], sample_rate: int, clip_seconds: float
+    module: Any,
+    backbone: Any,
+    waves: list[np.ndarray],
+    sample_rate: int,
+    clip_seconds: float,
+    batch_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z [N, H], scores [N, 19]) of a trained audio module on waveforms [S] (the frozen backbone's
-    frames and their pooled statistics; or, for A1/A3 with a live backbone, the waveform windowed as in
-    training's evaluation: the first clip_seconds)."""
-    from pianoeval.audio.embed import embed_wave
+    """(z [N, H], scores [N, 19]) on the CPU of a trained audio module on waveforms [S] (the frozen
+    backbone's frames and their pooled statistics; or, for A1/A3 with a live backbone, the waveform
+    windowed as in training's evaluation: the first clip_seconds). Runs on the module's device in
+    batches of at most `batch_size` recordings (default core.device.INFERENCE_BATCH), never a whole
+    fold at once."""
+    from pianoeval.audio.embed import embed_wave, module_device
+    from pianoeval.core.device import INFERENCE_BATCH, batches, to_device
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.networks.side_input import pooled_statistics
     from pianoeval.training.audio_data import crop_or_pad
 
-    if getattr(module.encoder, "backbone", None) is not None:
-        windows = [crop_or_pad(w, round(clip_seconds * sample_rate)) for w in waves]
-        items = [{"wave": torch.from_numpy(w), "wave_mask": torch.from_numpy(m)} for w, m in windows]
-    else:
-        embs = [embed_wave(backbone, w, sample_rate) for w in waves]
-        # With the pooled statistics that a wide & deep probe reads (training/data.py).
-        items = [{"audio_emb": e, "stats": pooled_statistics(e)} for e in embs]
-    batch = multi_task_collate_fn(items)
-    with torch.no_grad():
-        z = module.encoder(batch)
-        return z, module.scores_from(z, batch)
+    device = module_device(module)
+    live = getattr(module.encoder, "backbone", None) is not None
+    zs, scores = [], []
+    for part in batches(len(waves), batch_size or INFERENCE_BATCH):
+        if live:
+            windows = [crop_or_pad(waves[i], round(clip_seconds * sample_rate)) for i in part]
+            items = [{"wave": torch.from_numpy(w), "wave_mask": torch.from_numpy(m)} for w, m in windows]
+        else:
+            embs = [embed_wave(backbone, waves[i], sample_rate) for i in part]
+            # With the pooled statistics that a wide & deep probe reads (training/data.py).
+            items = [{"audio_emb": e, "stats": pooled_statistics(e)} for e in embs]
+        batch = to_device(multi_task_collate_fn(items), device)
+        with torch.no_grad():
+            z = module.encoder(batch)
+            zs.append(z.float().cpu())
+            scores.append(module.scores_from(z, batch).float().cpu())
+    return torch.cat(zs), torch.cat(scores)
 
 
 def _metric(pred: np.ndarray, target: np.ndarray, groups: np.ndarray) -> dict[str, float]:

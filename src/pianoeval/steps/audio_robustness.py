@@ -15,32 +15,41 @@ log = logging.getLogger(__name__)
 
 
 def run_audio_robustness(
-    model: str, config: dict[str, Any], manifest_path: Path, folds_path: Path, results: Path, out: Path
+    model: str,
+    config: dict[str, Any],
+    manifest_path: Path,
+    folds_path: Path,
+    results: Path,
+    out: Path,
+    devices: int | None = None,
 ) -> dict[str, Any]:
     """One audio model on its validation folds under every condition (clean audio as the reference):
     per-condition pairwise accuracy, R², score drop and Pearson r, the worst drop, and whether it stays
     within `robustness.veto_drop_pct` (the audio comparison vetoes a model that does not). Uses
-    `robustness.audio_per_fold` recordings per fold (whole segment groups; 0 = all). Writes `out`."""
+    `robustness.audio_per_fold` recordings per fold (whole segment groups; 0 = all), on the device the job
+    reserved (`devices`), in bounded batches. Writes `out`."""
     from tqdm import tqdm
 
     from pianoeval.audio.augmentation import AudioAugmentor
     from pianoeval.audio.io import load_audio
+    from pianoeval.core.device import resolve_device
     from pianoeval.data.manifest import label_matrix, read_manifest
     from pianoeval.training.checkpoints import load_trained_module
-    from pianoeval.training.registry import build_frozen_backbone
+    from pianoeval.training.registry import audio_backbone, build_frozen_backbone
 
     manifest = read_manifest(manifest_path)
     labels = label_matrix(manifest)
     row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
     sr = int(config["render"]["sample_rate"])
     rob = config["robustness"]
-    backbone = build_frozen_backbone(config["audio"]["backbone"], config)
+    device = resolve_device(devices)
+    backbone = build_frozen_backbone(audio_backbone(model, config), config).to(device)
     conds = [("clean", []), *conditions(rob["snr_db"])]
     preds: dict[str, list[np.ndarray]] = {name: [] for name, _ in conds}
     targets, groups = [], []
     for spec in read_json(folds_path)["folds"]:
         fold = int(spec["fold"])
-        module = load_trained_module(results / "train" / "audio" / model / f"fold_{fold}")
+        module = load_trained_module(results / "train" / "audio" / model / f"fold_{fold}").to(device)
         ids = [s for s in spec["val"] if s in row_of and isinstance(manifest["audio_path"].iloc[row_of[s]], str)]
         g = manifest["segment_group"].iloc[[row_of[s] for s in ids]].to_numpy()
         ids = [ids[i] for i in group_subset(g, int(rob["audio_per_fold"]))]

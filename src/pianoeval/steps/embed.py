@@ -26,16 +26,21 @@ log = logging.getLogger(__name__)
 EMBEDDER_VERSION = 1
 
 
-def run_embed(backbone_name: str, config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path) -> dict[str, Any]:
-    """Embed every rendered segment of the manifest (resumable through the per-file cache)."""
+def run_embed(
+    backbone_name: str, config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path, devices: int | None = None
+) -> dict[str, Any]:
+    """Embed every rendered T1 segment of the manifest (resumable through the per-file cache) on
+    the device the job reserved (`devices`, its `gpu` resource: core.device.resolve_device)."""
     from tqdm import tqdm
 
     from pianoeval.audio.io import load_audio
+    from pianoeval.core.device import resolve_device
     from pianoeval.data.manifest import read_manifest
     from pianoeval.training.registry import backbone_fingerprint
 
     df = read_manifest(manifest)
-    rows = df[df["audio_path"].notna()]
+    # The audio models train and are scored on the labelled tier (T1) only: nothing else is embedded.
+    rows = df[df["audio_path"].notna() & (df["tier"] == "T1")]
     if rows.empty:
         raise InputError("the manifest has no audio paths; run the render rule first", manifest)
     per_group = config["audio"]["embed_per_group"]
@@ -44,7 +49,7 @@ def run_embed(backbone_name: str, config: dict[str, Any], manifest: Path, out: P
         rows = select_per_group(rows, per_group, config["seed"])
         log.info("embedding a subset: %d labelled segments, at most %d per segment group", len(rows), per_group)
     sr = config["render"]["sample_rate"]
-    backbone = build_frozen_backbone(backbone_name, config)
+    backbone = build_frozen_backbone(backbone_name, config).to(resolve_device(devices))
     # Settings that change the weights (MuQ released vs small random) are part of the cache key;
     # empty for logmel and transkun, so their existing caches stay valid.
     fingerprint = backbone_fingerprint(backbone_name, config)

@@ -101,7 +101,9 @@ def run_fuse(
     module, info = fit_module(net, config, data, out_dir, seed, devices=devices)
     if module is None:
         return {}
-    preds, embs = predict_network(module, data, config["training"]["batch_size"])
+    from pianoeval.core.device import resolve_device
+
+    preds, embs = predict_network(module, data, config["training"]["batch_size"], resolve_device(devices))
     extra: dict[str, Any] = {
         "track": "fusion",
         "model": fusion,

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pianoeval.core.errors import ConfigError, InputError
@@ -36,6 +37,22 @@ def _unlabelled_midi_rows(folder: Path) -> pd.DataFrame:
     return make_rows(rows)
 
 
+def subset_groups(df: pd.DataFrame, n_groups: int | None, per_group: int | None, seed: int) -> pd.DataFrame:
+    """The labelled rows of `n_groups` segment groups (seeded draw; all when None), at most `per_group`
+    of each (seeded), and the unlabelled rows of those groups: a smaller corpus of whole groups."""
+    from pianoeval.data.manifest import labelled_mask, select_per_group
+
+    labelled = labelled_mask(df)
+    groups = sorted(df.loc[labelled, "segment_group"].unique())
+    if n_groups is not None and n_groups < len(groups):
+        rng = np.random.default_rng([seed, n_groups])
+        groups = sorted(rng.choice(groups, size=n_groups, replace=False).tolist())
+    rows = df[labelled & df["segment_group"].isin(groups)]
+    rows = select_per_group(rows, per_group, seed)
+    keep = rows.index.union(df[~labelled & df["segment_group"].isin(groups)].index)
+    return df.loc[keep].reset_index(drop=True)
+
+
 def build_manifest(config: dict[str, Any]) -> pd.DataFrame:
     """Build the corpus manifest from the configured source plus optional unlabelled MIDI."""
     from pianoeval.data.manifest import label_matrix
@@ -58,11 +75,15 @@ def build_manifest(config: dict[str, Any]) -> pd.DataFrame:
         labelled = ~pd.isna(label_matrix(df)).any(axis=1)
         keep = df[labelled].head(data["limit"]).index.union(df[~labelled].index)
         df = df.loc[keep].reset_index(drop=True)
+    if data["limit_groups"] or data["limit_per_group"]:
+        df = subset_groups(df, data["limit_groups"], data["limit_per_group"], int(config["seed"]))
     frames = [df]
     if data["asap_root"]:
         from pianoeval.data.asap import load_asap
 
-        frames.append(load_asap(Path(data["asap_root"])))
+        root = Path(data["asap_root"])
+        # A missing folder was fetched by the DAG (the fetch rule) into resources/.
+        frames.append(load_asap(root if root.exists() else Path("resources/asap")))
     frames.extend(_unlabelled_midi_rows(Path(folder)) for folder in data["extra_midi_dirs"])
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else df
 

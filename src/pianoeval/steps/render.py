@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pianoeval.core.errors import OutputError
@@ -15,31 +16,60 @@ from pianoeval.core.io import write_json
 log = logging.getLogger(__name__)
 
 
-def run_render(config: dict[str, Any], manifest: Path, audio_dir: Path, out: Path, threads: int = 1) -> pd.DataFrame:
-    """Render each performance MIDI to `audio_dir/<id>.<key>.wav`, reusing WAVs already rendered.
+def run_render(
+    config: dict[str, Any], manifest: Path, audio_dir: Path, out: Path, threads: int = 1, unlabelled: bool = False
+) -> pd.DataFrame:
+    """Render each performance MIDI of the labelled tier T1 (with `unlabelled`, also the T2/T3 ones: their
+    transcriptions feed symbolic pretraining) to `audio_dir/<id>.<key>.wav`, reusing WAVs already
+    rendered; write the manifest with `audio_path` to `out`. Only what a configured model reads is
+    rendered: the audio track, fusion, robustness and the transcription views read the T1 corpus only.
+    """
+    from pianoeval.data.manifest import read_manifest
 
-    `key` (`render_key`) covers the MIDI's bytes and the render settings, so a run killed part-way
-    restarts where it stopped, while a changed SoundFont, rate or MIDI renders afresh.
+    df = read_manifest(manifest)
+    wanted = df["tier"].isin(["T1", "T2", "T3"] if unlabelled else ["T1"])
+    return render_rows(config, df, wanted, audio_dir, out, threads, manifest)
+
+
+def render_rows(
+    config: dict[str, Any],
+    df: pd.DataFrame,
+    wanted: Any,
+    audio_dir: Path,
+    out: Path,
+    threads: int,
+    source: Path,
+    whole: bool = False,
+) -> pd.DataFrame:
+    """Render the rows of `df` selected by the mask `wanted` (those with a MIDI); write the manifest with
+    `audio_path` to `out` and the skipped-files report beside it. `source` names the input in errors;
+    `whole` ignores `render.max_seconds` (beat-aligned clips are cut from anywhere in a performance).
+
+    The WAV name's key (`render_key`) covers the MIDI's bytes and the render settings, so a run killed
+    part-way restarts where it stopped, while a changed SoundFont, rate or MIDI renders afresh.
     """
     from pianoeval.audio.render import find_soundfont, render_key, render_midi
     from pianoeval.core.skipped import check_skipped, collect_done, skip_entry, skipped_report
-    from pianoeval.data.manifest import read_manifest, write_manifest
+    from pianoeval.data.manifest import write_manifest
 
-    df = read_manifest(manifest)
     cfg = config["render"]
+    max_seconds = None if whole else cfg["max_seconds"]
     soundfont = find_soundfont(cfg["soundfont"])
     audio_dir.mkdir(parents=True, exist_ok=True)
-    todo = df[df["midi_path"].notna() & df["tier"].isin(["T1", "T2", "T3"])]
+    todo = df[df["midi_path"].notna() & np.asarray(wanted, dtype=bool)]
 
     def render_one(row: Any) -> tuple[str, str | None, dict[str, str] | None, bool]:
         """(segment id, WAV path or None, skipped-file entry or None, whether it was rendered now)."""
         try:
             stem = row.segment_id.replace("/", "_").replace("::", "__")
-            target = audio_dir / f"{stem}.{render_key(row.midi_path, soundfont, cfg['sample_rate'])}.wav"
+            key = render_key(row.midi_path, soundfont, cfg["sample_rate"], max_seconds)
+            target = audio_dir / f"{stem}.{key}.wav"
             if target.is_file() and target.stat().st_size > 0:
                 return row.segment_id, str(target.resolve()), None, False  # rendered by an earlier run
             # Written atomically: a killed run leaves no half-written WAV under the target name.
-            render_midi(row.midi_path, target, soundfont=soundfont, sample_rate=cfg["sample_rate"])
+            render_midi(
+                row.midi_path, target, soundfont=soundfont, sample_rate=cfg["sample_rate"], max_seconds=max_seconds
+            )
         except OutputError:
             raise  # a full disk or read-only folder is no file's fault: stop
         except Exception as exc:  # keep going past any one file; the report and the log say why
@@ -51,7 +81,7 @@ def run_render(config: dict[str, Any], manifest: Path, audio_dir: Path, out: Pat
         results = pool.map(render_one, todo.itertuples(index=False))
         paths, skipped, n_new = collect_done(results, len(todo), "render", mininterval=5)
     log.info("render: %d rendered now, %d reused, %d skipped", n_new, len(paths) - n_new, len(skipped))
-    check_skipped("render", skipped, len(todo), config["max_skipped_fraction"], manifest)
+    check_skipped("render", skipped, len(todo), config["max_skipped_fraction"], source)
     df = df.copy()
     df["audio_path"] = [paths.get(s, a) for s, a in zip(df["segment_id"], df["audio_path"], strict=True)]
     write_manifest(df, out)

@@ -27,18 +27,25 @@ log = logging.getLogger(__name__)
 
 
 def run_robustness(
-    config: dict[str, Any], manifest_path: Path, folds_path: Path, fusion_winner: Path, out_dir: Path
+    config: dict[str, Any],
+    manifest_path: Path,
+    folds_path: Path,
+    fusion_winner: Path,
+    out_dir: Path,
+    devices: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the audio and fusion winners per condition over all validation folds; write the report."""
+    """Evaluate the audio and fusion winners per condition over all validation folds; write the report.
+    The audio winner, its backbone and TransKun run on the device the job reserved (`devices`)."""
     from tqdm import tqdm
 
     from pianoeval.audio.augmentation import AudioAugmentor
     from pianoeval.audio.io import load_audio
+    from pianoeval.core.device import resolve_device
     from pianoeval.data.manifest import label_matrix, read_manifest
     from pianoeval.data.midi import load_performance
     from pianoeval.training.checkpoints import load_trained_module
     from pianoeval.training.fusion_data import score_statistics
-    from pianoeval.training.registry import build_frozen_backbone
+    from pianoeval.training.registry import audio_backbone, build_frozen_backbone
 
     results = fusion_winner.resolve().parents[2]
     fus = read_json(fusion_winner)
@@ -50,7 +57,8 @@ def run_robustness(
     labels = label_matrix(manifest)
     row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
     sr = config["render"]["sample_rate"]
-    backbone = build_frozen_backbone(config["audio"]["backbone"], config)
+    device = resolve_device(devices)
+    backbone = build_frozen_backbone(audio_backbone(audio_model, config), config).to(device)
     conds = conditions(config["robustness"]["snr_db"])
     preds: dict[str, dict[str, list[np.ndarray]]] = {
         c: {"audio": [], "fusion": []} for c in ["clean", *(n for n, _ in conds)]
@@ -75,7 +83,7 @@ def run_robustness(
     }
     for spec in folds:
         fold = int(spec["fold"])
-        audio_module = load_trained_module(results / "train" / "audio" / audio_model / f"fold_{fold}")
+        audio_module = load_trained_module(results / "train" / "audio" / audio_model / f"fold_{fold}").to(device)
         fusion_module = load_trained_module(results / "fuse" / fus["model"] / f"fold_{fold}")
         sym = torch.load(
             results / "train" / "symbolic" / symbolic_model / f"fold_{fold}" / "embeddings.pt",
@@ -130,6 +138,7 @@ def run_robustness(
                     preds["clean"]["fusion"][-1][sub],  # this fold's clean, ground-truth-MIDI scores
                     targets[-1][sub],
                     groups[-1][sub],
+                    device=device.type,
                 )
     y = np.concatenate(targets)
     # Group ids must not collide across folds: folds are group-disjoint, so plain names suffice.

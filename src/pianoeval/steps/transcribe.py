@@ -50,7 +50,7 @@ def _cache_key(audio_path: str, view: str, seed: int, device: str = "cpu") -> st
     return h.hexdigest()
 
 
-def _work(job: tuple[str, str, str, int, str]) -> tuple[str, str | None, dict[str, str] | None, bool]:
+def _work(job: tuple[str, str, str, int, str, str]) -> tuple[str, str | None, dict[str, str] | None, bool]:
     """Transcribe one (recording, view) into the cache, or find it there.
 
     Returns (view id, MIDI path or None, skipped-file entry or None, whether it was transcribed now).
@@ -61,12 +61,8 @@ def _work(job: tuple[str, str, str, int, str]) -> tuple[str, str | None, dict[st
     from pianoeval.core.threads import torch_threads
     from pianoeval.data.midi import write_performance
 
-    segment_id, audio_path, view, seed, cache_dir = job
+    segment_id, audio_path, view, seed, cache_dir, device = job
     vid = view_id(segment_id, view)
-    import torch
-
-    # On a GPU machine (profiles/thunder) TransKun runs there: minutes for PercePiano instead of hours.
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         digest = _cache_key(audio_path, view, seed, device)
         target = Path(cache_dir) / digest[:2] / f"{digest}.mid"
@@ -88,10 +84,12 @@ def _work(job: tuple[str, str, str, int, str]) -> tuple[str, str | None, dict[st
 
 
 def run_transcribe(
-    config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path, threads: int = 1
+    config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path, threads: int = 1, devices: int | None = None
 ) -> pd.DataFrame:
-    """Transcribe every rendered recording of `manifest` in each of `transcription.views`; write the views'
+    """Transcribe every rendered recording of `manifest` in each of `transcription.views` on the device the
+    job reserved (`devices`: on a GPU, minutes for PercePiano instead of hours); write the views'
     manifest to `out` (and `<out dir>/skipped.json`). With no views, the manifest is empty."""
+    from pianoeval.core.device import resolve_device
     from pianoeval.core.skipped import check_skipped, collect_done, skipped_report
     from pianoeval.data.manifest import read_manifest, write_manifest
 
@@ -101,8 +99,9 @@ def run_transcribe(
     if views and rows.empty:
         raise InputError("the manifest lists no rendered audio to transcribe; run the render rule first", manifest)
     seed = int(config["seed"])
+    device = resolve_device(devices).type
     jobs = [
-        (row.segment_id, row.audio_path, view, view_seed(row.segment_id, seed), str(cache_dir))
+        (row.segment_id, row.audio_path, view, view_seed(row.segment_id, seed), str(cache_dir), device)
         for row in rows.itertuples(index=False)
         for view in views
     ]

@@ -319,5 +319,8 @@ def fit_predict(
         return None
     if data.unlabelled is not None:
         info["unlabelled"] = data.unlabelled.stats
-    preds, embs = predict_network(module, data, batch_settings(model, config)[0])
+    # On the device the job reserved (the GPU it trained on), in bounded batches.
+    from pianoeval.core.device import resolve_device
+
+    preds, embs = predict_network(module, data, batch_settings(model, config)[0], resolve_device(devices))
     return preds, embs, info

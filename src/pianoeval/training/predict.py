@@ -15,11 +15,17 @@ log = logging.getLogger(__name__)
 
 
 def predict_network(
-    module: Any, data: FoldData, batch_size: int
+    module: Any, data: FoldData, batch_size: int, device: Any = None
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Scores and embeddings of every split from a trained module (PerformanceModule or an audio
-    track module: both have `encoder` and `scores_from`), in eval mode."""
+    track module: both have `encoder` and `scores_from`), in eval mode, in batches of `batch_size` on
+    `device` (the one its training reserved: core.device.resolve_device; None = where it is)."""
+    from pianoeval.core.device import to_device
+    from pianoeval.data.datasets import multi_task_collate_fn
+
     module.eval()
+    if device is not None:
+        module.to(device)
     preds: dict[str, np.ndarray] = {}
     embs: dict[str, np.ndarray] = {}
     with torch.no_grad():
@@ -29,14 +35,14 @@ def predict_network(
                 preds[split] = np.zeros((0, len(DIMENSIONS)))
                 embs[split] = np.zeros((0, module.encoder.hidden_size))
                 continue
-            from pianoeval.data.datasets import multi_task_collate_fn
-
             dataset = data.dataset(split)  # the items, or their waveforms (first window, no augmentation)
             p, e = [], []
             for start in range(0, len(items), batch_size):
                 batch = multi_task_collate_fn([dataset[i] for i in range(start, min(start + batch_size, len(items)))])
+                if device is not None:
+                    batch = to_device(batch, device)
                 z = module.encoder(batch)
-                p.append(module.scores_from(z, batch).numpy())
-                e.append(z.numpy())
+                p.append(module.scores_from(z, batch).float().cpu().numpy())
+                e.append(z.float().cpu().numpy())
             preds[split], embs[split] = np.concatenate(p), np.concatenate(e)
     return preds, embs

@@ -13,7 +13,10 @@ SYMBOLIC_ENCODERS = ("s1", "s2", "s3")
 # comparison shows what the deep part learns on its own.
 DEEP_SUFFIX = "_deep"
 SYMBOLIC_MODELS = SYMBOLIC_ENCODERS + tuple(f"{m}{DEEP_SUFFIX}" for m in SYMBOLIC_ENCODERS)
-AUDIO_MODELS = ("probe", "a1", "a2", "a3")
+# Frozen-backbone probes on a named backbone, beside `probe` on `audio.backbone`: several frozen
+# backbones are compared in one run, each from its own embed output (results/embed/<backbone>.pt).
+PROBE_BACKBONES = {"probe_logmel": "logmel", "probe_muq": "muq", "probe_transkun": "transkun"}
+AUDIO_MODELS = ("probe", *PROBE_BACKBONES, "a1", "a2", "a3")
 # The audio models whose LightningModule is not PerformanceModule (see build_module).
 AUDIO_TRACK_MODELS = ("a1", "a2", "a3")
 # baseline_blend: exactly the wide part the wide & deep encoders start from (build_wide_part).
@@ -40,7 +43,7 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
     net = build_encoder(encoder_of(model), meta, config)
     if model in SYMBOLIC_ENCODERS and config["symbolic"].get("stats_side_input") and meta.get("n_stats"):
         net = _with_statistics(net, "symbolic", meta, config)
-    elif model == "probe" and config["audio"].get("stats_side_input") and meta.get("n_stats"):
+    elif is_probe(model) and config["audio"].get("stats_side_input") and meta.get("n_stats"):
         # The frames' pooled statistics (training/data.py): the probe starts from the ridge probe.
         net = _with_statistics(net, "audio", meta, config)
     return net
@@ -51,7 +54,8 @@ def _with_statistics(base: nn.Module, track: str, meta: dict[str, Any], config: 
     from pianoeval.networks.side_input import WithStatistics
 
     if track == "audio":
-        return WithStatistics(base, int(meta["n_stats"]), dropout=config["symbolic"]["dropout"])
+        # The audio rule is not given the symbolic section.
+        return WithStatistics(base, int(meta["n_stats"]), dropout=config["audio"]["dropout"])
     from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
 
     full = int(meta["n_stats"]) == len(ALL_STAT_NAMES)
@@ -78,7 +82,8 @@ def build_wide_part(track: str, meta: dict[str, Any], config: dict[str, Any]) ->
 
 def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
     """The bare encoder of `model`, without side inputs (what pretraining objectives wrap)."""
-    sym = config["symbolic"]
+    # Only the symbolic encoders read the symbolic section (an audio rule is not given it).
+    sym = config["symbolic"] if model in SYMBOLIC_MODELS else {}
     if model == "s1":
         from pianoeval.symbolic.networks import REMITransformer
 
@@ -138,6 +143,17 @@ def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
     raise ConfigError(f"unknown model {model!r}; known: {', '.join(SYMBOLIC_MODELS + AUDIO_MODELS + BASELINES)}")
 
 
+def is_probe(model: str) -> bool:
+    """Whether `model` is an attention-pooled probe on a frozen backbone's cached frames."""
+    return model == "probe" or model in PROBE_BACKBONES
+
+
+def audio_backbone(model: str, config: dict[str, Any]) -> str:
+    """The backbone whose frames `model` reads: its own for `probe_<backbone>`, else `audio.backbone`
+    (the probe, the audio baselines, and a1-a3, live or on cached frames)."""
+    return PROBE_BACKBONES.get(model, config["audio"]["backbone"])
+
+
 def uses_live_backbone(model: str, config: dict[str, Any]) -> bool:
     """Whether `model` runs the backbone on waveforms (a1/a2 with LoRA, a3) rather than on cached frames."""
     if model == "a3":
@@ -158,8 +174,9 @@ def build_audio_backbone(name: str, config: dict[str, Any]) -> nn.Module:
     else:
         # Seeded by the global seed so the embed rule and every fold build the same random weights.
         backbone = build_backbone("muq", config=muq_small_config(**aud["muq_small"]), seed=int(config["seed"]))
-    # The embed rule, the robustness check and the live networks then all read the same layers.
-    backbone.set_probe_layers(aud["hidden_layers"])
+    # The embed rule, the robustness check and the live networks then all read the same layers;
+    # audio.hidden_layers names layers of audio.backbone, another backbone (probe_<name>) keeps its default.
+    backbone.set_probe_layers(aud["hidden_layers"] if name == aud["backbone"] else None)
     return backbone
 
 
