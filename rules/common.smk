@@ -33,6 +33,8 @@ onstart:
         EXPERIMENT,
         [str(p) for p in workflow.overwrite_configfiles],
     )
+    if PREFLIGHT:
+        run_preflight_or_stop()
 
 
 # Durable copies for ephemeral instances (docs/thunder.md). A machine setting: no resolved config
@@ -114,20 +116,35 @@ def _gpus():
     return int(getattr(value, "value", value) or 0)
 
 
-# The preflight job (steps/preflight.py): when the run needs released weights, data it may fetch, a
-# GPU or a results remote, every job depends on it, so a machine that lacks any of these stops
-# before the first job. Its output is temporary and `ancient` for the jobs that read it: it reruns
-# whenever a job has to run, and never makes finished jobs look out of date.
+# The preflight (steps/preflight.py): when the run needs released weights, data it may fetch, a GPU
+# or a results remote, it is checked before the first job starts (onstart), one line per problem. It
+# is no job of the DAG: a machine check must not make finished jobs look out of date on a new instance.
 from pianoeval.steps.preflight import needs as preflight_needs
 
 GPUS = _gpus()
 PREFLIGHT = bool(preflight_needs(config, GPUS, PERSIST_REMOTE))
-PREFLIGHT_OUT = "results/preflight/ok.json"
+PREFLIGHT_SECTIONS = (
+    "data",
+    "render",
+    "audio",
+    "transcription",
+    "robustness",
+    "unlabelled_audio",
+    "seed",
+)
 
 
-def preflight_input(wildcards):
-    """The preflight job's output (mtime ignored) when this run has one, else nothing."""
-    return ancient(PREFLIGHT_OUT) if PREFLIGHT else []
+def run_preflight_or_stop():
+    """Check this machine for the run before any job starts; stop with one line per problem."""
+    import subprocess
+
+    args = ["pianoeval", "preflight", "--config", resolved_config(*PREFLIGHT_SECTIONS)]
+    args += ["--gpus", str(GPUS), "--out", "logs/preflight/ok.json"]
+    if PERSIST_REMOTE:
+        args += ["--remote", PERSIST_REMOTE]
+    print("Checking what this run needs (preflight) before its first job", flush=True)
+    if subprocess.run(args).returncode != 0:
+        raise WorkflowError("stopped before the first job: the preflight found the problems above")
 
 
 def fetch_marker(dataset, root):
@@ -175,7 +192,6 @@ def train_inputs(wildcards):
     inputs = {
         "manifest": "results/prepare/manifest.parquet",
         "folds": "results/folds/folds.json",
-        "preflight": preflight_input(wildcards),
     }
     if wildcards.track == "audio":
         # The rendered manifest: same rows and labels, plus the audio_path live backbones read.
@@ -258,6 +274,11 @@ def train_config(wildcards):
     return resolved_config(*TRAIN_SECTIONS[wildcards.track])
 
 
+def train_inner_config(wildcards):
+    """train_inner: the train rule's sections for the track, and how the inner folds are cut."""
+    return resolved_config(*TRAIN_SECTIONS[wildcards.track], "stacking")
+
+
 def pretrain_features(wildcards):
     """The cached features a symbolic model pretrains on."""
     return f"results/featurize/{FEATURE_KIND[wildcards.model]}.pt"
@@ -273,7 +294,10 @@ def pretrained_flag(wildcards, input):
 
 def track_predictions(wildcards):
     """Every fold's predictions.csv of every model of a track (what compare's bootstrap resamples)."""
-    return [path.replace("metrics.json", "predictions.csv") for path in track_metrics(wildcards)]
+    return [
+        path.replace("metrics.json", "predictions.csv")
+        for path in track_metrics(wildcards)
+    ]
 
 
 def track_winner(track):
@@ -297,7 +321,10 @@ def track_references(wildcards):
 
 def track_reference_predictions(wildcards):
     """The references' predictions.csv (see track_references)."""
-    return [path.replace("metrics.json", "predictions.csv") for path in track_references(wildcards)]
+    return [
+        path.replace("metrics.json", "predictions.csv")
+        for path in track_references(wildcards)
+    ]
 
 
 def winner_embeddings(track):

@@ -7,7 +7,6 @@ rule audio_robustness:
         metrics=audio_model_metrics,
         manifest="results/render/manifest.parquet",
         folds="results/folds/folds.json",
-        preflight=preflight_input,
     output:
         report="results/audio_robustness/{model}/report.json",
     log:
@@ -36,7 +35,6 @@ checkpoint compare:
         robustness=track_robustness,
         references=track_references,
         reference_predictions=track_reference_predictions,
-        preflight=preflight_input,
     output:
         comparison="results/compare/{track}/comparison.json",
         table="results/compare/{track}/comparison.md",
@@ -48,8 +46,8 @@ checkpoint compare:
     conda:
         "../workflow/envs/pianoeval.yaml"
     params:
-        # compare reads no setting (the veto comes with the robustness reports).
-        config=config_for("compare"),
+        # The bootstrap (its resamples and seed); the veto comes with the robustness reports.
+        config=config_for("compare", "seed"),
     shell:
         "pianoeval compare {wildcards.track} --config {params.config} --metrics {input.metrics}"
         " --predictions {input.predictions} {input.reference_predictions}"

@@ -1,34 +1,7 @@
 # Data: generate the demo corpus or read a real one, build the manifest and the folds, render audio.
 
 
-rule preflight:
-    output:
-        report=temp(PREFLIGHT_OUT),
-    log:
-        "logs/preflight/preflight.log",
-    conda:
-        "../workflow/envs/pianoeval.yaml"
-    params:
-        config=config_for(
-            "data",
-            "render",
-            "audio",
-            "transcription",
-            "robustness",
-            "unlabelled_audio",
-            "seed",
-        ),
-        gpus=GPUS,
-        remote=f"--remote {PERSIST_REMOTE}" if PERSIST_REMOTE else "",
-    # Its problems, one line each, go to the terminal too (tee): they are what the person must fix.
-    shell:
-        "pianoeval preflight --config {params.config} --gpus {params.gpus} {params.remote}"
-        " --out {output.report} 2>&1 | tee {log}"
-
-
 rule demo:
-    input:
-        preflight=preflight_input,
     output:
         manifest="results/demo/manifest.parquet",
     log:
@@ -42,8 +15,6 @@ rule demo:
 
 
 rule fetch:
-    input:
-        preflight=preflight_input,
     output:
         record="resources/{dataset}.fetched.json",
     log:
@@ -62,7 +33,6 @@ rule fetch:
 rule prepare:
     input:
         manifest_source,
-        preflight=preflight_input,
     output:
         manifest="results/prepare/manifest.parquet",
         summary="results/prepare/summary.json",
@@ -79,7 +49,6 @@ rule prepare:
 rule folds:
     input:
         manifest="results/prepare/manifest.parquet",
-        preflight=preflight_input,
     output:
         folds="results/folds/folds.json",
     log:
@@ -95,7 +64,6 @@ rule folds:
 rule render:
     input:
         manifest="results/prepare/manifest.parquet",
-        preflight=preflight_input,
     output:
         manifest="results/render/manifest.parquet",
         skipped="results/render/skipped.json",
@@ -122,7 +90,6 @@ rule render_unlabelled:
         fetched=lambda wildcards: fetch_marker(
             "asap", config["unlabelled_audio"]["root"]
         ),
-        preflight=preflight_input,
     output:
         manifest="results/render_unlabelled/manifest.parquet",
         skipped="results/render_unlabelled/skipped.json",

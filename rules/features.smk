@@ -6,7 +6,6 @@
 rule transcribe:
     input:
         manifest="results/render/manifest.parquet",
-        preflight=preflight_input,
     output:
         manifest="results/transcribe/manifest.parquet",
         skipped="results/transcribe/skipped.json",
@@ -32,7 +31,6 @@ rule featurize:
         manifest="results/prepare/manifest.parquet",
         # TransKun transcriptions of the renderings (symbolic training data), when views are configured.
         views=transcription_views,
-        preflight=preflight_input,
     output:
         features="results/featurize/{kind}.pt",
         skipped="results/featurize/{kind}.skipped.json",
@@ -57,7 +55,6 @@ rule featurize:
 rule embed:
     input:
         manifest="results/render/manifest.parquet",
-        preflight=preflight_input,
     output:
         embeddings="results/embed/{backbone}.pt",
         skipped="results/embed/{backbone}.skipped.json",

@@ -14,7 +14,6 @@ rule fuse:
         audio_embeddings=winner_embeddings("audio"),
         audio_oof=winner_out_of_fold("audio"),
         stats=fusion_score_stats,
-        preflight=preflight_input,
     output:
         metrics="results/fuse/{fusion}/fold_{fold}/metrics.json",
         predictions="results/fuse/{fusion}/fold_{fold}/predictions.csv",
@@ -49,7 +48,6 @@ rule robustness:
         manifest="results/render/manifest.parquet",
         folds="results/folds/folds.json",
         fusion_metrics=fusion_metrics,
-        preflight=preflight_input,
     output:
         report="results/robustness/report.json",
         plot="results/robustness/score_drop.png",
@@ -77,7 +75,6 @@ rule fusion:
         symbolic="results/compare/symbolic/comparison.json",
         audio="results/compare/audio/comparison.json",
         robustness="results/robustness/report.json",
-        preflight=preflight_input,
     output:
         winner="results/fusion/winner.json",
     log:
@@ -96,7 +93,6 @@ rule report:
             "results/compare/{track}/comparison.md", track=TRACKS + ["fusion"]
         ),
         robustness="results/robustness/report.json",
-        preflight=preflight_input,
     output:
         html="results/report/index.html",
     log:

@@ -7,7 +7,6 @@ rule pretrain:
         manifest="results/prepare/manifest.parquet",
         folds="results/folds/folds.json",
         features=pretrain_features,
-        preflight=preflight_input,
     output:
         encoder="results/pretrain/{model}/fold_{fold}/encoder.pt",
     log:
@@ -83,7 +82,7 @@ rule train_inner:
         gpu=1,
         runtime=240,
     params:
-        config=config_for("features", "symbolic", "audio", "training", "stacking"),
+        config=train_inner_config,
         pretrained=pretrained_flag,
         persist=persist_push,
     shell:

@@ -89,12 +89,14 @@ def test_steps_resolve_their_device_from_the_rules_reservation(tmp_path: Path, m
     passed; training's prediction pass gets the device of the job (train and fuse)."""
     import inspect
 
-    from pianoeval.steps import audio_robustness, embed, fuse, robustness, train, transcribe
+    from pianoeval.steps import audio_robustness, embed, fuse, robustness, transcribe
+    from pianoeval.training import fit
 
     for step in (embed.run_embed, transcribe.run_transcribe, audio_robustness.run_audio_robustness):
         assert "devices" in inspect.signature(step).parameters, step
     assert "devices" in inspect.signature(robustness.run_robustness).parameters
-    assert "resolve_device(devices)" in inspect.getsource(train.run_train)
+    # train and train_inner predict through fit_predict.
+    assert "resolve_device(devices)" in inspect.getsource(fit.fit_predict)
     assert "resolve_device(devices)" in inspect.getsource(fuse.run_fuse)
 
     # A real embed call: the backbone goes to the device resolved from the rule's reservation.

@@ -160,7 +160,7 @@ def test_the_exact_command_of_the_readme_dry_runs_after_the_profiles_are_linked(
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     out = run.stdout + run.stderr
     assert "config/experiments/percepiano_muq.yaml" in out
-    for job in ("preflight", "render_unlabelled", "embed", "train", "fuse", "robustness", "fusion"):
+    for job in ("render_unlabelled", "embed", "train", "fuse", "robustness", "fusion"):
         assert any(line.split()[:1] == [job] for line in out.splitlines()), job
 
 

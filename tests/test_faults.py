@@ -414,7 +414,8 @@ BAD_CONFIGS = {
     ),
     "unknown_audio_model": (
         {"audio": {"models": ["probe", "a9"]}},
-        "config key audio.models.1: 'a9' is not one of ['probe', 'a1', 'a2', 'a3']",
+        "config key audio.models.1: 'a9' is not one of "
+        "['probe', 'probe_logmel', 'probe_muq', 'probe_transkun', 'a1', 'a2', 'a3']",
     ),
     "typo_key": (
         {"trainig": {"max_epochs": 3}},

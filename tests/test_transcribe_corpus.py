@@ -103,7 +103,7 @@ def test_transcribe_step_names_unreadable_audio_and_stops_over_the_skip_limit(re
     with pytest.raises(InputError, match="transcribe"):
         tc.run_transcribe(config, broken, out, tmp_path / "cache")
     assert not out.exists()
-    entry = tc._work(("p/0", str(bad), "clean", 0, str(tmp_path / "cache")))
+    entry = tc._work(("p/0", str(bad), "clean", 0, str(tmp_path / "cache"), "cpu"))
     assert entry[1] is None and entry[2]["path"] == str(bad)
 
 

@@ -42,7 +42,8 @@ def rclone_filters(include: Sequence[str], exclude: Sequence[str] = ()) -> list[
     paths = [_relative(p) for p in include]
     if not paths:
         raise ConfigError("persist.include is empty: name at least one path to copy")
-    rules = [f"- {pattern}" for pattern in exclude]
+    # The preflight record checks this machine, not the experiment: a new instance runs its own.
+    rules = [f"- {pattern}" for pattern in (*exclude, "/logs/preflight/**")]
     for hidden in (True, False):
         if not hidden:
             rules.append("- .*")

@@ -1,11 +1,12 @@
-"""The preflight rule: before any other job, check what a long (rented) run will need, in about a minute.
+"""The preflight: before the first job, check what a long (rented) run will need, in about a minute.
 
 A run whose config needs released weights, data it may have to fetch, a GPU or a results remote
-starts with this job; every other job depends on it (rules/common.smk `preflight_input`). It checks
+starts with it (rules/common.smk, `onstart`: no job of the DAG, so it never makes finished jobs look
+out of date on a new instance). It checks
 that the MuQ weights and TransKun load, that PercePiano and ASAP are present or their repositories
 answer, that CUDA sees the GPUs the run reserves, and that the `persist` remote takes a file. Each
-problem is one line; the job fails after listing them all, so no other job starts. What it checks
-follows the config: a run that needs none of these has no preflight job (`needs`).
+problem is one line; it fails after listing them all, so no job starts. What it checks
+follows the config: a run that needs none of these has no preflight (`needs`).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def dataset_roots(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def needs(config: dict[str, Any], gpus: int, remote: str | None) -> list[str]:
-    """Why this run needs a preflight job (empty: it does not, e.g. the demo on a CPU)."""
+    """Why this run needs a preflight (empty: it does not, e.g. the demo on a CPU)."""
     reasons = []
     if needs_released_muq(config):
         reasons.append("released MuQ weights")
