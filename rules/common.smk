@@ -144,7 +144,9 @@ def run_preflight_or_stop():
         args += ["--remote", PERSIST_REMOTE]
     print("Checking what this run needs (preflight) before its first job", flush=True)
     if subprocess.run(args).returncode != 0:
-        raise WorkflowError("stopped before the first job: the preflight found the problems above")
+        raise WorkflowError(
+            "stopped before the first job: the preflight found the problems above"
+        )
 
 
 def fetch_marker(dataset, root):
