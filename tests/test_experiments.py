@@ -164,6 +164,23 @@ def test_the_exact_command_of_the_readme_dry_runs_after_the_profiles_are_linked(
         assert any(line.split()[:1] == [job] for line in out.splitlines()), job
 
 
+def test_profile_links_replace_a_dangling_link_and_keep_a_foreign_one(tmp_path: Path) -> None:
+    """A link left by a deleted checkout is replaced; a profile of another project is left alone and
+    not reported as linked."""
+    dest = tmp_path / "xdg" / "snakemake"
+    dest.mkdir(parents=True)
+    (dest / "thunder").symlink_to(tmp_path / "deleted" / "profiles" / "thunder")
+    foreign = tmp_path / "other" / "profiles" / "local"
+    foreign.mkdir(parents=True)
+    (dest / "local").symlink_to(foreign)
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    run = subprocess.run(["bash", str(REPO / "scripts" / "link_profiles.sh")], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert (dest / "thunder").resolve() == (REPO / "profiles" / "thunder").resolve()
+    assert (dest / "local").resolve() == foreign.resolve()
+    assert "local" not in run.stdout.split("profiles ", 1)[1].split(" linked")[0].split()
+
+
 def test_the_audio_tracks_networks_build_from_the_audio_rules_sections_alone(tmp_path: Path) -> None:
     """The train rule gives the audio track `audio, render, training, seed`: no audio network reads more."""
     from pianoeval.training.registry import build_module, build_network
