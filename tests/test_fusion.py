@@ -16,14 +16,13 @@ import pytest
 import torch
 
 from pianoeval.core.config import validate_config
-from pianoeval.core.constants import DIMENSIONS, N_DIMS
+from pianoeval.core.constants import ALL_STAT_NAMES, DIMENSIONS, N_DIMS, SCORE_COLUMNS
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json, write_json
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import label_matrix, write_manifest
 from pianoeval.networks.fusion import FUSIONS, FusedPerformanceModel, GatedFusion, build_fusion, n_score_stats
 from pianoeval.steps.fuse import WinnerInputs, run_fuse
-from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
 from pianoeval.training.fusion_data import build_fusion_data, score_statistics
 
 HA, HS = 6, 5

@@ -7,10 +7,11 @@ import pytest
 import torch
 from torch import nn
 
+from pianoeval.core.constants import ALL_STAT_NAMES, SCORE_COLUMNS, SCORE_STAT_NAMES, STAT_NAMES
 from pianoeval.data.midi import Performance
 from pianoeval.networks.side_input import WithStatistics
-from pianoeval.symbolic.score_stats import SCORE_STAT_NAMES, score_relative_statistics
-from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS, STAT_NAMES, performance_statistics
+from pianoeval.symbolic.score_stats import score_relative_statistics
+from pianoeval.symbolic.stats import performance_statistics
 
 
 def _score(n_bars: int = 8, seed: int = 0) -> Performance:

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from pianoeval.core.config import validate_config
+from pianoeval.core.constants import ALL_STAT_NAMES
 from pianoeval.networks.side_input import WithStatistics
 from pianoeval.symbolic.featurize import featurize_file, kind_meta
-from pianoeval.symbolic.stats import ALL_STAT_NAMES
 from pianoeval.training.registry import build_encoder, build_network
 
 

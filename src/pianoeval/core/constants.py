@@ -46,3 +46,51 @@ SUSTAIN_CC: int = 64
 PEDAL_DOWN_THRESHOLD: int = 64
 # Data tiers: labelled, competition placements, several performances of one piece, unlabelled.
 TIERS: tuple[str, ...] = ("T1", "T2", "T3", "T4")
+
+# The statistics vector's columns, here below every layer that reads them (symbolic/stats.py computes the
+# vector; the stats store, the wide part and the score-conditioned fusions read its columns).
+# Each statistic is a summary a piano teacher would name; the baseline is only as strong as these.
+STAT_NAMES: tuple[str, ...] = (
+    "log_duration_s",
+    "notes_per_s",
+    "velocity_mean",
+    "velocity_std",
+    "velocity_p90_minus_p10",
+    "log_ioi_mean",
+    "log_ioi_std",
+    "ioi_cv",
+    "log_note_duration_mean",
+    "legato_ratio_mean",
+    "pitch_mean",
+    "pitch_std",
+    "polyphony_mean",
+    "pedal_down_fraction",
+    "pedal_changes_per_s",
+    "velocity_slope",
+    "top_voice_velocity_minus_mean",
+    "chord_onset_spread_ms",
+)
+# Score-relative statistics: how a performance departs from its score (symbolic/score_stats.py).
+SCORE_STAT_NAMES: tuple[str, ...] = (
+    "log_tempo_ratio",
+    "local_tempo_std",
+    "local_tempo_jitter",
+    "tempo_trend",
+    "final_ritardando",
+    "onset_deviation_ms",
+    "chord_asynchrony_ms",
+    "articulation_log_mean",
+    "articulation_log_std",
+    "staccato_share",
+    "overlap_share",
+    "velocity_score_corr",
+    "velocity_score_slope",
+    "velocity_range_ratio",
+    "extra_note_share",
+    "missed_note_share",
+)
+# The full statistics vector: the performance on its own, then relative to its score, then a flag
+# saying whether the score part was measured (1) or left at zeros (no score, or it did not align).
+ALL_STAT_NAMES: tuple[str, ...] = STAT_NAMES + SCORE_STAT_NAMES + ("score_aligned",)
+# Columns of the score part (score-relative statistics and the flag) in the full vector.
+SCORE_COLUMNS: slice = slice(len(STAT_NAMES), len(ALL_STAT_NAMES))

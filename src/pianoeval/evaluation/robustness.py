@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pianoeval.core.constants import AMBIGUOUS_THRESHOLD
+from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, SCORE_COLUMNS
 from pianoeval.core.io import atomic_path, read_json
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,6 @@ def _transcribed_condition(
     replaced by the transcription's), `fusion_reference` [k, 19] their fusion scores on clean audio.
     """
     from pianoeval.audio.transcription_check import note_scores
-    from pianoeval.symbolic.stats import SCORE_COLUMNS
 
     kept, z, scores, stats = [], [], [], []
     for i, wave in enumerate(waves):

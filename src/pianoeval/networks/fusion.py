@@ -16,13 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from pianoeval.core.constants import N_DIMS
+from pianoeval.core.constants import ALL_STAT_NAMES, N_DIMS, SCORE_COLUMNS
 
 
 def n_score_stats() -> int:
     """Width S of `score_stats`: the score-relative statistics and their "aligned" flag."""
-    from pianoeval.symbolic.stats import SCORE_COLUMNS
-
     return SCORE_COLUMNS.stop - SCORE_COLUMNS.start
 
 
@@ -246,8 +244,6 @@ class FusedPerformanceModel(nn.Module):
                 inputs = batch[f"{track}_batch"]
                 z = model.encoder(inputs)  # a wide & deep encoder also sets inputs["wide_logits"]
                 out[f"z_{track}"], out[f"scores_{track}"] = z, model.heads(z, inputs.get("wide_logits"))
-            from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
-
             stats = batch["symbolic_batch"].get("stats")
             # Only full statistics hold the score part (18 performance-only columns do not).
             if stats is not None and stats.shape[1] == len(ALL_STAT_NAMES):

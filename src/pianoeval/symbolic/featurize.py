@@ -72,7 +72,7 @@ def featurize_file(kind: str, path: str, features_cfg: dict[str, Any], score_pat
 
 def kind_meta(kind: str, features_cfg: dict[str, Any]) -> dict[str, Any]:
     """Facts a model needs about a feature kind (vocabulary, channel count, statistics count)."""
-    from pianoeval.symbolic.stats import ALL_STAT_NAMES
+    from pianoeval.core.constants import ALL_STAT_NAMES
 
     return {**_kind_meta(kind, features_cfg), "n_stats": len(ALL_STAT_NAMES), "stat_names": list(ALL_STAT_NAMES)}
 
@@ -95,6 +95,6 @@ def _kind_meta(kind: str, features_cfg: dict[str, Any]) -> dict[str, Any]:
         from pianoeval.symbolic.graph import EDGE_TYPES, NODE_FEATURES
 
         return {"node_features": list(NODE_FEATURES), "edge_types": list(EDGE_TYPES)}
-    from pianoeval.symbolic.stats import ALL_STAT_NAMES
+    from pianoeval.core.constants import ALL_STAT_NAMES
 
     return {"feature_names": list(ALL_STAT_NAMES), "n_features": len(ALL_STAT_NAMES)}

@@ -28,25 +28,6 @@ import numpy as np
 from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance
 
-SCORE_STAT_NAMES: tuple[str, ...] = (
-    "log_tempo_ratio",
-    "local_tempo_std",
-    "local_tempo_jitter",
-    "tempo_trend",
-    "final_ritardando",
-    "onset_deviation_ms",
-    "chord_asynchrony_ms",
-    "articulation_log_mean",
-    "articulation_log_std",
-    "staccato_share",
-    "overlap_share",
-    "velocity_score_corr",
-    "velocity_score_slope",
-    "velocity_range_ratio",
-    "extra_note_share",
-    "missed_note_share",
-)
-
 # Below this share of matched notes the "score" is not what was played (wrong file, other piece):
 # the comparison would be noise, so it is refused.
 MIN_MATCH_SHARE = 0.3

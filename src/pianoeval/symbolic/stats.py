@@ -6,33 +6,13 @@ import logging
 
 import numpy as np
 
+from pianoeval.core.constants import SCORE_COLUMNS as SCORE_COLUMNS  # still read from here by steps/score.py
+from pianoeval.core.constants import SCORE_STAT_NAMES
 from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance, pedal_down_mask
-from pianoeval.symbolic.score_stats import SCORE_STAT_NAMES, score_relative_statistics
+from pianoeval.symbolic.score_stats import score_relative_statistics
 
 log = logging.getLogger(__name__)
-
-# Each statistic is a summary a piano teacher would name; the baseline is only as strong as these.
-STAT_NAMES: tuple[str, ...] = (
-    "log_duration_s",
-    "notes_per_s",
-    "velocity_mean",
-    "velocity_std",
-    "velocity_p90_minus_p10",
-    "log_ioi_mean",
-    "log_ioi_std",
-    "ioi_cv",
-    "log_note_duration_mean",
-    "legato_ratio_mean",
-    "pitch_mean",
-    "pitch_std",
-    "polyphony_mean",
-    "pedal_down_fraction",
-    "pedal_changes_per_s",
-    "velocity_slope",
-    "top_voice_velocity_minus_mean",
-    "chord_onset_spread_ms",
-)
 
 # Onsets closer than this (s) belong to one chord.
 _CHORD_WINDOW_S = 0.03
@@ -93,13 +73,6 @@ def midi_statistics(perf: Performance) -> np.ndarray:
     ]
     out = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     return out.astype(np.float32)
-
-
-# The full statistics vector: the performance on its own, then relative to its score, then a flag
-# saying whether the score part was measured (1) or left at zeros (no score, or it did not align).
-ALL_STAT_NAMES: tuple[str, ...] = STAT_NAMES + SCORE_STAT_NAMES + ("score_aligned",)
-# Columns of the score part (score-relative statistics and the flag) in the full vector.
-SCORE_COLUMNS: slice = slice(len(STAT_NAMES), len(ALL_STAT_NAMES))
 
 
 def performance_statistics(perf: Performance, score: Performance | None = None) -> np.ndarray:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def score_statistics(stats_path: Path) -> dict[str, torch.Tensor]:
     """{segment id: score-relative statistics [17]} (`SCORE_COLUMNS`, the last the aligned flag) from
     the featurize `stats` store; InputError if the store lacks the score columns."""
-    from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
+    from pianoeval.core.constants import ALL_STAT_NAMES, SCORE_COLUMNS
     from pianoeval.training.data import load_feature_store
 
     items = load_feature_store(stats_path)["items"]

@@ -56,7 +56,7 @@ def _with_statistics(base: nn.Module, track: str, meta: dict[str, Any], config: 
     if track == "audio":
         # The audio rule is not given the symbolic section.
         return WithStatistics(base, int(meta["n_stats"]), dropout=config["audio"]["dropout"])
-    from pianoeval.symbolic.stats import ALL_STAT_NAMES, SCORE_COLUMNS
+    from pianoeval.core.constants import ALL_STAT_NAMES, SCORE_COLUMNS
 
     full = int(meta["n_stats"]) == len(ALL_STAT_NAMES)
     return WithStatistics(
