@@ -75,11 +75,7 @@ def run_fuse(
     seed = fold_seed(config, fold)
     L.seed_everything(seed, workers=True, verbose=False)
     # Inputs are checked before anything is written: bad input leaves no output folder.
-    score_stats = None
-    if fusion.endswith("_score"):
-        if stats_path is None:
-            raise InputError(f"{fusion} is score-conditioned: pass --stats (the featurize stats store)")
-        score_stats = score_statistics(stats_path)
+    score_stats = _score_statistics(fusion, stats_path)
     manifest = read_manifest(manifest_path)
     index = KeyGroups(manifest)
     sym_model, sym = winner_embeddings(symbolic, fold, index)
@@ -117,13 +113,27 @@ def run_fuse(
         **record,
     }
     if hasattr(net, "get_gates"):
-        from pianoeval.core.constants import DIMENSIONS
-        from pianoeval.data.datasets import multi_task_collate_fn
-
-        module.eval()
-        with torch.no_grad():
-            gates = net.get_gates(multi_task_collate_fn(data.subset("val"))).mean(dim=0)
-        extra["audio_gate_per_dimension"] = dict(zip(DIMENSIONS, gates.tolist(), strict=True))
+        extra["audio_gate_per_dimension"] = _mean_gates(net, module, data)
     metrics = write_fold_outputs(data, preds, embs, out_dir, extra, start)
     log.info("fusion %s fold %d: pairwise %.3f, R2 %.3f", fusion, fold, metrics["pairwise_acc"], metrics["r2"])
     return metrics
+
+
+def _score_statistics(fusion: str, stats_path: Path | None) -> dict[str, torch.Tensor] | None:
+    """The score-relative statistics a `_score` fusion reads (InputError without a stats store), else None."""
+    if not fusion.endswith("_score"):
+        return None
+    if stats_path is None:
+        raise InputError(f"{fusion} is score-conditioned: pass --stats (the featurize stats store)")
+    return score_statistics(stats_path)
+
+
+def _mean_gates(net: Any, module: Any, data: Any) -> dict[str, float]:
+    """{dimension: the gated fusion's mean audio gate over the validation rows}."""
+    from pianoeval.core.constants import DIMENSIONS
+    from pianoeval.data.datasets import multi_task_collate_fn
+
+    module.eval()
+    with torch.no_grad():
+        gates = net.get_gates(multi_task_collate_fn(data.subset("val"))).mean(dim=0)
+    return dict(zip(DIMENSIONS, gates.tolist(), strict=True))

@@ -66,15 +66,8 @@ def run_train(
     record = learned_from_record(data, index, pretrained, extra=groups_of_keys(clips, index))
     check_no_leak(out_dir, fold, record["learned_from_groups"], split_groups(folds, fold, index))
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_provenance(
-        out_dir,
-        config,
-        seed,
-        track=track,
-        model=model,
-        fold=fold,
-        pretrained=str(pretrained) if pretrained else None,
-    )
+    origin = str(pretrained) if pretrained else None
+    write_provenance(out_dir, config, seed, track=track, model=model, fold=fold, pretrained=origin)
     fitted = fit_predict(track, model, config, data, out_dir, seed, pretrained, devices)
     if fitted is None:
         return {}  # a DDP worker: rank 0 writes the outputs
@@ -82,21 +75,8 @@ def run_train(
     if "wide" in info:
         # The wide part is fitted on the train rows and chosen on dev: the same groups.
         info["wide"]["learned_from_groups"] = record["labels_from_groups"]
-    metrics = write_fold_outputs(
-        data,
-        preds,
-        embs,
-        out_dir,
-        {"track": track, "model": model, "fold": fold, "seed": seed, **info, **record},
-        start,
-    )
-    log.info(
-        "%s/%s fold %d: pairwise %.3f, R2 %.3f (%.0f s)",
-        track,
-        model,
-        fold,
-        metrics["pairwise_acc"] or float("nan"),
-        metrics["r2"],
-        metrics["wall_s"],
-    )
+    extra = {"track": track, "model": model, "fold": fold, "seed": seed, **info, **record}
+    metrics = write_fold_outputs(data, preds, embs, out_dir, extra, start)
+    pairwise, wall = metrics["pairwise_acc"] or float("nan"), metrics["wall_s"]
+    log.info("%s/%s fold %d: pairwise %.3f, R2 %.3f (%.0f s)", track, model, fold, pairwise, metrics["r2"], wall)
     return metrics
