@@ -218,7 +218,13 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     from pianoeval.steps.robustness import run_robustness
 
     run_robustness(
-        _config(args), Path(args.manifest), Path(args.folds), Path(args.fusion_winner), Path(args.out_dir), args.devices
+        _config(args),
+        Path(args.manifest),
+        Path(args.folds),
+        Path(args.fusion_winner),
+        Path(args.out_dir),
+        args.devices,
+        results=Path(args.results),
     )
 
 
@@ -451,6 +457,7 @@ def _evaluation_commands(add: AddCommand) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--folds", required=True)
     p.add_argument("--fusion-winner", required=True)
+    p.add_argument("--results", default="results", help="the results tree holding the winners' fold folders")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--devices", type=int, default=None, help=INFERENCE_DEVICES_HELP)
     p = add("audio-robustness", cmd_audio_robustness)

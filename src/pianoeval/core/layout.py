@@ -129,6 +129,11 @@ class Results:
         return self.compare(track) / "winner.json"
 
     @property
+    def stats_store(self) -> Path:
+        """results/featurize/stats.pt: the statistics store (the `_score` fusions' score-relative statistics)."""
+        return self.root / "featurize" / "stats.pt"
+
+    @property
     def final_winner(self) -> Path:
         """results/fusion/winner.json: the headline target."""
         return self.root / "fusion" / "winner.json"

@@ -17,14 +17,16 @@ transcription's note F1 against the ground-truth MIDI. A condition fails when th
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, SCORE_COLUMNS
-from pianoeval.core.io import atomic_path, read_json
+from pianoeval.core.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +228,81 @@ def audio_outputs(
     return torch.cat(zs), torch.cat(scores)
 
 
+class FoldScorer(Protocol):
+    """What the evaluator asks of one fold's trained models."""
+
+    def recordings(self, val_ids: list[str]) -> list[str]:
+        """The validation segments (of the fold's `val_ids`) this fold scores."""
+
+    def __call__(self, condition: str, waves: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """{model: scores [N, 19]} of the recordings under `condition` (waveforms [S], in recordings' order)."""
+
+
+@dataclass
+class ConditionPredictions:
+    """Every fold's predictions per condition and model, with the scored recordings' labels and groups."""
+
+    preds: dict[str, dict[str, list[np.ndarray]]]
+    targets: list[np.ndarray] = field(default_factory=list)
+    groups: list[np.ndarray] = field(default_factory=list)
+
+    def labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(labels [N, 19], group ids [N]) over all folds."""
+        y = np.concatenate(self.targets)
+        # Group ids must not collide across folds: folds are group-disjoint, so plain names suffice.
+        return y, np.unique(np.concatenate(self.groups), return_inverse=True)[1]
+
+    def of(self, condition: str, model: str) -> np.ndarray:
+        """One model's predictions [N, 19] under one condition, over all folds."""
+        return np.concatenate(self.preds[condition][model])
+
+    def entries(self, model: str, veto: float) -> tuple[dict[str, float], dict[str, dict[str, Any]]]:
+        """(clean metrics, {degraded condition: its entry against the clean predictions}) of one model."""
+        y, g = self.labels()
+        clean = self.of("clean", model)
+        degraded = [c for c in self.preds if c != "clean"]
+        return _metric(clean, y, g), {c: _condition_entry(clean, self.of(c, model), y, g, veto) for c in degraded}
+
+
+def evaluate_folds(
+    manifest: Any,
+    folds: list[dict[str, Any]],
+    snr_db: list[float],
+    sample_rate: int,
+    seed: int,
+    scorer_for: Callable[[int], FoldScorer],
+    desc: str = "robustness",
+) -> ConditionPredictions:
+    """Score every fold's chosen validation recordings clean and under every condition (`conditions`).
+
+    Per fold: `scorer_for(fold)` loads its models and chooses the recordings; each is degraded by the
+    fold's augmentor (seed + fold, so every run draws the same impulse responses and noise) and scored.
+    """
+    from tqdm import tqdm
+
+    from pianoeval.audio.augmentation import AudioAugmentor
+    from pianoeval.audio.io import load_audio
+    from pianoeval.data.manifest import label_matrix
+
+    labels = label_matrix(manifest)
+    row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
+    conds = [("clean", []), *conditions(snr_db)]
+    out = ConditionPredictions({name: {} for name, _ in conds})
+    for spec in folds:
+        fold = int(spec["fold"])
+        scorer = scorer_for(fold)
+        rows = [row_of[s] for s in scorer.recordings(list(spec["val"]))]
+        out.targets.append(labels[rows])
+        out.groups.append(manifest["segment_group"].iloc[rows].to_numpy())
+        waves = [load_audio(manifest["audio_path"].iloc[r], sample_rate=sample_rate) for r in rows]
+        augmentor = AudioAugmentor(seed=seed + fold, sample_rate=sample_rate)
+        for name, chain in tqdm(conds, desc=f"{desc} fold {fold}", mininterval=5):
+            degraded = [degrade(w, chain, augmentor) for w in waves]
+            for model, scores in scorer(name, degraded).items():
+                out.preds[name].setdefault(model, []).append(scores)
+    return out
+
+
 def _metric(pred: np.ndarray, target: np.ndarray, groups: np.ndarray) -> dict[str, float]:
     """Pairwise accuracy and R² of predictions."""
     from pianoeval.metrics import pairwise_accuracy, r2_scores
@@ -251,26 +328,3 @@ def _condition_entry(
         "pearson_r": float(rob["pearson_r"]),
         "passed": bool(drop <= veto),
     }
-
-
-def plot_drops(report: dict[str, Any], out: Path) -> None:
-    """Bar chart of the score drop (%) per condition with the veto line (PNG, atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(report["conditions"])
-    fig, ax = plt.subplots(figsize=(9, 4))
-    models = ("audio", "symbolic", "fusion")  # symbolic: only where its input is a transcription
-    for k, model in enumerate(models):
-        drops = [report["conditions"][n].get(model, {}).get("score_drop_pct", np.nan) for n in names]
-        ax.bar(np.arange(len(names)) + (k - 1) * 0.27, drops, width=0.27, label=f"{model} winner")
-    ax.axhline(report["veto_drop_pct"], color="r", ls="--", label="veto threshold")
-    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("pairwise-accuracy drop vs clean (%)")
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)

@@ -9,9 +9,34 @@ from typing import Any
 import numpy as np
 
 from pianoeval.core.io import read_json, write_json
-from pianoeval.evaluation.robustness import _condition_entry, _metric, audio_outputs, conditions, degrade, group_subset
+from pianoeval.core.layout import Results
+from pianoeval.evaluation.robustness import audio_outputs, evaluate_folds, group_subset
 
 log = logging.getLogger(__name__)
+
+
+class AudioFoldScorer:
+    """One audio model's fold: `per_fold` of its validation recordings (whole groups; 0 = all) scored
+    from the frozen backbone's embedding of each degraded waveform."""
+
+    def __init__(self, module: Any, backbone: Any, manifest: Any, config: dict[str, Any]) -> None:
+        self.module, self.backbone, self.manifest = module, backbone, manifest
+        self.row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
+        self.sample_rate = int(config["render"]["sample_rate"])
+        self.clip_seconds = float(config["audio"]["clip_seconds"])
+        self.per_fold = int(config["robustness"]["audio_per_fold"])
+
+    def recordings(self, val_ids: list[str]) -> list[str]:
+        """The rendered validation segments, `per_fold` of them in whole groups."""
+        audio = self.manifest["audio_path"]
+        ids = [s for s in val_ids if s in self.row_of and isinstance(audio.iloc[self.row_of[s]], str)]
+        groups = self.manifest["segment_group"].iloc[[self.row_of[s] for s in ids]].to_numpy()
+        return [ids[i] for i in group_subset(groups, self.per_fold)]
+
+    def __call__(self, condition: str, waves: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """{"audio": scores [N, 19]}."""
+        scores = audio_outputs(self.module, self.backbone, waves, self.sample_rate, self.clip_seconds)[1]
+        return {"audio": scores.numpy()}
 
 
 def run_audio_robustness(
@@ -27,59 +52,42 @@ def run_audio_robustness(
     per-condition pairwise accuracy, R², score drop and Pearson r, the worst drop, and whether it stays
     within `robustness.veto_drop_pct` (the audio comparison vetoes a model that does not). Uses
     `robustness.audio_per_fold` recordings per fold (whole segment groups; 0 = all), on the device the job
-    reserved (`devices`), in bounded batches. Writes `out`."""
-    from tqdm import tqdm
-
-    from pianoeval.audio.augmentation import AudioAugmentor
-    from pianoeval.audio.io import load_audio
+    reserved (`devices`), in bounded batches. Reads the model's fold folders under `results`; writes `out`."""
     from pianoeval.core.device import resolve_device
-    from pianoeval.data.manifest import label_matrix, read_manifest
+    from pianoeval.data.manifest import read_manifest
     from pianoeval.training.checkpoints import load_trained_module
     from pianoeval.training.registry import audio_backbone, build_frozen_backbone
 
     manifest = read_manifest(manifest_path)
-    labels = label_matrix(manifest)
-    row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
-    sr = int(config["render"]["sample_rate"])
     rob = config["robustness"]
     device = resolve_device(devices)
     backbone = build_frozen_backbone(audio_backbone(model, config), config).to(device)
-    conds = [("clean", []), *conditions(rob["snr_db"])]
-    preds: dict[str, list[np.ndarray]] = {name: [] for name, _ in conds}
-    targets, groups = [], []
-    for spec in read_json(folds_path)["folds"]:
-        fold = int(spec["fold"])
-        module = load_trained_module(results / "train" / "audio" / model / f"fold_{fold}").to(device)
-        ids = [s for s in spec["val"] if s in row_of and isinstance(manifest["audio_path"].iloc[row_of[s]], str)]
-        g = manifest["segment_group"].iloc[[row_of[s] for s in ids]].to_numpy()
-        ids = [ids[i] for i in group_subset(g, int(rob["audio_per_fold"]))]
-        rows = [row_of[s] for s in ids]
-        targets.append(labels[rows])
-        groups.append(manifest["segment_group"].iloc[rows].to_numpy())
-        waves = [load_audio(manifest["audio_path"].iloc[r], sample_rate=sr) for r in rows]
-        augmentor = AudioAugmentor(seed=int(config["seed"]) + fold, sample_rate=sr)
-        for name, chain in tqdm(conds, desc=f"{model} robustness fold {fold}", mininterval=5):
-            degraded = [degrade(w, chain, augmentor) for w in waves]
-            preds[name].append(
-                audio_outputs(module, backbone, degraded, sr, float(config["audio"]["clip_seconds"]))[1].numpy()
-            )
-    y = np.concatenate(targets)
-    g = np.unique(np.concatenate(groups), return_inverse=True)[1]
+
+    def scorer_for(fold: int) -> AudioFoldScorer:
+        module = load_trained_module(Results(results).fold("audio", model, fold).path).to(device)
+        return AudioFoldScorer(module, backbone, manifest, config)
+
+    preds = evaluate_folds(
+        manifest,
+        read_json(folds_path)["folds"],
+        rob["snr_db"],
+        int(config["render"]["sample_rate"]),
+        int(config["seed"]),
+        scorer_for,
+        desc=f"{model} robustness",
+    )
     veto = float(rob["veto_drop_pct"])
-    clean = np.concatenate(preds["clean"])
+    clean, entries = preds.entries("audio", veto)
     report: dict[str, Any] = {
         "model": model,
         "veto_drop_pct": veto,
-        "n_segments": len(y),
-        "clean": _metric(clean, y, g),
-        "conditions": {},
+        "n_segments": len(preds.labels()[0]),
+        "clean": clean,
+        "conditions": entries,
     }
-    for name, _ in conds[1:]:
-        report["conditions"][name] = _condition_entry(clean, np.concatenate(preds[name]), y, g, veto)
-    report["worst_drop_pct"] = float(max(c["score_drop_pct"] for c in report["conditions"].values()))
+    report["worst_drop_pct"] = float(max(c["score_drop_pct"] for c in entries.values()))
     report["passed"] = bool(report["worst_drop_pct"] <= veto)
     write_json(report, out)
-    log.info(
-        "%s robustness: worst drop %.1f%% (%s)", model, report["worst_drop_pct"], "pass" if report["passed"] else "veto"
-    )
+    verdict = "pass" if report["passed"] else "veto"
+    log.info("%s robustness: worst drop %.1f%% (%s)", model, report["worst_drop_pct"], verdict)
     return report
