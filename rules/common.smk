@@ -356,6 +356,43 @@ def winner_out_of_fold(track):
     return out_of_fold
 
 
+# -- robustness: the winners' fold folders it loads ---------------------------------------------------
+
+
+def winner_folds(track, name):
+    """An input function: file `name` of every fold folder of `track`'s winner (known once compare has run)."""
+
+    def files(wildcards):
+        return expand(
+            "results/train/{track}/{model}/fold_{fold}/{name}",
+            track=track,
+            model=track_winner(track),
+            fold=FOLDS,
+            name=name,
+        )
+
+    files.__name__ = f"{track}_winner_{name.split('.')[0]}"
+    return files
+
+
+def fusion_winner_folds(wildcards):
+    """Every fold's metrics of the fusion winner (its fold folders are what robustness loads)."""
+    return expand(
+        "results/fuse/{fusion}/fold_{fold}/metrics.json",
+        fusion=track_winner("fusion"),
+        fold=FOLDS,
+    )
+
+
+def robustness_score_stats(wildcards):
+    """The statistics store when the fusion winner is score-conditioned (it reads its statistics), else nothing."""
+    return (
+        "results/featurize/stats.pt"
+        if track_winner("fusion").endswith("_score")
+        else []
+    )
+
+
 def fusion_score_stats(wildcards):
     """The score-relative statistics a `_score` fusion reads (the featurize stats store), else nothing."""
     return "results/featurize/stats.pt" if wildcards.fusion.endswith("_score") else []

@@ -47,9 +47,13 @@ rule robustness:
         symbolic_winner="results/compare/symbolic/winner.json",
         manifest="results/render/manifest.parquet",
         folds="results/folds/folds.json",
-        fusion_metrics=fusion_metrics,
+        fusion_folds=fusion_winner_folds,
+        audio_folds=winner_folds("audio", "metrics.json"),
+        symbolic_embeddings=winner_folds("symbolic", "embeddings.pt"),
+        stats=robustness_score_stats,
     output:
         report="results/robustness/report.json",
+        table="results/robustness/report.md",
         plot="results/robustness/score_drop.png",
     log:
         "logs/robustness/robustness.log",
@@ -66,7 +70,7 @@ rule robustness:
         config=config_for("render", "audio", "robustness", "seed"),
     shell:
         "pianoeval robustness --config {params.config} --manifest {input.manifest} --folds {input.folds} --devices {resources.gpu}"
-        " --fusion-winner {input.fusion_winner} --out-dir results/robustness > {log} 2>&1"
+        " --fusion-winner {input.fusion_winner} --results results --out-dir results/robustness > {log} 2>&1"
 
 
 rule fusion:
@@ -92,7 +96,14 @@ rule report:
         tables=expand(
             "results/compare/{track}/comparison.md", track=TRACKS + ["fusion"]
         ),
+        plots=expand(
+            "results/compare/{track}/{plot}.png",
+            track=TRACKS + ["fusion"],
+            plot=["differences", "per_dimension"],
+        ),
         robustness="results/robustness/report.json",
+        robustness_table="results/robustness/report.md",
+        robustness_plot="results/robustness/score_drop.png",
     output:
         html="results/report/index.html",
     log:
