@@ -1,5 +1,5 @@
-"""Compare models across folds with a paired bootstrap over segment groups, pick winners by a documented
-rule, and plot the differences.
+"""Compare models across folds with a paired bootstrap over segment groups and pick winners by a documented
+rule (its table and plots: evaluation/report.py).
 
 Intervals (`metrics.paired_bootstrap`): the folds' validation predictions (`predictions.csv`) are
 resampled by whole segment groups, pooled over folds, with replacement, the same draw for every model
@@ -30,7 +30,7 @@ import pandas as pd
 
 from pianoeval.core.constants import DIMENSIONS
 from pianoeval.core.errors import InputError
-from pianoeval.core.io import atomic_path, read_json
+from pianoeval.core.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -289,161 +289,3 @@ def add_robustness(summary: dict[str, dict[str, Any]], reports: list[Path]) -> s
         if not rep["passed"]:
             vetoed.add(rep["model"])
     return vetoed
-
-
-def _ci(cell: dict[str, Any] | None, signed: bool = False) -> str:
-    """'0.727 [0.716, 0.738]' from {mean, ci95}; '' without one."""
-    if not cell:
-        return ""
-    fmt = "{:+.3f}" if signed else "{:.3f}"
-    low, high = cell["ci95"]
-    return f"{fmt.format(cell['mean'])} [{fmt.format(low)}, {fmt.format(high)}]"
-
-
-def _pair_cells(entry: dict[str, Any] | None) -> str:
-    """'pairwise / R²' differences with their intervals, or ''."""
-    if not entry:
-        return ""
-    return f"{_ci(entry.get('pairwise_acc'), True)} / {_ci(entry.get('r2'), True)}"
-
-
-def comparison_markdown(track: str, comparison: dict[str, Any]) -> str:
-    """The comparison as Markdown: one row per model (means with 95 % intervals, the differences to the
-    best baseline and, for encoders, what the deep part adds to the wide part), then the winner's
-    differences to every other model."""
-    from pianoeval.metrics import format_comparison_table
-
-    summary, winner = comparison["models"], comparison["winner"]
-    rows = []
-    for model in sorted(summary, key=_rank_key(summary), reverse=True):
-        s = summary[model]
-        rows.append(
-            {
-                "model": f"**{model}**" if model == winner else model,
-                "pairwise acc [95% CI]": _ci(s["pairwise_acc"]),
-                "R² [95% CI]": _ci(s["r2"]),
-                f"vs {comparison['best_baseline']} (pairwise / R²)": _pair_cells(s.get("vs_best_baseline")),
-                "deep adds (pairwise / R²)": _pair_cells(s.get("deep_adds")),
-                "params": "" if s["n_parameters"] is None else f"{s['n_parameters']:,}",
-                "train time (s)": f"{s['wall_s_total']:.0f}",
-                "role": "reference" if s["reference"] else ("baseline" if s["baseline"] else ""),
-                "transcribed acc / R²": (
-                    f"{s['val_transcribed']['pairwise_acc_mean']:.3f} / {s['val_transcribed']['r2_mean']:.3f}"
-                    if "val_transcribed" in s
-                    else ""
-                ),
-                "worst drop %": f"{s['robustness']['worst_drop_pct']:.1f}" if "robustness" in s else "",
-                "veto": ("" if s["robustness"]["passed"] else "vetoed") if "robustness" in s else "",
-            }
-        )
-    columns = ["model", "pairwise acc [95% CI]", "R² [95% CI]"]
-    if comparison["best_baseline"]:
-        columns.append(f"vs {comparison['best_baseline']} (pairwise / R²)")
-    if any("deep_adds" in s for s in summary.values()):
-        columns.append("deep adds (pairwise / R²)")
-    columns += ["params", "train time (s)", "role"]
-    if any("val_transcribed" in s for s in summary.values()):
-        columns.append("transcribed acc / R²")
-    if any("robustness" in s for s in summary.values()):
-        columns += ["worst drop %", "veto"]
-    boot = comparison["bootstrap"]
-    head = (
-        f"# {track} comparison\n\nWinner: **{winner}** ({comparison['decided_by']}; unbeaten: "
-        f"{', '.join(comparison['unbeaten'])}). Rule: {WINNER_RULE}. Intervals: {boot['resamples']} paired "
-        f"bootstrap resamples of the {boot['n_groups']} validation segment groups (seed {boot['seed']}).\n\n"
-    )
-    winner_rows = [
-        {"difference": f"{d['a']} − {d['b']}", "metric": d["metric"], "mean [95% CI]": _ci(d, True),
-         "excludes 0": "yes" if (d["ci95"][0] > 0 or d["ci95"][1] < 0) else ""}
-        for d in comparison["differences"]
-        if "winner" in d["roles"]
-    ]  # fmt: skip
-    tail = ""
-    if winner_rows:
-        tail = "\nThe winner against every other model:\n\n" + format_comparison_table(
-            winner_rows, ["difference", "metric", "mean [95% CI]", "excludes 0"]
-        )
-    return head + format_comparison_table(rows, columns) + "\n" + tail + "\n"
-
-
-def plot_differences(comparison: dict[str, Any], out: Path, title: str) -> None:
-    """A forest plot of the differences with their 95 % intervals: the winner against each model, each
-    model against the best baseline, what each deep part adds (PNG, atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    colors = {"winner": "tab:blue", "vs_best_baseline": "tab:gray", "deep_adds": "tab:green"}
-    shown = [d for d in comparison["differences"] if set(d["roles"]) & set(colors)]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 1.2 + 0.32 * max(1, len(shown) // 2)), sharey=True)
-    for metric, ax in zip(METRICS, axes, strict=True):
-        rows = [d for d in shown if d["metric"] == metric]
-        for y, d in enumerate(rows):
-            role = next(r for r in colors if r in d["roles"])
-            low, high = d["ci95"]
-            ax.plot([low, high], [y, y], color=colors[role], lw=2)
-            ax.plot([d["mean"]], [y], "o", color=colors[role], ms=4)
-        ax.axvline(0.0, color="k", lw=0.8, ls="--")
-        ax.set_yticks(range(len(rows)), [f"{d['a']} − {d['b']}" for d in rows], fontsize=7)
-        ax.set_xlabel("difference in " + ("pairwise accuracy" if metric == "pairwise_acc" else "R²"))
-        ax.invert_yaxis()
-    handles = [plt.Line2D([], [], color=c, lw=2, label=r.replace("_", " ")) for r, c in colors.items()]
-    axes[1].legend(handles=handles, fontsize=7, loc="lower right")
-    fig.suptitle(f"{title} (95% paired bootstrap intervals)")
-    fig.tight_layout()
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-def plot_per_dimension(summary: dict[str, dict[str, Any]], out: Path, title: str) -> None:
-    """Grouped horizontal bars: per-dimension pairwise accuracy of each model (PNG, atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(summary)
-    fig, axes = plt.subplots(1, 2, figsize=(14, 8), sharey=True)
-    y = np.arange(len(DIMENSIONS))
-    height = 0.8 / max(1, len(models))
-    for metric, ax in zip(METRICS, axes, strict=True):
-        for k, model in enumerate(models):
-            vals = [np.nan_to_num(summary[model]["per_dimension"][d][metric], nan=0.0) for d in DIMENSIONS]
-            ax.barh(y + k * height, vals, height=height, label=model)
-        ax.axvline(0.5 if metric == "pairwise_acc" else 0.0, color="k", lw=0.8, ls="--")
-        ax.set_xlabel("within-piece pairwise accuracy" if metric == "pairwise_acc" else "R²")
-    axes[0].set_yticks(y + 0.4 - height / 2, [d.replace("_", " ") for d in DIMENSIONS], fontsize=7)
-    axes[0].invert_yaxis()
-    axes[1].legend(fontsize=8, loc="lower right")
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
-def plot_robustness(summary: dict[str, dict[str, Any]], out: Path, title: str) -> None:
-    """Grouped bars: each model's score drop (%) per recording condition, with the veto line (PNG, atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = [m for m, s in summary.items() if "robustness" in s]
-    names = list(summary[models[0]]["robustness"]["drop_pct"])
-    width = 0.8 / len(models)
-    fig, ax = plt.subplots(figsize=(10, 4))
-    for k, model in enumerate(models):
-        drops = [summary[model]["robustness"]["drop_pct"][n] for n in names]
-        ax.bar(np.arange(len(names)) + (k - (len(models) - 1) / 2) * width, drops, width=width, label=model)
-    ax.axhline(summary[models[0]]["robustness"]["veto_drop_pct"], color="r", ls="--", label="veto threshold")
-    ax.set_xticks(np.arange(len(names)), names, rotation=30, ha="right")
-    ax.set_ylabel("pairwise-accuracy drop vs clean (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(out, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)

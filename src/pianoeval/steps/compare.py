@@ -15,16 +15,13 @@ from pianoeval.evaluation.compare import (
     add_intervals,
     add_robustness,
     best_baseline,
-    comparison_markdown,
     differences,
     pick_winner,
-    plot_differences,
-    plot_per_dimension,
-    plot_robustness,
     read_fold_predictions,
     read_runs,
     summarise,
 )
+from pianoeval.evaluation.report import comparison_markdown, plot_differences, plot_per_dimension, plot_robustness
 
 log = logging.getLogger(__name__)
 
