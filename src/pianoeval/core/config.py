@@ -81,7 +81,25 @@ def load_config(*paths: str | Path, overrides: dict[str, Any] | None = None) -> 
     resolved = validate_config(merged, paths[-1] if paths else None)
     if sections is None:
         return resolved
-    return RuleConfig({k: v for k, v in resolved.items() if k in sections}, str(paths[-1]) if paths else None)
+    source = str(paths[-1]) if paths else None
+    given: dict[str, Any] = {}
+    for name, keys in _parse_sections(sections).items():
+        if name not in resolved:
+            continue
+        given[name] = resolved[name] if keys is None else RuleSection(name, resolved[name], keys, source)
+    return RuleConfig(given, source)
+
+
+def _parse_sections(specs: list[str] | tuple[str, ...]) -> dict[str, list[str] | None]:
+    """{section: None (the whole section) or the keys given} from specs like "seed", "audio.backbone"."""
+    out: dict[str, list[str] | None] = {}
+    for spec in specs:
+        name, _, key = spec.partition(".")
+        if not key or out.get(name, []) is None:
+            out[name] = None  # a whole section covers any of its keys
+        else:
+            out.setdefault(name, []).append(key)
+    return out
 
 
 class RuleConfig(dict):
@@ -106,9 +124,36 @@ class RuleConfig(dict):
         return type(self), (dict(self), self.source)
 
 
+class RuleSection(dict):
+    """The keys of one config section a rule was given (`config_for("audio.backbone", ...)`): reading
+    another key of that section raises ConfigError, as reading another section does (RuleConfig)."""
+
+    def __init__(self, name: str, section: dict[str, Any], keys: list[str], source: str | None = None) -> None:
+        super().__init__({k: section[k] for k in keys if k in section})
+        self.name, self.given, self.source = name, list(keys), source
+
+    def __missing__(self, key: str) -> Any:
+        if key in self.given:
+            raise KeyError(key)
+        raise ConfigError(
+            f"config key {self.name}.{key} is not among this rule's ({', '.join(sorted(self.given))}); "
+            "add it to the rule's config_for(...) in rules/",
+            self.source,
+        )
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """As dict.get for a key the rule was given; ConfigError for any other (no silent default)."""
+        if key not in self.given:
+            self.__missing__(key)
+        return super().get(key, default)
+
+    def __reduce__(self) -> tuple[type, tuple[str, dict[str, Any], list[str], str | None]]:
+        return type(self), (self.name, dict(self), self.given, self.source)
+
+
 def plain_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A plain dict copy of a config (RuleConfig included), e.g. for yaml.safe_dump."""
-    return copy.deepcopy(dict(config))
+    """A plain dict copy of a config (RuleConfig and RuleSection included), e.g. for yaml.safe_dump."""
+    return {k: plain_config(v) if isinstance(v, dict) else copy.deepcopy(v) for k, v in config.items()}
 
 
 def deep_merge(base: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
@@ -130,13 +175,19 @@ def config_digest(config: dict[str, Any]) -> str:
 def write_resolved(config: dict[str, Any], folder: str | Path, sections: tuple[str, ...]) -> Path:
     """Write `sections` of a resolved config to `folder/<digest>.yaml` (idempotent); return the path.
 
+    A section is named whole (`"audio"`) or by the keys a rule reads (`"audio.backbone"`): a rule that
+    reads three keys of a section then reruns when one of those changes, not when any of the section does.
+
     The file name is content-addressed so a rule that receives it as a parameter reruns exactly
     when the sections it depends on change. The file lists its sections (`_sections`): `load_config`
     then refuses any other section (RuleConfig), so a rule cannot read a setting its digest misses.
     """
     from pianoeval.core.io import atomic_path
 
-    subset: dict[str, Any] = {k: config[k] for k in sections if k in config}
+    subset: dict[str, Any] = {}
+    for name, keys in _parse_sections(sections).items():
+        if name in config:
+            subset[name] = config[name] if keys is None else {k: config[name][k] for k in keys if k in config[name]}
     subset[SECTIONS_KEY] = sorted(sections)
     target = Path(folder) / f"{config_digest(subset)}.yaml"
     if not target.exists():
