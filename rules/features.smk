@@ -71,7 +71,19 @@ rule embed:
         mem_mb=8000,
         gpu=1,
     params:
-        config=config_for("render", "audio", "max_skipped_fraction", "seed"),
+        # The audio keys the frozen backbone and the subset read, not the whole section: another audio
+        # setting (a model's width, its training) re-embeds nothing.
+        config=config_for(
+            "render.sample_rate",
+            "audio.backbone",
+            "audio.muq_pretrained",
+            "audio.muq_name_or_path",
+            "audio.muq_small",
+            "audio.hidden_layers",
+            "audio.embed_per_group",
+            "max_skipped_fraction",
+            "seed",
+        ),
     shell:
         "pianoeval embed {wildcards.backbone} --config {params.config} --manifest {input.manifest} --devices {resources.gpu}"
         " --out {output.embeddings} --cache-dir results/cache/embed_{wildcards.backbone} > {log} 2>&1"

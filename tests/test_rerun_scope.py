@@ -79,16 +79,15 @@ def test_a_fusion_setting_reruns_only_fusion_and_what_follows(tmp_path: Path) ->
     assert "Nothing to be done" in run(work, "-n", overlay=small)
 
     fusion = jobs(run(work, "-n", overlay=changed(tmp_path, "fusion", "fusion", "hidden", 32)))
-    # The fusion comparison follows the fuse jobs; a dry run lists it only when the track comparisons
-    # (checkpoints) it sits behind are known, which they are here: either way, nothing upstream.
-    assert {"fuse", "robustness", "fusion", "report"} <= set(fusion), set(fusion)
-    assert set(fusion) <= {"fuse", "compare", "robustness", "fusion", "report"}, set(fusion)
-    assert fusion.get("compare", {"wildcards: track=fusion"}) == {"wildcards: track=fusion"}
+    # Every fuse job, then exactly what follows them: the fusion comparison (the track comparisons it
+    # sits behind are finished, so the dry run knows it), robustness, the final winner and the report.
+    assert set(fusion) == {"fuse", "compare", "robustness", "fusion", "report"}, set(fusion)
+    assert fusion["fuse"] == {f"wildcards: fusion=f2, fold={k}" for k in range(SMALL["folds"]["k"])}
+    assert fusion["compare"] == {"wildcards: track=fusion"}
 
-    # An audio setting: the audio models' training and what follows, no symbolic job.
+    # An audio setting that only the audio models read: their training and what follows, no embedding
+    # (embed is given the audio keys its backbone reads, rules/features.smk) and no symbolic job.
     audio = jobs(run(work, "-n", overlay=changed(tmp_path, "audio", "audio", "hidden", 24)))
-    # embed is given the whole audio section (it reads the backbone's settings from it), so any audio
-    # setting re-embeds: a known over-approximation (README, "Known limitations"); never a symbolic job.
-    assert not {"featurize", "pretrain", "render"} & set(audio)
+    assert not {"featurize", "pretrain", "render", "embed"} & set(audio), set(audio)
     assert all("track=audio" in w for w in audio["train"]), audio["train"]
     assert "track=symbolic" not in " ".join(audio.get("compare", set()))
