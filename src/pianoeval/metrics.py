@@ -1,4 +1,4 @@
-"""Evaluation metrics: within-piece pairwise accuracy, R², difficulty correlation, robustness, tables.
+"""Evaluation metrics: within-piece pairwise accuracy, R², robustness, tables, the paired bootstrap.
 
 Inputs are numpy arrays (torch tensors are converted); outputs are plain floats, dicts and strings so
 they can go straight into JSON. An undefined value (no comparable pair) is `None`; a value that is
