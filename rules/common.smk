@@ -159,12 +159,17 @@ def manifest_source(wildcards):
     present folder is read directly)."""
     data = config["data"]
     if data["source"] == "demo":
-        inputs = ["results/demo/manifest.parquet"]
+        inputs = {"demo": "results/demo/manifest.parquet"}
     else:
-        inputs = [fetch_marker("percepiano", data["percepiano_root"])]
+        inputs = {"percepiano": fetch_marker("percepiano", data["percepiano_root"])}
     if data["asap_root"]:
-        inputs.append(fetch_marker("asap", data["asap_root"]))
-    return [i for i in inputs if i]
+        inputs["asap"] = fetch_marker("asap", data["asap_root"])
+    return {name: path for name, path in inputs.items() if path}
+
+
+def demo_manifest_flag(wildcards, input):
+    """`--demo-manifest PATH` when prepare reads the demo's manifest, else nothing."""
+    return f"--demo-manifest {input.demo}" if "demo" in input.keys() else ""
 
 
 def unlabelled_root():

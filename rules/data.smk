@@ -32,7 +32,7 @@ rule fetch:
 
 rule prepare:
     input:
-        manifest_source,
+        unpack(manifest_source),
     output:
         manifest="results/prepare/manifest.parquet",
         summary="results/prepare/summary.json",
@@ -42,8 +42,9 @@ rule prepare:
         "../workflow/envs/pianoeval.yaml"
     params:
         config=config_for("data", "seed"),
+        demo=demo_manifest_flag,
     shell:
-        "pianoeval prepare --config {params.config} --out {output.manifest} > {log} 2>&1"
+        "pianoeval prepare --config {params.config} {params.demo} --out {output.manifest} > {log} 2>&1"
 
 
 rule folds:

@@ -80,7 +80,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     """Build the corpus manifest from the configured source."""
     from pianoeval.steps.prepare import run_prepare
 
-    run_prepare(_config(args), Path(args.out))
+    run_prepare(_config(args), Path(args.out), Path(args.demo_manifest) if args.demo_manifest else None)
 
 
 def cmd_folds(args: argparse.Namespace) -> None:
@@ -343,6 +343,7 @@ def _data_commands(add: AddCommand) -> None:
     p.add_argument("--remote", help="persist remote to check for writing")
     p.add_argument("--out", required=True)
     p = add("prepare", cmd_prepare)
+    p.add_argument("--demo-manifest", help="the demo rule's manifest (data.source: demo)")
     p.add_argument("--out", required=True)
     p = add("folds", cmd_folds)
     p.add_argument("--manifest", required=True)

@@ -53,15 +53,18 @@ def subset_groups(df: pd.DataFrame, n_groups: int | None, per_group: int | None,
     return df.loc[keep].reset_index(drop=True)
 
 
-def build_manifest(config: dict[str, Any]) -> pd.DataFrame:
-    """Build the corpus manifest from the configured source plus optional unlabelled MIDI."""
+def build_manifest(config: dict[str, Any], demo_manifest: Path | None = None) -> pd.DataFrame:
+    """Build the corpus manifest from the configured source plus optional unlabelled MIDI; the demo
+    source reads `demo_manifest` (the demo rule's output)."""
     from pianoeval.data.manifest import label_matrix
 
     data = config["data"]
     if data["source"] == "demo":
         from pianoeval.data.manifest import read_manifest
 
-        df = read_manifest(Path("results/demo/manifest.parquet"))
+        if demo_manifest is None:
+            raise ConfigError("data.source is demo: pass --demo-manifest (the demo rule's manifest.parquet)")
+        df = read_manifest(demo_manifest)
     elif data["source"] == "percepiano":
         from pianoeval.data.percepiano import load_percepiano
 
@@ -88,11 +91,11 @@ def build_manifest(config: dict[str, Any]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else df
 
 
-def run_prepare(config: dict[str, Any], out: Path) -> pd.DataFrame:
-    """Write the validated manifest to `out` and a summary JSON beside it."""
+def run_prepare(config: dict[str, Any], out: Path, demo_manifest: Path | None = None) -> pd.DataFrame:
+    """Write the validated manifest to `out` and a summary JSON beside it (`demo_manifest`: the demo's)."""
     from pianoeval.data.manifest import label_matrix, write_manifest
 
-    df = build_manifest(config)
+    df = build_manifest(config, demo_manifest)
     write_manifest(df, out)
     labels = label_matrix(df)
     write_json(
