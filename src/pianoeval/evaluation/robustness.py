@@ -27,6 +27,7 @@ import torch
 
 from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, SCORE_COLUMNS
 from pianoeval.core.io import read_json
+from pianoeval.core.layout import FoldDir
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,9 @@ def _symbolic_scorer(fold_dir: Path) -> tuple[Any, str, dict[str, Any]]:
     from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.training.registry import FEATURE_KIND
 
-    config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
-    kind = FEATURE_KIND[read_json(fold_dir / "model_spec.json")["model"]]
+    folder = FoldDir(fold_dir)
+    config = validate_config(yaml.safe_load(folder.config.read_text()), folder.config)
+    kind = FEATURE_KIND[read_json(folder.model_spec)["model"]]
     return load_scoring_network(fold_dir, config), kind, config["features"]
 
 

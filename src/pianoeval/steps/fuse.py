@@ -13,6 +13,7 @@ import torch
 
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json, write_json
+from pianoeval.core.layout import FoldDir
 from pianoeval.data.leaks import KeyGroups, recorded_groups
 from pianoeval.training.fusion_data import build_fusion_data, error_correlation, score_statistics
 
@@ -93,7 +94,7 @@ def run_fuse(
         "hidden": config["fusion"]["hidden"],
     }
     net = build_fusion(fusion, **dims)
-    write_json({"kind": "fusion", "model": fusion, **dims}, out_dir / "model_spec.json")
+    write_json({"kind": "fusion", "model": fusion, **dims}, FoldDir(out_dir).model_spec)
     module, info = fit_module(net, config, data, out_dir, seed, devices=devices)
     if module is None:
         return {}

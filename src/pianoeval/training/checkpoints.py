@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from pianoeval.core.io import read_json
+from pianoeval.core.layout import FoldDir
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +22,9 @@ def load_trained_module(fold_dir: Path) -> Any:
     from pianoeval.core.config import validate_config
     from pianoeval.training.registry import build_module
 
-    spec = read_json(fold_dir / "model_spec.json")
-    config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
+    folder = FoldDir(fold_dir)
+    spec = read_json(folder.model_spec)
+    config = validate_config(yaml.safe_load(folder.config.read_text()), folder.config)
     if spec["kind"] == "network":
         from pianoeval.training.registry import build_network
 
@@ -33,13 +35,6 @@ def load_trained_module(fold_dir: Path) -> Any:
         net = build_fusion(spec["model"], spec["audio_dim"], spec["symbolic_dim"], hidden=spec["hidden"])
     # Built before loading: A1/A2 add their LoRA adapters in the constructor.
     module = build_module(spec["model"], net, config, label_mean=None)
-    ckpt = fold_dir / "checkpoints" / "best.ckpt"
-    if not ckpt.is_file():
-        ckpt = fold_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        from pianoeval.core.errors import InputError
-
-        raise InputError("no checkpoint in this training folder; rerun its rule", fold_dir)
-    module.load_state_dict(torch.load(ckpt, weights_only=False)["state_dict"])
+    module.load_state_dict(torch.load(folder.checkpoint(), weights_only=False)["state_dict"])
     module.eval()
     return module

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from pianoeval.core.io import read_json, write_json
+from pianoeval.core.layout import FoldDir
 from pianoeval.training.baselines import stats_matrix, transcription_flags
 from pianoeval.training.data import FoldData, make_loader
 
@@ -35,7 +36,7 @@ def train_network(
     from pianoeval.training.registry import build_network
 
     net = build_network(model, data.meta, config)
-    write_json({"kind": "network", "model": model, "meta": data.meta}, out_dir / "model_spec.json")
+    write_json({"kind": "network", "model": model, "meta": data.meta}, FoldDir(out_dir).model_spec)
     if pretrained is not None:
         state = torch.load(pretrained, weights_only=False)
         # A side-input wrapper holds the pretrained encoder as `.base`.
@@ -255,7 +256,7 @@ def fit_module(
     )
     dev_split = "dev" if data.splits["dev"] else "train"
     dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
-    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir = FoldDir(out_dir).checkpoints
     stopping, checkpoint = _selection_callbacks(ckpt_dir, tcfg["patience"])
     trainer = L.Trainer(
         max_epochs=tcfg["max_epochs"],

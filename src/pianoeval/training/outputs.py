@@ -14,6 +14,7 @@ import torch
 
 from pianoeval.core.constants import DIMENSIONS
 from pianoeval.core.io import atomic_path, save_torch, write_json
+from pianoeval.core.layout import FoldDir
 from pianoeval.data.manifest import split_view_id
 from pianoeval.training.data import FoldData
 
@@ -74,7 +75,8 @@ def write_fold_outputs(
             **extra,
         }
     )
-    _write_predictions(data, preds, out_dir / "predictions.csv")
+    folder = FoldDir(out_dir)
+    _write_predictions(data, preds, folder.predictions)
     splits = ("train", "dev", "val")
     order = [i for split in splits for i in data.splits[split]]
     payload: dict[str, Any] = {
@@ -87,7 +89,7 @@ def write_fold_outputs(
     }
     if embs is not None:
         payload["z"] = torch.from_numpy(np.concatenate([embs[s] for s in splits]).astype(np.float32))
-    save_torch(payload, out_dir / "embeddings.pt")
+    save_torch(payload, folder.embeddings)
     metrics["wall_s"] = round(time.perf_counter() - start, 2)
-    write_json(metrics, out_dir / "metrics.json")  # last: its presence means the fold is complete
+    write_json(metrics, folder.metrics)  # last: its presence means the fold is complete
     return metrics
