@@ -51,11 +51,12 @@ def run(work: Path, *args: str, overlay: Path) -> str:
 
 
 def jobs(dry_run: str) -> dict[str, set[str]]:
-    """{rule: {its jobs' wildcards lines}} that a dry run would execute."""
+    """{rule: {its jobs' wildcards lines}} that a dry run would execute (checkpoint jobs included:
+    Snakemake prints them as `checkpoint compare:`)."""
     out: dict[str, set[str]] = {}
     rule = None
     for line in dry_run.splitlines():
-        if line.startswith(("rule ", "localrule ")):
+        if line.startswith(("rule ", "localrule ", "checkpoint ")):
             rule = line.split()[1].rstrip(":")
             out.setdefault(rule, set())
         elif rule and line.strip().startswith("wildcards:"):
