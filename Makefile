@@ -9,8 +9,11 @@ CORES ?= 2
 bootstrap:
 	bash scripts/bootstrap.sh
 
+# The demo's networks are tiny: a training job is mostly imports and small ops, which one thread runs
+# as fast as two, so two such jobs run side by side on 2 cores (docs/benchmarks.md, "Demo corpus").
+DEMO_THREADS = --set-threads pretrain=1 train=1 train_inner=1 fuse=1
 demo: bootstrap
-	$(SNAKEMAKE) --cores $(CORES) --printshellcmds results/fusion/winner.json results/report/index.html
+	$(SNAKEMAKE) --cores $(CORES) $(DEMO_THREADS) --printshellcmds results/fusion/winner.json results/report/index.html
 
 # The CPU rehearsal of the GPU experiment (profiles/thunder): the same rules, models and settings at small
 # sizes, with a small MuQ of the released architecture loaded through the pretrained path (docs/thunder.md).

@@ -6,6 +6,7 @@ hears the performance: the ridge baseline must find them, and the probe must sta
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,43 @@ def test_audio_baselines_read_the_pooled_statistics(corpus: dict[str, Path], tmp
     assert ridge["r2"] > 0.6 and ridge["pairwise_acc"] > 0.8
     assert mean["r2"] <= 0.0
     assert (tmp_path / "ridge" / "predictions.csv").is_file()
+
+
+def test_baseline_job_does_not_import_lightning(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """A baseline's training job, in a fresh process, never imports Lightning (seconds of a job's start)."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(config()))
+    args = [str(p) for p in (cfg, corpus["manifest"], corpus["folds"], corpus["features"], tmp_path / "ridge")]
+    code = (
+        "import json, sys; from pathlib import Path; from pianoeval.steps.train import run_train; "
+        "c, man, folds, feats, out = sys.argv[1:]; "
+        "m = run_train('audio', 'baseline_ridge', json.loads(Path(c).read_text()), 0, Path(man), Path(folds), "
+        "Path(feats), Path(out)); "
+        "print(sorted(m for m in ('lightning', 'torchmetrics') if m in sys.modules), m['r2'] > 0.6)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "[] True"
+
+
+def test_seeding_matches_lightning() -> None:
+    """`core.seed.seed_everything` leaves every global generator and variable as Lightning's does."""
+    import os
+    import random
+
+    import lightning as L
+
+    from pianoeval.core.seed import seed_everything
+
+    draws = []
+    for seeder in (lambda: L.seed_everything(7, workers=True, verbose=False), lambda: seed_everything(7)):
+        os.environ.pop("PL_SEED_WORKERS", None)
+        seeder()
+        env = (os.environ["PL_GLOBAL_SEED"], os.environ["PL_SEED_WORKERS"])
+        draws.append((random.random(), float(np.random.rand()), float(torch.rand(1)), env))
+    assert draws[0] == draws[1]
 
 
 def test_probe_is_wide_and_deep_from_the_ridge_fit(corpus: dict[str, Path], tmp_path: Path) -> None:

@@ -38,6 +38,12 @@ def run(work: Path, *args: str, overlay: Path) -> str:
         str(BIN / "snakemake"),
         "--cores",
         "2",
+        # As `make demo`: the tiny training jobs on one thread each, two side by side.
+        "--set-threads",
+        "pretrain=1",
+        "train=1",
+        "train_inner=1",
+        "fuse=1",
         *args,
         "--configfile",
         "config/config.yaml",

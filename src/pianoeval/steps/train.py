@@ -32,10 +32,9 @@ def run_train(
     """Train `model` on fold `fold` on `devices` devices (DDP when more than 1); write metrics.json,
     predictions.csv, embeddings.pt, provenance. A DDP worker process returns {} and writes nothing.
     `unlabelled_manifest` (a2 only): rendered unlabelled performances for its self-supervised stage."""
-    import lightning as L
-
     from pianoeval.core.errors import ConfigError
     from pianoeval.core.provenance import write_provenance
+    from pianoeval.core.seed import seed_everything
     from pianoeval.data.leaks import KeyGroups, check_no_leak, groups_of_keys, split_groups
     from pianoeval.data.manifest import read_manifest
     from pianoeval.training.leaks import learned_from_record
@@ -47,7 +46,7 @@ def run_train(
     if model not in known:
         raise ConfigError(f"unknown {track} model {model!r}; known: {', '.join(known)}")
     seed = fold_seed(config, fold)
-    L.seed_everything(seed, workers=True, verbose=False)
+    seed_everything(seed)  # Lightning's, call for call: a baseline's job then never imports Lightning
     # Inputs are read and checked before anything is written: bad input leaves no output folder.
     store = load_feature_store(features_path)
     manifest = read_manifest(manifest_path)
