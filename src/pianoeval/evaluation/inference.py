@@ -35,7 +35,11 @@ class ScoringNetwork(nn.Module):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Scores [B, 19] in (0, 1): the same `scores_from` as PerformanceModule.forward."""
         # The encoder runs first: a wide & deep encoder sets batch["wide_logits"] for the heads.
-        return scores_from(self.encoder, self.heads, self.encoder(batch), batch)
+        return self.scores_from(self.encoder(batch), batch)
+
+    def scores_from(self, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Scores [B, 19] from the encoder's embedding z [B, H] of `batch` (as PerformanceModule.scores_from)."""
+        return scores_from(self.encoder, self.heads, z, batch)
 
 
 def checkpoint_path(fold_dir: Path) -> Path:
