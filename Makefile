@@ -10,7 +10,8 @@ bootstrap:
 	bash scripts/bootstrap.sh
 
 demo: bootstrap
-	$(SNAKEMAKE) --cores $(CORES) --printshellcmds results/fusion/winner.json results/report/index.html
+	$(SNAKEMAKE) --cores $(CORES) --printshellcmds results/fusion/winner.json results/report/index.html \
+		results/export/pianoeval.bundle
 
 # The CPU rehearsal of the GPU experiment (profiles/thunder): the same rules, models and settings at small
 # sizes, with a small MuQ of the released architecture loaded through the pretrained path (docs/thunder.md).

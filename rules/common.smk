@@ -425,3 +425,24 @@ onsuccess:
 
 onerror:
     persist_at_end()
+
+
+# -- serve: what the export rule bundles -------------------------------------------------------------
+
+
+def export_inputs(wildcards):
+    """What `export` reads (the final winner, every track's comparison, the manifest) and the metrics
+    of every fold folder it may bundle (the track winners' and the fusion variants')."""
+    winners = [
+        f"results/train/{track}/{track_winner(track)}/fold_{fold}/metrics.json"
+        for track in TRACKS
+        for fold in FOLDS
+    ]
+    return {
+        "winner": "results/fusion/winner.json",
+        "comparisons": expand(
+            "results/compare/{track}/comparison.json", track=TRACKS + ["fusion"]
+        ),
+        "manifest": "results/prepare/manifest.parquet",
+        "folds": winners + fusion_metrics(wildcards),
+    }

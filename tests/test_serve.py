@@ -366,7 +366,9 @@ def fused(tmp_path_factory: pytest.TempPathFactory) -> dict:
         results / "fusion" / "winner.json",
     )
     corpus["bundle"] = root / "export" / "pianoeval.bundle"
-    run_export(results, corpus["bundle"], corpus["symbolic_manifest"])
+    # The export rule's command.
+    argv = ["export", "--results", str(results), "--manifest", str(corpus["symbolic_manifest"])]
+    assert main([*argv, "--out", str(corpus["bundle"])]) == 0
     return corpus
 
 
