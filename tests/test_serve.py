@@ -475,3 +475,40 @@ def test_score_cli_takes_a_bundle(symbolic: dict, tmp_path: Path, tiny_midi: Cal
     result = read_json(out)
     assert result["served_from"]["kind"] == "bundle" and result["model"] == "s3"
     assert result["served_from"]["git_revision"] == read_bundle(symbolic["bundle"])[0]["git_revision"]
+
+
+@needs_fluidsynth
+@pytest.mark.slow(reason="needs the fused results tree (renders, trains both tracks, stacking, fusion)")
+def test_probe_and_fusion_load_without_lightning_and_equal_their_modules(fused: dict, recording: Path) -> None:
+    """The audio probe's and the fusion's fold models, loaded as plain networks, give their modules' outputs."""
+    from pianoeval.audio.io import load_audio
+    from pianoeval.evaluation.inference import ScoringNetwork, load_scoring_network
+    from pianoeval.evaluation.robustness import audio_outputs
+    from pianoeval.evaluation.served import load_served
+    from pianoeval.steps.score import audio_track_outputs, fold_config
+    from pianoeval.training.checkpoints import load_trained_module
+    from pianoeval.training.registry import build_frozen_backbone
+
+    served = load_served(fused["results"])
+    aud = audio_track_outputs(recording, served.folds("audio"))
+    for k, (_, audio_dir, fusion_dir) in enumerate(served.fused_folds()):
+        net = load_scoring_network(audio_dir, fold_config(audio_dir))
+        assert isinstance(net, ScoringNetwork) and not net.training
+        config = fold_config(audio_dir)
+        wave = load_audio(recording, sample_rate=config["render"]["sample_rate"])
+        backbone = build_frozen_backbone("logmel", config)
+        z, s = audio_outputs(load_trained_module(audio_dir), backbone, [wave], config["render"]["sample_rate"], 1e9)
+        torch.testing.assert_close(aud["z"][k], z[0], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(aud["scores"][k], s[0], rtol=1e-6, atol=1e-7)
+        batch = {
+            "z_audio": aud["z"][k : k + 1],
+            "scores_audio": aud["scores"][k : k + 1],
+            "z_symbolic": torch.randn(1, read_json(fusion_dir / "model_spec.json")["symbolic_dim"]),
+            "scores_symbolic": torch.rand(1, len(DIMENSIONS)) * 0.8 + 0.1,
+        }
+        plain, module = load_scoring_network(fusion_dir, fold_config(fusion_dir)), load_trained_module(fusion_dir)
+        assert isinstance(plain, ScoringNetwork)
+        with torch.inference_mode():
+            expected = module.scores_from(module.encoder(dict(batch)), dict(batch))
+            got = plain.scores_from(plain.encoder(dict(batch)), dict(batch))
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)

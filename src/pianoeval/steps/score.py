@@ -49,10 +49,13 @@ TRANSCRIPTION_SAMPLE_RATE: int = 44_100
 TRANSCRIPTION_SUFFIX = ".transcription.mid"
 
 
-def symbolic_winner(results: Path) -> tuple[str, list[Path]]:
-    """The symbolic winner's name and fold folders; InputError (before any slow work) if either is missing."""
-    served = load_served(results)
-    return served.symbolic, served.folds("symbolic")
+def fold_config(fold_dir: Path) -> dict[str, Any]:
+    """The validated config a fold folder was trained with (its config.yaml)."""
+    import yaml
+
+    from pianoeval.core.config import validate_config
+
+    return validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
 
 
 def check_duration(seconds: float, path: Path, what: str) -> None:
@@ -164,19 +167,16 @@ def score_midi(
 def audio_track_outputs(recording: Path, fold_dirs: list[Path]) -> dict[str, torch.Tensor]:
     """Every audio fold model on one recording: `z` [folds, H] and `scores` [folds, 19], as the fusion
     saw them in training (the backbone's frames of the waveform at the fold's render rate)."""
-    import yaml
-
     from pianoeval.audio.io import load_audio
-    from pianoeval.core.config import validate_config
+    from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.evaluation.robustness import audio_outputs
-    from pianoeval.training.checkpoints import load_trained_module
     from pianoeval.training.registry import audio_backbone, backbone_fingerprint, build_frozen_backbone
 
     backbones: dict[str, Any] = {}
     waves: dict[int, np.ndarray] = {}
     zs, scores = [], []
     for fold_dir in fold_dirs:
-        config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
+        config = fold_config(fold_dir)
         name = audio_backbone(read_json(fold_dir / "model_spec.json")["model"], config)
         key = f"{name}|{backbone_fingerprint(name, config)}|{config['audio']['hidden_layers']}"
         if key not in backbones:
@@ -184,7 +184,7 @@ def audio_track_outputs(recording: Path, fold_dirs: list[Path]) -> dict[str, tor
         sr = int(config["render"]["sample_rate"])
         if sr not in waves:
             waves[sr] = load_audio(recording, sample_rate=sr, max_seconds=MAX_SECONDS)
-        module = load_trained_module(fold_dir)
+        module = load_scoring_network(fold_dir, config)
         z, s = audio_outputs(module, backbones[key], [waves[sr]], sr, float(config["audio"]["clip_seconds"]))
         zs.append(z[0])
         scores.append(s[0])
@@ -196,11 +196,11 @@ def fusion_outputs(
 ) -> np.ndarray:
     """Scores [folds, 19] of every fusion fold model on its fold's symbolic and audio outputs
     (`score_stats` [S], the score-relative statistics, for the `_score` variants)."""
-    from pianoeval.training.checkpoints import load_trained_module
+    from pianoeval.evaluation.inference import load_scoring_network
 
     preds = []
     for k, fold_dir in enumerate(fold_dirs):
-        module = load_trained_module(fold_dir)
+        module = load_scoring_network(fold_dir, fold_config(fold_dir))
         batch = {
             "z_audio": audio["z"][k : k + 1],
             "scores_audio": audio["scores"][k : k + 1],
@@ -245,14 +245,10 @@ def score_fused(recording: Path, midi: Path, served: ServedModels, score: Path |
 def score_statistics_of(midi: Path, fold_dir: Path, score: Path | None) -> torch.Tensor:
     """The score-relative statistics [S] of a performance (what the `_score` fusions read: the stats
     featurizer's SCORE_COLUMNS, as the featurize rule's stats store holds them)."""
-    import yaml
-
-    from pianoeval.core.config import validate_config
     from pianoeval.symbolic.featurize import featurize_file
     from pianoeval.symbolic.stats import SCORE_COLUMNS
 
-    config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
-    item = featurize_file("stats", str(midi), config["features"], str(score) if score else None)
+    item = featurize_file("stats", str(midi), fold_config(fold_dir)["features"], str(score) if score else None)
     return item["stats"][SCORE_COLUMNS].float()
 
 
