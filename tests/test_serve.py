@@ -512,3 +512,23 @@ def test_probe_and_fusion_load_without_lightning_and_equal_their_modules(fused: 
             expected = module.scores_from(module.encoder(dict(batch)), dict(batch))
             got = plain.scores_from(plain.encoder(dict(batch)), dict(batch))
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+
+
+@needs_fluidsynth
+@pytest.mark.slow(reason="needs the fused results tree (renders, trains both tracks, stacking, fusion)")
+def test_fused_scoring_imports_no_lightning(fused: dict, recording: Path) -> None:
+    """The audio and fusion fold models run in a fresh process without importing Lightning (5-12 s on 2 cores)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path; "
+        "from pianoeval.evaluation.served import load_served; "
+        "from pianoeval.steps.score import audio_track_outputs, fusion_outputs, symbolic_outputs; "
+        f"s = load_served(Path({str(fused['results'])!r})); "
+        f"a = audio_track_outputs(Path({str(recording)!r}), s.folds('audio')); "
+        f"y = symbolic_outputs(Path({str(fused['midi'])!r}), s.folds('symbolic'), transcribed=True); "
+        "print(fusion_outputs(s.folds('fusion'), y, a, None).shape, 'lightning' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == f"({FOLDS}, {len(DIMENSIONS)}) False"

@@ -47,7 +47,11 @@ class ServedModels:
         model = {"symbolic": self.symbolic, "audio": self.audio, "fusion": self.fusion}[track]
         if model is None:
             raise InputError(f"no {track} model is served by this tree", self.root)
-        return [d.path for d in Results(self.root).folds(track, model)]
+        try:
+            return [d.path for d in Results(self.root).folds(track, model)]
+        except InputError as exc:  # named by the folder a user would look into: results/train or results/fuse
+            where = self.root / ("fuse" if track == "fusion" else "train")
+            raise InputError(f"no trained folds of {track}/{model}; run the pipeline first", where) from exc
 
     def fused_folds(self) -> list[tuple[Path, Path, Path]]:
         """(symbolic, audio, fusion) fold folders per fold; InputError unless the three tracks have the same folds."""
