@@ -430,19 +430,12 @@ onerror:
 # -- serve: what the export rule bundles -------------------------------------------------------------
 
 
-def export_inputs(wildcards):
-    """What `export` reads (the final winner, every track's comparison, the manifest) and the metrics
-    of every fold folder it may bundle (the track winners' and the fusion variants')."""
+def export_folds(wildcards):
+    """The metrics of every fold folder `export` may bundle: the track winners' (known once their
+    compare checkpoints ran) and every fusion variant's."""
     winners = [
         f"results/train/{track}/{track_winner(track)}/fold_{fold}/metrics.json"
         for track in TRACKS
         for fold in FOLDS
     ]
-    return {
-        "winner": "results/fusion/winner.json",
-        "comparisons": expand(
-            "results/compare/{track}/comparison.json", track=TRACKS + ["fusion"]
-        ),
-        "manifest": "results/prepare/manifest.parquet",
-        "folds": winners + fusion_metrics(wildcards),
-    }
+    return winners + fusion_metrics(wildcards)

@@ -4,7 +4,12 @@
 
 rule export:
     input:
-        unpack(export_inputs),
+        winner="results/fusion/winner.json",
+        comparisons=expand(
+            "results/compare/{track}/comparison.json", track=TRACKS + ["fusion"]
+        ),
+        manifest="results/prepare/manifest.parquet",
+        folds=export_folds,
     output:
         bundle="results/export/pianoeval.bundle",
     log:
