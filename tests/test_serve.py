@@ -532,3 +532,20 @@ def test_fused_scoring_imports_no_lightning(fused: dict, recording: Path) -> Non
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == f"({FOLDS}, {len(DIMENSIONS)}) False"
+
+
+def test_reference_holds_each_labelled_segment_once(tmp_path: Path) -> None:
+    """Transcription views (`<id>@clean`) and val_transcribed rows repeat a segment's labels: left out."""
+    from pianoeval.data.manifest import VIEWS, view_id
+    from pianoeval.evaluation.served import reference_labels
+
+    header = ["segment_id", "split", "group", *(f"label_{d}" for d in DIMENSIONS)]
+    rows = [("demo::p0/P1", "train", 0.2), ("demo::p1/P1", "val", 0.6), ("demo::p2/P1", "dev", 0.4)]
+    rows += [(view_id("demo::p0/P1", v), "train", 0.2) for v in VIEWS] + [("demo::p1/P1@clean", "val_transcribed", 0.6)]
+    lines = [",".join(header)] + [",".join([sid, split, "0", *[str(y)] * len(DIMENSIONS)]) for sid, split, y in rows]
+    path = tmp_path / "predictions.csv"
+    path.write_text("\n".join(lines) + "\n")
+    labels, ids = reference_labels(path)
+    assert ids == ["demo::p0/P1", "demo::p1/P1", "demo::p2/P1"]
+    np.testing.assert_array_equal(labels[:, 0], [0.2, 0.6, 0.4])
+    assert training_data(ids)["sources"][0]["n_segments"] == 3

@@ -28,6 +28,8 @@ from pianoeval.data.sources import training_data
 SERVED_FILE = "served.json"
 # The fusion variants' names (networks/fusion.py: f1-f3, `_score` for score conditioning).
 _FUSION_NAME = re.compile(r"^f[123](_score)?$")
+# The splits of a fold's predictions.csv that hold each labelled segment once.
+SPLITS = ("train", "dev", "val")
 
 
 @dataclass(frozen=True)
@@ -71,15 +73,23 @@ class ServedModels:
         return out
 
 
+def is_view(segment_id: str) -> bool:
+    """Whether an id is a transcription view's (`<id>@clean`), as `data.manifest.split_view_id` reads it
+    (not imported: that module imports pandas, a second on every score)."""
+    _, sep, view = segment_id.rpartition("@")
+    return bool(sep) and view in ("clean", "augmented")
+
+
 def reference_labels(predictions: Path) -> tuple[np.ndarray, list[str]]:
-    """Labels [N, 19] and segment ids of the labelled corpus (every segment once: fold 0's train, dev
-    and val rows of a fold's predictions.csv)."""
+    """Labels [N, 19] and segment ids of the labelled corpus, every segment once: fold 0's train, dev
+    and val rows of a fold's predictions.csv (not the transcription views' rows, which repeat a
+    segment's labels, nor the val_transcribed ones)."""
     if not predictions.is_file():
         raise InputError("training predictions not found; rerun the training rule of fold 0", predictions)
     # The csv module, not pandas: a few hundred rows, and pandas would add a second to every score.
     columns = [f"label_{d}" for d in DIMENSIONS]
     with predictions.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+        rows = [r for r in csv.DictReader(f) if r.get("split") in SPLITS and not is_view(r.get("segment_id", ""))]
     try:
         labels = np.array([[float(row[c]) for c in columns] for row in rows], dtype=np.float64)
         ids = [row["segment_id"] for row in rows]
