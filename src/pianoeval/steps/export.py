@@ -71,7 +71,7 @@ def benchmarks(results: Results, tracks: list[str]) -> dict[str, Any]:
             "winner": comparison["winner"],
             "decided_by": comparison.get("decided_by"),
             "models": {
-                name: {m: entry[m] for m in ("pairwise_acc", "r2") if m in entry}
+                name: {m: entry[m] for m in ("pairwise_acc", "r2", "baseline", "reference") if m in entry}
                 for name, entry in comparison["models"].items()
             },
         }
@@ -159,7 +159,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         lines += [f"### {track}: winner `{b['winner']}` ({b['decided_by']})", ""]
         lines += ["| model | pairwise accuracy | R² |", "|---|---|---|"]
         for name, m in b["models"].items():
-            lines.append(f"| {name} | {_interval(m.get('pairwise_acc'))} | {_interval(m.get('r2'))} |")
+            role = " (baseline)" if m.get("baseline") else " (reference, never eligible)" if m.get("reference") else ""
+            lines.append(f"| {name}{role} | {_interval(m.get('pairwise_acc'))} | {_interval(m.get('r2'))} |")
         lines.append("")
     gain = card["benchmarks"].get("fusion_gain_over_best_single_track")
     if gain:
