@@ -13,7 +13,8 @@ bootstrap:
 # as fast as two, so two such jobs run side by side on 2 cores (docs/benchmarks.md, "Demo corpus").
 DEMO_THREADS = --set-threads pretrain=1 train=1 train_inner=1 fuse=1
 demo: bootstrap
-	$(SNAKEMAKE) --cores $(CORES) $(DEMO_THREADS) --printshellcmds results/fusion/winner.json results/report/index.html
+	$(SNAKEMAKE) --cores $(CORES) $(DEMO_THREADS) --printshellcmds results/fusion/winner.json results/report/index.html \
+		results/export/pianoeval.bundle
 
 # The CPU rehearsal of the GPU experiment (profiles/thunder): the same rules, models and settings at small
 # sizes, with a small MuQ of the released architecture loaded through the pretrained path (docs/thunder.md).

@@ -18,6 +18,7 @@ include: "rules/features.smk"
 include: "rules/train.smk"
 include: "rules/compare.smk"
 include: "rules/fusion.smk"
+include: "rules/export.smk"
 
 
 rule all:

@@ -467,3 +467,17 @@ onsuccess:
 
 onerror:
     persist_at_end()
+
+
+# -- serve: what the export rule bundles -------------------------------------------------------------
+
+
+def export_folds(wildcards):
+    """The metrics of every fold folder `export` may bundle: the track winners' (known once their
+    compare checkpoints ran) and every fusion variant's."""
+    winners = [
+        f"results/train/{track}/{track_winner(track)}/fold_{fold}/metrics.json"
+        for track in TRACKS
+        for fold in FOLDS
+    ]
+    return winners + fusion_metrics(wildcards)

@@ -266,7 +266,16 @@ def cmd_score(args: argparse.Namespace) -> None:
     from pianoeval.steps.score import run_score
 
     device = resolve_device(None, args.device).type
-    run_score(Path(args.recording), Path(args.score) if args.score else None, Path(args.model), Path(args.out), device)
+    score = Path(args.score) if args.score else None
+    bundle = Path(args.bundle) if args.bundle else None
+    run_score(Path(args.recording), score, Path(args.model), Path(args.out), device, bundle=bundle)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """Write the served models (fold weights, settings, reference, model card) into one bundle file."""
+    from pianoeval.steps.export import run_export
+
+    run_export(Path(args.results), Path(args.out), Path(args.manifest) if args.manifest else None)
 
 
 def cmd_align_check(args: argparse.Namespace) -> None:
@@ -477,13 +486,18 @@ def _evaluation_commands(add: AddCommand) -> None:
 
 
 def _tool_commands(add: AddCommand) -> None:
-    """The commands outside the DAG: score, align-check, transcribe-check, persist."""
+    """The commands outside the DAG (export is also a rule): score, export, align-check, transcribe-check, persist."""
     p = add("score", cmd_score, config=False)
     p.add_argument("recording", help="WAV/FLAC/MP3/OGG audio or a MIDI file")
     p.add_argument("--score", help="score MIDI of the piece (optional)")
     p.add_argument("--model", default="results/fusion/winner.json")
+    p.add_argument("--bundle", help="a bundle from `pianoeval export` (instead of --model's results folder)")
     p.add_argument("--out", default="score.json")
     p.add_argument("--device", default="auto", help="where TransKun transcribes: auto (the GPU if any), cpu, cuda")
+    p = add("export", cmd_export, config=False)
+    p.add_argument("--results", default="results", help="the results folder whose served models are exported")
+    p.add_argument("--manifest", help="the corpus manifest (the model card counts its sources)")
+    p.add_argument("--out", required=True, help="the bundle file to write")
     p = add("align-check", cmd_align_check, config=False)
     p.add_argument("--asap-root", required=True, help="ASAP folder (<composer>/.../<piece>/ with annotations)")
     p.add_argument("--out", default="results/alignment/report.json")

@@ -1,7 +1,8 @@
 """Audio-track networks and the three audio models (A1-A3).
 
-- `EmbeddingSequenceEncoder`: cached frames `audio_emb [B, F, D]` → z (the probe's encoder; the shared
-  encoder of every audio model).
+- `EmbeddingSequenceEncoder` (`audio/encoders.py`, without Lightning, so that scoring loads the probe
+  without it): cached frames `audio_emb [B, F, D]` → z (the probe's encoder; the shared encoder of
+  every audio model).
 - `AudioScoreNetwork` (plain `nn.Module`): an optional waveform backbone in front of that encoder.
 - `MuQLoRAModel` (A1): LoRA adapters on the backbone's attention projections, or a frozen backbone /
   cached frames; ranking + contrastive + regression + invariance losses.
@@ -26,40 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from pianoeval.audio.encoders import EmbeddingSequenceEncoder
 from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, N_DIMS
 from pianoeval.core.errors import ConfigError, InputError
-
-
-class EmbeddingSequenceEncoder(nn.Module):
-    """Frame embeddings `audio_emb [B, F, D]` (+ `audio_mask [B, F]`) → z [B, hidden].
-
-    A linear projection, a small Transformer over frames (context for timing and dynamics
-    shapes), attention pooling and a projection; the shared encoder of the audio models.
-    """
-
-    def __init__(self, in_dim: int, hidden: int = 128, layers: int = 2, heads: int = 4, dropout: float = 0.1) -> None:
-        super().__init__()
-        from pianoeval.networks.heads import AttentionPooling
-
-        self.hidden_size = hidden
-        self.input_norm = nn.LayerNorm(in_dim)
-        self.proj = nn.Linear(in_dim, hidden)
-        layer = nn.TransformerEncoderLayer(
-            hidden, heads, dim_feedforward=2 * hidden, dropout=dropout, batch_first=True, norm_first=True
-        )
-        self.context = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.pool = AttentionPooling(hidden)
-        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU())
-
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """z [B, hidden] from `audio_emb [B, F, D]` and `audio_mask [B, F]` (True = real frame)."""
-        x = batch["audio_emb"]
-        mask = batch.get("audio_mask")
-        if mask is None:
-            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        h = self.context(self.proj(self.input_norm(x)), src_key_padding_mask=~mask)
-        return self.out(self.pool(h, mask))
-
 
 # A3's default schedule unfreezes one more layer every this many epochs.
 UNFREEZE_EVERY = 2

@@ -1,10 +1,12 @@
-"""Trained symbolic fold models as plain `nn.Module`s for scoring, loaded without Lightning.
+"""Trained fold models as plain `nn.Module`s for scoring, loaded without Lightning.
 
 `pianoeval score` needs only the encoder and the regression heads of each fold model. Building the
 `PerformanceModule` would import Lightning (and through it torchmetrics, scipy.signal, torch._dynamo):
 5-12 s on a 2-core CPU, more than everything else a MIDI score takes. `ScoringNetwork` holds the same
 `encoder` and `heads` submodules under the same names, so the checkpoint's `encoder.*` and `heads.*`
-weights load into it unchanged; the projection head (contrastive pretraining only) is left out.
+weights load into it unchanged; the projection head (contrastive pretraining only) is left out. The
+same holds for every model a `PerformanceModule` trains: the symbolic encoders, the audio probe and
+the fusion networks (the served winners of a demo run); A1-A3 load through their own modules.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ class ScoringNetwork(nn.Module):
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Scores [B, 19] in (0, 1): the same `scores_from` as PerformanceModule.forward."""
         # The encoder runs first: a wide & deep encoder sets batch["wide_logits"] for the heads.
-        return scores_from(self.encoder, self.heads, self.encoder(batch), batch)
+        return self.scores_from(self.encoder(batch), batch)
+
+    def scores_from(self, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Scores [B, 19] from the encoder's embedding z [B, H] of `batch` (as PerformanceModule.scores_from)."""
+        return scores_from(self.encoder, self.heads, z, batch)
 
 
 def checkpoint_path(fold_dir: Path) -> Path:
@@ -47,26 +53,37 @@ def checkpoint_path(fold_dir: Path) -> Path:
     raise InputError("no checkpoint in this training folder; rerun its rule", fold_dir)
 
 
+def scoring_encoder(spec: dict[str, Any], config: dict[str, Any]) -> nn.Module | None:
+    """The encoder a `PerformanceModule` trained for `spec` (model_spec.json): a symbolic encoder, an
+    audio probe on cached frames, or a fusion network; None for the models trained by other modules
+    (A1-A3) or not by a network (baselines), which load through their LightningModule or not at all."""
+    from pianoeval.training.registry import AUDIO_TRACK_MODELS, BASELINES, build_network
+
+    if spec["kind"] == "fusion":
+        from pianoeval.networks.fusion import build_fusion
+
+        return build_fusion(spec["model"], spec["audio_dim"], spec["symbolic_dim"], hidden=spec["hidden"])
+    if spec["kind"] == "network" and spec["model"] not in (*AUDIO_TRACK_MODELS, *BASELINES):
+        return build_network(spec["model"], spec["meta"], config)
+    return None
+
+
 def load_scoring_network(fold_dir: Path, config: dict[str, Any]) -> nn.Module:
-    """The trained scorer of a symbolic fold folder (model_spec.json + checkpoint), in eval mode.
+    """The trained scorer of a fold folder (model_spec.json + checkpoint), in eval mode, without Lightning:
+    symbolic encoders, the audio probe and the fusion networks (`scoring_encoder`).
 
-    `config` is the fold's validated config. Other model kinds (fusion, A1-A3) fall back to the full
-    LightningModule, whose forward gives the same scores [B, 19].
+    `config` is the fold's validated config. A1-A3 fall back to their LightningModule, whose forward
+    gives the same scores [B, 19].
     """
-    from pianoeval.training.registry import SYMBOLIC_MODELS, build_network
-
     spec = read_json(fold_dir / "model_spec.json")
-    if spec["kind"] != "network" or spec["model"] not in SYMBOLIC_MODELS:
+    encoder = scoring_encoder(spec, config)
+    if encoder is None:
         from pianoeval.training.checkpoints import load_trained_module
 
         return load_trained_module(fold_dir)
     ckpt = torch.load(checkpoint_path(fold_dir), map_location="cpu", weights_only=True)
     hparams = ckpt.get("hyper_parameters", {})
-    net = ScoringNetwork(
-        build_network(spec["model"], spec["meta"], config),
-        n_dims=int(hparams.get("n_dims", N_DIMS)),
-        dropout=float(hparams.get("dropout", 0.1)),
-    )
+    net = ScoringNetwork(encoder, n_dims=int(hparams.get("n_dims", N_DIMS)), dropout=float(hparams.get("dropout", 0.1)))
     state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(SCORING_PREFIXES)}
     try:
         net.load_state_dict(state, strict=True)

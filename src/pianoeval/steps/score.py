@@ -1,11 +1,16 @@
-"""`pianoeval score`: 19 perceptual scores for one recording (audio or MIDI), from the trained fold ensemble.
+"""`pianoeval score`: 19 perceptual scores for one recording (audio or MIDI), by the models the DAG chose.
 
-MIDI is scored directly. Audio (WAV/FLAC/MP3/OGG) is checked (readable, not silent, clipped or NaN,
-2-600 s long), transcribed to MIDI with TransKun, and the transcription is scored the same way. Scores
-come from every fold model of the symbolic track winner: the mean is the score, the std across fold
-models the uncertainty. Beside `--out` (JSON) go a PNG, a self-contained HTML report and, for audio, the
-transcription MIDI. Nothing is written until everything has been computed; each file is written atomically
-and the JSON last, so its presence means the set is complete.
+A MIDI is scored by every fold model of the symbolic track winner. Audio (WAV/FLAC/MP3/OGG) is checked
+(readable, not silent, clipped or NaN, 2-600 s long) and transcribed to MIDI with TransKun; then each
+fold of the fusion winner (results/fusion/winner.json) scores it from that fold's audio winner on the
+recording and symbolic winner on the transcription (a tree without a fusion winner scores the
+transcription with the symbolic winner). The mean over fold models is the score, their std the
+uncertainty. The models come from a results folder or from a bundle (`pianoeval export`,
+`evaluation/bundle.py`): the same files, so the same numbers. The JSON and HTML say which model scored
+and what data it learned from, with a warning when that is the demo's synthetic labels. Beside `--out`
+(JSON) go a PNG, a self-contained HTML report and, for audio, the transcription MIDI. Nothing is written
+until everything has been computed; each file is written atomically and the JSON last, so its presence
+means the set is complete.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import io
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,7 @@ import torch
 from pianoeval.core.constants import DIMENSIONS, LABEL_MAX, LABEL_MIN
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import atomic_path, read_json, write_json
+from pianoeval.evaluation.served import ServedModels, load_served
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +49,13 @@ TRANSCRIPTION_SAMPLE_RATE: int = 44_100
 TRANSCRIPTION_SUFFIX = ".transcription.mid"
 
 
-def _fold_dirs(results: Path, track: str, model: str) -> list[Path]:
-    """The trained fold folders of a model, in fold order."""
-    dirs = sorted((results / "train" / track / model).glob("fold_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not dirs:
-        raise InputError(f"no trained folds of {track}/{model}; run the pipeline first", results / "train")
-    return dirs
+def fold_config(fold_dir: Path) -> dict[str, Any]:
+    """The validated config a fold folder was trained with (its config.yaml)."""
+    import yaml
 
+    from pianoeval.core.config import validate_config
 
-def symbolic_winner(results: Path) -> tuple[str, list[Path]]:
-    """The symbolic winner's name and fold folders; InputError (before any slow work) if either is missing."""
-    winner = read_json(results / "compare" / "symbolic" / "winner.json")
-    return winner["model"], _fold_dirs(results, "symbolic", winner["model"])
+    return validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
 
 
 def check_duration(seconds: float, path: Path, what: str) -> None:
@@ -65,18 +68,13 @@ def check_duration(seconds: float, path: Path, what: str) -> None:
         )
 
 
-def score_midi(
-    midi: Path, results: Path, check_length: bool = True, score: Path | None = None, transcribed: bool = False
+def symbolic_outputs(
+    midi: Path, fold_dirs: list[Path], score: Path | None = None, transcribed: bool = False
 ) -> dict[str, Any]:
-    """Scores of a MIDI performance: mean [19] and std [19] over the symbolic winner's fold models.
+    """Every symbolic fold model on one MIDI: embeddings `z` [folds, H] and `scores` [folds, 19] (tensors),
+    `score_aligned`, `timings_s` ({"models", "featurize", "forward"}, seconds).
 
-    `score`, the score MIDI the performance plays, gives the score-relative statistics of the wide &
-    deep encoders (`symbolic/score_stats.py`); `score_aligned` says whether they were used (False:
-    no score, or one that could not be aligned, with a warning; the models then predict as trained
-    for unscored input, `symbolic.score_dropout`). Also returns `timings_s` ({"models", "featurize",
-    "forward"}, seconds). `transcribed`: the MIDI is TransKun's transcription of a recording (models
-    trained with transcription views read it as such: side_input.WithStatistics). The fold models
-    are loaded as plain networks (`pianoeval.evaluation.inference`), without
+    The fold models are loaded as plain networks (`pianoeval.evaluation.inference`), without
     Lightning; folds with the same config share one validated config and one feature item.
     """
     import json
@@ -86,20 +84,15 @@ def score_midi(
     from pianoeval.core.config import validate_config
     from pianoeval.core.threads import torch_threads
     from pianoeval.data.datasets import multi_task_collate_fn
-    from pianoeval.data.midi import load_performance
     from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.symbolic.featurize import featurize_file
-    from pianoeval.symbolic.stats import SCORE_COLUMNS
+    from pianoeval.core.constants import SCORE_COLUMNS
     from pianoeval.training.registry import FEATURE_KIND
 
-    perf = load_performance(midi)
-    if check_length:
-        check_duration(perf.duration, midi, "performance")
-    model, fold_dirs = symbolic_winner(results)
     timings = {"models": 0.0, "featurize": 0.0, "forward": 0.0}
     configs: dict[str, dict[str, Any]] = {}
     batches: dict[str, dict[str, Any]] = {}
-    preds = []
+    zs, preds = [], []
     # Small networks built, loaded and run on one performance: many small ops, faster on one thread
     # (pianoeval.core.threads).
     with torch_threads(1):
@@ -121,19 +114,142 @@ def score_midi(
             timings["featurize"] += time.perf_counter() - tick
             tick = time.perf_counter()
             with torch.inference_mode():
-                preds.append(net(batches[key])[0].numpy())  # the batch's only item: [19]
+                z = net.encoder(batches[key])
+                preds.append(net.scores_from(z, batches[key])[0])  # the batch's only item: [19]
+            zs.append(z[0] if isinstance(z, torch.Tensor) else None)
             timings["forward"] += time.perf_counter() - tick
-    stack = np.stack(preds)  # [folds, 19]
     # The statistics' last score column is the "aligned to a score" flag (symbolic/stats.py).
     flags = [float(b["stats"][0, SCORE_COLUMNS.stop - 1]) > 0.5 for b in batches.values() if "stats" in b]
     return {
-        "model": model,
-        "mean": stack.mean(axis=0),
-        "std": stack.std(axis=0),
-        "n_models": len(preds),
+        "z": torch.stack(zs) if all(z is not None for z in zs) else None,
+        "scores": torch.stack(preds),
         "score_aligned": bool(flags) and all(flags),
         "timings_s": timings,
     }
+
+
+def score_midi(
+    midi: Path,
+    results: Path | ServedModels,
+    check_length: bool = True,
+    score: Path | None = None,
+    transcribed: bool = False,
+) -> dict[str, Any]:
+    """Scores of a MIDI performance: mean [19] and std [19] over the symbolic winner's fold models.
+
+    `results`: a results tree, an unpacked bundle, or their `ServedModels`. `score`, the score MIDI
+    the performance plays, gives the score-relative statistics of the wide & deep encoders
+    (`symbolic/score_stats.py`); `score_aligned` says whether they were used (False: no score, or one
+    that could not be aligned, with a warning; the models then predict as trained for unscored
+    input, `symbolic.score_dropout`). Also returns `timings_s` ({"models", "featurize", "forward"},
+    seconds). `transcribed`: the MIDI is TransKun's transcription of a recording (models trained with
+    transcription views read it as such: side_input.WithStatistics).
+    """
+    from pianoeval.data.midi import load_performance
+
+    perf = load_performance(midi)
+    if check_length:
+        check_duration(perf.duration, midi, "performance")
+    served = results if isinstance(results, ServedModels) else load_served(results)
+    out = symbolic_outputs(midi, served.folds("symbolic"), score, transcribed)
+    stack = out["scores"].numpy()  # [folds, 19]
+    return {
+        "model": served.symbolic,
+        "track": "symbolic",
+        "mean": stack.mean(axis=0),
+        "std": stack.std(axis=0),
+        "n_models": len(stack),
+        "score_aligned": out["score_aligned"],
+        "timings_s": out["timings_s"],
+    }
+
+
+def audio_track_outputs(recording: Path, fold_dirs: list[Path]) -> dict[str, torch.Tensor]:
+    """Every audio fold model on one recording: `z` [folds, H] and `scores` [folds, 19], as the fusion
+    saw them in training (the backbone's frames of the waveform at the fold's render rate)."""
+    from pianoeval.audio.io import load_audio
+    from pianoeval.evaluation.inference import load_scoring_network
+    from pianoeval.evaluation.robustness import audio_outputs
+    from pianoeval.training.registry import audio_backbone, backbone_fingerprint, build_frozen_backbone
+
+    backbones: dict[str, Any] = {}
+    waves: dict[int, np.ndarray] = {}
+    zs, scores = [], []
+    for fold_dir in fold_dirs:
+        config = fold_config(fold_dir)
+        name = audio_backbone(read_json(fold_dir / "model_spec.json")["model"], config)
+        key = f"{name}|{backbone_fingerprint(name, config)}|{config['audio']['hidden_layers']}"
+        if key not in backbones:
+            backbones[key] = build_frozen_backbone(name, config)
+        sr = int(config["render"]["sample_rate"])
+        if sr not in waves:
+            waves[sr] = load_audio(recording, sample_rate=sr, max_seconds=MAX_SECONDS)
+        module = load_scoring_network(fold_dir, config)
+        z, s = audio_outputs(module, backbones[key], [waves[sr]], sr, float(config["audio"]["clip_seconds"]))
+        zs.append(z[0])
+        scores.append(s[0])
+    return {"z": torch.stack(zs), "scores": torch.stack(scores)}
+
+
+def fusion_outputs(
+    fold_dirs: list[Path], symbolic: dict[str, Any], audio: dict[str, torch.Tensor], score_stats: torch.Tensor | None
+) -> np.ndarray:
+    """Scores [folds, 19] of every fusion fold model on its fold's symbolic and audio outputs
+    (`score_stats` [S], the score-relative statistics, for the `_score` variants)."""
+    from pianoeval.evaluation.inference import load_scoring_network
+
+    preds = []
+    for k, fold_dir in enumerate(fold_dirs):
+        module = load_scoring_network(fold_dir, fold_config(fold_dir))
+        batch = {
+            "z_audio": audio["z"][k : k + 1],
+            "scores_audio": audio["scores"][k : k + 1],
+            "z_symbolic": symbolic["z"][k : k + 1],
+            "scores_symbolic": symbolic["scores"][k : k + 1],
+        }
+        if read_json(fold_dir / "model_spec.json")["model"].endswith("_score"):
+            batch["score_stats"] = score_stats[None]
+        with torch.inference_mode():
+            preds.append(module.scores_from(module.encoder(batch), batch)[0].numpy())
+    return np.stack(preds)
+
+
+def score_fused(recording: Path, midi: Path, served: ServedModels, score: Path | None = None) -> dict[str, Any]:
+    """Scores of a recording by the fusion winner: mean [19] and std [19] over its fold models, each fed
+    the audio winner's fold model on the recording and the symbolic winner's on its transcription `midi`."""
+    folds = served.fused_folds()
+    sym = symbolic_outputs(midi, [f[0] for f in folds], score, transcribed=True)
+    if sym["z"] is None:
+        raise InputError(f"the symbolic winner {served.symbolic} has no embedding to fuse", folds[0][0])
+    timings = dict(sym["timings_s"])
+    tick = time.perf_counter()
+    aud = audio_track_outputs(recording, [f[1] for f in folds])
+    timings["audio"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    stats = None
+    if served.fusion and served.fusion.endswith("_score"):
+        stats = score_statistics_of(midi, folds[0][0], score)
+    stack = fusion_outputs([f[2] for f in folds], sym, aud, stats)
+    timings["fusion"] = time.perf_counter() - tick
+    return {
+        "model": served.fusion,
+        "track": "fusion",
+        "mean": stack.mean(axis=0),
+        "std": stack.std(axis=0),
+        "n_models": len(stack),
+        "score_aligned": sym["score_aligned"],
+        "timings_s": timings,
+    }
+
+
+def score_statistics_of(midi: Path, fold_dir: Path, score: Path | None) -> torch.Tensor:
+    """The score-relative statistics [S] of a performance (what the `_score` fusions read: the stats
+    featurizer's SCORE_COLUMNS, as the featurize rule's stats store holds them)."""
+    from pianoeval.symbolic.featurize import featurize_file
+    from pianoeval.core.constants import SCORE_COLUMNS
+
+    item = featurize_file("stats", str(midi), fold_config(fold_dir)["features"], str(score) if score else None)
+    return item["stats"][SCORE_COLUMNS].float()
 
 
 def transcribe_recording(path: Path, device: str = "cpu") -> tuple[Any, dict[str, float]]:
@@ -150,23 +266,6 @@ def transcribe_recording(path: Path, device: str = "cpu") -> tuple[Any, dict[str
         raise InputError("no piano notes were found in the recording; is it a piano recording?", path)
     perf.path = str(path)
     return perf, stats
-
-
-def training_distribution(results: Path, model: str) -> np.ndarray:
-    """Labels [N, 19] of the labelled corpus (every segment once: fold 0's train, dev and val rows)."""
-    import csv
-
-    path = results / "train" / "symbolic" / model / "fold_0" / "predictions.csv"
-    if not path.is_file():
-        raise InputError("training predictions not found; rerun the training rule of fold 0", path)
-    # The csv module, not pandas: a few hundred rows, and pandas would add a second to every score.
-    columns = [f"label_{d}" for d in DIMENSIONS]
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    try:
-        return np.array([[float(row[c]) for c in columns] for row in rows], dtype=np.float64).reshape(-1, len(columns))
-    except (KeyError, ValueError) as exc:
-        raise InputError(f"unreadable label column ({exc}); rerun the training rule of fold 0", path) from exc
 
 
 def percentiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -201,8 +300,22 @@ def plot_report(scores: dict[str, Any], reference: np.ndarray, title: str) -> by
     return buf.getvalue()
 
 
+def model_line(result: dict[str, Any]) -> str:
+    """What scored, in words: the model, its track and fold count (and, for the fusion, what fed it)."""
+    models = result["models"]
+    line = f"{result['model']} ({result['track']} winner, {result['n_fold_models']} fold models"
+    if result["track"] == "fusion":
+        line += (
+            f": audio winner {models['audio']['model']} on the recording + symbolic winner "
+            f"{models['symbolic']['model']} on its transcription"
+        )
+    return line + f"); from {result['served_from']['kind']} {result['served_from']['path']}"
+
+
 def render_html(result: dict[str, Any], png: bytes) -> str:
-    """A self-contained HTML page: summary, the PNG (base64) and the table of the 19 scores."""
+    """A self-contained HTML page: warnings, summary, the PNG (base64) and the table of the 19 scores."""
+    from pianoeval.data.sources import describe
+
     esc = html.escape
     rows = []
     for name, d in result["dimensions"].items():
@@ -212,7 +325,8 @@ def render_html(result: dict[str, Any], png: bytes) -> str:
         )
     facts = [
         ("Input", result["input"]),
-        ("Model", f"{result['model']} (symbolic track winner, {result['n_fold_models']} fold models)"),
+        ("Model", model_line(result)),
+        ("Trained on", describe(result["training_data"])),
         ("Reference", f"{result['reference']['n_segments']} labelled training segments"),
     ]
     if result["transcription"]:
@@ -228,6 +342,7 @@ def render_html(result: dict[str, Any], png: bytes) -> str:
         used = "aligned, score statistics used" if result["score_aligned"] else "not aligned, scored without it"
         facts.append(("Score MIDI", f"{result['score_midi']} ({used})"))
     fact_rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>" for k, v in facts)
+    warnings = "".join(f'<p class="warning"><strong>Warning:</strong> {esc(w)}</p>' for w in result["warnings"])
     image = base64.b64encode(png).decode("ascii")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>pianoeval: {esc(Path(result["input"]).name)}</title>
@@ -237,9 +352,11 @@ table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: left; }}
 td:nth-child(n+2) {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .facts td {{ text-align: left; }}
+.warning {{ background: #fde8e8; border: 2px solid #c0392b; padding: 0.6em 1em; color: #7b1d13; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>Performance scores: {esc(Path(result["input"]).name)}</h1>
+{warnings}
 <table class="facts">{fact_rows}</table>
 <img alt="scores over the training range" src="data:image/png;base64,{image}">
 <h2>The 19 dimensions</h2>
@@ -264,11 +381,8 @@ def output_paths(out: Path) -> dict[str, Path]:
     }
 
 
-def run_score(recording: Path, score: Path | None, model: Path, out: Path, device: str = "cpu") -> dict[str, Any]:
-    """Score `recording` (audio or MIDI) with the results folder that `model` (results/fusion/winner.json) is in."""
-    from pianoeval.data.midi import write_performance
-
-    start = time.perf_counter()
+def check_inputs(recording: Path, score: Path | None, model: Path | None, bundle: Path | None, out: Path) -> None:
+    """InputError (before any work) for a missing or unsupported input, a missing model, or an output over an input."""
     if not recording.is_file():
         raise InputError("file not found", recording)
     suffix = recording.suffix.lower()
@@ -280,60 +394,126 @@ def run_score(recording: Path, score: Path | None, model: Path, out: Path, devic
         )
     if score is not None and not score.is_file():
         raise InputError("score MIDI not found", score)
-    if not model.is_file():
+    if bundle is None and (model is None or not model.is_file()):
         raise InputError("model file not found; run the pipeline or pass --model results/fusion/winner.json", model)
-    results = model.resolve().parents[1]
-    paths = output_paths(out)
-    inputs = {p.resolve() for p in (recording, score, model) if p is not None}
-    if any(p.resolve() in inputs for p in paths.values()):
+    inputs = {p.resolve() for p in (recording, score, model, bundle) if p is not None}
+    if any(p.resolve() in inputs for p in output_paths(out).values()):
         raise InputError("an output file would overwrite an input; choose another --out", out)
-    # Check the trained models before the (slow) transcription, so a missing pipeline fails at once.
-    winner, _ = symbolic_winner(results)
-    reference = training_distribution(results, winner)
-    # Seconds per phase (score.json `timings_s`); imports before run_score are not counted.
-    timings = {"checks": time.perf_counter() - start, "transcribe": 0.0}
-    transcription: dict[str, Any] | None = None
-    with tempfile.TemporaryDirectory(prefix="pianoeval_score_") as tmp:
-        if suffix in AUDIO_SUFFIXES:
-            tick = time.perf_counter()
-            perf, stats = transcribe_recording(recording, device)
-            # Scored from a private copy; the user-visible MIDI is written only once scoring succeeded.
-            midi = write_performance(perf, Path(tmp) / "transcription.mid")
-            timings["transcribe"] = time.perf_counter() - tick
-            scores = score_midi(midi, results, check_length=False, score=score, transcribed=True)
-            transcription = {
-                "midi": str(paths["transcription"]),
-                "n_notes": len(perf.notes),
-                "audio_s": stats["audio_s"],
-                "wall_s": stats["wall_s"],
-                "real_time_factor": stats["real_time_factor"],
-            }
-        else:
-            scores = score_midi(recording, results, score=score)
-        pct = percentiles(scores["mean"], reference)
-        result = {
-            "input": str(recording),
-            "input_kind": "audio" if transcription else "midi",
-            "score_midi": str(score) if score else None,
-            "score_aligned": scores["score_aligned"],
-            "model": scores["model"],
-            "track": "symbolic",
-            "n_fold_models": scores["n_models"],
-            "transcription": transcription,
-            "reference": {"n_segments": len(reference), "source": "labels of the trained folds (fold_0 predictions)"},
-            "dimensions": {
-                d: {"score": float(m), "uncertainty": float(s), "percentile": float(p)}
-                for d, m, s, p in zip(DIMENSIONS, scores["mean"], scores["std"], pct, strict=True)
-            },
-            "report": {"png": str(paths["png"]), "html": str(paths["html"])},
-        }
+
+
+@contextmanager
+def served_models(model: Path | None, bundle: Path | None) -> Iterator[tuple[ServedModels, dict[str, Any]]]:
+    """(served models, where they come from) of a bundle (unpacked while in use) or of the results
+    folder that `model` (results/fusion/winner.json) is in."""
+    from pianoeval.evaluation.bundle import unpacked_bundle
+
+    if bundle is not None:
+        with unpacked_bundle(bundle) as (root, record):
+            origin = {"kind": "bundle", "path": str(bundle), "git_revision": record.get("git_revision")}
+            yield load_served(root), origin
+        return
+    assert model is not None
+    results = model.resolve().parents[1]
+    yield load_served(results), {"kind": "results", "path": str(results)}
+
+
+def score_input(
+    recording: Path, score: Path | None, served: ServedModels, tmp: Path, device: str
+) -> tuple[dict[str, Any], dict[str, Any] | None, Path | None]:
+    """(scores, transcription facts or None, transcription MIDI or None) of one input: a MIDI by the
+    symbolic winner; audio, transcribed, by the fusion winner (the symbolic winner when none is served)."""
+    from pianoeval.data.midi import write_performance
+
+    if recording.suffix.lower() not in AUDIO_SUFFIXES:
+        return score_midi(recording, served, score=score), None, None
+    if served.fusion:
+        served.fused_folds()  # the three tracks' folds are there: fail before the slow transcription
+    tick = time.perf_counter()
+    perf, stats = transcribe_recording(recording, device)
+    # Scored from a private copy; the user-visible MIDI is written only once scoring succeeded.
+    midi = write_performance(perf, tmp / "transcription.mid")
+    seconds = time.perf_counter() - tick
+    if served.fusion:
+        scores = score_fused(recording, midi, served, score)
+    else:
+        scores = score_midi(midi, served, check_length=False, score=score, transcribed=True)
+    scores["timings_s"]["transcribe"] = seconds
+    transcription = {
+        "n_notes": len(perf.notes),
+        "audio_s": stats["audio_s"],
+        "wall_s": stats["wall_s"],
+        "real_time_factor": stats["real_time_factor"],
+    }
+    return scores, transcription, midi
+
+
+def score_record(
+    recording: Path,
+    score: Path | None,
+    scores: dict[str, Any],
+    served: ServedModels,
+    origin: dict[str, Any],
+    transcription: dict[str, Any] | None,
+    paths: dict[str, Path],
+) -> dict[str, Any]:
+    """score.json's content (without timings): the input, which model scored, the data it learned from,
+    the transcription, and the 19 dimensions with uncertainty and percentile."""
+    pct = percentiles(scores["mean"], served.reference)
+    used = served.description()
+    if scores["track"] == "symbolic":
+        used = {"symbolic": used["symbolic"]}
+    warning = served.training_data.get("warning")
+    return {
+        "input": str(recording),
+        "input_kind": "audio" if transcription else "midi",
+        "score_midi": str(score) if score else None,
+        "score_aligned": scores["score_aligned"],
+        "model": scores["model"],
+        "track": scores["track"],
+        "n_fold_models": scores["n_models"],
+        "models": used,
+        "served_from": origin,
+        "training_data": served.training_data,
+        "warnings": [warning] if warning else [],
+        "transcription": {"midi": str(paths["transcription"]), **transcription} if transcription else None,
+        "reference": {
+            "n_segments": len(served.reference),
+            "source": "labels of the trained folds (fold_0 predictions)",
+        },
+        "dimensions": {
+            d: {"score": float(m), "uncertainty": float(s), "percentile": float(p)}
+            for d, m, s, p in zip(DIMENSIONS, scores["mean"], scores["std"], pct, strict=True)
+        },
+        "report": {"png": str(paths["png"]), "html": str(paths["html"])},
+    }
+
+
+def run_score(
+    recording: Path,
+    score: Path | None,
+    model: Path | None,
+    out: Path,
+    device: str = "cpu",
+    bundle: Path | None = None,
+) -> dict[str, Any]:
+    """Score `recording` (audio or MIDI) with the models the DAG chose: from `bundle` (pianoeval export)
+    when given, else from the results folder that `model` (results/fusion/winner.json) is in."""
+    start = time.perf_counter()
+    check_inputs(recording, score, model, bundle, out)
+    paths = output_paths(out)
+    # The trained models are checked before the (slow) transcription, so a missing pipeline fails at once.
+    with served_models(model, bundle) as (served, origin), tempfile.TemporaryDirectory(prefix="pianoeval_") as tmp:
+        # Seconds per phase (score.json `timings_s`); imports before run_score are not counted.
+        timings = {"checks": time.perf_counter() - start, "transcribe": 0.0}
+        scores, transcription, midi = score_input(recording, score, served, Path(tmp), device)
+        result = score_record(recording, score, scores, served, origin, transcription, paths)
         timings.update(scores["timings_s"])
         tick = time.perf_counter()
-        png = plot_report(scores, reference, recording.name)
+        png = plot_report(scores, served.reference, recording.name)
         page = render_html(result, png)
         timings["report"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        if transcription:
+        if midi is not None:
             with atomic_path(paths["transcription"], suffix=".mid") as dst:
                 dst.write_bytes(midi.read_bytes())
     with atomic_path(paths["png"], suffix=".png") as dst:

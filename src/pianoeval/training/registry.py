@@ -137,7 +137,7 @@ def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
             **common,
         )
     if model in AUDIO_MODELS:
-        from pianoeval.audio.models import EmbeddingSequenceEncoder
+        from pianoeval.audio.encoders import EmbeddingSequenceEncoder
 
         return EmbeddingSequenceEncoder(in_dim=meta["dim"], hidden=config["audio"]["hidden"])
     raise ConfigError(f"unknown model {model!r}; known: {', '.join(SYMBOLIC_MODELS + AUDIO_MODELS + BASELINES)}")
