@@ -82,11 +82,11 @@ def symbolic_outputs(
     import yaml
 
     from pianoeval.core.config import validate_config
+    from pianoeval.core.constants import SCORE_COLUMNS
     from pianoeval.core.threads import torch_threads
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.symbolic.featurize import featurize_file
-    from pianoeval.core.constants import SCORE_COLUMNS
     from pianoeval.training.registry import FEATURE_KIND
 
     timings = {"models": 0.0, "featurize": 0.0, "forward": 0.0}
@@ -245,8 +245,8 @@ def score_fused(recording: Path, midi: Path, served: ServedModels, score: Path |
 def score_statistics_of(midi: Path, fold_dir: Path, score: Path | None) -> torch.Tensor:
     """The score-relative statistics [S] of a performance (what the `_score` fusions read: the stats
     featurizer's SCORE_COLUMNS, as the featurize rule's stats store holds them)."""
-    from pianoeval.symbolic.featurize import featurize_file
     from pianoeval.core.constants import SCORE_COLUMNS
+    from pianoeval.symbolic.featurize import featurize_file
 
     item = featurize_file("stats", str(midi), fold_config(fold_dir)["features"], str(score) if score else None)
     return item["stats"][SCORE_COLUMNS].float()
