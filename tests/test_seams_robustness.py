@@ -163,6 +163,7 @@ def test_robustness_report_and_the_final_winner(pipeline: dict[str, Path], tmp_p
     fusion_metrics = read_json(results / "fuse" / "f2" / "fold_0" / "metrics.json")
     assert report["n_segments"] == fusion_metrics["n_val"]
     assert report["clean"]["fusion"]["pairwise_acc"] == pytest.approx(fusion_metrics["pairwise_acc"], abs=1e-6)
+    assert report["clean"]["fusion"]["r2"] == pytest.approx(fusion_metrics["r2"], abs=1e-5)
     assert set(report["conditions"]) == {n for n, _ in conditions(SNR)} | {"clean_transcribed"}
     tx = report["conditions"]["clean_transcribed"]
     assert tx["n_segments"] == 2 and tx["note_f1_onset_mean"] > 0.5
