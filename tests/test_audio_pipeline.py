@@ -160,6 +160,11 @@ def test_a3_unfreezes_scheduled_blocks_only(corpus: dict[str, Path], tmp_path: P
     # schedule {0: [3], 1: [2]}: layer 3 (block index 2) trains from epoch 0; layer 1 (block 0) never
     assert changed(2)
     assert not changed(0)
+    # The conformer's final LayerNorm, above the top block, stays frozen (it is no block's).
+    final_norm = [k for k in fresh if k.startswith("backbone.muq.model.conformer.layer_norm.")]
+    assert final_norm
+    for k in final_norm:
+        assert torch.equal(fresh[k], state[f"encoder.{k}"]), k
 
 
 def test_a2_staged_and_a1_cached(corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -175,6 +180,21 @@ def test_a2_staged_and_a1_cached(corpus: dict[str, Path], tmp_path: Path) -> Non
     out0 = tmp_path / "a1_cached"
     check_contract(train("a1", corpus, out0, lora_rank=0), out0)
     assert not any(k.startswith("encoder.backbone.") for k in best_state(out0))
+
+
+def test_a2_best_checkpoint_is_a_supervised_epoch(corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Checkpoint selection is blind to A2's label-free epochs. At a learning rate of 0 every epoch
+    scores the same on dev, so the first epoch would stay the best if it counted; only the stage rule
+    makes the (later) supervised epoch the selected one."""
+    out = tmp_path / "a2"
+    config = audio_config()
+    config["training"]["lr"] = 0.0
+    run_train("audio", "a2", config, 0, corpus["manifest"], corpus["folds"], corpus["features"], out)
+    best = torch.load(out / "checkpoints" / "best.ckpt", weights_only=False)
+    assert best["audio_stage"]["stage"] == "supervised"
+    assert best["epoch"] >= config["audio"]["self_supervised_epochs"]
+    log = pd.read_csv(out / "logs" / "metrics.csv").dropna(subset=["dev/selection"])
+    assert log["dev/selection"].nunique() == 1  # the premise: no epoch scores better than another
 
 
 def test_a2_needs_supervised_epochs() -> None:
@@ -296,3 +316,23 @@ def test_a2_self_supervised_stage_reads_unlabelled_music(corpus: dict[str, Path]
             unlabelled_manifest=manifest,
         )  # fmt: skip
     assert not (tmp_path / "a1").exists()  # refused before anything is written
+
+
+AUDIO_MODELS = ("probe", "a1", "a2", "a3")
+
+
+@pytest.mark.slow(reason="trains each audio model twice on a small random-weight MuQ")
+@pytest.mark.parametrize("model", AUDIO_MODELS, ids=[f"model={m}" for m in AUDIO_MODELS])
+def test_same_seed_and_config_give_identical_audio_results(model: str, corpus: dict[str, Path], tmp_path: Path) -> None:
+    """Two runs of one audio model with the same seed and config: the same metrics, predictions and
+    embeddings, bit for bit (random windows, augmented views, dropout and A3's unfreezing included)."""
+    runs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        metrics = train(model, corpus, out)
+        metrics.pop("wall_s")
+        z = torch.load(out / "embeddings.pt", weights_only=False)["z"]
+        runs.append((metrics, (out / "predictions.csv").read_bytes(), z))
+    assert runs[0][0] == runs[1][0]
+    assert runs[0][1] == runs[1][1]
+    assert torch.equal(runs[0][2], runs[1][2])

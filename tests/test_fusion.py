@@ -261,3 +261,25 @@ def test_score_conditioned_fuse_reads_the_statistics_store(results: dict, tmp_pa
     with pytest.raises(InputError, match="rerun its featurize rule"):
         fuse("f1_score", results, tmp_path / "f1_score", stats_path=short)
     assert not (tmp_path / "f1_score").exists()
+
+
+def test_run_fuse_is_repeatable_and_a_score_fusion_learns_from_the_statistics(results: dict, tmp_path: Path) -> None:
+    """Same seed, config and inputs: the same fusion, bit for bit. A score-conditioned fusion trained on
+    other score statistics (the store's label-tracking column shuffled across segments) predicts
+    otherwise, so run_fuse does feed the statistics through to the network."""
+    runs = []
+    for run in ("a", "b"):
+        metrics = fuse("f2_score", results, tmp_path / run, stats_path=results["stats"])
+        metrics.pop("wall_s")
+        runs.append((metrics, (tmp_path / run / "predictions.csv").read_bytes()))
+    assert runs[0] == runs[1]
+    store = torch.load(results["stats"], weights_only=False)
+    ids = sorted(store["items"])
+    column = torch.stack([store["items"][sid]["stats"][SCORE_COLUMNS.start] for sid in ids])
+    shuffled = column[torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))]
+    for sid, value in zip(ids, shuffled, strict=True):
+        store["items"][sid]["stats"] = store["items"][sid]["stats"].clone()
+        store["items"][sid]["stats"][SCORE_COLUMNS.start] = value
+    torch.save(store, tmp_path / "shuffled.pt")
+    fuse("f2_score", results, tmp_path / "shuffled", stats_path=tmp_path / "shuffled.pt")
+    assert (tmp_path / "shuffled" / "predictions.csv").read_bytes() != runs[0][1]

@@ -23,6 +23,7 @@ import torch
 from pianoeval.cli import main
 from pianoeval.core.constants import DIMENSIONS
 from pianoeval.core.errors import InputError
+from pianoeval.core.io import write_json
 from pianoeval.steps.score import TRANSCRIPTION_SUFFIX, output_paths, percentiles, run_score, score_midi
 
 MODELS = ("s1", "s2", "s3")
@@ -292,6 +293,8 @@ def test_bad_input_is_refused_and_nothing_written(trained: dict[str, Path], tmp_
 
 
 def test_missing_model_fails_before_transcribing(tmp_path: Path) -> None:
+    """Each missing piece of the results folder is named before any transcription: the model file,
+    the symbolic comparison's winner, the winner's trained folds."""
     wav = tmp_path / "tone.wav"
     sf.write(str(wav), _tone(3.0), 24_000)
     model = tmp_path / "results" / "fusion" / "winner.json"
@@ -299,10 +302,15 @@ def test_missing_model_fails_before_transcribing(tmp_path: Path) -> None:
         run_score(wav, None, model, tmp_path / "out" / "score.json")
     assert exc.value.path == str(model)
     model.parent.mkdir(parents=True)
-    model.write_text("{}")  # a winner file but no trained folds behind it
+    model.write_text("{}")  # a fusion winner file but no symbolic comparison beside it
     with pytest.raises(InputError, match="file not found") as exc:
         run_score(wav, None, model, tmp_path / "out" / "score.json")
     assert exc.value.path.endswith("compare/symbolic/winner.json")
+    write_json({"model": "s3"}, tmp_path / "results" / "compare" / "symbolic" / "winner.json")
+    # A symbolic winner but no trained folds behind it.
+    with pytest.raises(InputError, match="no trained folds of symbolic/s3") as exc:
+        run_score(wav, None, model, tmp_path / "out" / "score.json")
+    assert exc.value.path == str(tmp_path / "results" / "train")
     assert _files(tmp_path / "out") == []
 
 
