@@ -310,7 +310,7 @@ def test_missing_model_fails_before_transcribing(tmp_path: Path) -> None:
     # A symbolic winner but no trained folds behind it.
     with pytest.raises(InputError, match="no trained folds of symbolic/s3") as exc:
         run_score(wav, None, model, tmp_path / "out" / "score.json")
-    assert exc.value.path == str(tmp_path / "results" / "train")
+    assert exc.value.path == str(tmp_path / "results" / "train" / "symbolic" / "s3")
     assert _files(tmp_path / "out") == []
 
 

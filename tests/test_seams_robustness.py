@@ -153,7 +153,9 @@ def test_robustness_report_and_the_final_winner(pipeline: dict[str, Path], tmp_p
     results = pipeline["results"]
     fusion_winner = results / "compare" / "fusion" / "winner.json"
     out = tmp_path / "robustness"
-    report = run_robustness(validate_config(CONFIG), pipeline["manifest"], pipeline["folds"], fusion_winner, out)
+    report = run_robustness(
+        validate_config(CONFIG), pipeline["manifest"], pipeline["folds"], fusion_winner, out, results=results
+    )
     assert read_json(out / "report.json") == json.loads(json.dumps(report))
     assert (out / "score_drop.png").read_bytes()[:4] == b"\x89PNG" and "clean_transcribed" in (
         out / "report.md"
@@ -177,7 +179,9 @@ def test_robustness_report_and_the_final_winner(pipeline: dict[str, Path], tmp_p
     # A veto below the worst drop (which may be 0 on this tiny fold) fails the model, and finalize
     # carries each report's verdict.
     strict_config = validate_config({**CONFIG, "robustness": {**CONFIG["robustness"], "veto_drop_pct": -1.0}})
-    strict = run_robustness(strict_config, pipeline["manifest"], pipeline["folds"], fusion_winner, tmp_path / "strict")
+    strict = run_robustness(
+        strict_config, pipeline["manifest"], pipeline["folds"], fusion_winner, tmp_path / "strict", results=results
+    )
     assert not strict["passed"] and strict["worst_drop_pct"] == pytest.approx(report["worst_drop_pct"])
     compare = results / "compare"
     for rob in (out, tmp_path / "strict"):

@@ -138,7 +138,7 @@ def test_a_winner_without_trained_folds_is_named(views_trained: dict[str, Path],
         shutil.copytree(views_trained["results"] / part, results / part)
     with pytest.raises(InputError, match=r"no trained folds of symbolic/s3; run the pipeline first") as exc:
         run_score(views_trained["midi"], None, results / "fusion" / "winner.json", tmp_path / "out" / "score.json")
-    assert exc.value.path == str(results / "train")
+    assert exc.value.path == str(results / "train" / "symbolic" / "s3")
     assert not (tmp_path / "out").exists()
 
 
