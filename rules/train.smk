@@ -19,7 +19,7 @@ rule pretrain_corpus:
         gpu=1,
         runtime=60,
     params:
-        config=config_for("features", "symbolic", "training", "seed"),
+        config=config_for("features", "symbolic", "seed"),
         persist=persist_push,
     shell:
         "pianoeval pretrain-corpus {wildcards.model} --config {params.config} --out {output.encoder}"

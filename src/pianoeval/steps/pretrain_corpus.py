@@ -32,7 +32,7 @@ def _trainer(epochs: int, minutes: float, ckpt_dir: Path, config: dict[str, Any]
         max_epochs=epochs,
         max_time={"minutes": minutes} if minutes > 0 else None,
         **device_settings(devices),
-        precision=config["training"]["precision"],
+        precision=config["symbolic"]["corpus"]["precision"],
         logger=False,
         callbacks=[checkpoint, EpochLog(what)],
         enable_progress_bar=False,
