@@ -53,7 +53,9 @@ def _embed(encoder: torch.nn.Module, items: list[dict[str, Any]], model: str) ->
     encoder.eval()
     out: dict[str, list[np.ndarray]] = {"context": [], "local": []}
     for start in range(0, len(items), 32):
-        batch = multi_task_collate_fn([{k: v for k, v in it.items() if k != "stats"} for it in items[start : start + 32]])
+        batch = multi_task_collate_fn(
+            [{k: v for k, v in it.items() if k != "stats"} for it in items[start : start + 32]]
+        )
         h, mask = encoder.encode_sequence(batch)
         w = mask.unsqueeze(-1).float()
         out["context"].append(((h * w).sum(1) / w.sum(1).clamp(min=1)).numpy())
@@ -154,14 +156,32 @@ def finetune(results: Path, config: dict[str, Any], models: list[str], folds_run
                 data = load_fold_data(store, manifest, folds, fold)
                 start = time.perf_counter()
                 with tempfile.TemporaryDirectory() as tmp:
-                    preds, _, info = fit_predict("symbolic", model, config, data, Path(tmp), fold_seed(config, fold), pretrained)
+                    preds, _, info = fit_predict(
+                        "symbolic", model, config, data, Path(tmp), fold_seed(config, fold), pretrained
+                    )
                 row = {
-                    split: {k: v for k, v in evaluate(preds[split], data, split).items() if k in ("pairwise_acc", "r2", "per_dimension")}
+                    split: {
+                        k: v
+                        for k, v in evaluate(preds[split], data, split).items()
+                        if k in ("pairwise_acc", "r2", "per_dimension")
+                    }
                     for split in ("dev", "val")
                 }
-                row.update(best_epoch=info.get("best_epoch"), wall_s=round(time.perf_counter() - start, 1), load=os.getloadavg())
+                row.update(
+                    best_epoch=info.get("best_epoch"),
+                    wall_s=round(time.perf_counter() - start, 1),
+                    load=os.getloadavg(),
+                )
                 out.setdefault(f"{model} {arm}", {})[str(fold)] = row
-                print(model, arm, fold, {s: (round(row[s]["pairwise_acc"], 4), round(row[s]["r2"], 4)) for s in ("dev", "val")}, row["best_epoch"], row["wall_s"], flush=True)
+                print(
+                    model,
+                    arm,
+                    fold,
+                    {s: (round(row[s]["pairwise_acc"], 4), round(row[s]["r2"], 4)) for s in ("dev", "val")},
+                    row["best_epoch"],
+                    row["wall_s"],
+                    flush=True,
+                )
     return out
 
 
@@ -172,7 +192,9 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="the experiment's config file")
     parser.add_argument("--models", nargs="+", default=["s1", "s2", "s3"])
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3])
-    parser.add_argument("--set", nargs="*", default=[], help="training overrides, e.g. max_epochs=2 encoder_lr_scale=0.3")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="training overrides, e.g. max_epochs=2 encoder_lr_scale=0.3"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -188,7 +210,15 @@ def main() -> None:
         result = finetune(args.results, config, args.models, args.folds)
     payload = {
         "what": args.what,
-        "command": " ".join(["python scripts/bench_pretraining.py", args.what, "RESULTS", *(["--models", *args.models]), *(["--set", *args.set] if args.set else [])]),
+        "command": " ".join(
+            [
+                "python scripts/bench_pretraining.py",
+                args.what,
+                "RESULTS",
+                *(["--models", *args.models]),
+                *(["--set", *args.set] if args.set else []),
+            ]
+        ),
         "training": config["training"],
         "corpus": config["symbolic"]["corpus"],
         "machine_before": before,
@@ -200,7 +230,8 @@ def main() -> None:
     print(json.dumps({k: (v if k != "result" else "...") for k, v in payload.items()}, indent=1, default=str))
     if args.what == "probe":
         for name, row in result.items():
-            print(f"{name:32s} dev pairwise {row['pairwise_acc']:.3f} ± {row['pairwise_std']:.3f}  R² {row['r2']:.3f} ± {row['r2_std']:.3f}")
+            pw, r2 = f"{row['pairwise_acc']:.3f} ± {row['pairwise_std']:.3f}", f"{row['r2']:.3f} ± {row['r2_std']:.3f}"
+            print(f"{name:32s} dev pairwise {pw}  R² {r2}")
 
 
 if __name__ == "__main__":
