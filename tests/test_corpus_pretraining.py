@@ -190,7 +190,7 @@ def test_a_mismatched_corpus_encoder_is_refused_with_its_path(tmp_path: Path) ->
         load_corpus_encoder(MultiScaleCurveEncoder(4, hidden=16, layers=1, heads=2), path)
 
 
-def test_fine_tuning_scales_and_freezes_the_deep_encoder() -> None:
+def test_fine_tuning_scales_and_freezes_the_deep_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
     from pianoeval.symbolic.networks import MultiScaleCurveEncoder
     from pianoeval.training.module import PerformanceModule
 
@@ -203,6 +203,9 @@ def test_fine_tuning_scales_and_freezes_the_deep_encoder() -> None:
     module.on_train_epoch_start()  # epoch 0 < 1 frozen epoch
     assert not any(p.requires_grad for p in module.encoder.parameters())
     assert all(p.requires_grad for p in module.heads.parameters())
+    monkeypatch.setattr(PerformanceModule, "current_epoch", property(lambda self: 1))
+    module.on_train_epoch_start()  # the frozen epoch is over
+    assert all(p.requires_grad for p in module.encoder.parameters())
 
 
 # -- the DAG ------------------------------------------------------------------------------------------------

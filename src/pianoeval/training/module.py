@@ -133,8 +133,12 @@ class PerformanceModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         # Fine-tuning a pretrained encoder: the first `encoder_frozen_epochs` epochs train only what
         # sits on top of it (heads, side input), so random heads do not wreck what it learned.
+        if not self.hparams.encoder_frozen_epochs:
+            return  # nothing is frozen, nothing is touched (parts frozen by design stay frozen)
+        if not hasattr(self, "_trainable"):
+            self._trainable = [p for p in self._deep_parameters() if p.requires_grad]
         frozen = self.current_epoch < self.hparams.encoder_frozen_epochs
-        for p in self._deep_parameters():
+        for p in self._trainable:
             p.requires_grad_(not frozen)
 
     def configure_optimizers(self) -> Any:
