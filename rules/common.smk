@@ -92,7 +92,12 @@ def _alternatives(values):
 
 wildcard_constraints:
     track=_alternatives(TRACKS + ["fusion"]),
-    model=_alternatives(SYMBOLIC_MODELS + BASELINES + AUDIO_MODELS),
+    # With the encoders they pretrain (s1 for s1_deep), also when only a `_deep` model is configured.
+    model=_alternatives(
+        sorted(set(SYMBOLIC_MODELS + [PRETRAINED[m] for m in SYMBOLIC_MODELS]))
+        + BASELINES
+        + AUDIO_MODELS
+    ),
     fold=_alternatives(FOLDS),
     fusion=_alternatives(FUSION_MODELS),
     kind="tokens|graphs|curves|stats",
@@ -286,9 +291,22 @@ def train_inner_config(wildcards):
     return resolved_config(*TRAIN_SECTIONS[wildcards.track], "stacking")
 
 
-def pretrain_features(wildcards):
-    """The cached features a symbolic model pretrains on."""
-    return f"results/featurize/{FEATURE_KIND[wildcards.model]}.pt"
+def pretrain_inputs(wildcards):
+    """What a fold's pretraining reads: manifest, folds, the model's cached features, and the corpus
+    encoder (pretrain_corpus, once per model) when symbolic.corpus.root is set."""
+    inputs = {
+        "manifest": "results/prepare/manifest.parquet",
+        "folds": "results/folds/folds.json",
+        "features": f"results/featurize/{FEATURE_KIND[wildcards.model]}.pt",
+    }
+    if config["symbolic"]["corpus"]["root"]:
+        inputs["corpus"] = f"results/pretrain_corpus/{wildcards.model}/encoder.pt"
+    return inputs
+
+
+def corpus_flag(wildcards, input):
+    """`--corpus PATH` when the fold's pretraining starts from the corpus encoder, else nothing."""
+    return f"--corpus {input.corpus}" if "corpus" in input.keys() else ""
 
 
 def pretrained_flag(wildcards, input):

@@ -2,11 +2,34 @@
 # supervised training of every model on every fold.
 
 
+# Once per model (not per fold): the unlabelled corpus (symbolic.corpus), cached; the per-fold pretrain
+# starts from it. Its checkpoints folder lets a killed run resume.
+rule pretrain_corpus:
+    output:
+        encoder="results/pretrain_corpus/{model}/encoder.pt",
+    log:
+        "logs/pretrain_corpus/{model}.log",
+    benchmark:
+        "benchmarks/pretrain_corpus/{model}.tsv"
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    resources:
+        mem_mb=6000,
+        gpu=1,
+        runtime=60,
+    params:
+        config=config_for("features", "symbolic", "seed"),
+        persist=persist_push,
+    shell:
+        "pianoeval pretrain-corpus {wildcards.model} --config {params.config} --out {output.encoder}"
+        " --cache-dir results/cache/corpus --threads {threads} --devices {resources.gpu} > {log} 2>&1"
+        "{params.persist}"
+
+
 rule pretrain:
     input:
-        manifest="results/prepare/manifest.parquet",
-        folds="results/folds/folds.json",
-        features=pretrain_features,
+        unpack(pretrain_inputs),
     output:
         encoder="results/pretrain/{model}/fold_{fold}/encoder.pt",
     log:
@@ -22,11 +45,12 @@ rule pretrain:
         runtime=120,
     params:
         config=config_for("features", "symbolic", "training", "seed"),
+        corpus=corpus_flag,
         persist=persist_push,
     shell:
         "pianoeval pretrain {wildcards.model} --config {params.config} --fold {wildcards.fold}"
         " --manifest {input.manifest} --folds {input.folds} --features {input.features}"
-        " --devices {resources.gpu} --out {output.encoder} > {log} 2>&1"
+        " {params.corpus} --devices {resources.gpu} --out {output.encoder} > {log} 2>&1"
         "{params.persist}"
 
 

@@ -139,6 +139,21 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         Path(args.features),
         Path(args.out),
         devices=args.devices,
+        corpus=Path(args.corpus) if args.corpus else None,
+    )
+
+
+def cmd_pretrain_corpus(args: argparse.Namespace) -> None:
+    """Self-supervised pretraining of a symbolic encoder, once, on the unlabelled corpus."""
+    from pianoeval.steps.pretrain_corpus import run_pretrain_corpus
+
+    run_pretrain_corpus(
+        args.model,
+        _config(args),
+        Path(args.out),
+        Path(args.cache_dir) if args.cache_dir else None,
+        devices=args.devices,
+        threads=args.threads,
     )
 
 
@@ -404,6 +419,13 @@ def _training_commands(add: AddCommand) -> None:
     p.add_argument("--folds", required=True)
     p.add_argument("--features", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
+    p.add_argument("--corpus", help="the pretrain_corpus encoder to start from")
+    p = add("pretrain-corpus", cmd_pretrain_corpus)
+    p.add_argument("model", choices=["s1", "s2", "s3"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--cache-dir", help="where corpus feature stores are cached (keyed by their settings)")
+    p.add_argument("--threads", type=int, default=1, help="processes that featurize the corpus")
     p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
     p = add("train", cmd_train)
     p.add_argument("track", choices=["symbolic", "audio"])

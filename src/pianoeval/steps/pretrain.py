@@ -17,6 +17,21 @@ from pianoeval.training.pretrain import PretrainModule, build_objective, build_p
 log = logging.getLogger(__name__)
 
 
+def load_corpus_encoder(encoder: torch.nn.Module, path: Path) -> dict[str, Any]:
+    """Load the corpus-pretrained weights of pretrain_corpus into `encoder` (every key must match:
+    the same model and width); return their record (path, windows, epochs)."""
+    from pianoeval.core.errors import InputError
+
+    state = torch.load(path, weights_only=False)
+    try:
+        encoder.load_state_dict(state["encoder"])
+    except (KeyError, RuntimeError) as exc:
+        raise InputError(f"corpus encoder does not fit this model ({str(exc).splitlines()[0]})", path) from exc
+    info = state.get("info", {})
+    log.info("starting from the corpus encoder %s (%s windows)", path, info.get("n_windows"))
+    return {"path": str(path), **{k: info.get(k) for k in ("n_windows", "n_files", "epochs_run", "excluded")}}
+
+
 def run_pretrain(
     model: str,
     config: dict[str, Any],
@@ -26,10 +41,12 @@ def run_pretrain(
     features_path: Path,
     out: Path,
     devices: int = 1,
+    corpus: Path | None = None,
 ) -> dict[str, Any]:
     """Pretrain `model`'s encoder for `training.pretrain_epochs` epochs on `devices` devices (DDP when
-    more than 1, see train.device_settings); save `{"encoder": state_dict}`. A DDP worker process
-    (rank > 0) saves nothing."""
+    more than 1, see train.device_settings); save `{"encoder": state_dict}`. With `corpus` (the
+    pretrain_corpus output) the encoder starts from those weights, and 0 epochs passes them on as they
+    are. A DDP worker process (rank > 0) saves nothing."""
     from pianoeval.data.leaks import KeyGroups, check_no_leak, groups_of_keys, split_groups
     from pianoeval.data.manifest import read_manifest
     from pianoeval.training.data import load_feature_store
@@ -50,6 +67,7 @@ def run_pretrain(
     check_no_leak(out, fold, learned_from, split_groups(folds, fold, index))
     items = [store["items"][k] for k in keys]
     encoder = build_encoder(model, store["meta"], config)
+    corpus_info = load_corpus_encoder(encoder, corpus) if corpus is not None else None
     objective = build_objective(model, encoder, store["meta"])
     epochs = config["training"]["pretrain_epochs"]
     info: dict[str, Any] = {
@@ -59,6 +77,7 @@ def run_pretrain(
         "epochs": epochs,
         "seed": seed,
         "learned_from_groups": learned_from,
+        "corpus": corpus_info,
     }
     if epochs > 0:
         module = PretrainModule(objective)

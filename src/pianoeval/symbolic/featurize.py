@@ -70,6 +70,24 @@ def featurize_file(kind: str, path: str, features_cfg: dict[str, Any], score_pat
     return item
 
 
+def featurize_performance(kind: str, perf: Any, features_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The encoder input of a `Performance` for `kind` (tokens, graphs, curves), without statistics:
+    what self-supervised pretraining reads (a corpus window, augmented in memory)."""
+    if kind == "tokens":
+        ids = _tokenizer(features_cfg["max_seq_len"]).encode(perf)
+        return {"input_ids": torch.tensor(ids, dtype=torch.long)}
+    if kind == "graphs":
+        from pianoeval.symbolic.graph import build_note_graph
+
+        return {"graph": build_note_graph(perf)}
+    if kind == "curves":
+        from pianoeval.symbolic.features import extract_continuous_features
+
+        curves = extract_continuous_features(perf, frame_rate=features_cfg["frame_rate"])
+        return {"curves": torch.from_numpy(np.ascontiguousarray(curves, dtype=np.float32))}
+    raise ValueError(f"feature kind {kind!r} has no encoder input")
+
+
 def kind_meta(kind: str, features_cfg: dict[str, Any]) -> dict[str, Any]:
     """Facts a model needs about a feature kind (vocabulary, channel count, statistics count)."""
     from pianoeval.core.constants import ALL_STAT_NAMES

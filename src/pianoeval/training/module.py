@@ -31,6 +31,8 @@ class PerformanceModule(L.LightningModule):
         max_epochs: int = 40,
         dropout: float = 0.1,
         label_mean: list[float] | None = None,
+        encoder_lr_scale: float = 1.0,
+        encoder_frozen_epochs: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"])
@@ -124,7 +126,29 @@ class PerformanceModule(L.LightningModule):
         selection = float(acc or 0.5) + 0.5 * float(np.nan_to_num(r2, nan=-1.0))
         self.log("dev/selection", selection, sync_dist=True)
 
+    def _deep_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the (possibly pretrained) deep encoder: a wide & deep network's `.base`."""
+        return list(getattr(self.encoder, "base", self.encoder).parameters())
+
+    def on_train_epoch_start(self) -> None:
+        # Fine-tuning a pretrained encoder: the first `encoder_frozen_epochs` epochs train only what
+        # sits on top of it (heads, side input), so random heads do not wreck what it learned.
+        if not self.hparams.encoder_frozen_epochs:
+            return  # nothing is frozen, nothing is touched (parts frozen by design stay frozen)
+        if not hasattr(self, "_trainable"):
+            self._trainable = [p for p in self._deep_parameters() if p.requires_grad]
+        frozen = self.current_epoch < self.hparams.encoder_frozen_epochs
+        for p in self._trainable:
+            p.requires_grad_(not frozen)
+
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        deep = {id(p) for p in self._deep_parameters()}
+        rest = [p for p in self.parameters() if id(p) not in deep]
+        groups = [
+            {"params": rest},
+            # A pretrained encoder moves `encoder_lr_scale` times as fast as the layers on top of it.
+            {"params": self._deep_parameters(), "lr": self.hparams.lr * self.hparams.encoder_lr_scale},
+        ]
+        opt = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.max_epochs))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

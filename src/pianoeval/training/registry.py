@@ -207,6 +207,8 @@ def build_module(model: str, net: nn.Module, config: dict[str, Any], label_mean:
             loss_weights=tcfg["loss_weights"],
             max_epochs=tcfg["max_epochs"],
             label_mean=label_mean,
+            encoder_lr_scale=tcfg["encoder_lr_scale"],
+            encoder_frozen_epochs=tcfg["encoder_frozen_epochs"],
         )
     from pianoeval.audio.models import MuQFullUnfreezeModel, MuQLoRAModel, MuQStagedModel
 

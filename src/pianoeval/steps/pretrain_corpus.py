@@ -1,0 +1,104 @@
+"""The pretrain_corpus rule: self-supervised pretraining of a symbolic encoder, once per model, on the
+unlabelled corpus (ASAP performances, PercePiano's one shared piece left out); the per-fold pretrain
+starts from its weights."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from pianoeval.core.io import save_torch
+
+log = logging.getLogger(__name__)
+
+# The feature kind each pretrainable encoder reads.
+KIND = {"s1": "tokens", "s2": "graphs", "s3": "curves"}
+
+
+def _trainer(epochs: int, minutes: float, ckpt_dir: Path, config: dict[str, Any], devices: int, what: str) -> Any:
+    """A Lightning trainer that stops after `epochs` or `minutes` (the budget) and writes last.ckpt
+    every epoch (a killed run resumes from it)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from pianoeval.training.fit import device_settings
+    from pianoeval.training.progress import EpochLog
+
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1)
+    return L.Trainer(
+        max_epochs=epochs,
+        max_time={"minutes": minutes} if minutes > 0 else None,
+        **device_settings(devices),
+        precision=config["symbolic"]["corpus"]["precision"],
+        logger=False,
+        callbacks=[checkpoint, EpochLog(what)],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+    )
+
+
+def run_pretrain_corpus(
+    model: str,
+    config: dict[str, Any],
+    out: Path,
+    cache_dir: Path | None = None,
+    devices: int = 1,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """Pretrain `model`'s encoder on the corpus of `symbolic.corpus` for at most `epochs` epochs or
+    `minutes`; save `{"encoder": state_dict, "info": ...}` to `out`. A rerun with the same settings
+    resumes from `<out folder>/checkpoints/last.ckpt`. A DDP worker (rank > 0) saves nothing."""
+    from pianoeval.core.errors import ConfigError
+    from pianoeval.data.corpus import CorpusSettings
+    from pianoeval.symbolic.augmentation import AugmentSettings
+    from pianoeval.training.corpus import build_corpus_store
+    from pianoeval.training.fit import _same_run
+    from pianoeval.training.pretrain import PretrainModule, build_objective, build_pretrain_loader
+    from pianoeval.training.registry import build_encoder
+
+    if model not in KIND:
+        raise ConfigError(f"model {model!r} has no corpus pretraining; known: {', '.join(KIND)}")
+    start = time.perf_counter()
+    section = config["symbolic"]["corpus"]
+    seed = int(config["seed"])
+    L.seed_everything(seed, workers=True, verbose=False)
+    settings, aug = CorpusSettings.from_config(section), AugmentSettings.from_config(section["augment"])
+    store = build_corpus_store(KIND[model], settings, aug, config["features"], seed, threads, cache_dir)
+    items = [store["items"][k] for k in sorted(store["items"])]
+    encoder = build_encoder(model, store["meta"], config)
+    module = PretrainModule(build_objective(model, encoder, store["meta"]), lr=section["lr"])
+    loader = build_pretrain_loader(
+        model, items, store["meta"], section["batch_size"], seed, max_len=config["features"]["max_seq_len"]
+    )
+    ckpt_dir = out.parent / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    # Resume only a run of these very settings and this network shape (anything else there is removed);
+    # the budget (epochs, minutes) is not part of it, so a larger one continues the run.
+    run = {k: v for k, v in section.items() if k not in ("epochs", "minutes")}
+    resume = _same_run(ckpt_dir, {"corpus": run, "features": config["features"]}, module, seed) and last.exists()
+    trainer = _trainer(section["epochs"], section["minutes"], ckpt_dir, config, devices, f"pretrain_corpus {model}")
+    if resume:
+        log.info("resuming from %s", last)
+    trainer.fit(module, loader, ckpt_path=str(last) if resume else None)
+    info: dict[str, Any] = {
+        "model": model,
+        "n_windows": len(items),
+        "n_files": len(store["files"]),
+        "excluded": list(settings.exclude),
+        "epochs_run": int(trainer.current_epoch),
+        "seed": seed,
+        "resumed": bool(resume),
+        # Corpus music is no PercePiano segment group: nothing of any fold's validation split.
+        "learned_from_groups": [],
+    }
+    if not trainer.is_global_zero:
+        return info
+    info["final"] = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("pretrain/")}
+    info["wall_s"] = round(time.perf_counter() - start, 2)
+    save_torch({"encoder": encoder.state_dict(), "info": info}, out)
+    log.info("pretrained %s on the corpus: %s", model, info)
+    return info
