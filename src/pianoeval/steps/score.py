@@ -152,15 +152,19 @@ def score_midi(
         check_duration(perf.duration, midi, "performance")
     served = results if isinstance(results, ServedModels) else load_served(results)
     out = symbolic_outputs(midi, served.folds("symbolic"), score, transcribed)
-    stack = out["scores"].numpy()  # [folds, 19]
+    return fold_summary(served.symbolic, "symbolic", out["scores"].numpy(), out["score_aligned"], out["timings_s"])
+
+
+def fold_summary(model: str, track: str, stack: np.ndarray, aligned: bool, timings: dict) -> dict[str, Any]:
+    """What a scoring path returns: the fold models' scores [folds, 19] as a mean and a spread."""
     return {
-        "model": served.symbolic,
-        "track": "symbolic",
+        "model": model,
+        "track": track,
         "mean": stack.mean(axis=0),
         "std": stack.std(axis=0),
         "n_models": len(stack),
-        "score_aligned": out["score_aligned"],
-        "timings_s": out["timings_s"],
+        "score_aligned": aligned,
+        "timings_s": timings,
     }
 
 
@@ -231,15 +235,7 @@ def score_fused(recording: Path, midi: Path, served: ServedModels, score: Path |
         stats = score_statistics_of(midi, folds[0][0], score)
     stack = fusion_outputs([f[2] for f in folds], sym, aud, stats)
     timings["fusion"] = time.perf_counter() - tick
-    return {
-        "model": served.fusion,
-        "track": "fusion",
-        "mean": stack.mean(axis=0),
-        "std": stack.std(axis=0),
-        "n_models": len(stack),
-        "score_aligned": sym["score_aligned"],
-        "timings_s": timings,
-    }
+    return fold_summary(served.fusion, "fusion", stack, sym["score_aligned"], timings)
 
 
 def score_statistics_of(midi: Path, fold_dir: Path, score: Path | None) -> torch.Tensor:
