@@ -76,20 +76,10 @@ def crop_notes(notes: np.ndarray, max_seconds: float | None) -> np.ndarray:
 def cut_performance(src: Path, start: float, seconds: float, dst: Path) -> Path:
     """MIDI of `src` from `start` for `seconds` (notes starting before the end - CUT_TAIL_S, cut at the end,
     the sustain pedal as it stands at the cut) written to `dst`."""
+    from pianoeval.data.corpus import window
     from pianoeval.data.midi import load_performance, write_performance
 
-    perf = load_performance(src)
-    end = start + seconds - CUT_TAIL_S
-    n = perf.notes[(perf.notes[:, 0] >= start) & (perf.notes[:, 0] < end)].copy()
-    n[:, 1] = np.minimum(n[:, 1], end)
-    n[:, :2] -= start
-    p = perf.pedal
-    before = p[p[:, 0] < start]
-    pedal = p[(p[:, 0] >= start) & (p[:, 0] < end)].copy()
-    pedal[:, 0] -= start
-    if len(before):  # the pedal as it stands at the cut
-        pedal = np.vstack([[[0.0, before[-1, 1]]], pedal])
-    return write_performance(Performance(n, pedal), dst)
+    return write_performance(window(load_performance(src), start, seconds - CUT_TAIL_S), dst)
 
 
 def sustain_offsets(notes: np.ndarray, pedal: np.ndarray) -> np.ndarray:
