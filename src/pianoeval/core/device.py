@@ -30,10 +30,13 @@ def resolve_device(devices: int | None = None, requested: str = "auto") -> Any:
 
 
 def to_device(batch: dict[str, Any], device: Any) -> dict[str, Any]:
-    """A collated batch with every tensor moved to `device` (ids and other values as they are)."""
+    """A collated batch with every tensor and graph moved to `device` (ids and other values as they are)."""
     import torch
 
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    def movable(value: Any) -> bool:  # a tensor, or a graph (symbolic.graph.NoteGraph, torch_geometric)
+        return isinstance(value, torch.Tensor) or hasattr(value, "edge_index")
+
+    return {k: v.to(device) if movable(v) else v for k, v in batch.items()}
 
 
 def batches(n: int, size: int = INFERENCE_BATCH) -> list[range]:

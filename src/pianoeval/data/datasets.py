@@ -1,7 +1,7 @@
 """Torch datasets over featurised items, BERT-style masking, and the one collate function for all batches.
 
 An item is a dict of tensors for one performance, e.g. `input_ids [L]`, `curves [T, C]`,
-`audio_emb [F, D]`, `graph` (torch_geometric `Data`), `stats [F]`, plus `labels [19]` (optional),
+`audio_emb [F, D]`, `graph` (`symbolic.graph.NoteGraph`), `stats [F]`, plus `labels [19]` (optional),
 `group` (segment-group index), `index` and `segment_id` (str). Batches follow docs/architecture.md.
 """
 
@@ -131,6 +131,16 @@ def _is_graph(value: Any) -> bool:
     return type(value).__module__.startswith("torch_geometric")
 
 
+def _collate_graphs(graphs: list[Any]) -> Any:
+    """Graphs → one batched graph: a type's own `collate` (symbolic.graph.NoteGraph, without
+    torch_geometric), else torch_geometric's `Batch.from_data_list`."""
+    if hasattr(type(graphs[0]), "collate"):
+        return type(graphs[0]).collate(graphs)
+    from torch_geometric.data import Batch
+
+    return Batch.from_data_list(graphs)
+
+
 def _pad(tensors: list[torch.Tensor], value: float | int | bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad tensors [T_i, ...] along dim 0 → ([B, T_max, ...], mask [B, T_max] bool)."""
     longest = max(len(t) for t in tensors)
@@ -186,8 +196,8 @@ def multi_task_collate_fn(samples: list[dict[str, Any]], pad_token_id: int = 0) 
     - Fixed-size tensors and scalars (`labels [19]`, `group`, `index`, numbers) are stacked. A
       fixed-size field missing in some samples is zero-filled and `<key>_mask [B]` says where it is
       real; float `labels` always get `label_mask [B]`.
-    - `graph` (torch_geometric Data) → `Batch.from_data_list`; strings and other objects → lists
-      (None where missing); nested dicts (the `a`/`b` of pairs) are collated recursively.
+    - `graph` (symbolic.graph.NoteGraph, or torch_geometric Data) → one batched graph; strings and
+      other objects → lists (None where missing); nested dicts (the `a`/`b` of pairs) are collated recursively.
     """
     if not samples:
         raise ValueError("cannot collate an empty list of samples")
@@ -205,12 +215,10 @@ def multi_task_collate_fn(samples: list[dict[str, Any]], pad_token_id: int = 0) 
             if len(present) < len(values):
                 raise ValueError(f"nested field {key!r} is missing in some samples")
             out[key] = multi_task_collate_fn(values, pad_token_id=pad_token_id)
-        elif _is_graph(ref):
+        elif hasattr(type(ref), "collate") or _is_graph(ref):
             if len(present) < len(values):
                 raise ValueError(f"graph field {key!r} is missing in some samples")
-            from torch_geometric.data import Batch
-
-            out[key] = Batch.from_data_list(values)
+            out[key] = _collate_graphs(values)
         elif isinstance(ref, torch.Tensor | np.ndarray | int | float | bool | np.number | np.bool_):
             tensors = [None if v is None else torch.as_tensor(v) for v in values]
             _collate_tensors(key, tensors, pad_token_id, out)

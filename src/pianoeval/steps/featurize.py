@@ -2,7 +2,7 @@
 
 Output (`torch.save`): `{"kind", "meta", "items": {key: item}, "skipped": [...]}` where the key is the
 segment id for performances and `score::<path>` for score MIDIs, and an item is a dict of tensors:
-`input_ids [L]` (tokens), `graph` (torch_geometric Data), `curves [T, C]`, or `stats [F]`.
+`input_ids [L]` (tokens), `graph` (symbolic.graph.NoteGraph), `curves [T, C]`, or `stats [F]`.
 """
 
 from __future__ import annotations

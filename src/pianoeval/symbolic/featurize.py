@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 # Bump when a featurizer changes its output, so stale cache entries are not reused.
 # 2: every kind also carries `stats` (the side input of the symbolic encoders).
 # 3: `stats` adds the score-relative statistics (symbolic/score_stats.py) and their flag.
-FEATURIZER_VERSION = 3
+# 4: graphs are `symbolic.graph.NoteGraph`s (plain tensors), not torch_geometric `Data`.
+FEATURIZER_VERSION = 4
 
 
 _TOKENIZER = None

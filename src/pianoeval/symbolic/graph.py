@@ -14,8 +14,10 @@ directions, with the same type):
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from pianoeval.core.constants import PEDAL_DOWN_THRESHOLD
 from pianoeval.core.errors import InputError
@@ -220,11 +222,47 @@ def _node_matrix(
     return np.nan_to_num(x).astype(np.float32)
 
 
-def build_note_graph(perf: Performance, score: Performance | None = None):  # -> torch_geometric.data.Data
-    """Performance (+ optional score) -> Data(x [N, F], edge_index [2, E], edge_attr [E, 4], edge_type [E])."""
-    import torch
-    from torch_geometric.data import Data
+@dataclass
+class NoteGraph:
+    """One note graph, or several batched into one (`batch`: graph id per node), as plain tensors.
 
+    `x [N, F]`, `edge_index [2, E]` (source, target), `edge_attr [E, 4]` one-hot edge types,
+    `edge_type [E]`. S2 (`symbolic/networks.NoteGAT`) and its link-prediction pretraining read these
+    fields, as they would a torch_geometric `Batch`; keeping them plain spares `pianoeval score` the
+    library's 3-second import.
+    """
+
+    x: torch.Tensor
+    edge_index: torch.Tensor
+    edge_attr: torch.Tensor
+    edge_type: torch.Tensor
+    num_nodes: int
+    batch: torch.Tensor | None = None
+    num_graphs: int = 1
+
+    @classmethod
+    def collate(cls, graphs: list[NoteGraph]) -> NoteGraph:
+        """Graphs side by side: nodes concatenated, edges renumbered, `batch` the graph of each node."""
+        sizes = torch.tensor([g.num_nodes for g in graphs])
+        offsets = torch.cumsum(sizes, 0) - sizes
+        return cls(
+            x=torch.cat([g.x for g in graphs]),
+            edge_index=torch.cat([g.edge_index + int(o) for g, o in zip(graphs, offsets, strict=True)], dim=1),
+            edge_attr=torch.cat([g.edge_attr for g in graphs]),
+            edge_type=torch.cat([g.edge_type for g in graphs]),
+            num_nodes=int(sizes.sum()),
+            batch=torch.repeat_interleave(torch.arange(len(graphs)), sizes),
+            num_graphs=len(graphs),
+        )
+
+    def to(self, device: torch.device | str) -> NoteGraph:
+        """The same graph with every tensor on `device`."""
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
+        return NoteGraph(**moved)
+
+
+def build_note_graph(perf: Performance, score: Performance | None = None) -> NoteGraph:
+    """Performance (+ optional score) -> NoteGraph(x [N, F], edge_index [2, E], edge_attr [E, 4], edge_type [E])."""
     if len(perf.notes) == 0:
         raise InputError("performance has no notes to build a graph from", perf.path)
     groups = chord_groups(perf.notes[:, 0])
@@ -240,10 +278,6 @@ def build_note_graph(perf: Performance, score: Performance | None = None):  # ->
     edge_index = torch.from_numpy(np.concatenate(index_parts, axis=1))
     edge_type = torch.from_numpy(np.concatenate(type_parts))
     edge_attr = torch.nn.functional.one_hot(edge_type, N_EDGE_TYPES).to(torch.float32)
-    return Data(
-        x=torch.from_numpy(x),
-        edge_index=edge_index,
-        edge_attr=edge_attr,
-        edge_type=edge_type,
-        num_nodes=len(x),
+    return NoteGraph(
+        x=torch.from_numpy(x), edge_index=edge_index, edge_attr=edge_attr, edge_type=edge_type, num_nodes=len(x)
     )

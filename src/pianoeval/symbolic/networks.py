@@ -16,6 +16,7 @@ from torch import nn
 
 from pianoeval.core.errors import ConfigError, InputError
 from pianoeval.networks.heads import AttentionPooling
+from pianoeval.symbolic.gat import AttentionPool, GATv2, to_dense_batch
 
 
 def _check_heads(hidden: int, heads: int) -> None:
@@ -126,7 +127,8 @@ class REMITransformer(nn.Module):
 
 
 class NoteGAT(nn.Module):
-    """S2: note graphs (`batch["graph"]`, a torch_geometric `Batch`) → z [B, hidden].
+    """S2: note graphs (`batch["graph"]`, a batched `symbolic.graph.NoteGraph`; a torch_geometric `Batch`
+    works too) → z [B, hidden]. The layers are plain torch (`symbolic/gat.py`).
 
     Node features are projected to `hidden`, then `layers` GATv2 convolutions that read the one-hot
     edge types as edge features, each with a residual connection and LayerNorm (post-norm), and a
@@ -143,9 +145,6 @@ class NoteGAT(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        from torch_geometric.nn import GATv2Conv
-        from torch_geometric.nn.aggr import AttentionalAggregation
-
         _check_heads(hidden, heads)
         self.hidden_size = hidden
         self.in_features = in_features
@@ -153,14 +152,12 @@ class NoteGAT(nn.Module):
         self.input_proj = nn.Linear(in_features, hidden)
         self.convs = nn.ModuleList(
             # Self-loops take the mean of a node's incoming edge features, so isolated notes still update.
-            GATv2Conv(hidden, hidden // heads, heads=heads, edge_dim=edge_dim, dropout=dropout, fill_value="mean")
+            GATv2(hidden, hidden // heads, heads=heads, edge_dim=edge_dim, dropout=dropout)
             for _ in range(layers)
         )
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
         self.dropout = nn.Dropout(dropout)
-        self.pool = AttentionalAggregation(
-            gate_nn=nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-        )
+        self.pool = AttentionPool(nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1)))
         self.out = _out_projection(hidden)
 
     def _check(self, graph: Any) -> None:
@@ -194,8 +191,6 @@ class NoteGAT(nn.Module):
 
     def encode_sequence(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Node states padded per graph `h [B, N_max, H]` and the real-node mask `[B, N_max]`."""
-        from torch_geometric.utils import to_dense_batch
-
         graph = batch["graph"]
         index, n_graphs = self._graph_index(graph)
         return to_dense_batch(self.encode_nodes(graph), index, batch_size=n_graphs)
