@@ -4,7 +4,9 @@ A MIDI is scored by every fold model of the symbolic track winner. Audio (WAV/FL
 (readable, not silent, clipped or NaN, 2-600 s long) and transcribed to MIDI with TransKun; then each
 fold of the fusion winner (results/fusion/winner.json) scores it from that fold's audio winner on the
 recording and symbolic winner on the transcription (a tree without a fusion winner scores the
-transcription with the symbolic winner). The mean over fold models is the score, their std the
+transcription with the symbolic winner). What does not need the transcription (loading the fold
+networks, the audio track's pass over the recording) runs in a background thread while TransKun
+transcribes. The mean over fold models is the score, their std the
 uncertainty. The models come from a results folder or from a bundle (`pianoeval export`,
 `evaluation/bundle.py`): the same files, so the same numbers. The JSON and HTML say which model scored
 and what data it learned from, with a warning when that is the demo's synthetic labels. Beside `--out`
@@ -20,8 +22,10 @@ import html
 import io
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,6 +62,28 @@ def fold_config(fold_dir: Path) -> dict[str, Any]:
     return validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
 
 
+class FoldNetworks:
+    """The fold networks of one scoring run, each loaded once by whichever thread asks first (audio input
+    loads them in a background thread while TransKun transcribes: `prepare_beside_transcription`)."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[Path, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, fold_dir: Path, config: dict[str, Any] | None = None) -> Any:
+        """The fold's plain scoring network (`pianoeval.evaluation.inference`), in eval mode."""
+        from pianoeval.evaluation.inference import load_scoring_network
+
+        with self._lock:
+            if fold_dir not in self._loaded:
+                self._loaded[fold_dir] = load_scoring_network(fold_dir, config or fold_config(fold_dir))
+            return self._loaded[fold_dir]
+
+    def load(self, fold_dirs: list[Path]) -> None:
+        for fold_dir in fold_dirs:
+            self.get(fold_dir)
+
+
 def check_duration(seconds: float, path: Path, what: str) -> None:
     """InputError unless MIN_SECONDS <= seconds <= MAX_SECONDS."""
     if seconds < MIN_SECONDS:
@@ -69,7 +95,11 @@ def check_duration(seconds: float, path: Path, what: str) -> None:
 
 
 def symbolic_outputs(
-    midi: Path, fold_dirs: list[Path], score: Path | None = None, transcribed: bool = False
+    midi: Path,
+    fold_dirs: list[Path],
+    score: Path | None = None,
+    transcribed: bool = False,
+    networks: FoldNetworks | None = None,
 ) -> dict[str, Any]:
     """Every symbolic fold model on one MIDI: embeddings `z` [folds, H] and `scores` [folds, 19] (tensors),
     `score_aligned`, `timings_s` ({"models", "featurize", "forward"}, seconds).
@@ -85,7 +115,6 @@ def symbolic_outputs(
     from pianoeval.core.constants import SCORE_COLUMNS
     from pianoeval.core.threads import torch_threads
     from pianoeval.data.datasets import multi_task_collate_fn
-    from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.symbolic.featurize import featurize_file
     from pianoeval.training.registry import FEATURE_KIND
 
@@ -102,7 +131,7 @@ def symbolic_outputs(
             if text not in configs:
                 configs[text] = validate_config(yaml.safe_load(text), fold_dir / "config.yaml")
             config = configs[text]
-            net = load_scoring_network(fold_dir, config)
+            net = (networks or FoldNetworks()).get(fold_dir, config)
             kind = FEATURE_KIND[read_json(fold_dir / "model_spec.json")["model"]]
             timings["models"] += time.perf_counter() - tick
             tick = time.perf_counter()
@@ -168,11 +197,12 @@ def fold_summary(model: str, track: str, stack: np.ndarray, aligned: bool, timin
     }
 
 
-def audio_track_outputs(recording: Path, fold_dirs: list[Path]) -> dict[str, torch.Tensor]:
+def audio_track_outputs(
+    recording: Path, fold_dirs: list[Path], networks: FoldNetworks | None = None
+) -> dict[str, torch.Tensor]:
     """Every audio fold model on one recording: `z` [folds, H] and `scores` [folds, 19], as the fusion
     saw them in training (the backbone's frames of the waveform at the fold's render rate)."""
     from pianoeval.audio.io import load_audio
-    from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.evaluation.robustness import audio_outputs
     from pianoeval.training.registry import audio_backbone, backbone_fingerprint, build_frozen_backbone
 
@@ -188,7 +218,7 @@ def audio_track_outputs(recording: Path, fold_dirs: list[Path]) -> dict[str, tor
         sr = int(config["render"]["sample_rate"])
         if sr not in waves:
             waves[sr] = load_audio(recording, sample_rate=sr, max_seconds=MAX_SECONDS)
-        module = load_scoring_network(fold_dir, config)
+        module = (networks or FoldNetworks()).get(fold_dir, config)
         z, s = audio_outputs(module, backbones[key], [waves[sr]], sr, float(config["audio"]["clip_seconds"]))
         zs.append(z[0])
         scores.append(s[0])
@@ -196,15 +226,17 @@ def audio_track_outputs(recording: Path, fold_dirs: list[Path]) -> dict[str, tor
 
 
 def fusion_outputs(
-    fold_dirs: list[Path], symbolic: dict[str, Any], audio: dict[str, torch.Tensor], score_stats: torch.Tensor | None
+    fold_dirs: list[Path],
+    symbolic: dict[str, Any],
+    audio: dict[str, torch.Tensor],
+    score_stats: torch.Tensor | None,
+    networks: FoldNetworks | None = None,
 ) -> np.ndarray:
     """Scores [folds, 19] of every fusion fold model on its fold's symbolic and audio outputs
     (`score_stats` [S], the score-relative statistics, for the `_score` variants)."""
-    from pianoeval.evaluation.inference import load_scoring_network
-
     preds = []
     for k, fold_dir in enumerate(fold_dirs):
-        module = load_scoring_network(fold_dir, fold_config(fold_dir))
+        module = (networks or FoldNetworks()).get(fold_dir)
         batch = {
             "z_audio": audio["z"][k : k + 1],
             "scores_audio": audio["scores"][k : k + 1],
@@ -218,22 +250,45 @@ def fusion_outputs(
     return np.stack(preds)
 
 
-def score_fused(recording: Path, midi: Path, served: ServedModels, score: Path | None = None) -> dict[str, Any]:
-    """Scores of a recording by the fusion winner: mean [19] and std [19] over its fold models, each fed
-    the audio winner's fold model on the recording and the symbolic winner's on its transcription `midi`."""
+def prepare_beside_transcription(recording: Path, served: ServedModels, networks: FoldNetworks) -> dict[str, Any]:
+    """What scoring a recording needs that its transcription does not: every fold network loaded and, for
+    a fusion winner, the audio track's outputs on the recording (`audio`, with its seconds in `audio_s`).
+    Run in a background thread while TransKun transcribes (`score_input`); torch's thread count is left
+    alone (it is process-wide, and the transcription sets it)."""
+    tick = time.perf_counter()
+    if not served.fusion:
+        networks.load(served.folds("symbolic"))
+        return {"audio": None, "audio_s": 0.0, "models_s": time.perf_counter() - tick}
     folds = served.fused_folds()
-    sym = symbolic_outputs(midi, [f[0] for f in folds], score, transcribed=True)
+    networks.load([f[0] for f in folds])
+    models = time.perf_counter() - tick
+    tick = time.perf_counter()
+    audio = audio_track_outputs(recording, [f[1] for f in folds], networks)
+    audio_s = time.perf_counter() - tick
+    networks.load([f[2] for f in folds])
+    return {"audio": audio, "audio_s": audio_s, "models_s": models}
+
+
+def score_fused(
+    midi: Path,
+    served: ServedModels,
+    audio: dict[str, torch.Tensor],
+    networks: FoldNetworks,
+    score: Path | None = None,
+) -> dict[str, Any]:
+    """Scores of a recording by the fusion winner: mean [19] and std [19] over its fold models, each fed
+    the audio winner's fold model on the recording (`audio`, `audio_track_outputs`) and the symbolic
+    winner's on its transcription `midi`."""
+    folds = served.fused_folds()
+    sym = symbolic_outputs(midi, [f[0] for f in folds], score, transcribed=True, networks=networks)
     if sym["z"] is None:
         raise InputError(f"the symbolic winner {served.symbolic} has no embedding to fuse", folds[0][0])
     timings = dict(sym["timings_s"])
     tick = time.perf_counter()
-    aud = audio_track_outputs(recording, [f[1] for f in folds])
-    timings["audio"] = time.perf_counter() - tick
-    tick = time.perf_counter()
     stats = None
     if served.fusion and served.fusion.endswith("_score"):
         stats = score_statistics_of(midi, folds[0][0], score)
-    stack = fusion_outputs([f[2] for f in folds], sym, aud, stats)
+    stack = fusion_outputs([f[2] for f in folds], sym, audio, stats, networks)
     timings["fusion"] = time.perf_counter() - tick
     return fold_summary(served.fusion, "fusion", stack, sym["score_aligned"], timings)
 
@@ -273,13 +328,12 @@ def percentiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def plot_report(scores: dict[str, Any], reference: np.ndarray, title: str) -> bytes:
     """PNG bytes: per-dimension scores (with fold spread) over the training label 10-90% range."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure drawn by the Agg canvas directly: pyplot's import and global state are not needed.
+    from matplotlib.figure import Figure
 
     y = np.arange(len(DIMENSIONS))
-    fig, ax = plt.subplots(figsize=(9, 8))
+    fig = Figure(figsize=(9, 8))
+    ax = fig.subplots()
     lo, hi = np.percentile(reference, 10, axis=0), np.percentile(reference, 90, axis=0)
     ax.barh(y, hi - lo, left=lo, color="0.85", label="training 10-90%")
     ax.errorbar(scores["mean"], y, xerr=scores["std"], fmt="o", color="C0", label="this performance (± fold spread)")
@@ -292,7 +346,6 @@ def plot_report(scores: dict[str, Any], reference: np.ndarray, title: str) -> by
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, dpi=110, format="png")
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -424,16 +477,29 @@ def score_input(
         return score_midi(recording, served, score=score), None, None
     if served.fusion:
         served.fused_folds()  # the three tracks' folds are there: fail before the slow transcription
-    tick = time.perf_counter()
-    perf, stats = transcribe_recording(recording, device)
-    # Scored from a private copy; the user-visible MIDI is written only once scoring succeeded.
-    midi = write_performance(perf, tmp / "transcription.mid")
-    seconds = time.perf_counter() - tick
+    networks = FoldNetworks()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pianoeval-prepare") as pool:
+        # Loading the models and running the audio track do not need the transcription: they run beside it.
+        ahead = pool.submit(prepare_beside_transcription, recording, served, networks)
+        tick = time.perf_counter()
+        perf, stats = transcribe_recording(recording, device)
+        # Scored from a private copy; the user-visible MIDI is written only once scoring succeeded.
+        midi = write_performance(perf, tmp / "transcription.mid")
+        seconds = time.perf_counter() - tick
+        tick = time.perf_counter()
+        prepared = ahead.result()
+        waited = time.perf_counter() - tick
     if served.fusion:
-        scores = score_fused(recording, midi, served, score)
+        scores = score_fused(midi, served, prepared["audio"], networks, score)
     else:
-        scores = score_midi(midi, served, check_length=False, score=score, transcribed=True)
-    scores["timings_s"]["transcribe"] = seconds
+        sym = symbolic_outputs(midi, served.folds("symbolic"), score, transcribed=True, networks=networks)
+        scores = fold_summary(
+            served.symbolic, "symbolic", sym["scores"].numpy(), sym["score_aligned"], sym["timings_s"]
+        )
+    # Seconds of the work done beside the transcription, and how long scoring waited for it after.
+    scores["timings_s"].update(
+        transcribe=seconds, audio=prepared["audio_s"], models_beside=prepared["models_s"], waited=waited
+    )
     transcription = {
         "n_notes": len(perf.notes),
         "audio_s": stats["audio_s"],
