@@ -150,12 +150,14 @@ def test_midi_scoring_imports_neither_lightning_nor_pandas(
     trained: dict[str, Path], tmp_path: Path, model: str
 ) -> None:
     """Scoring a MIDI in a fresh process leaves the slow imports out (they were most of its time); S2's
-    graph layers are plain torch (symbolic/gat.py), so not even torch_geometric is imported."""
+    graph layers are plain torch (symbolic/gat.py), so not even torch_geometric is imported, and the chart is
+    drawn with Pillow (evaluation/chart.py), not matplotlib."""
     code = (
         "import sys; from pathlib import Path; from pianoeval.steps.score import run_score; "
         f"r = run_score(Path({str(trained['demo'])!r}), None, Path({str(trained[model])!r}), "
         f"Path({str(tmp_path / 'score.json')!r})); "
-        "print(sorted(m for m in ('lightning', 'pandas', 'torch_geometric', 'miditok') if m in sys.modules)); "
+        "slow = ('lightning', 'pandas', 'torch_geometric', 'miditok', 'matplotlib'); "
+        "print(sorted(m for m in slow if m in sys.modules)); "
         "print(sorted(r['timings_s']))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

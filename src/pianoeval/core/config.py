@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -26,9 +27,16 @@ def schema_path() -> Path:
     raise ConfigError("config schema not found; reinstall pianoeval", here / _SCHEMA_NAME)
 
 
+def safe_yaml(text: str) -> Any:
+    """`yaml.safe_load` through libyaml's C parser when PyYAML has it (several times faster on the
+    schema: part of `pianoeval score`'s start-up), else the pure-Python one."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@functools.lru_cache(maxsize=1)
 def load_schema() -> dict[str, Any]:
-    """Read the JSON schema (YAML) as a dict."""
-    return yaml.safe_load(schema_path().read_text())
+    """The JSON schema (YAML) as a dict, read once per process (read-only: callers copy what they change)."""
+    return safe_yaml(schema_path().read_text())
 
 
 def fill_defaults(config: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import logging
 import tempfile
 import threading
@@ -55,11 +54,9 @@ TRANSCRIPTION_SUFFIX = ".transcription.mid"
 
 def fold_config(fold_dir: Path) -> dict[str, Any]:
     """The validated config a fold folder was trained with (its config.yaml)."""
-    import yaml
+    from pianoeval.core.config import safe_yaml, validate_config
 
-    from pianoeval.core.config import validate_config
-
-    return validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
+    return validate_config(safe_yaml((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
 
 
 class FoldNetworks:
@@ -109,9 +106,7 @@ def symbolic_outputs(
     """
     import json
 
-    import yaml
-
-    from pianoeval.core.config import validate_config
+    from pianoeval.core.config import safe_yaml, validate_config
     from pianoeval.core.constants import SCORE_COLUMNS
     from pianoeval.core.threads import torch_threads
     from pianoeval.data.datasets import multi_task_collate_fn
@@ -129,7 +124,7 @@ def symbolic_outputs(
             tick = time.perf_counter()
             text = (fold_dir / "config.yaml").read_text()
             if text not in configs:
-                configs[text] = validate_config(yaml.safe_load(text), fold_dir / "config.yaml")
+                configs[text] = validate_config(safe_yaml(text), fold_dir / "config.yaml")
             config = configs[text]
             net = (networks or FoldNetworks()).get(fold_dir, config)
             kind = FEATURE_KIND[read_json(fold_dir / "model_spec.json")["model"]]
@@ -328,25 +323,10 @@ def percentiles(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 def plot_report(scores: dict[str, Any], reference: np.ndarray, title: str) -> bytes:
     """PNG bytes: per-dimension scores (with fold spread) over the training label 10-90% range."""
-    # A Figure drawn by the Agg canvas directly: pyplot's import and global state are not needed.
-    from matplotlib.figure import Figure
+    from pianoeval.evaluation.chart import score_chart_png
 
-    y = np.arange(len(DIMENSIONS))
-    fig = Figure(figsize=(9, 8))
-    ax = fig.subplots()
-    lo, hi = np.percentile(reference, 10, axis=0), np.percentile(reference, 90, axis=0)
-    ax.barh(y, hi - lo, left=lo, color="0.85", label="training 10-90%")
-    ax.errorbar(scores["mean"], y, xerr=scores["std"], fmt="o", color="C0", label="this performance (± fold spread)")
-    ax.set_yticks(y, [d.replace("_", " ") for d in DIMENSIONS], fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlim(LABEL_MIN, LABEL_MAX)
-    ax.set_xlabel("score (rating / 7)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=110, format="png")
-    return buf.getvalue()
+    labels = [d.replace("_", " ") for d in DIMENSIONS]
+    return score_chart_png(scores["mean"], scores["std"], reference, labels, title, (LABEL_MIN, LABEL_MAX))
 
 
 def model_line(result: dict[str, Any]) -> str:
