@@ -65,6 +65,20 @@ def validate_config(config: dict[str, Any], source: str | Path | None = None) ->
     return resolved
 
 
+def written_config(text: str, source: str | Path) -> dict[str, Any]:
+    """A config the pipeline wrote after validating it (a fold's config.yaml): parsed, defaults filled,
+    not validated again. Spares `pianoeval score` jsonschema's import (0.1 s of a 2 s MIDI score); a
+    bundle's files are checksummed (evaluation/bundle.py), and a checkpoint that does not fit its config
+    fails on loading. ConfigError if it is not a YAML mapping."""
+    try:
+        data = safe_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML ({exc})", source) from exc
+    if not isinstance(data, dict):
+        raise ConfigError("config must be a mapping of keys to values", source)
+    return fill_defaults(data, load_schema())
+
+
 def load_config(*paths: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge YAML config files (later wins) and overrides, then validate; return the resolved dict.
 

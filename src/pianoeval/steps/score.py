@@ -53,10 +53,10 @@ TRANSCRIPTION_SUFFIX = ".transcription.mid"
 
 
 def fold_config(fold_dir: Path) -> dict[str, Any]:
-    """The validated config a fold folder was trained with (its config.yaml)."""
-    from pianoeval.core.config import safe_yaml, validate_config
+    """The config a fold folder was trained with (its config.yaml, validated when training wrote it)."""
+    from pianoeval.core.config import written_config
 
-    return validate_config(safe_yaml((fold_dir / "config.yaml").read_text()), fold_dir / "config.yaml")
+    return written_config((fold_dir / "config.yaml").read_text(), fold_dir / "config.yaml")
 
 
 class FoldNetworks:
@@ -106,7 +106,7 @@ def symbolic_outputs(
     """
     import json
 
-    from pianoeval.core.config import safe_yaml, validate_config
+    from pianoeval.core.config import written_config
     from pianoeval.core.constants import SCORE_COLUMNS
     from pianoeval.core.threads import torch_threads
     from pianoeval.data.datasets import multi_task_collate_fn
@@ -124,7 +124,7 @@ def symbolic_outputs(
             tick = time.perf_counter()
             text = (fold_dir / "config.yaml").read_text()
             if text not in configs:
-                configs[text] = validate_config(safe_yaml(text), fold_dir / "config.yaml")
+                configs[text] = written_config(text, fold_dir / "config.yaml")
             config = configs[text]
             net = (networks or FoldNetworks()).get(fold_dir, config)
             kind = FEATURE_KIND[read_json(fold_dir / "model_spec.json")["model"]]
