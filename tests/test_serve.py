@@ -171,9 +171,12 @@ def test_bundle_holds_weights_settings_reference_and_card(symbolic: dict) -> Non
     record, files = read_bundle(symbolic["bundle"])
     assert record["version"] == VERSION and record["served"] == {"symbolic": {"model": "s3", "n_folds": FOLDS}}
     for fold in range(FOLDS):
-        ckpt = f"train/symbolic/s3/fold_{fold}/checkpoints/best.ckpt"
+        ckpt = f"train/symbolic/s3/fold_{fold}/model.ckpt"
         slim = torch.load(io.BytesIO(files[ckpt]), weights_only=True)
-        full = torch.load(symbolic["results"] / ckpt, weights_only=False)
+        # The fold folder's declared weights are the best checkpoint's, without the training state.
+        full = torch.load(
+            symbolic["results"] / f"train/symbolic/s3/fold_{fold}/checkpoints/best.ckpt", weights_only=False
+        )
         assert set(slim) == {"state_dict", "hyper_parameters"}  # no optimiser state
         assert slim["state_dict"].keys() == full["state_dict"].keys()
         assert all(torch.equal(slim["state_dict"][k], v) for k, v in full["state_dict"].items())
@@ -214,7 +217,7 @@ def _bad_truncated(bundle: Path, tmp: Path) -> Path:
 def _bad_flipped(bundle: Path, tmp: Path) -> Path:
     """One byte of a checkpoint changed (the archive itself stays readable)."""
     _, files = read_bundle(bundle)
-    name = next(n for n in files if n.endswith("best.ckpt"))
+    name = next(n for n in files if n.endswith("model.ckpt"))
     data = bytearray(files[name])
     data[len(data) // 2] ^= 0xFF
     path = tmp / "flipped.bundle"
@@ -263,7 +266,7 @@ BAD_BUNDLES = {
     "missing": (_bad_missing, "bundle not found"),
     "garbage": (_bad_garbage, "not a readable bundle"),
     "truncated": (_bad_truncated, "(not a readable bundle|corrupt bundle)"),
-    "flipped_byte": (_bad_flipped, r"corrupt bundle: train/symbolic/s3/fold_0/checkpoints/best\.ckpt does not match"),
+    "flipped_byte": (_bad_flipped, r"corrupt bundle: train/symbolic/s3/fold_0/model\.ckpt does not match"),
     "wrong_version": (_bad_version, f"bundle format version {VERSION + 1}, but this pianoeval reads version {VERSION}"),
     "member_missing": (_bad_member_missing, r"corrupt bundle: train/symbolic/s3/fold_1/config\.yaml is missing"),
     "not_a_bundle": (_bad_not_a_bundle, "not a pianoeval bundle"),
@@ -435,7 +438,7 @@ def test_audio_and_midi_bundle_round_trip_is_bit_identical(fused: dict, recordin
     }
     record, files = read_bundle(fused["bundle"])
     assert set(record["served"]) == {"symbolic", "audio", "fusion"}
-    assert sum(n.endswith("best.ckpt") for n in files) == 3 * FOLDS
+    assert sum(n.endswith("model.ckpt") for n in files) == 3 * FOLDS
     card = json.loads(files["model_card.json"])
     assert set(card["benchmarks"]) == {"symbolic", "audio", "fusion", "fusion_gain_over_best_single_track"}
     away = _moved_away(fused["results"], tmp_path)

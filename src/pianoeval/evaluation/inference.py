@@ -20,6 +20,7 @@ from torch import nn
 from pianoeval.core.constants import N_DIMS
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json
+from pianoeval.core.layout import FoldDir
 from pianoeval.networks.heads import ScoreHeads, scores_from
 
 # The checkpoint entries that scoring uses (PerformanceModule's attribute names).
@@ -44,15 +45,6 @@ class ScoringNetwork(nn.Module):
         return scores_from(self.encoder, self.heads, z, batch)
 
 
-def checkpoint_path(fold_dir: Path) -> Path:
-    """The fold's best checkpoint, else its last one; InputError if it has neither."""
-    for name in ("best.ckpt", "last.ckpt"):
-        path = fold_dir / "checkpoints" / name
-        if path.is_file():
-            return path
-    raise InputError("no checkpoint in this training folder; rerun its rule", fold_dir)
-
-
 def scoring_encoder(spec: dict[str, Any], config: dict[str, Any]) -> nn.Module | None:
     """The encoder a `PerformanceModule` trained for `spec` (model_spec.json): a symbolic encoder, an
     audio probe on cached frames, or a fusion network; None for the models trained by other modules
@@ -75,13 +67,14 @@ def load_scoring_network(fold_dir: Path, config: dict[str, Any]) -> nn.Module:
     `config` is the fold's validated config. A1-A3 fall back to their LightningModule, whose forward
     gives the same scores [B, 19].
     """
-    spec = read_json(fold_dir / "model_spec.json")
+    folder = FoldDir(fold_dir)
+    spec = read_json(folder.model_spec)
     encoder = scoring_encoder(spec, config)
     if encoder is None:
         from pianoeval.training.checkpoints import load_trained_module
 
         return load_trained_module(fold_dir)
-    ckpt = torch.load(checkpoint_path(fold_dir), map_location="cpu", weights_only=True)
+    ckpt = torch.load(folder.checkpoint(), map_location="cpu", weights_only=True)
     hparams = ckpt.get("hyper_parameters", {})
     net = ScoringNetwork(encoder, n_dims=int(hparams.get("n_dims", N_DIMS)), dropout=float(hparams.get("dropout", 0.1)))
     state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(SCORING_PREFIXES)}

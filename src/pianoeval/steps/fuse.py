@@ -56,6 +56,7 @@ def run_fuse(
     out_dir: Path,
     devices: int = 1,
     stats_path: Path | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Fit fusion `fusion` (f1/f2/f3[_score]) on fold `fold` on `devices` devices (DDP when more than
     1) and write the usual fold outputs; a DDP worker process returns {} and writes nothing.
@@ -95,7 +96,7 @@ def run_fuse(
     }
     net = build_fusion(fusion, **dims)
     write_json({"kind": "fusion", "model": fusion, **dims}, FoldDir(out_dir).model_spec)
-    module, info = fit_module(net, config, data, out_dir, seed, devices=devices)
+    module, info = fit_module(net, config, data, out_dir, seed, devices=devices, checkpoint_dir=checkpoint_dir)
     if module is None:
         return {}
     from pianoeval.core.device import resolve_device

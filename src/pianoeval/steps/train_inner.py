@@ -25,6 +25,7 @@ def run_train_inner(
     out_dir: Path,
     pretrained: Path | None = None,
     devices: int = 1,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train `model` on inner fold `inner` of outer fold `fold` and write `oof.pt` (the held-out rows'
     scores and embeddings, with the leak record) and `metrics.json`. A DDP worker writes nothing."""
@@ -62,7 +63,7 @@ def run_train_inner(
     check_no_leak(out_dir, fold, record["learned_from_groups"], split_groups(folds, fold, index))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, config, seed, track=track, model=model, fold=fold, inner=inner)
-    fitted = fit_predict(track, model, config, data, out_dir, seed, pretrained, devices)
+    fitted = fit_predict(track, model, config, data, out_dir, seed, pretrained, devices, checkpoint_dir)
     if fitted is None:
         return {}
     preds, embs, info = fitted

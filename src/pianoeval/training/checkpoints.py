@@ -1,4 +1,5 @@
-"""Rebuild a trained module from a train/fuse fold folder (spec, config, best checkpoint)."""
+"""A fold folder's weights: `model.ckpt` written from Lightning's chosen checkpoint, and the trained
+module rebuilt from a train/fuse fold folder (spec, config, model.ckpt)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,31 @@ from typing import Any
 
 import torch
 
-from pianoeval.core.io import read_json
+from pianoeval.core.io import read_json, save_torch
 from pianoeval.core.layout import FoldDir
 
 log = logging.getLogger(__name__)
 
+# The checkpoint entries a trained model loads (the rest is training state: optimiser, schedulers, loops).
+CHECKPOINT_KEYS = ("state_dict", "hyper_parameters")
+
+
+def slim_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint's weights and hyper-parameters (what scoring loads): the same tensors."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return {k: ckpt[k] for k in CHECKPOINT_KEYS if k in ckpt}
+
+
+def write_model(checkpoint: Path, out_dir: Path) -> Path:
+    """Write the fold folder's declared `model.ckpt` from Lightning's chosen `checkpoint` (slimmed), atomically."""
+    target = FoldDir(out_dir).model
+    save_torch(slim_checkpoint(checkpoint), target)
+    return target
+
 
 def load_trained_module(fold_dir: Path) -> Any:
     """Rebuild a trained module (PerformanceModule, or A1-A3's) from a train/fuse fold folder (spec,
-    config, best checkpoint)."""
+    config, model.ckpt)."""
     import yaml
 
     from pianoeval.core.config import validate_config

@@ -31,6 +31,7 @@ def train_network(
     seed: int,
     pretrained: Path | None,
     devices: int = 1,
+    checkpoint_dir: Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Build `model`'s encoder (loading a pretrained state if given) and fit it; see fit_module."""
     from pianoeval.training.registry import build_network
@@ -48,7 +49,7 @@ def train_network(
             len(missing),
             len(unexpected),
         )
-    return fit_module(net, config, data, out_dir, seed, model=model, devices=devices)
+    return fit_module(net, config, data, out_dir, seed, model=model, devices=devices, checkpoint_dir=checkpoint_dir)
 
 
 def batch_settings(model: str | None, config: dict[str, Any]) -> tuple[int, int]:
@@ -213,6 +214,27 @@ def device_settings(devices: int) -> dict[str, Any]:
     return {"accelerator": "auto", "devices": int(devices), "strategy": strategy}
 
 
+def _trainer(tcfg: dict[str, Any], devices: int, accumulate: int, callbacks: list[Any], out_dir: Path) -> Any:
+    """The Lightning trainer of a fold: deterministic, no progress bar, curves in the fold's logs/metrics.csv."""
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    return L.Trainer(
+        max_epochs=tcfg["max_epochs"],
+        **device_settings(devices),
+        # The group batch sampler shards training batches across DDP ranks itself.
+        use_distributed_sampler=False,
+        precision=tcfg["precision"],
+        accumulate_grad_batches=accumulate,
+        callbacks=callbacks,
+        logger=CSVLogger(out_dir, name="logs", version=""),
+        deterministic=True,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+
+
 def fit_module(
     net: torch.nn.Module,
     config: dict[str, Any],
@@ -222,6 +244,7 @@ def fit_module(
     model: str | None = None,
     devices: int = 1,
     callbacks: Sequence[Any] = (),
+    checkpoint_dir: Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit `model`'s LightningModule (`registry.build_module`; PerformanceModule unless an audio model
     a1-a3) around `net` with early stopping on the dev split; return (best module, info).
@@ -231,10 +254,10 @@ def fit_module(
     writes nothing. Each rank trains on its share of the training batches (`GroupBatchSampler`
     shards them) and evaluates the whole dev split, so all ranks select the same epoch.
     `callbacks` are added to the trainer's own (early stopping, checkpoints, progress lines).
+    Lightning's checkpoints (best, last: what a killed run resumes from) go to `checkpoint_dir` (the
+    rules: a cache under results/cache), by default the fold folder's `checkpoints/`; the chosen
+    epoch's weights are written to the fold folder's `model.ckpt`.
     """
-    import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
-
     from pianoeval.training.audio_data import train_loader_options
     from pianoeval.training.progress import EpochLog
     from pianoeval.training.registry import build_module
@@ -256,22 +279,10 @@ def fit_module(
     )
     dev_split = "dev" if data.splits["dev"] else "train"
     dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
-    ckpt_dir = FoldDir(out_dir).checkpoints
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else FoldDir(out_dir).checkpoints
     stopping, checkpoint = _selection_callbacks(ckpt_dir, tcfg["patience"])
-    trainer = L.Trainer(
-        max_epochs=tcfg["max_epochs"],
-        **device_settings(devices),
-        # The group batch sampler shards training batches across DDP ranks itself.
-        use_distributed_sampler=False,
-        precision=tcfg["precision"],
-        accumulate_grad_batches=accumulate,
-        callbacks=[stopping, checkpoint, _epoch_seed(seed), EpochLog(f"train {model or 'network'}"), *callbacks],
-        logger=CSVLogger(out_dir, name="logs", version=""),
-        deterministic=True,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-    )
+    callbacks = [stopping, checkpoint, _epoch_seed(seed), EpochLog(f"train {model or 'network'}"), *callbacks]
+    trainer = _trainer(tcfg, devices, accumulate, callbacks, out_dir)
     last = ckpt_dir / "last.ckpt"
     # The checkpoint folder is a per-fold cache: keyed by the rows it learns from too.
     rows = {split: [data.items[i]["segment_id"] for i in data.splits[split]] for split in ("train", "dev")}
@@ -284,6 +295,9 @@ def fit_module(
     best_path = checkpoint.best_model_path or str(last)
     best = torch.load(best_path, weights_only=False)
     module.load_state_dict(best["state_dict"])
+    from pianoeval.training.checkpoints import write_model
+
+    write_model(Path(best_path), out_dir)
     info = {
         "best_epoch": int(best.get("epoch", -1)),
         "epochs_run": int(trainer.current_epoch),
@@ -303,6 +317,7 @@ def fit_predict(
     seed: int,
     pretrained: Path | None = None,
     devices: int = 1,
+    checkpoint_dir: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]] | None:
     """Fit `model` on `data` (a baseline, the wide part alone, or a network) and predict every split:
     (predictions, embeddings or None, info). None in a DDP worker process (rank > 0)."""
@@ -315,7 +330,7 @@ def fit_predict(
         return preds, None, info
     if model.startswith("baseline_"):
         return baseline_predict(model, data), None, {}
-    module, info = train_network(model, config, data, out_dir, seed, pretrained, devices)
+    module, info = train_network(model, config, data, out_dir, seed, pretrained, devices, checkpoint_dir)
     if module is None:
         return None
     if data.unlabelled is not None:
