@@ -148,13 +148,13 @@ def test_a3_unfreezes_scheduled_blocks_only(corpus: dict[str, Path], tmp_path: P
     state = best_state(out)
     assert not any("lora_" in k for k in state)
     fresh = build_network("a3", {}, audio_config()).state_dict()
-    prefix = "encoder.backbone.muq.model.conformer.layers"
+    prefix = "net.encoder.backbone.muq.model.conformer.layers"
 
     def changed(block: int) -> bool:
         keys = [
             k for k in fresh if k.startswith(f"backbone.muq.model.conformer.layers.{block}.") and "num_batches" not in k
         ]
-        return any(not torch.equal(fresh[k], state[f"encoder.{k}"]) for k in keys if fresh[k].is_floating_point())
+        return any(not torch.equal(fresh[k], state[f"net.encoder.{k}"]) for k in keys if fresh[k].is_floating_point())
 
     assert any(k.startswith(prefix) for k in state)
     # schedule {0: [3], 1: [2]}: layer 3 (block index 2) trains from epoch 0; layer 1 (block 0) never
@@ -164,7 +164,7 @@ def test_a3_unfreezes_scheduled_blocks_only(corpus: dict[str, Path], tmp_path: P
     final_norm = [k for k in fresh if k.startswith("backbone.muq.model.conformer.layer_norm.")]
     assert final_norm
     for k in final_norm:
-        assert torch.equal(fresh[k], state[f"encoder.{k}"]), k
+        assert torch.equal(fresh[k], state[f"net.encoder.{k}"]), k
 
 
 def test_a2_staged_and_a1_cached(corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -179,7 +179,7 @@ def test_a2_staged_and_a1_cached(corpus: dict[str, Path], tmp_path: Path) -> Non
     assert not uses_live_backbone("a1", audio_config(lora_rank=0))
     out0 = tmp_path / "a1_cached"
     check_contract(train("a1", corpus, out0, lora_rank=0), out0)
-    assert not any(k.startswith("encoder.backbone.") for k in best_state(out0))
+    assert not any(k.startswith("net.encoder.backbone.") for k in best_state(out0))
 
 
 def test_a2_best_checkpoint_is_a_supervised_epoch(corpus: dict[str, Path], tmp_path: Path) -> None:

@@ -51,9 +51,10 @@ class RecordingProbe(nn.Module):
         self.encoder = _Encoder()
         self.sizes: list[int] = []
 
-    def scores_from(self, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    def embed_and_score(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(batch)
         self.sizes.append(int(z.shape[0]))
-        return torch.sigmoid(z[:, :1].repeat(1, 19))
+        return z, torch.sigmoid(z[:, :1].repeat(1, 19))
 
 
 class _Encoder(nn.Module):

@@ -485,9 +485,10 @@ def test_score_cli_takes_a_bundle(symbolic: dict, tmp_path: Path, tiny_midi: Cal
 def test_probe_and_fusion_load_without_lightning_and_equal_their_modules(fused: dict, recording: Path) -> None:
     """The audio probe's and the fusion's fold models, loaded as plain networks, give their modules' outputs."""
     from pianoeval.audio.io import load_audio
-    from pianoeval.evaluation.inference import ScoringNetwork, load_scoring_network
+    from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.evaluation.robustness import audio_outputs
     from pianoeval.evaluation.served import load_served
+    from pianoeval.networks.scorer import ScoreNetwork
     from pianoeval.steps.score import audio_track_outputs, fold_config
     from pianoeval.training.checkpoints import load_trained_module
     from pianoeval.training.registry import build_frozen_backbone
@@ -496,7 +497,7 @@ def test_probe_and_fusion_load_without_lightning_and_equal_their_modules(fused: 
     aud = audio_track_outputs(recording, served.folds("audio"))
     for k, (_, audio_dir, fusion_dir) in enumerate(served.fused_folds()):
         net = load_scoring_network(audio_dir, fold_config(audio_dir))
-        assert isinstance(net, ScoringNetwork) and not net.training
+        assert isinstance(net, ScoreNetwork) and not net.training
         config = fold_config(audio_dir)
         wave = load_audio(recording, sample_rate=config["render"]["sample_rate"])
         backbone = build_frozen_backbone("logmel", config)
@@ -510,10 +511,10 @@ def test_probe_and_fusion_load_without_lightning_and_equal_their_modules(fused: 
             "scores_symbolic": torch.rand(1, len(DIMENSIONS)) * 0.8 + 0.1,
         }
         plain, module = load_scoring_network(fusion_dir, fold_config(fusion_dir)), load_trained_module(fusion_dir)
-        assert isinstance(plain, ScoringNetwork)
+        assert isinstance(plain, ScoreNetwork) and type(module.net) is ScoreNetwork  # the same class
         with torch.inference_mode():
-            expected = module.scores_from(module.encoder(dict(batch)), dict(batch))
-            got = plain.scores_from(plain.encoder(dict(batch)), dict(batch))
+            expected = module(dict(batch))
+            got = plain(dict(batch))
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
 
 

@@ -106,10 +106,13 @@ class ConcatFusion(_Residual):
         self.mix = nn.Sequential(nn.GELU(), nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """z [B, hidden]; sets `batch["wide_logits"]`, the symbolic scores as offsets for the heads."""
+        """z [B, hidden] (see `encode`)."""
+        return self.encode(batch)[0]
+
+    def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z [B, hidden], the symbolic scores as logit offsets [B, 19] for the heads)."""
         a, s = self.inputs(batch)
-        batch["wide_logits"] = self.offset(batch["scores_symbolic"])
-        return self.mix(torch.cat([a, s], dim=-1))
+        return self.mix(torch.cat([a, s], dim=-1)), self.offset(batch["scores_symbolic"])
 
 
 class CrossAttentionFusion(_Residual):
@@ -136,15 +139,18 @@ class CrossAttentionFusion(_Residual):
         self.out = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """z [B, hidden]."""
+        """z [B, hidden] (see `encode`)."""
+        return self.encode(batch)[0]
+
+    def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z [B, hidden], the symbolic scores as logit offsets [B, 19] for the heads)."""
         a, s = self.inputs(batch)
         b = a.shape[0]
         a = a.view(b, self.n_tokens, -1)
         s = s.view(b, self.n_tokens, -1)
         a2 = self.norm_a(a + self.a_to_s(a, s, s, need_weights=False)[0])  # audio attends to symbolic
         s2 = self.norm_s(s + self.s_to_a(s, a, a, need_weights=False)[0])  # symbolic attends to audio
-        batch["wide_logits"] = self.offset(batch["scores_symbolic"])
-        return self.out(torch.cat([a2.mean(dim=1), s2.mean(dim=1)], dim=-1))
+        return self.out(torch.cat([a2.mean(dim=1), s2.mean(dim=1)], dim=-1)), self.offset(batch["scores_symbolic"])
 
 
 class GatedFusion(_Residual):
@@ -168,8 +174,10 @@ class GatedFusion(_Residual):
 
         self.hidden_size = hidden
         self.inputs = _Inputs(audio_dim, symbolic_dim, hidden, score_conditioning, dropout)
-        self.audio_head = ScoreHeads(hidden, N_DIMS, dropout=dropout)
-        self.symbolic_head = ScoreHeads(hidden, N_DIMS, dropout=dropout)
+        # ranking=True keeps f3's initialisation (the gate's weights are drawn after the heads'): its
+        # ranking utilities are trained by no loss; dropping them is a change of f3's seeded results.
+        self.audio_head = ScoreHeads(hidden, N_DIMS, dropout=dropout, ranking=True)
+        self.symbolic_head = ScoreHeads(hidden, N_DIMS, dropout=dropout, ranking=True)
         self.gate = nn.Sequential(nn.GELU(), nn.Linear(2 * hidden, N_DIMS))
         with torch.no_grad():
             self.gate[1].bias.fill_(-2.0)

@@ -31,6 +31,19 @@ def write_model(checkpoint: Path, out_dir: Path) -> Path:
     return target
 
 
+def module_state(state_dict: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict in `module`'s layout. Checkpoints written before the training modules
+    held their network as `net` name its parts `encoder.*`, `heads.*` (now `net.encoder.*`,
+    `net.heads.*`), and may hold parameters no loss trained (a ranking utility, the contrastive
+    projection at weight 0) that the module no longer has: those are dropped."""
+    if any(k.startswith("net.") for k in state_dict):
+        return state_dict
+    moved = {(f"net.{k}" if k.startswith(("encoder.", "heads.")) else k): v for k, v in state_dict.items()}
+    wanted = set(module.state_dict())
+    untrained = ("net.heads.ranking.", "projection.")
+    return {k: v for k, v in moved.items() if k in wanted or not k.startswith(untrained)}
+
+
 def load_trained_module(fold_dir: Path) -> Any:
     """Rebuild a trained module (PerformanceModule, or A1-A3's) from a train/fuse fold folder (spec,
     config, model.ckpt)."""
@@ -52,6 +65,6 @@ def load_trained_module(fold_dir: Path) -> Any:
         net = build_fusion(spec["model"], spec["audio_dim"], spec["symbolic_dim"], hidden=spec["hidden"])
     # Built before loading: A1/A2 add their LoRA adapters in the constructor.
     module = build_module(spec["model"], net, config, label_mean=None)
-    module.load_state_dict(torch.load(folder.checkpoint(), weights_only=False)["state_dict"])
+    module.load_state_dict(module_state(torch.load(folder.checkpoint(), weights_only=False)["state_dict"], module))
     module.eval()
     return module

@@ -185,8 +185,11 @@ def _same_run(
     import json
     import shutil
 
+    from pianoeval.training.module import STATE_LAYOUT
+
     shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
-    what = [config, shapes, seed] + ([{k: sorted(v) for k, v in rows.items()}] if rows is not None else [])
+    what = [config, shapes, seed, STATE_LAYOUT]
+    what += [{k: sorted(v) for k, v in rows.items()}] if rows is not None else []
     key = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
     stamp = ckpt_dir / "run.json"
     same = stamp.is_file() and read_json(stamp).get("key") == key

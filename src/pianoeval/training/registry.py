@@ -210,7 +210,7 @@ def build_module(model: str, net: nn.Module, config: dict[str, Any], label_mean:
             encoder_lr_scale=tcfg["encoder_lr_scale"],
             encoder_frozen_epochs=tcfg["encoder_frozen_epochs"],
         )
-    from pianoeval.audio.models import MuQFullUnfreezeModel, MuQLoRAModel, MuQStagedModel
+    from pianoeval.training.audio_modules import MuQFullUnfreezeModel, MuQLoRAModel, MuQStagedModel
 
     aud = config["audio"]
     w = aud["loss_weights"]
