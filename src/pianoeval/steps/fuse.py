@@ -14,6 +14,7 @@ import torch
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json, write_json
 from pianoeval.core.layout import FoldDir
+from pianoeval.core.settings import FusionSettings, TrainingSettings
 from pianoeval.data.leaks import KeyGroups, recorded_groups
 from pianoeval.training.fusion_data import build_fusion_data, error_correlation, score_statistics
 
@@ -92,7 +93,7 @@ def run_fuse(
     dims = {
         "audio_dim": int(aud["z"].shape[1]),
         "symbolic_dim": int(sym["z"].shape[1]),
-        "hidden": config["fusion"]["hidden"],
+        "hidden": FusionSettings.from_config(config).hidden,
     }
     net = build_fusion(fusion, **dims)
     write_json({"kind": "fusion", "model": fusion, **dims}, FoldDir(out_dir).model_spec)
@@ -101,7 +102,8 @@ def run_fuse(
         return {}
     from pianoeval.core.device import resolve_device
 
-    preds, embs = predict_network(module, data, config["training"]["batch_size"], resolve_device(devices))
+    batch_size = TrainingSettings.from_config(config).batch_size
+    preds, embs = predict_network(module, data, batch_size, resolve_device(devices))
     extra: dict[str, Any] = {
         "track": "fusion",
         "model": fusion,

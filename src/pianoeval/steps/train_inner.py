@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pianoeval.core.io import read_json, save_torch, write_json
+from pianoeval.core.settings import StackingSettings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def run_train_inner(
     from pianoeval.training.stacking import inner_fold_data, inner_seed, oof_payload
 
     start = time.perf_counter()
-    k = int(config["stacking"]["inner_folds"])
+    k = StackingSettings.from_config(config).inner_folds
     if not 0 <= inner < k:
         raise ConfigError(f"inner fold {inner} does not exist: stacking.inner_folds is {k}")
     if model.startswith("baseline_"):

@@ -12,6 +12,7 @@ import torch
 
 from pianoeval.core.io import read_json, write_json
 from pianoeval.core.layout import FoldDir
+from pianoeval.core.settings import LIVE_BACKBONE_MODELS, AudioSettings, TrainingSettings
 from pianoeval.training.baselines import stats_matrix, transcription_flags
 from pianoeval.training.data import FoldData, make_loader
 
@@ -54,13 +55,10 @@ def train_network(
 
 def batch_settings(model: str | None, config: dict[str, Any]) -> tuple[int, int]:
     """(batch size, batches per optimiser step): the audio section's for a live backbone, else training's."""
-    from pianoeval.training.registry import uses_live_backbone
-
-    size = config["training"]["batch_size"]
-    if model and model in ("a1", "a2", "a3") and uses_live_backbone(model, config):
-        aud = config["audio"]
-        return int(aud["batch_size"] or size), int(aud["accumulate_grad_batches"])
-    return int(size), 1
+    training = TrainingSettings.from_config(config)
+    if model in LIVE_BACKBONE_MODELS:
+        return AudioSettings.from_config(config).batches(model, training)
+    return int(training.batch_size), 1
 
 
 def init_wide_part(module: Any, data: FoldData, mode: str) -> dict[str, Any]:
@@ -107,7 +105,7 @@ def wide_part_baseline(track: str, data: FoldData, config: dict[str, Any]) -> tu
 
     net = build_wide_part(track, data.meta, config)
     module = build_module("baseline_blend", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
-    choices = init_wide_part(module, data, config["training"]["wide_part"])
+    choices = init_wide_part(module, data, TrainingSettings.from_config(config).wide_part)
     return module, {"wide": choices, "n_parameters": int(sum(p.numel() for p in module.parameters()))}
 
 
@@ -217,17 +215,17 @@ def device_settings(devices: int) -> dict[str, Any]:
     return {"accelerator": "auto", "devices": int(devices), "strategy": strategy}
 
 
-def _trainer(tcfg: dict[str, Any], devices: int, accumulate: int, callbacks: list[Any], out_dir: Path) -> Any:
+def _trainer(training: TrainingSettings, devices: int, accumulate: int, callbacks: list[Any], out_dir: Path) -> Any:
     """The Lightning trainer of a fold: deterministic, no progress bar, curves in the fold's logs/metrics.csv."""
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
     return L.Trainer(
-        max_epochs=tcfg["max_epochs"],
+        max_epochs=training.max_epochs,
         **device_settings(devices),
         # The group batch sampler shards training batches across DDP ranks itself.
         use_distributed_sampler=False,
-        precision=tcfg["precision"],
+        precision=training.precision,
         accumulate_grad_batches=accumulate,
         callbacks=callbacks,
         logger=CSVLogger(out_dir, name="logs", version=""),
@@ -265,16 +263,16 @@ def fit_module(
     from pianoeval.training.progress import EpochLog
     from pianoeval.training.registry import build_module
 
-    tcfg = config["training"]
+    training = TrainingSettings.from_config(config)
     module = build_module(model or "", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
-    wide = init_wide_part(module, data, tcfg["wide_part"])
+    wide = init_wide_part(module, data, training.wide_part)
     batch_size, accumulate = batch_settings(model, config)
     train_loader = make_loader(
         data.subset("train"),
         batch_size,
         True,
         seed,
-        tcfg["num_workers"],
+        training.num_workers,
         dataset=data.dataset("train", train=True),
         shard=True,
         # A1-A3: P segment groups x K performances; A2: unlabelled clips in its self-supervised epochs.
@@ -283,9 +281,9 @@ def fit_module(
     dev_split = "dev" if data.splits["dev"] else "train"
     dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else FoldDir(out_dir).checkpoints
-    stopping, checkpoint = _selection_callbacks(ckpt_dir, tcfg["patience"])
+    stopping, checkpoint = _selection_callbacks(ckpt_dir, training.patience)
     callbacks = [stopping, checkpoint, _epoch_seed(seed), EpochLog(f"train {model or 'network'}"), *callbacks]
-    trainer = _trainer(tcfg, devices, accumulate, callbacks, out_dir)
+    trainer = _trainer(training, devices, accumulate, callbacks, out_dir)
     last = ckpt_dir / "last.ckpt"
     # The checkpoint folder is a per-fold cache: keyed by the rows it learns from too.
     rows = {split: [data.items[i]["segment_id"] for i in data.splits[split]] for split in ("train", "dev")}
