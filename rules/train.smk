@@ -114,9 +114,9 @@ rule train_baseline:
     conda:
         "../workflow/envs/pianoeval.yaml"
     threads: 2
+    # No GPU: a baseline is a closed-form fit on the statistics (a profile's GPU partition is the train rule's).
     resources:
         mem_mb=6000,
-        gpu=1,
         runtime=240,
     params:
         config=train_config,
@@ -124,7 +124,7 @@ rule train_baseline:
     shell:
         "pianoeval train {wildcards.track} {wildcards.model} --config {params.config}"
         " --fold {wildcards.fold} --manifest {input.manifest} --folds {input.folds}"
-        " --features {input.features} --devices {resources.gpu}"
+        " --features {input.features} --devices 0"
         " --out-dir results/train/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold} > {log} 2>&1"
         "{params.persist}"
 
