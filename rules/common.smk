@@ -54,6 +54,16 @@ AUDIO_MODELS = (
     else []
 )
 TRACK_MODELS = {"symbolic": SYMBOLIC_MODELS + BASELINES, "audio": AUDIO_MODELS}
+# The train rule fits networks (weights, spec, curves); train_baseline the baselines (none of those).
+BASELINE_MODELS = sorted(
+    {m for models in TRACK_MODELS.values() for m in models if m.startswith("baseline_")}
+)
+NETWORK_MODELS = sorted(
+    {m for models in TRACK_MODELS.values() for m in models} - set(BASELINE_MODELS)
+)
+# What loads a trained fold model (training/checkpoints.py, evaluation/inference.py), beside its
+# metrics.json: the network's spec, the resolved config and the weights (core/layout.py FoldDir).
+MODEL_FILES = ["model_spec.json", "config.yaml", "model.ckpt"]
 TRACKS = [track for track, models in TRACK_MODELS.items() if models]
 FUSION_MODELS = [
     f"{name}_score" if cond else name
@@ -237,11 +247,12 @@ def track_metrics(wildcards):
 
 
 def audio_model_metrics(wildcards):
-    """Every fold's metrics of one audio model (what its robustness test loads)."""
+    """Every fold's metrics and model files of one audio model (what its robustness test loads)."""
     return expand(
-        "results/train/audio/{model}/fold_{fold}/metrics.json",
+        "results/train/audio/{model}/fold_{fold}/{name}",
         model=wildcards.model,
         fold=FOLDS,
+        name=["metrics.json", *MODEL_FILES],
     )
 
 
@@ -382,8 +393,8 @@ def winner_out_of_fold(track):
 # -- robustness: the winners' fold folders it loads ---------------------------------------------------
 
 
-def winner_folds(track, name):
-    """An input function: file `name` of every fold folder of `track`'s winner (known once compare has run)."""
+def winner_folds(track, *names):
+    """An input function: files `names` of every fold folder of `track`'s winner (known once compare has run)."""
 
     def files(wildcards):
         return expand(
@@ -391,19 +402,27 @@ def winner_folds(track, name):
             track=track,
             model=track_winner(track),
             fold=FOLDS,
-            name=name,
+            name=names,
         )
 
-    files.__name__ = f"{track}_winner_{name.split('.')[0]}"
+    files.__name__ = f"{track}_winner_{names[0].split('.')[0]}"
     return files
 
 
+def symbolic_winner_models(wildcards):
+    """The symbolic winner's model files when robustness scores transcriptions with it, else nothing."""
+    if not config["robustness"]["transcribe_conditions"]:
+        return []
+    return winner_folds("symbolic", *MODEL_FILES)(wildcards)
+
+
 def fusion_winner_folds(wildcards):
-    """Every fold's metrics of the fusion winner (its fold folders are what robustness loads)."""
+    """Every fold's metrics and model files of the fusion winner (the fold models robustness loads)."""
     return expand(
-        "results/fuse/{fusion}/fold_{fold}/metrics.json",
+        "results/fuse/{fusion}/fold_{fold}/{name}",
         fusion=track_winner("fusion"),
         fold=FOLDS,
+        name=["metrics.json", *MODEL_FILES],
     )
 
 
@@ -491,11 +510,16 @@ onerror:
 
 
 def export_folds(wildcards):
-    """The metrics of every fold folder `export` may bundle: the track winners' (known once their
-    compare checkpoints ran) and every fusion variant's."""
+    """The files of every fold folder `export` may bundle: the track winners' (known once their
+    compare checkpoints ran) and every fusion variant's, with what rebuilds their networks.
+    """
     winners = [
         f"results/train/{track}/{track_winner(track)}/fold_{fold}/metrics.json"
         for track in TRACKS
         for fold in FOLDS
     ]
-    return winners + fusion_metrics(wildcards)
+    return [
+        metrics.replace("metrics.json", name)
+        for metrics in winners + fusion_metrics(wildcards)
+        for name in ["metrics.json", "provenance.json", *MODEL_FILES]
+    ]

@@ -17,8 +17,15 @@ rule fuse:
     output:
         metrics="results/fuse/{fusion}/fold_{fold}/metrics.json",
         predictions="results/fuse/{fusion}/fold_{fold}/predictions.csv",
+        embeddings="results/fuse/{fusion}/fold_{fold}/embeddings.pt",
+        model_spec="results/fuse/{fusion}/fold_{fold}/model_spec.json",
+        resolved="results/fuse/{fusion}/fold_{fold}/config.yaml",
+        provenance="results/fuse/{fusion}/fold_{fold}/provenance.json",
+        model="results/fuse/{fusion}/fold_{fold}/model.ckpt",
     log:
-        "logs/fuse/{fusion}/fold_{fold}.log",
+        main="logs/fuse/{fusion}/fold_{fold}.log",
+        curves="results/fuse/{fusion}/fold_{fold}/logs/metrics.csv",
+        hparams="results/fuse/{fusion}/fold_{fold}/logs/hparams.yaml",
     conda:
         "../workflow/envs/pianoeval.yaml"
     threads: 2
@@ -36,7 +43,8 @@ rule fuse:
         " --symbolic-embeddings {input.symbolic_embeddings} --symbolic-oof {input.symbolic_oof}"
         " --audio-winner {input.audio_winner} --audio-embeddings {input.audio_embeddings}"
         " --audio-oof {input.audio_oof} {params.stats} --devices {resources.gpu}"
-        " --out-dir results/fuse/{wildcards.fusion}/fold_{wildcards.fold} > {log} 2>&1"
+        " --out-dir results/fuse/{wildcards.fusion}/fold_{wildcards.fold}"
+        " --checkpoint-dir results/cache/fuse/{wildcards.fusion}/fold_{wildcards.fold} > {log.main} 2>&1"
         "{params.persist}"
 
 
@@ -48,8 +56,9 @@ rule robustness:
         manifest="results/render/manifest.parquet",
         folds="results/folds/folds.json",
         fusion_folds=fusion_winner_folds,
-        audio_folds=winner_folds("audio", "metrics.json"),
+        audio_folds=winner_folds("audio", "metrics.json", *MODEL_FILES),
         symbolic_embeddings=winner_folds("symbolic", "embeddings.pt"),
+        symbolic_models=symbolic_winner_models,
         stats=robustness_score_stats,
     output:
         report="results/robustness/report.json",

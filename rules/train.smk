@@ -61,10 +61,18 @@ rule train:
         metrics="results/train/{track}/{model}/fold_{fold}/metrics.json",
         predictions="results/train/{track}/{model}/fold_{fold}/predictions.csv",
         embeddings="results/train/{track}/{model}/fold_{fold}/embeddings.pt",
+        model_spec="results/train/{track}/{model}/fold_{fold}/model_spec.json",
+        resolved="results/train/{track}/{model}/fold_{fold}/config.yaml",
+        provenance="results/train/{track}/{model}/fold_{fold}/provenance.json",
+        model="results/train/{track}/{model}/fold_{fold}/model.ckpt",
     log:
-        "logs/train/{track}/{model}/fold_{fold}.log",
+        main="logs/train/{track}/{model}/fold_{fold}.log",
+        curves="results/train/{track}/{model}/fold_{fold}/logs/metrics.csv",
+        hparams="results/train/{track}/{model}/fold_{fold}/logs/hparams.yaml",
     benchmark:
         "benchmarks/train/{track}/{model}/fold_{fold}.tsv"
+    wildcard_constraints:
+        model=_alternatives(NETWORK_MODELS),
     conda:
         "../workflow/envs/pianoeval.yaml"
     threads: 2
@@ -81,6 +89,42 @@ rule train:
         "pianoeval train {wildcards.track} {wildcards.model} --config {params.config}"
         " --fold {wildcards.fold} --manifest {input.manifest} --folds {input.folds}"
         " --features {input.features} {params.pretrained} {params.unlabelled} --devices {resources.gpu}"
+        " --out-dir results/train/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold}"
+        " --checkpoint-dir results/cache/train/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold}"
+        " > {log.main} 2>&1"
+        "{params.persist}"
+
+
+# The baselines' folds (the same step, `pianoeval train`): no network, so no spec, weights or curves.
+rule train_baseline:
+    input:
+        unpack(train_inputs),
+    output:
+        metrics="results/train/{track}/{model}/fold_{fold}/metrics.json",
+        predictions="results/train/{track}/{model}/fold_{fold}/predictions.csv",
+        embeddings="results/train/{track}/{model}/fold_{fold}/embeddings.pt",
+        resolved="results/train/{track}/{model}/fold_{fold}/config.yaml",
+        provenance="results/train/{track}/{model}/fold_{fold}/provenance.json",
+    log:
+        "logs/train/{track}/{model}/fold_{fold}.log",
+    benchmark:
+        "benchmarks/train/{track}/{model}/fold_{fold}.tsv"
+    wildcard_constraints:
+        model=_alternatives(BASELINE_MODELS),
+    conda:
+        "../workflow/envs/pianoeval.yaml"
+    threads: 2
+    # No GPU: a baseline is a closed-form fit on the statistics (a profile's GPU partition is the train rule's).
+    resources:
+        mem_mb=6000,
+        runtime=240,
+    params:
+        config=train_config,
+        persist=persist_push,
+    shell:
+        "pianoeval train {wildcards.track} {wildcards.model} --config {params.config}"
+        " --fold {wildcards.fold} --manifest {input.manifest} --folds {input.folds}"
+        " --features {input.features} --devices 0"
         " --out-dir results/train/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold} > {log} 2>&1"
         "{params.persist}"
 
@@ -94,8 +138,14 @@ rule train_inner:
     output:
         oof="results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/oof.pt",
         metrics="results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/metrics.json",
+        model_spec="results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/model_spec.json",
+        resolved="results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/config.yaml",
+        provenance="results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/provenance.json",
+        model="results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/model.ckpt",
     log:
-        "logs/train_inner/{track}/{model}/fold_{fold}/inner_{inner}.log",
+        main="logs/train_inner/{track}/{model}/fold_{fold}/inner_{inner}.log",
+        curves="results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/logs/metrics.csv",
+        hparams="results/train_inner/{track}/{model}/fold_{fold}/inner_{inner}/logs/hparams.yaml",
     benchmark:
         "benchmarks/train_inner/{track}/{model}/fold_{fold}/inner_{inner}.tsv"
     conda:
@@ -114,5 +164,6 @@ rule train_inner:
         " --fold {wildcards.fold} --inner {wildcards.inner} --manifest {input.manifest} --folds {input.folds}"
         " --features {input.features} {params.pretrained} --devices {resources.gpu}"
         " --out-dir results/train_inner/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold}/inner_{wildcards.inner}"
-        " > {log} 2>&1"
+        " --checkpoint-dir results/cache/train_inner/{wildcards.track}/{wildcards.model}/fold_{wildcards.fold}/inner_{wildcards.inner}"
+        " > {log.main} 2>&1"
         "{params.persist}"

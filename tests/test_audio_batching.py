@@ -131,9 +131,10 @@ def test_under_a_trainer_each_micro_batch_sees_the_others_of_its_step() -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from pianoeval.audio.models import AudioScoreNetwork, MuQLoRAModel
+    from pianoeval.audio.models import AudioScoreNetwork
     from pianoeval.core.constants import N_DIMS
     from pianoeval.data.datasets import multi_task_collate_fn
+    from pianoeval.training.audio_modules import MuQLoRAModel
 
     gen = torch.Generator().manual_seed(0)
     items = [

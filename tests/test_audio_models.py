@@ -14,16 +14,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from pianoeval.audio.backbones import LogMelBackbone, MuQBackbone, muq_small_config
-from pianoeval.audio.models import (
-    AudioScoreNetwork,
-    AudioTrackModule,
-    MuQFullUnfreezeModel,
-    MuQLoRAModel,
-    MuQStagedModel,
-)
+from pianoeval.audio.models import AudioScoreNetwork
 from pianoeval.core.constants import LABEL_MIN, N_DIMS
 from pianoeval.core.errors import ConfigError
 from pianoeval.data.datasets import multi_task_collate_fn
+from pianoeval.training.audio_modules import AudioTrackModule, MuQFullUnfreezeModel, MuQLoRAModel, MuQStagedModel
 
 N_BLOCKS = 3
 EMB_DIM = 16  # size of the synthetic cached frames
@@ -119,11 +114,11 @@ def test_lora_model_adapters_and_gradients(
     model = a1_lora(lora_layers=layers, lora_modules=modules)
     wrapped = {name for name, m in model.named_modules() if hasattr(m, "lora_A")}
     assert wrapped == {
-        f"encoder.backbone.muq.model.conformer.layers.{i}.self_attn.{m}" for i in blocks for m in modules
+        f"net.encoder.backbone.muq.model.conformer.layers.{i}.self_attn.{m}" for i in blocks for m in modules
     }
     # Trainable = adapters inside the backbone, everything outside it.
     for name, param in model.named_parameters():
-        in_backbone = name.startswith("encoder.backbone.")
+        in_backbone = name.startswith("net.encoder.backbone.")
         assert param.requires_grad == (not in_backbone or bool(re.search(r"\.lora_[AB]\.", name))), name
 
     model.train()
@@ -137,9 +132,9 @@ def test_lora_model_adapters_and_gradients(
         model.compute_losses(batch)[0].backward()
         optimizer.step()
     for name, param in model.named_parameters():
-        if name.startswith("encoder.backbone.") and "lora_" not in name:
+        if name.startswith("net.encoder.backbone.") and "lora_" not in name:
             assert param.grad is None, name
-        elif name == "heads.ranking.4.bias":
+        elif name == "net.heads.ranking.4.bias":
             # The utility's output bias cancels in u(z_a) - u(z_b): its gradient is exactly zero.
             assert param.grad is not None and not param.grad.any()
         else:
@@ -180,7 +175,7 @@ def test_shapes_scores_and_ranking_logits(variant: str) -> None:
     assert logits.shape == (3, N_DIMS)
     torch.testing.assert_close(logits, -flipped, rtol=0, atol=0)
     torch.testing.assert_close(forward, scores)
-    torch.testing.assert_close(model.scores_from(z, batch), scores)
+    torch.testing.assert_close(model.embed_and_score(batch)[1], scores)
 
 
 def test_cached_padding_does_not_change_z() -> None:
@@ -414,7 +409,7 @@ def test_full_unfreeze_schedule_under_trainer() -> None:
     ids=["muq-large", "cpu-muq"],
 )
 def test_default_schedule_unfreezes_the_top_four_layers(depth: int, expected: dict[int, list[int]]) -> None:
-    from pianoeval.audio.models import default_unfreeze_schedule
+    from pianoeval.training.audio_modules import default_unfreeze_schedule
 
     assert default_unfreeze_schedule(depth) == expected
 

@@ -19,12 +19,13 @@ import torch
 from pianoeval.core.config import validate_config
 from pianoeval.core.constants import DIMENSIONS
 from pianoeval.core.io import read_json
+from pianoeval.core.settings import AudioSettings
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
 from pianoeval.steps.train import run_train
 from pianoeval.training.audio_data import WaveformDataset, WaveformSpec, crop_or_pad
 from pianoeval.training.checkpoints import load_trained_module
-from pianoeval.training.registry import build_module, build_network, uses_live_backbone
+from pianoeval.training.registry import build_module, build_network
 
 SR = 24_000
 MUQ_SMALL = {"encoder_dim": 32, "encoder_depth": 3, "heads": 2, "conv_dim": 8}
@@ -148,13 +149,13 @@ def test_a3_unfreezes_scheduled_blocks_only(corpus: dict[str, Path], tmp_path: P
     state = best_state(out)
     assert not any("lora_" in k for k in state)
     fresh = build_network("a3", {}, audio_config()).state_dict()
-    prefix = "encoder.backbone.muq.model.conformer.layers"
+    prefix = "net.encoder.backbone.muq.model.conformer.layers"
 
     def changed(block: int) -> bool:
         keys = [
             k for k in fresh if k.startswith(f"backbone.muq.model.conformer.layers.{block}.") and "num_batches" not in k
         ]
-        return any(not torch.equal(fresh[k], state[f"encoder.{k}"]) for k in keys if fresh[k].is_floating_point())
+        return any(not torch.equal(fresh[k], state[f"net.encoder.{k}"]) for k in keys if fresh[k].is_floating_point())
 
     assert any(k.startswith(prefix) for k in state)
     # schedule {0: [3], 1: [2]}: layer 3 (block index 2) trains from epoch 0; layer 1 (block 0) never
@@ -164,7 +165,7 @@ def test_a3_unfreezes_scheduled_blocks_only(corpus: dict[str, Path], tmp_path: P
     final_norm = [k for k in fresh if k.startswith("backbone.muq.model.conformer.layer_norm.")]
     assert final_norm
     for k in final_norm:
-        assert torch.equal(fresh[k], state[f"encoder.{k}"]), k
+        assert torch.equal(fresh[k], state[f"net.encoder.{k}"]), k
 
 
 def test_a2_staged_and_a1_cached(corpus: dict[str, Path], tmp_path: Path) -> None:
@@ -176,10 +177,10 @@ def test_a2_staged_and_a1_cached(corpus: dict[str, Path], tmp_path: Path) -> Non
     ranking = log.dropna(subset=["train/ranking"]) if "train/ranking" in log else log.iloc[:0]
     assert len(ranking) > 0 and ranking["epoch"].min() == 1
     # A1 with lora_rank 0 trains on the cached frames: no backbone in the network or checkpoint
-    assert not uses_live_backbone("a1", audio_config(lora_rank=0))
+    assert not AudioSettings.from_config(audio_config(lora_rank=0)).live_backbone("a1")
     out0 = tmp_path / "a1_cached"
     check_contract(train("a1", corpus, out0, lora_rank=0), out0)
-    assert not any(k.startswith("encoder.backbone.") for k in best_state(out0))
+    assert not any(k.startswith("net.encoder.backbone.") for k in best_state(out0))
 
 
 def test_a2_best_checkpoint_is_a_supervised_epoch(corpus: dict[str, Path], tmp_path: Path) -> None:

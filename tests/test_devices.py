@@ -51,9 +51,10 @@ class RecordingProbe(nn.Module):
         self.encoder = _Encoder()
         self.sizes: list[int] = []
 
-    def scores_from(self, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    def embed_and_score(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(batch)
         self.sizes.append(int(z.shape[0]))
-        return torch.sigmoid(z[:, :1].repeat(1, 19))
+        return z, torch.sigmoid(z[:, :1].repeat(1, 19))
 
 
 class _Encoder(nn.Module):
@@ -157,8 +158,11 @@ def test_the_gpu_rules_declare_gpu_and_pass_it_to_their_step(gpus: int, tmp_path
     from test_experiments import checkout
 
     commands = dry_run_commands(checkout(tmp_path / "repo"), gpus)
+    # The baselines' folds (train_baseline) are closed-form fits: they reserve no GPU.
+    baselines = [c for c in commands if c.split()[1] == "train" and c.split()[3].startswith("baseline_")]
+    assert baselines and all("--devices 0" in c for c in baselines), baselines[:1]
     for step in ("embed", "transcribe", "pretrain", "train", "audio-robustness", "fuse", "robustness"):
-        mine = [c for c in commands if c.split()[1] == step]
+        mine = [c for c in commands if c.split()[1] == step and c not in baselines]
         assert mine, step
         assert all(f"--devices {gpus}" in c for c in mine), (step, mine[0])
     for step in ("render", "featurize", "prepare", "compare"):  # CPU steps reserve nothing

@@ -21,7 +21,7 @@ from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json, write_json
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import label_matrix, write_manifest
-from pianoeval.networks.fusion import FUSIONS, FusedPerformanceModel, GatedFusion, build_fusion, n_score_stats
+from pianoeval.networks.fusion import FUSIONS, GatedFusion, build_fusion, n_score_stats
 from pianoeval.steps.fuse import WinnerInputs, run_fuse
 from pianoeval.training.fusion_data import build_fusion_data, score_statistics
 
@@ -108,30 +108,6 @@ def test_score_conditioning_reads_the_score_statistics() -> None:
     # The plain variant ignores them.
     plain = build_fusion("f2", HA, HS, hidden=16).eval()
     torch.testing.assert_close(plain(b), plain(changed))
-
-
-def test_fused_model_takes_score_statistics_from_the_symbolic_batch() -> None:
-    """With raw inputs, a symbolic batch featurized with its score gives the fusion its score view."""
-
-    class Track(torch.nn.Module):
-        def __init__(self, dim: int) -> None:
-            super().__init__()
-            self.encoder = torch.nn.Linear(3, dim)
-            self.heads = lambda z, wide: torch.sigmoid(z.sum(-1, keepdim=True).expand(-1, N_DIMS))
-
-    fusion = build_fusion("f2_score", HA, HS, hidden=16).eval()
-    model = FusedPerformanceModel(fusion, Track(HA), Track(HS))
-    model.audio_model.encoder.forward = lambda x: torch.ones(x["audio_emb"].shape[0], HA)
-    model.symbolic_model.encoder.forward = lambda x: x["stats"][:, :HS]
-    stats = torch.randn(4, len(ALL_STAT_NAMES))
-    stats[:, SCORE_COLUMNS.stop - 1] = 1.0
-    z = model({"audio_batch": {"audio_emb": torch.zeros(4, 3)}, "symbolic_batch": {"stats": stats}})
-    assert z.shape == (4, 16)
-    embedded = model._embed({"audio_batch": {"audio_emb": torch.zeros(4, 3)}, "symbolic_batch": {"stats": stats}})
-    torch.testing.assert_close(embedded["score_stats"], stats[:, SCORE_COLUMNS])
-    # Performance-only statistics (no score columns) give no score view, not a truncated one.
-    short = model._embed({"audio_batch": {"audio_emb": torch.zeros(4, 3)}, "symbolic_batch": {"stats": stats[:, :18]}})
-    assert "score_stats" not in short
 
 
 # -- run_fuse on synthetic track winners -------------------------------------------------------------

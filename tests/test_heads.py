@@ -68,7 +68,7 @@ def test_score_heads_init_bias_predicts_mean_from_zero_state() -> None:
 
 
 def test_rank_logits_are_antisymmetric_and_per_dimension() -> None:
-    heads = ScoreHeads(16, dropout=0.1).eval()
+    heads = ScoreHeads(16, dropout=0.1, ranking=True).eval()
     a, b = torch.randn(7, 16), torch.randn(7, 16)
     ab, ba = heads.rank_logits(a, b), heads.rank_logits(b, a)
     assert ab.shape == (7, N_DIMS)
@@ -79,6 +79,53 @@ def test_rank_logits_are_antisymmetric_and_per_dimension() -> None:
     assert torch.allclose(ab + heads.rank_logits(b, c), heads.rank_logits(a, c), atol=1e-5)
     # The ranking head is separate from the regression head.
     assert not torch.allclose(heads.utility(a), torch.logit(heads(a)))
+
+
+def test_score_heads_hold_a_ranking_utility_only_when_asked() -> None:
+    heads = ScoreHeads(16)
+    assert heads.ranking is None and not any(k.startswith("ranking.") for k in heads.state_dict())
+    with pytest.raises(ValueError, match="ranking=True"):
+        heads.utility(torch.randn(2, 16))
+
+
+class _Mean(torch.nn.Module):
+    """A tiny encoder: the mean of `x [B, T, 4]` over T → z [B, 4]."""
+
+    hidden_size = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(4))
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        return self.scale * batch["x"].mean(1)
+
+
+def test_the_module_trains_the_network_scoring_loads_and_old_checkpoints_still_load() -> None:
+    """PerformanceModule's `net` is a ScoreNetwork with nothing that no loss trains (no ranking utility;
+    no projection at contrastive weight 0); an earlier checkpoint's `encoder.*`/`heads.*` (with its
+    untrained ranking utility and projection) loads into the module and into a plain ScoreNetwork alike."""
+    from pianoeval.evaluation.inference import network_state
+    from pianoeval.networks.scorer import ScoreNetwork
+    from pianoeval.training.checkpoints import module_state
+    from pianoeval.training.module import PerformanceModule
+
+    module = PerformanceModule(_Mean()).eval()
+    assert type(module.net) is ScoreNetwork and module.projection is None
+    assert all(k.startswith("net.") for k in module.state_dict())
+    assert not any("ranking" in k for k in module.state_dict())
+    batch = {"x": torch.randn(3, 5, 4)}
+    old = {k.removeprefix("net."): v for k, v in module.state_dict().items()}
+    old.update({f"heads.ranking.{k}": v for k, v in ScoreHeads(4, ranking=True).ranking.state_dict().items()})
+    old.update({f"projection.{k}": v for k, v in ProjectionHead(4, 64).state_dict().items()})
+    fresh = PerformanceModule(_Mean()).eval()
+    fresh.load_state_dict(module_state(old, fresh))
+    plain = ScoreNetwork(_Mean()).eval()
+    plain.load_state_dict(network_state(old, plain))
+    with torch.no_grad():
+        assert torch.equal(fresh(batch), module(batch)) and torch.equal(plain(batch), module(batch))
+        plain.load_state_dict(network_state(module.state_dict(), plain))  # the current layout
+        assert torch.equal(plain(batch), module(batch))
 
 
 def test_projection_head_unit_norm() -> None:

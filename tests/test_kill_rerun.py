@@ -48,7 +48,9 @@ def test_killed_training_is_incomplete_and_resumes_from_its_last_checkpoint(tmp_
     overlay.write_text(yaml.safe_dump(OVERLAY))
     work = tmp_path / "work"
     fold = work / "results" / "train" / "symbolic" / "s3" / "fold_0"
-    last = fold / "checkpoints" / "last.ckpt"
+    # Lightning's resumable checkpoints: a cache beside the fold folder (the rule's --checkpoint-dir).
+    cache = work / "results" / "cache" / "train" / "symbolic" / "s3" / "fold_0"
+    last = cache / "last.ckpt"
     env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
     first_log = tmp_path / "first.log"
 
@@ -84,7 +86,7 @@ def test_killed_training_is_incomplete_and_resumes_from_its_last_checkpoint(tmp_
     metrics = read_json(fold / "metrics.json")
     assert metrics["epochs_run"] == MAX_EPOCHS
     log = (work / "logs" / "train" / "symbolic" / "s3" / "fold_0.log").read_text()
-    assert "resuming from results/train/symbolic/s3/fold_0/checkpoints/last.ckpt" in log
+    assert "resuming from results/cache/train/symbolic/s3/fold_0/last.ckpt" in log
     assert "Restored all states from the checkpoint" in log
     # The progress lines show where training picked up: the epoch after the checkpoint, not epoch 1.
     epochs = [int(line.split(" epoch ")[1].split("/")[0]) for line in log.splitlines() if "train s3 epoch " in line]
@@ -99,6 +101,7 @@ def test_killed_training_is_incomplete_and_resumes_from_its_last_checkpoint(tmp_
         "weights": torch.load(last, weights_only=False)["state_dict"],
     }
     shutil.rmtree(fold)
+    shutil.rmtree(cache)
     fresh = subprocess.run(_snakemake(work, overlay, TARGET), env=env, capture_output=True, text=True, timeout=900)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
     uninterrupted = read_json(fold / "metrics.json")

@@ -31,6 +31,25 @@ def test_checkpoint_prefers_best_and_names_the_folder_without_any(tmp_path: Path
     assert fold.checkpoint() == fold.last_checkpoint
     fold.best_checkpoint.write_bytes(b"y")
     assert fold.checkpoint() == fold.best_checkpoint
+    fold.model.write_bytes(b"z")  # the declared weights come first (best/last: older folders, bundles)
+    assert fold.checkpoint() == fold.model == fold.path / "model.ckpt"
+
+
+def test_rules_declare_the_fold_files_by_their_layout_names() -> None:
+    """The train, train_inner and fuse rules declare every file FoldDir names (train_inner: no
+    predictions or embeddings, it writes oof.pt), and the curves as logs."""
+    import re
+
+    rules = Path(__file__).resolve().parents[1] / "rules"
+    text = (rules / "train.smk").read_text() + (rules / "fusion.smk").read_text()
+    for rule in ("train", "train_inner", "fuse"):
+        body = re.search(rf"^rule {rule}:\n(.*?)^    benchmark:|^rule {rule}:\n(.*?)^    conda:", text, re.M | re.S)
+        block = next(g for g in body.groups() if g)
+        declared = set(re.findall(r'fold_\{fold\}(?:/inner_\{inner\})?/([\w./]+)"', block))
+        expected = set(FoldDir.FILES.values()) | {FoldDir.CURVES, FoldDir.HPARAMS}
+        if rule == "train_inner":
+            expected = expected - {"predictions.csv", "embeddings.pt"} | {"oof.pt"}
+        assert declared == expected, (rule, declared ^ expected)
 
 
 def test_folds_in_fold_order_and_a_missing_model_is_one_error(tmp_path: Path) -> None:

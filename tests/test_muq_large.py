@@ -68,10 +68,10 @@ def test_muq_large_released_config_through_the_pretrained_path(tmp_path: Path) -
 
     module = build_module("a1", net, config, label_mean=None)
     wrapped = {name for name, m in module.named_modules() if hasattr(m, "lora_A")}
-    prefix = "encoder.backbone.muq.model.conformer.layers"
+    prefix = "net.encoder.backbone.muq.model.conformer.layers"
     # Layers 9-12 are blocks 8-11 of the module list.
     assert wrapped == {f"{prefix}.{b}.self_attn.linear_{m}" for b in range(8, 12) for m in "qkv"}
-    lora = [n for n, p in module.named_parameters() if p.requires_grad and n.startswith("encoder.backbone.")]
+    lora = [n for n, p in module.named_parameters() if p.requires_grad and n.startswith("net.encoder.backbone.")]
     assert len(lora) == 12 * 2 and all(".lora_A." in n or ".lora_B." in n for n in lora)
     assert sum(p.numel() for n, p in module.named_parameters() if n in lora) == 12 * 16 * (1024 + 1024)
 
@@ -84,7 +84,7 @@ def test_muq_large_released_config_through_the_pretrained_path(tmp_path: Path) -
     params = dict(module.named_parameters())
     # LoRA B starts at zero, so on this first step only B (and the heads) get a nonzero gradient.
     assert all(params[n].grad is not None and params[n].grad.abs().sum() > 0 for n in lora if ".lora_B." in n)
-    frozen = [n for n, p in params.items() if n.startswith("encoder.backbone.") and n not in lora]
+    frozen = [n for n, p in params.items() if n.startswith("net.encoder.backbone.") and n not in lora]
     assert all(params[n].grad is None for n in frozen)
 
 

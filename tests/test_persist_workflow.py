@@ -90,7 +90,7 @@ def test_fresh_instance_restores_finished_jobs_and_skips_them(tmp_path: Path) ->
     overlay = tmp_path / "longer.yaml"
     overlay.write_text("training:\n  max_epochs: 31\n")
     changed = snakemake(second, "-n", "--configfile", "config/config.yaml", str(overlay))
-    assert jobs_to_run(changed) == {"train"}
+    assert jobs_to_run(changed) == {"train_baseline"}
     assert "Params have changed" in changed
 
     # Instance 3 restores only the outputs, without Snakemake's records: the modification times
@@ -101,4 +101,4 @@ def test_fresh_instance_restores_finished_jobs_and_skips_them(tmp_path: Path) ->
     assert NOTHING_TO_DO in snakemake(third, "-n")
     # ...and they are what decides: an input newer than the training output reruns the training.
     os.utime(third / "results/featurize/stats.pt")
-    assert jobs_to_run(snakemake(third, "-n")) == {"train"}
+    assert jobs_to_run(snakemake(third, "-n")) == {"train_baseline"}

@@ -17,8 +17,8 @@ from pianoeval.audio.transcription_check import note_scores
 from pianoeval.core.config import validate_config
 from pianoeval.core.constants import N_DIMS
 from pianoeval.data.midi import Performance, load_performance, write_performance
-from pianoeval.evaluation.inference import ScoringNetwork
 from pianoeval.evaluation.robustness import _transcribed_entry, conditions, group_subset, transcribed_symbolic
+from pianoeval.networks.scorer import ScoreNetwork
 from pianoeval.symbolic.featurize import kind_meta
 from pianoeval.training.registry import build_network
 
@@ -61,7 +61,7 @@ def test_transcribed_symbolic_scores_what_transkun_hears(tmp_path: Path) -> None
 
     config = validate_config({"symbolic": {"hidden": 32, "layers": 1, "heads": 2}, "features": {"frame_rate": 10}})
     torch.manual_seed(0)
-    net = ScoringNetwork(build_network("s3", kind_meta("curves", config["features"]), config)).eval()
+    net = ScoreNetwork(build_network("s3", kind_meta("curves", config["features"]), config)).eval()
     out, perf = transcribed_symbolic(degraded, sr, net, "curves", config["features"], None)
     assert note_scores(load_performance(midi).notes, perf.notes)["onset"]["f1"] >= 0.8
     assert out is not None and out["z"].shape == (net.encoder.hidden_size,) and out["scores"].shape == (N_DIMS,)

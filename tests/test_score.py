@@ -127,7 +127,8 @@ def test_scoring_network_equals_the_trained_module(trained: dict[str, Path], mod
 
     from pianoeval.core.config import validate_config
     from pianoeval.data.datasets import multi_task_collate_fn
-    from pianoeval.evaluation.inference import ScoringNetwork, load_scoring_network
+    from pianoeval.evaluation.inference import load_scoring_network
+    from pianoeval.networks.scorer import ScoreNetwork
     from pianoeval.symbolic.featurize import featurize_file
     from pianoeval.training.checkpoints import load_trained_module
 
@@ -137,7 +138,7 @@ def test_scoring_network_equals_the_trained_module(trained: dict[str, Path], mod
         config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()))
         batch = multi_task_collate_fn([featurize_file(KINDS[model], str(trained["demo"]), config["features"])])
         net = load_scoring_network(fold_dir, config)
-        assert isinstance(net, ScoringNetwork) and not net.training
+        assert isinstance(net, ScoreNetwork) and not net.training
         assert net.encoder.trees.n_trees == 300  # the fold's trees came with the checkpoint
         with torch.inference_mode():
             expected, got = load_trained_module(fold_dir)(batch), net(batch)
@@ -168,9 +169,9 @@ def test_checkpoint_of_another_network_is_an_input_error(trained: dict[str, Path
     """A checkpoint that no longer fits the network code fails in one line naming the fold, not a traceback."""
     results = Path(shutil.copytree(trained["s3"].parents[1], tmp_path / "results"))
     fold = results / "train" / "symbolic" / "s3" / "fold_1"
-    for ckpt in (fold / "checkpoints").glob("*.ckpt"):
+    for ckpt in fold.glob("**/*.ckpt"):  # model.ckpt, and Lightning's checkpoints beside it
         state = torch.load(ckpt, weights_only=True)
-        state["state_dict"].pop(next(k for k in state["state_dict"] if k.startswith("heads.")))
+        state["state_dict"].pop(next(k for k in state["state_dict"] if "heads." in k))
         torch.save(state, ckpt)
     with pytest.raises(InputError, match="checkpoint does not fit this version's s3 network") as exc:
         run_score(trained["demo"], None, results / "fusion" / "winner.json", tmp_path / "out" / "score.json")

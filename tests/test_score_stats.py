@@ -159,7 +159,7 @@ def test_wide_part_starts_at_the_ridge_fit() -> None:
         heads.regression[-1].weight.zero_()
     net.eval(), heads.eval()
     batch = {"stats": x[200:]}
-    pred = heads(net(batch), batch["wide_logits"])
+    pred = heads(*net.encode(batch))
     r2 = 1 - ((pred - y[200:]) ** 2).sum(0) / ((y[200:] - y[200:].mean(0)) ** 2).sum(0)
     assert (r2 > 0.8).all()
     # The moments are fixed: a training-mode forward of one odd batch does not move them.

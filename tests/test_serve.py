@@ -171,9 +171,12 @@ def test_bundle_holds_weights_settings_reference_and_card(symbolic: dict) -> Non
     record, files = read_bundle(symbolic["bundle"])
     assert record["version"] == VERSION and record["served"] == {"symbolic": {"model": "s3", "n_folds": FOLDS}}
     for fold in range(FOLDS):
-        ckpt = f"train/symbolic/s3/fold_{fold}/checkpoints/best.ckpt"
+        ckpt = f"train/symbolic/s3/fold_{fold}/model.ckpt"
         slim = torch.load(io.BytesIO(files[ckpt]), weights_only=True)
-        full = torch.load(symbolic["results"] / ckpt, weights_only=False)
+        # The fold folder's declared weights are the best checkpoint's, without the training state.
+        full = torch.load(
+            symbolic["results"] / f"train/symbolic/s3/fold_{fold}/checkpoints/best.ckpt", weights_only=False
+        )
         assert set(slim) == {"state_dict", "hyper_parameters"}  # no optimiser state
         assert slim["state_dict"].keys() == full["state_dict"].keys()
         assert all(torch.equal(slim["state_dict"][k], v) for k, v in full["state_dict"].items())
@@ -214,7 +217,7 @@ def _bad_truncated(bundle: Path, tmp: Path) -> Path:
 def _bad_flipped(bundle: Path, tmp: Path) -> Path:
     """One byte of a checkpoint changed (the archive itself stays readable)."""
     _, files = read_bundle(bundle)
-    name = next(n for n in files if n.endswith("best.ckpt"))
+    name = next(n for n in files if n.endswith("model.ckpt"))
     data = bytearray(files[name])
     data[len(data) // 2] ^= 0xFF
     path = tmp / "flipped.bundle"
@@ -263,7 +266,7 @@ BAD_BUNDLES = {
     "missing": (_bad_missing, "bundle not found"),
     "garbage": (_bad_garbage, "not a readable bundle"),
     "truncated": (_bad_truncated, "(not a readable bundle|corrupt bundle)"),
-    "flipped_byte": (_bad_flipped, r"corrupt bundle: train/symbolic/s3/fold_0/checkpoints/best\.ckpt does not match"),
+    "flipped_byte": (_bad_flipped, r"corrupt bundle: train/symbolic/s3/fold_0/model\.ckpt does not match"),
     "wrong_version": (_bad_version, f"bundle format version {VERSION + 1}, but this pianoeval reads version {VERSION}"),
     "member_missing": (_bad_member_missing, r"corrupt bundle: train/symbolic/s3/fold_1/config\.yaml is missing"),
     "not_a_bundle": (_bad_not_a_bundle, "not a pianoeval bundle"),
@@ -435,7 +438,7 @@ def test_audio_and_midi_bundle_round_trip_is_bit_identical(fused: dict, recordin
     }
     record, files = read_bundle(fused["bundle"])
     assert set(record["served"]) == {"symbolic", "audio", "fusion"}
-    assert sum(n.endswith("best.ckpt") for n in files) == 3 * FOLDS
+    assert sum(n.endswith("model.ckpt") for n in files) == 3 * FOLDS
     card = json.loads(files["model_card.json"])
     assert set(card["benchmarks"]) == {"symbolic", "audio", "fusion", "fusion_gain_over_best_single_track"}
     away = _moved_away(fused["results"], tmp_path)
@@ -482,9 +485,10 @@ def test_score_cli_takes_a_bundle(symbolic: dict, tmp_path: Path, tiny_midi: Cal
 def test_probe_and_fusion_load_without_lightning_and_equal_their_modules(fused: dict, recording: Path) -> None:
     """The audio probe's and the fusion's fold models, loaded as plain networks, give their modules' outputs."""
     from pianoeval.audio.io import load_audio
-    from pianoeval.evaluation.inference import ScoringNetwork, load_scoring_network
+    from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.evaluation.robustness import audio_outputs
     from pianoeval.evaluation.served import load_served
+    from pianoeval.networks.scorer import ScoreNetwork
     from pianoeval.steps.score import audio_track_outputs, fold_config
     from pianoeval.training.checkpoints import load_trained_module
     from pianoeval.training.registry import build_frozen_backbone
@@ -493,7 +497,7 @@ def test_probe_and_fusion_load_without_lightning_and_equal_their_modules(fused: 
     aud = audio_track_outputs(recording, served.folds("audio"))
     for k, (_, audio_dir, fusion_dir) in enumerate(served.fused_folds()):
         net = load_scoring_network(audio_dir, fold_config(audio_dir))
-        assert isinstance(net, ScoringNetwork) and not net.training
+        assert isinstance(net, ScoreNetwork) and not net.training
         config = fold_config(audio_dir)
         wave = load_audio(recording, sample_rate=config["render"]["sample_rate"])
         backbone = build_frozen_backbone("logmel", config)
@@ -507,10 +511,10 @@ def test_probe_and_fusion_load_without_lightning_and_equal_their_modules(fused: 
             "scores_symbolic": torch.rand(1, len(DIMENSIONS)) * 0.8 + 0.1,
         }
         plain, module = load_scoring_network(fusion_dir, fold_config(fusion_dir)), load_trained_module(fusion_dir)
-        assert isinstance(plain, ScoringNetwork)
+        assert isinstance(plain, ScoreNetwork) and type(module.net) is ScoreNetwork  # the same class
         with torch.inference_mode():
-            expected = module.scores_from(module.encoder(dict(batch)), dict(batch))
-            got = plain.scores_from(plain.encoder(dict(batch)), dict(batch))
+            expected = module(dict(batch))
+            got = plain(dict(batch))
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
 
 

@@ -162,13 +162,11 @@ def test_init_trees_blend_chosen_on_dev_and_training_priors_out_of_fold() -> Non
     # without a score (it cannot see the sign of column 3).
     unscored = x[:300].clone()
     unscored[:, 5] = 0.0
-    batch = {"stats": unscored, **priors}
-    net(batch)
+    _, offsets = net.encode({"stats": unscored, **priors})
     expected = net.wide(net.standardise(unscored)) + priors["wide_prior_masked"]
-    assert torch.allclose(batch["wide_logits"], expected, atol=1e-6)
-    batch = {"stats": x[:300], **priors}
-    net(batch)
-    assert torch.allclose(batch["wide_logits"], oof, atol=1e-6)
+    assert torch.allclose(offsets, expected, atol=1e-6)
+    _, offsets = net.encode({"stats": x[:300], **priors})
+    assert torch.allclose(offsets, oof, atol=1e-6)
 
 
 def test_init_trees_ridge_mode_changes_nothing() -> None:
@@ -207,17 +205,15 @@ def test_transcription_flag_gives_transcriptions_their_own_fit(mode: str) -> Non
         return net.eval()
 
     def mse(net: WithStatistics, stats: torch.Tensor, t: float) -> float:
-        batch = {"stats": stats, "transcribed": torch.full((len(stats),), t)}
-        net(batch)
-        pred = torch.sigmoid(batch["wide_logits"] + torch.logit(y_all.mean(0)))
+        _, offsets = net.encode({"stats": stats, "transcribed": torch.full((len(stats),), t)})
+        pred = torch.sigmoid(offsets + torch.logit(y_all.mean(0)))
         return float(((pred - y) ** 2).mean())
 
     flagged, mixed = fit(True), fit(False)
     assert flagged.wide.weight.shape == (2, 3 * 2 + 2) and mixed.wide.weight.shape == (2, 3)
     # Without the flag in the batch, a row counts as ground-truth MIDI.
     b0, b1 = {"stats": x[:5]}, {"stats": x[:5], "transcribed": torch.zeros(5)}
-    flagged(b0), flagged(b1)
-    assert torch.equal(b0["wide_logits"], b1["wide_logits"])
+    assert torch.equal(flagged.encode(b0)[1], flagged.encode(b1)[1])
     # Each domain is fitted well with the flag; one slope for both fits neither as well.
     assert mse(flagged, x, 0.0) < 0.5 * mse(mixed, x, 0.0)
     assert mse(flagged, xt, 1.0) < 0.5 * mse(mixed, xt, 1.0)
@@ -247,13 +243,11 @@ def test_transcriptions_leave_the_ground_truth_fit_as_it_was() -> None:
     )
     assert alpha_flagged == alpha
     plain.eval(), flagged.eval()
-    a, b = {"stats": x[dev]}, {"stats": x[dev], "transcribed": torch.zeros(50)}
-    plain(a), flagged(b)
+    a = plain.encode({"stats": x[dev]})[1]
+    b = flagged.encode({"stats": x[dev], "transcribed": torch.zeros(50)})[1]
     # The intercept column (1 - t) absorbs what the heads' shared bias (the logit of the mean label)
     # misses, the only difference: a small shift per dimension.
-    assert torch.allclose(
-        a["wide_logits"] - a["wide_logits"].mean(0), b["wide_logits"] - b["wide_logits"].mean(0), atol=1e-4
-    )
+    assert torch.allclose(a - a.mean(0), b - b.mean(0), atol=1e-4)
 
 
 def test_a_transcription_is_bounded_to_the_training_transcriptions_range() -> None:
@@ -267,9 +261,7 @@ def test_a_transcription_is_bounded_to_the_training_transcriptions_range() -> No
     edge = torch.stack([x[40:, 0].max(), x[40:, 1].min(), torch.tensor(0.0)]).unsqueeze(0)
     logits = {}
     for name, stats, flag in (("far_t", far, 1.0), ("edge_t", edge, 1.0), ("far_gt", far, 0.0)):
-        batch = {"stats": stats, "transcribed": torch.tensor([flag])}
-        net(batch)
-        logits[name] = batch["wide_logits"]
+        logits[name] = net.encode({"stats": stats, "transcribed": torch.tensor([flag])})[1]
     # Beyond the range the transcription's statistics stop counting; ground-truth MIDI is not bounded.
     assert torch.allclose(logits["far_t"], logits["edge_t"], atol=1e-5)
     assert (logits["far_gt"] - logits["edge_t"]).abs().max() > 1.0

@@ -22,6 +22,7 @@ log = logging.getLogger("pianoeval")
 DEVICES_HELP = "devices to train on; more than 1 = Lightning DDP, one process per device"
 # The inference commands' --devices: GPUs the rule reserved; 0 = CPU, >0 = the GPU when CUDA has one.
 INFERENCE_DEVICES_HELP = "GPUs reserved for this step (0 = CPU; default: the GPU when CUDA has one)"
+CHECKPOINT_DIR_HELP = "Lightning's resumable checkpoints (a cache; default: <out-dir>/checkpoints)"
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -157,6 +158,11 @@ def cmd_pretrain_corpus(args: argparse.Namespace) -> None:
     )
 
 
+def _path_or_none(value: str | None) -> Path | None:
+    """An optional path argument."""
+    return Path(value) if value else None
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train and evaluate one model on one fold."""
     from pianoeval.steps.train import run_train
@@ -173,6 +179,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         Path(args.pretrained) if args.pretrained else None,
         devices=args.devices,
         unlabelled_manifest=Path(args.unlabelled_manifest) if args.unlabelled_manifest else None,
+        checkpoint_dir=_path_or_none(args.checkpoint_dir),
     )
 
 
@@ -192,6 +199,7 @@ def cmd_train_inner(args: argparse.Namespace) -> None:
         Path(args.out_dir),
         Path(args.pretrained) if args.pretrained else None,
         devices=args.devices,
+        checkpoint_dir=_path_or_none(args.checkpoint_dir),
     )
 
 
@@ -225,6 +233,7 @@ def cmd_fuse(args: argparse.Namespace) -> None:
         Path(args.out_dir),
         devices=args.devices,
         stats_path=Path(args.stats) if args.stats else None,
+        checkpoint_dir=_path_or_none(args.checkpoint_dir),
     )
 
 
@@ -437,6 +446,7 @@ def _training_commands(add: AddCommand) -> None:
     p.add_argument("--pretrained")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
+    p.add_argument("--checkpoint-dir", help=CHECKPOINT_DIR_HELP)
     p.add_argument(
         "--unlabelled-manifest",
         help="a2: rendered manifest whose unlabelled performances (with ASAP beat annotations) join the "
@@ -453,6 +463,7 @@ def _training_commands(add: AddCommand) -> None:
     p.add_argument("--pretrained")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
+    p.add_argument("--checkpoint-dir", help=CHECKPOINT_DIR_HELP)
 
 
 def _evaluation_commands(add: AddCommand) -> None:
@@ -485,6 +496,7 @@ def _evaluation_commands(add: AddCommand) -> None:
     p.add_argument("--stats", help="featurize stats store (score-relative statistics; needed by *_score fusions)")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
+    p.add_argument("--checkpoint-dir", help=CHECKPOINT_DIR_HELP)
     p = add("robustness", cmd_robustness)
     p.add_argument("--manifest", required=True)
     p.add_argument("--folds", required=True)

@@ -2,9 +2,11 @@
 
 A *fold folder* is what the `train` and `fuse` rules (and the inner-fold training of the fusion's stacking)
 write for one model on one fold: metrics, per-segment predictions, embeddings, the network's spec, the
-resolved config and provenance, and the checkpoints. `FoldDir` names those files; `Results` names the
-folders of a results tree. Rules build their patterns from the same names (`FoldDir.FILES`,
-`rules/common.smk`), so a file is renamed in one place.
+resolved config and provenance, the trained weights (`model.ckpt`) and the training curves. `FoldDir`
+names those files; `Results` names the folders of a results tree. The rules declare the same names
+(`tests/test_layout.py` checks that `rules/*.smk` and `FoldDir.FILES` agree). Lightning's working
+checkpoints (best and last epoch, what a killed run resumes from) are a cache the rules keep under
+`results/cache/` (`--checkpoint-dir`); without one they go to the fold folder's `checkpoints/`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ class FoldDir:
         "model_spec": "model_spec.json",
         "config": "config.yaml",
         "provenance": "provenance.json",
+        "model": "model.ckpt",
     }
+    # Lightning's CSV log (training curves), a `log:` of the rules.
+    CURVES: ClassVar[str] = "logs/metrics.csv"
+    HPARAMS: ClassVar[str] = "logs/hparams.yaml"
     CHECKPOINTS: ClassVar[str] = "checkpoints"
 
     def __post_init__(self) -> None:
@@ -67,8 +73,19 @@ class FoldDir:
         return self.path / self.FILES["provenance"]
 
     @property
+    def model(self) -> Path:
+        """model.ckpt: the chosen epoch's weights and hyper-parameters (no optimiser state): what loads."""
+        return self.path / self.FILES["model"]
+
+    @property
+    def curves(self) -> Path:
+        """logs/metrics.csv: Lightning's per-step and per-epoch metrics."""
+        return self.path / self.CURVES
+
+    @property
     def checkpoints(self) -> Path:
-        """The Lightning checkpoints folder (best.ckpt, last.ckpt)."""
+        """The default Lightning checkpoints folder (best.ckpt, last.ckpt) when no cache folder is given;
+        also where folders written before model.ckpt existed, and export bundles, keep their weights."""
         return self.path / self.CHECKPOINTS
 
     @property
@@ -82,8 +99,9 @@ class FoldDir:
         return self.checkpoints / "best.ckpt"
 
     def checkpoint(self) -> Path:
-        """The best checkpoint, else the last; InputError naming the folder when it has neither."""
-        for path in (self.best_checkpoint, self.last_checkpoint):
+        """model.ckpt, else (an older folder, a bundle) the best checkpoint, else the last; InputError
+        naming the folder when it has none."""
+        for path in (self.model, self.best_checkpoint, self.last_checkpoint):
             if path.is_file():
                 return path
         raise InputError("no checkpoint in this training folder; rerun its rule", self.path)

@@ -1,12 +1,13 @@
-"""Trained fold models as plain `nn.Module`s for scoring, loaded without Lightning.
+"""Trained fold models for scoring, loaded without Lightning: the very `ScoreNetwork` a training module
+held as `net`.
 
-`pianoeval score` needs only the encoder and the regression heads of each fold model. Building the
-`PerformanceModule` would import Lightning (and through it torchmetrics, scipy.signal, torch._dynamo):
-5-12 s on a 2-core CPU, more than everything else a MIDI score takes. `ScoringNetwork` holds the same
-`encoder` and `heads` submodules under the same names, so the checkpoint's `encoder.*` and `heads.*`
-weights load into it unchanged; the projection head (contrastive pretraining only) is left out. The
-same holds for every model a `PerformanceModule` trains: the symbolic encoders, the audio probe and
-the fusion networks (the served winners of a demo run); A1-A3 load through their own modules.
+`pianoeval score` needs only the network (encoder + score heads) of each fold model. Building the
+training module would import Lightning (and through it torchmetrics, scipy.signal, torch._dynamo):
+5-12 s on a 2-core CPU, more than everything else a MIDI score takes. The module's `net.*` weights
+load into a freshly built `ScoreNetwork` unchanged; what only training uses (the contrastive
+projection) is left out. The same holds for every model `PerformanceModule` trains: the symbolic
+encoders, the audio probe and the fusion networks (the served winners of a demo run); A1-A3 load
+through their own modules.
 """
 
 from __future__ import annotations
@@ -20,37 +21,22 @@ from torch import nn
 from pianoeval.core.constants import N_DIMS
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json
-from pianoeval.networks.heads import ScoreHeads, scores_from
-
-# The checkpoint entries that scoring uses (PerformanceModule's attribute names).
-SCORING_PREFIXES = ("encoder.", "heads.")
+from pianoeval.core.layout import FoldDir
+from pianoeval.networks.scorer import ScoreNetwork
 
 
-class ScoringNetwork(nn.Module):
-    """Encoder + score heads: batch → scores [B, 19] in (0, 1), as `PerformanceModule.forward`."""
+def network_state(state_dict: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """The entries of a training module's state dict that belong to its network `net`, named as in it.
 
-    def __init__(self, encoder: nn.Module, n_dims: int = N_DIMS, dropout: float = 0.1) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.heads = ScoreHeads(encoder.hidden_size, n_dims, dropout=dropout)
-
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Scores [B, 19] in (0, 1): the same `scores_from` as PerformanceModule.forward."""
-        # The encoder runs first: a wide & deep encoder sets batch["wide_logits"] for the heads.
-        return self.scores_from(self.encoder(batch), batch)
-
-    def scores_from(self, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        """Scores [B, 19] from the encoder's embedding z [B, H] of `batch` (as PerformanceModule.scores_from)."""
-        return scores_from(self.encoder, self.heads, z, batch)
-
-
-def checkpoint_path(fold_dir: Path) -> Path:
-    """The fold's best checkpoint, else its last one; InputError if it has neither."""
-    for name in ("best.ckpt", "last.ckpt"):
-        path = fold_dir / "checkpoints" / name
-        if path.is_file():
-            return path
-    raise InputError("no checkpoint in this training folder; rerun its rule", fold_dir)
+    Current checkpoints hold them under `net.`; checkpoints written before the network was one class
+    held `encoder.*` and `heads.*` at the top, with a ranking utility no loss trained (dropped when
+    `net` has none).
+    """
+    if any(k.startswith("net.") for k in state_dict):
+        return {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
+    wanted = set(net.state_dict())
+    state = {k: v for k, v in state_dict.items() if k.startswith(("encoder.", "heads."))}
+    return {k: v for k, v in state.items() if not (k.startswith("heads.ranking.") and k not in wanted)}
 
 
 def scoring_encoder(spec: dict[str, Any], config: dict[str, Any]) -> nn.Module | None:
@@ -69,24 +55,24 @@ def scoring_encoder(spec: dict[str, Any], config: dict[str, Any]) -> nn.Module |
 
 
 def load_scoring_network(fold_dir: Path, config: dict[str, Any]) -> nn.Module:
-    """The trained scorer of a fold folder (model_spec.json + checkpoint), in eval mode, without Lightning:
-    symbolic encoders, the audio probe and the fusion networks (`scoring_encoder`).
+    """The trained network of a fold folder (model_spec.json + model.ckpt), in eval mode, without Lightning:
+    a `ScoreNetwork` for the symbolic encoders, the audio probe and the fusion networks (`scoring_encoder`).
 
     `config` is the fold's validated config. A1-A3 fall back to their LightningModule, whose forward
     gives the same scores [B, 19].
     """
-    spec = read_json(fold_dir / "model_spec.json")
+    folder = FoldDir(fold_dir)
+    spec = read_json(folder.model_spec)
     encoder = scoring_encoder(spec, config)
     if encoder is None:
         from pianoeval.training.checkpoints import load_trained_module
 
         return load_trained_module(fold_dir)
-    ckpt = torch.load(checkpoint_path(fold_dir), map_location="cpu", weights_only=True)
+    ckpt = torch.load(folder.checkpoint(), map_location="cpu", weights_only=True)
     hparams = ckpt.get("hyper_parameters", {})
-    net = ScoringNetwork(encoder, n_dims=int(hparams.get("n_dims", N_DIMS)), dropout=float(hparams.get("dropout", 0.1)))
-    state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith(SCORING_PREFIXES)}
+    net = ScoreNetwork(encoder, n_dims=int(hparams.get("n_dims", N_DIMS)), dropout=float(hparams.get("dropout", 0.1)))
     try:
-        net.load_state_dict(state, strict=True)
+        net.load_state_dict(network_state(ckpt["state_dict"], net), strict=True)
     except RuntimeError as exc:  # torch lists every missing, unexpected and mis-shaped entry
         first = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise InputError(

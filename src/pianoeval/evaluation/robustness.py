@@ -80,7 +80,7 @@ def transcribed_symbolic(
     score_midi: str | None,
     device: str = "cpu",
 ) -> tuple[dict[str, Any] | None, Any]:
-    """Transcribe one degraded recording [S] and run a symbolic fold model (`ScoringNetwork` reading
+    """Transcribe one degraded recording [S] and run a symbolic fold model (its `ScoreNetwork`, reading
     feature `kind` made with `features`) on it, with the score-relative statistics when `score_midi`
     is given. Returns ({"z" [H], "scores" [19], "stats" [S] or None}, the transcription's
     Performance); None instead of the dict when nothing was transcribed."""
@@ -89,7 +89,6 @@ def transcribed_symbolic(
     from pianoeval.audio.transcribe import transcribe_timed
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.data.midi import write_performance
-    from pianoeval.networks.heads import scores_from
     from pianoeval.symbolic.featurize import featurize_file
 
     # TransKun on `device` (the robustness job's GPU); the small symbolic fold model stays on the CPU.
@@ -102,8 +101,7 @@ def transcribed_symbolic(
     item["transcribed"] = torch.tensor(1.0)  # read by models trained with transcription views
     batch = multi_task_collate_fn([item])
     with torch.no_grad():
-        z = net.encoder(batch)
-        scores = scores_from(net.encoder, net.heads, z, batch)
+        z, scores = net.embed_and_score(batch)
     stats = item.get("stats")
     return {"z": z[0], "scores": scores[0], "stats": stats}, perf
 
@@ -166,7 +164,7 @@ def _transcribed_condition(
     if "score_stats" in fusion_inputs:
         fb["score_stats"] = torch.stack(stats)[:, SCORE_COLUMNS].float()
     with torch.no_grad():
-        fused = fusion_module.scores_from(fusion_module.encoder(fb), fb)
+        fused = fusion_module(fb)
     parts["fusion"].append(fused.numpy())
     parts["symbolic"].append(fb["scores_symbolic"].numpy())
     parts["fusion_ref"].append(fusion_reference[k])
@@ -224,9 +222,9 @@ def audio_outputs(
             items = [{"audio_emb": e, "stats": pooled_statistics(e)} for e in embs]
         batch = to_device(multi_task_collate_fn(items), device)
         with torch.no_grad():
-            z = module.encoder(batch)
+            z, s = module.embed_and_score(batch)
             zs.append(z.float().cpu())
-            scores.append(module.scores_from(z, batch).float().cpu())
+            scores.append(s.float().cpu())
     return torch.cat(zs), torch.cat(scores)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pianoeval.core.constants import ALL_STAT_NAMES, N_DIMS, SCORE_COLUMNS
+from pianoeval.core.constants import N_DIMS, SCORE_COLUMNS
 
 
 def n_score_stats() -> int:
@@ -106,10 +106,13 @@ class ConcatFusion(_Residual):
         self.mix = nn.Sequential(nn.GELU(), nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """z [B, hidden]; sets `batch["wide_logits"]`, the symbolic scores as offsets for the heads."""
+        """z [B, hidden] (see `encode`)."""
+        return self.encode(batch)[0]
+
+    def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z [B, hidden], the symbolic scores as logit offsets [B, 19] for the heads)."""
         a, s = self.inputs(batch)
-        batch["wide_logits"] = self.offset(batch["scores_symbolic"])
-        return self.mix(torch.cat([a, s], dim=-1))
+        return self.mix(torch.cat([a, s], dim=-1)), self.offset(batch["scores_symbolic"])
 
 
 class CrossAttentionFusion(_Residual):
@@ -136,15 +139,18 @@ class CrossAttentionFusion(_Residual):
         self.out = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.GELU(), nn.Dropout(dropout))
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """z [B, hidden]."""
+        """z [B, hidden] (see `encode`)."""
+        return self.encode(batch)[0]
+
+    def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z [B, hidden], the symbolic scores as logit offsets [B, 19] for the heads)."""
         a, s = self.inputs(batch)
         b = a.shape[0]
         a = a.view(b, self.n_tokens, -1)
         s = s.view(b, self.n_tokens, -1)
         a2 = self.norm_a(a + self.a_to_s(a, s, s, need_weights=False)[0])  # audio attends to symbolic
         s2 = self.norm_s(s + self.s_to_a(s, a, a, need_weights=False)[0])  # symbolic attends to audio
-        batch["wide_logits"] = self.offset(batch["scores_symbolic"])
-        return self.out(torch.cat([a2.mean(dim=1), s2.mean(dim=1)], dim=-1))
+        return self.out(torch.cat([a2.mean(dim=1), s2.mean(dim=1)], dim=-1)), self.offset(batch["scores_symbolic"])
 
 
 class GatedFusion(_Residual):
@@ -168,8 +174,10 @@ class GatedFusion(_Residual):
 
         self.hidden_size = hidden
         self.inputs = _Inputs(audio_dim, symbolic_dim, hidden, score_conditioning, dropout)
-        self.audio_head = ScoreHeads(hidden, N_DIMS, dropout=dropout)
-        self.symbolic_head = ScoreHeads(hidden, N_DIMS, dropout=dropout)
+        # ranking=True keeps f3's initialisation (the gate's weights are drawn after the heads'): its
+        # ranking utilities are trained by no loss; dropping them is a change of f3's seeded results.
+        self.audio_head = ScoreHeads(hidden, N_DIMS, dropout=dropout, ranking=True)
+        self.symbolic_head = ScoreHeads(hidden, N_DIMS, dropout=dropout, ranking=True)
         self.gate = nn.Sequential(nn.GELU(), nn.Linear(2 * hidden, N_DIMS))
         with torch.no_grad():
             self.gate[1].bias.fill_(-2.0)
@@ -211,51 +219,3 @@ def build_fusion(name: str, audio_dim: int, symbolic_dim: int, hidden: int = 128
     if base not in FUSIONS or suffix not in ("", "score"):
         raise ConfigError(f"unknown fusion {name!r}; known: f1, f2, f3 (optionally with _score)")
     return FUSIONS[base](audio_dim, symbolic_dim, hidden=hidden, score_conditioning=suffix == "score")
-
-
-class FusedPerformanceModel(nn.Module):
-    """Frozen single-track encoders (or their precomputed embeddings) + a fusion network.
-
-    With precomputed embeddings it is the fusion network itself; with encoders it first embeds
-    the raw track inputs (`audio_batch`, `symbolic_batch`) and scores; a symbolic batch featurized
-    with its score MIDI also gives the score-conditioned fusions their `score_stats`.
-    """
-
-    def __init__(
-        self, fusion: nn.Module, audio_model: nn.Module | None = None, symbolic_model: nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        self.fusion = fusion
-        self.hidden_size = fusion.hidden_size
-        self.audio_model = audio_model
-        self.symbolic_model = symbolic_model
-        for model in (audio_model, symbolic_model):
-            if model is not None:
-                model.requires_grad_(False)
-                model.eval()
-
-    def _embed(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Fill z_/scores_ keys from the frozen encoders when the batch holds raw inputs."""
-        if "z_audio" in batch:
-            return batch
-        out = dict(batch)
-        with torch.no_grad():
-            for track, model in (("audio", self.audio_model), ("symbolic", self.symbolic_model)):
-                inputs = batch[f"{track}_batch"]
-                z = model.encoder(inputs)  # a wide & deep encoder also sets inputs["wide_logits"]
-                out[f"z_{track}"], out[f"scores_{track}"] = z, model.heads(z, inputs.get("wide_logits"))
-            stats = batch["symbolic_batch"].get("stats")
-            # Only full statistics hold the score part (18 performance-only columns do not).
-            if stats is not None and stats.shape[1] == len(ALL_STAT_NAMES):
-                out["score_stats"] = stats[:, SCORE_COLUMNS]
-        return out
-
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """z [B, hidden]."""
-        return self.fusion(self._embed(batch))
-
-    def predict_scores(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        """Scores [B, 19] when the fusion mixes scores itself (F3), else None (use the heads)."""
-        if hasattr(self.fusion, "predict_scores"):
-            return self.fusion.predict_scores(self._embed(batch))
-        return None

@@ -1,8 +1,9 @@
-"""Heads shared by every track: masked attention pooling, the 19-dimension score heads, a projection head."""
+"""Heads shared by every track: masked attention pooling, the 19-dimension score heads, a projection head.
+
+The network that puts an encoder and the score heads together is `networks/scorer.py: ScoreNetwork`.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,25 +45,30 @@ class AttentionPooling(nn.Module):
         return torch.einsum("bt,bth->bh", w, x)
 
 
+def _mlp(hidden: int, n_dims: int, dropout: float) -> nn.Sequential:
+    """One head: `z [B, hidden]` → `[B, n_dims]` through a hidden layer, with dropout before each linear."""
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_dims)
+    )
+
+
 class ScoreHeads(nn.Module):
     """The 19-dimension heads on an embedding `z [B, H]`.
 
     - Regression: an MLP + sigmoid → `scores [B, n_dims]` in (0, 1).
-    - Ranking: a separate MLP gives a per-dimension utility `u(z) [B, n_dims]`;
-      `rank_logits(z_a, z_b) = u(z_a) - u(z_b)` is the logit that a ranks above b on each dimension.
-      A difference of utilities is exactly antisymmetric (IEEE subtraction is) and transitive, unlike an
-      MLP on the pair. With dropout active (train mode) the two utilities draw separate masks.
+    - Ranking (`ranking=True`, for a loss that trains it): a separate MLP gives a per-dimension utility
+      `u(z) [B, n_dims]`; `rank_logits(z_a, z_b) = u(z_a) - u(z_b)` is the logit that a ranks above b on
+      each dimension. A difference of utilities is exactly antisymmetric (IEEE subtraction is) and
+      transitive, unlike an MLP on the pair. With dropout active (train mode) the two utilities draw
+      separate masks. Without it (the symbolic and fusion modules rank on the regression logits) the
+      heads hold no parameter that no loss trains.
     """
 
-    def __init__(self, hidden: int, n_dims: int = N_DIMS, dropout: float = 0.1) -> None:
+    def __init__(self, hidden: int, n_dims: int = N_DIMS, dropout: float = 0.1, ranking: bool = False) -> None:
         super().__init__()
         self.n_dims = n_dims
-        self.regression = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_dims)
-        )
-        self.ranking = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_dims)
-        )
+        self.regression = _mlp(hidden, n_dims, dropout)
+        self.ranking = _mlp(hidden, n_dims, dropout) if ranking else None
 
     def init_bias(self, mean: torch.Tensor) -> None:
         """Set the regression output bias so an all-zero hidden state predicts `mean [n_dims]`."""
@@ -82,20 +88,13 @@ class ScoreHeads(nn.Module):
 
     def utility(self, z: torch.Tensor) -> torch.Tensor:
         """Per-dimension ranking utility `[B, n_dims]` (unbounded) from `z [B, H]`."""
+        if self.ranking is None:
+            raise ValueError("these score heads have no ranking utility: build them with ranking=True")
         return self.ranking(z)
 
     def rank_logits(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         """Logits `[B, n_dims]` that a ranks above b per dimension; `rank_logits(a, b) == -rank_logits(b, a)`."""
         return self.utility(z_a) - self.utility(z_b)
-
-
-def scores_from(encoder: nn.Module, heads: ScoreHeads, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-    """Scores [B, 19] from the encoder's embedding z [B, H]: the encoder's own scorer when it has one
-    (gated fusion), else the heads. Shared by training (PerformanceModule) and scoring (ScoringNetwork)."""
-    custom = getattr(encoder, "predict_scores", None)
-    scores = custom(batch) if custom is not None else None
-    # A wide & deep encoder leaves its linear part's logit offsets in the batch (side_input.py).
-    return heads(z, batch.get("wide_logits")) if scores is None else scores
 
 
 class ProjectionHead(nn.Module):

@@ -118,8 +118,8 @@ class NoEncoder(nn.Module):
 class WithStatistics(nn.Module):
     """`base(batch) -> z [B, H]` concatenated with an MLP of `batch["stats"] [B, S]` → z [B, H + side].
 
-    Wide part: per-dimension logit offsets (`wide_logits`) from the statistics, which the score heads
-    add to their own logits: a linear map of the standardised statistics, which `init_wide` fits in
+    Wide part: per-dimension logit offsets (`encode`'s second value) from the statistics, which the
+    score heads add to their own logits: a linear map of the standardised statistics, which `init_wide` fits in
     closed form (ridge on the training labels' logits, freezing the standardisation at the training
     moments), plus trees (`init_trees`, optional: ridge/trees blend chosen on dev). Training starts
     from that fit and the deep part learns what it misses.
@@ -247,12 +247,17 @@ class WithStatistics(nn.Module):
         return x if t is None else torch.cat([x, t.to(x.dtype)], dim=1)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """z [B, H + side] from the base encoder's inputs plus `stats [B, S]` (and `transcribed [B]`).
+        """z [B, H + side] (see `encode`, which also returns the wide part's offsets)."""
+        return self.encode(batch)[0]
 
-        Also sets `batch["wide_logits"] [B, n_dims]`, the wide part's logit offsets for the score heads
-        (computed from the same standardised, score-dropped statistics as the side embedding). The
-        trees' share is read from `batch["wide_prior"]` (and `wide_prior_masked` for score-dropped
-        rows) when the batch carries it: the out-of-fold predictions of training rows (`init_trees`).
+    def encode(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z [B, H + side], wide logit offsets [B, n_dims]) from the base encoder's inputs plus
+        `stats [B, S]` (and `transcribed [B]`).
+
+        The offsets are the wide part's, for the score heads (computed from the same standardised,
+        score-dropped statistics as the side embedding). The trees' share is read from
+        `batch["wide_prior"]` (and `wide_prior_masked` for score-dropped rows) when the batch carries
+        it: the out-of-fold predictions of training rows (`init_trees`).
         """
         z = self.base(batch)
         stats = batch["stats"].to(z.dtype)
@@ -266,8 +271,8 @@ class WithStatistics(nn.Module):
             trees = prior.to(z.dtype)
         else:
             trees = torch.where(missing, batch["wide_prior_masked"], prior).to(z.dtype)
-        batch["wide_logits"] = self.wide(self.wide_input(x, t)) + trees
-        return torch.cat([z, self.side(self.with_flag(x, t))], dim=-1)
+        offsets = self.wide(self.wide_input(x, t)) + trees
+        return torch.cat([z, self.side(self.with_flag(x, t))], dim=-1), offsets
 
     @torch.no_grad()
     def init_wide(

@@ -29,17 +29,19 @@ from pianoeval.evaluation.served import SERVED_FILE, ServedModels, served_from_r
 
 log = logging.getLogger(__name__)
 
-# The checkpoint entries a served model loads (the rest is training state: optimiser, schedulers, loops).
-CHECKPOINT_KEYS = ("state_dict", "hyper_parameters")
 # A fold folder's files that rebuild its network besides the weights.
 FOLD_FILES = ("model_spec", "config", "provenance")
 
 
-def slim_checkpoint(path: Path) -> bytes:
-    """A checkpoint's weights and hyper-parameters (what scoring loads), serialised; the same tensors."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+def model_bytes(fold: FoldDir) -> bytes:
+    """The fold's model.ckpt (weights and hyper-parameters, no optimiser state); for a folder trained
+    before model.ckpt was written, its best (else last) Lightning checkpoint slimmed to the same."""
+    if fold.model.is_file():
+        return fold.model.read_bytes()
+    from pianoeval.training.checkpoints import slim_checkpoint
+
     buf = io.BytesIO()
-    torch.save({k: ckpt[k] for k in CHECKPOINT_KEYS if k in ckpt}, buf)
+    torch.save(slim_checkpoint(fold.checkpoint()), buf)
     return buf.getvalue()
 
 
@@ -53,7 +55,7 @@ def fold_files(results: Path, served: ServedModels) -> dict[str, bytes]:
             rel = path.relative_to(results).as_posix()
             for name in FOLD_FILES:
                 files[f"{rel}/{fold.FILES[name]}"] = getattr(fold, name).read_bytes()
-            files[f"{rel}/{fold.CHECKPOINTS}/best.ckpt"] = slim_checkpoint(fold.checkpoint())
+            files[f"{rel}/{fold.FILES['model']}"] = model_bytes(fold)
     return files
 
 

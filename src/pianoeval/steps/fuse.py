@@ -14,6 +14,7 @@ import torch
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json, write_json
 from pianoeval.core.layout import FoldDir
+from pianoeval.core.settings import FusionSettings, TrainingSettings
 from pianoeval.data.leaks import KeyGroups, recorded_groups
 from pianoeval.training.fusion_data import build_fusion_data, error_correlation, score_statistics
 
@@ -56,6 +57,7 @@ def run_fuse(
     out_dir: Path,
     devices: int = 1,
     stats_path: Path | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Fit fusion `fusion` (f1/f2/f3[_score]) on fold `fold` on `devices` devices (DDP when more than
     1) and write the usual fold outputs; a DDP worker process returns {} and writes nothing.
@@ -91,16 +93,17 @@ def run_fuse(
     dims = {
         "audio_dim": int(aud["z"].shape[1]),
         "symbolic_dim": int(sym["z"].shape[1]),
-        "hidden": config["fusion"]["hidden"],
+        "hidden": FusionSettings.from_config(config).hidden,
     }
     net = build_fusion(fusion, **dims)
     write_json({"kind": "fusion", "model": fusion, **dims}, FoldDir(out_dir).model_spec)
-    module, info = fit_module(net, config, data, out_dir, seed, devices=devices)
+    module, info = fit_module(net, config, data, out_dir, seed, devices=devices, checkpoint_dir=checkpoint_dir)
     if module is None:
         return {}
     from pianoeval.core.device import resolve_device
 
-    preds, embs = predict_network(module, data, config["training"]["batch_size"], resolve_device(devices))
+    batch_size = TrainingSettings.from_config(config).batch_size
+    preds, embs = predict_network(module, data, batch_size, resolve_device(devices))
     extra: dict[str, Any] = {
         "track": "fusion",
         "model": fusion,

@@ -92,7 +92,7 @@ class FusionFoldScorer:
             fb["scores_symbolic"] = self.sym["scores"][rows]
             if self.score_stats is not None:
                 fb["score_stats"] = torch.stack([self.score_stats[s] for s in self.ids])
-            s_f = self.fusion_module.scores_from(self.fusion_module.encoder(fb), fb).numpy()
+            s_f = self.fusion_module(fb).numpy()
         if condition == "clean":
             self.clean_fusion = s_f  # the reference of the transcribed conditions: ground-truth MIDI, clean audio
         if condition in self.transcribed:

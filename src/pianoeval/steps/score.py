@@ -138,8 +138,8 @@ def symbolic_outputs(
             timings["featurize"] += time.perf_counter() - tick
             tick = time.perf_counter()
             with torch.inference_mode():
-                z = net.encoder(batches[key])
-                preds.append(net.scores_from(z, batches[key])[0])  # the batch's only item: [19]
+                z, scores = net.embed_and_score(batches[key])
+                preds.append(scores[0])  # the batch's only item: [19]
             zs.append(z[0] if isinstance(z, torch.Tensor) else None)
             timings["forward"] += time.perf_counter() - tick
     # The statistics' last score column is the "aligned to a score" flag (symbolic/stats.py).
@@ -241,7 +241,7 @@ def fusion_outputs(
         if read_json(fold_dir / "model_spec.json")["model"].endswith("_score"):
             batch["score_stats"] = score_stats[None]
         with torch.inference_mode():
-            preds.append(module.scores_from(module.encoder(batch), batch)[0].numpy())
+            preds.append(module(batch)[0].numpy())
     return np.stack(preds)
 
 

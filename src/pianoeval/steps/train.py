@@ -28,10 +28,12 @@ def run_train(
     pretrained: Path | None = None,
     devices: int = 1,
     unlabelled_manifest: Path | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train `model` on fold `fold` on `devices` devices (DDP when more than 1); write metrics.json,
     predictions.csv, embeddings.pt, provenance. A DDP worker process returns {} and writes nothing.
-    `unlabelled_manifest` (a2 only): rendered unlabelled performances for its self-supervised stage."""
+    `unlabelled_manifest` (a2 only): rendered unlabelled performances for its self-supervised stage.
+    `checkpoint_dir`: Lightning's resumable checkpoints (default: `out_dir/checkpoints`)."""
     from pianoeval.core.errors import ConfigError
     from pianoeval.core.provenance import write_provenance
     from pianoeval.core.seed import seed_everything
@@ -67,7 +69,7 @@ def run_train(
     out_dir.mkdir(parents=True, exist_ok=True)
     origin = str(pretrained) if pretrained else None
     write_provenance(out_dir, config, seed, track=track, model=model, fold=fold, pretrained=origin)
-    fitted = fit_predict(track, model, config, data, out_dir, seed, pretrained, devices)
+    fitted = fit_predict(track, model, config, data, out_dir, seed, pretrained, devices, checkpoint_dir)
     if fitted is None:
         return {}  # a DDP worker: rank 0 writes the outputs
     preds, embs, info = fitted

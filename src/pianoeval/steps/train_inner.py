@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pianoeval.core.io import read_json, save_torch, write_json
+from pianoeval.core.settings import StackingSettings
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ def run_train_inner(
     out_dir: Path,
     pretrained: Path | None = None,
     devices: int = 1,
+    checkpoint_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train `model` on inner fold `inner` of outer fold `fold` and write `oof.pt` (the held-out rows'
     scores and embeddings, with the leak record) and `metrics.json`. A DDP worker writes nothing."""
@@ -42,7 +44,7 @@ def run_train_inner(
     from pianoeval.training.stacking import inner_fold_data, inner_seed, oof_payload
 
     start = time.perf_counter()
-    k = int(config["stacking"]["inner_folds"])
+    k = StackingSettings.from_config(config).inner_folds
     if not 0 <= inner < k:
         raise ConfigError(f"inner fold {inner} does not exist: stacking.inner_folds is {k}")
     if model.startswith("baseline_"):
@@ -62,7 +64,7 @@ def run_train_inner(
     check_no_leak(out_dir, fold, record["learned_from_groups"], split_groups(folds, fold, index))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, config, seed, track=track, model=model, fold=fold, inner=inner)
-    fitted = fit_predict(track, model, config, data, out_dir, seed, pretrained, devices)
+    fitted = fit_predict(track, model, config, data, out_dir, seed, pretrained, devices, checkpoint_dir)
     if fitted is None:
         return {}
     preds, embs, info = fitted

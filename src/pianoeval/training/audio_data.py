@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pianoeval.core.errors import ConfigError, InputError
+from pianoeval.core.settings import AudioSettings
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,8 @@ def train_loader_options(model: str | None, config: dict[str, Any], data: Any, b
 
     if model not in AUDIO_TRACK_MODELS:
         return {}
-    aud = config["audio"]
-    k = int(aud["performances_per_group"])
+    aud = AudioSettings.from_config(config)
+    k = int(aud.performances_per_group)
     if batch_size // k < 2:
         raise ConfigError(
             f"{model}: a batch of {batch_size} cannot hold 2 segment groups of audio.performances_per_group={k}; "
@@ -142,8 +143,8 @@ def train_loader_options(model: str | None, config: dict[str, Any], data: Any, b
     if unlabelled is not None:
         options |= {
             "extra": unlabelled,
-            "extra_epochs": int(aud["self_supervised_epochs"]),
-            "extra_fraction": float(aud["unlabelled_fraction"]),
+            "extra_epochs": int(aud.self_supervised_epochs),
+            "extra_fraction": float(aud.unlabelled_fraction),
         }
     return options
 
@@ -331,20 +332,18 @@ def load_unlabelled(
 
 def waveform_spec(model: str, config: dict[str, Any], manifest: pd.DataFrame, seed: int) -> Any:
     """How `model` reads waveforms (`WaveformSpec`), or None when it trains on cached frames."""
-    from pianoeval.training.registry import uses_live_backbone
-
-    if not uses_live_backbone(model, config):
+    aud = AudioSettings.from_config(config)
+    if not aud.live_backbone(model):
         return None
-    aud = config["audio"]
-    w = aud["loss_weights"]
+    w = aud.loss_weights
     # The augmented view costs a second backbone pass: only when a loss term reads it.
     augment = w["invariance"] > 0 or (model == "a2" and w["ssl_invariance"] > 0)
     rows = manifest[manifest["audio_path"].notna()]
     return WaveformSpec(
         audio_paths=dict(zip(rows["segment_id"], rows["audio_path"], strict=True)),
         sample_rate=int(config["render"]["sample_rate"]),
-        clip_seconds=float(aud["clip_seconds"]),
+        clip_seconds=float(aud.clip_seconds),
         augment=bool(augment),
-        augment_prob=float(aud["augment_prob"]),
+        augment_prob=float(aud.augment_prob),
         seed=seed,
     )

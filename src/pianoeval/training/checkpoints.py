@@ -1,4 +1,5 @@
-"""Rebuild a trained module from a train/fuse fold folder (spec, config, best checkpoint)."""
+"""A fold folder's weights: `model.ckpt` written from Lightning's chosen checkpoint, and the trained
+module rebuilt from a train/fuse fold folder (spec, config, model.ckpt)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,44 @@ from typing import Any
 
 import torch
 
-from pianoeval.core.io import read_json
+from pianoeval.core.io import read_json, save_torch
 from pianoeval.core.layout import FoldDir
 
 log = logging.getLogger(__name__)
 
+# The checkpoint entries a trained model loads (the rest is training state: optimiser, schedulers, loops).
+CHECKPOINT_KEYS = ("state_dict", "hyper_parameters")
+
+
+def slim_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint's weights and hyper-parameters (what scoring loads): the same tensors."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return {k: ckpt[k] for k in CHECKPOINT_KEYS if k in ckpt}
+
+
+def write_model(checkpoint: Path, out_dir: Path) -> Path:
+    """Write the fold folder's declared `model.ckpt` from Lightning's chosen `checkpoint` (slimmed), atomically."""
+    target = FoldDir(out_dir).model
+    save_torch(slim_checkpoint(checkpoint), target)
+    return target
+
+
+def module_state(state_dict: dict[str, torch.Tensor], module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A checkpoint's state dict in `module`'s layout. Checkpoints written before the training modules
+    held their network as `net` name its parts `encoder.*`, `heads.*` (now `net.encoder.*`,
+    `net.heads.*`), and may hold parameters no loss trained (a ranking utility, the contrastive
+    projection at weight 0) that the module no longer has: those are dropped."""
+    if any(k.startswith("net.") for k in state_dict):
+        return state_dict
+    moved = {(f"net.{k}" if k.startswith(("encoder.", "heads.")) else k): v for k, v in state_dict.items()}
+    wanted = set(module.state_dict())
+    untrained = ("net.heads.ranking.", "projection.")
+    return {k: v for k, v in moved.items() if k in wanted or not k.startswith(untrained)}
+
 
 def load_trained_module(fold_dir: Path) -> Any:
     """Rebuild a trained module (PerformanceModule, or A1-A3's) from a train/fuse fold folder (spec,
-    config, best checkpoint)."""
+    config, model.ckpt)."""
     import yaml
 
     from pianoeval.core.config import validate_config
@@ -35,6 +65,6 @@ def load_trained_module(fold_dir: Path) -> Any:
         net = build_fusion(spec["model"], spec["audio_dim"], spec["symbolic_dim"], hidden=spec["hidden"])
     # Built before loading: A1/A2 add their LoRA adapters in the constructor.
     module = build_module(spec["model"], net, config, label_mean=None)
-    module.load_state_dict(torch.load(folder.checkpoint(), weights_only=False)["state_dict"])
+    module.load_state_dict(module_state(torch.load(folder.checkpoint(), weights_only=False)["state_dict"], module))
     module.eval()
     return module

@@ -12,6 +12,7 @@ import torch
 
 from pianoeval.core.io import read_json, write_json
 from pianoeval.core.layout import FoldDir
+from pianoeval.core.settings import LIVE_BACKBONE_MODELS, AudioSettings, TrainingSettings
 from pianoeval.training.baselines import stats_matrix, transcription_flags
 from pianoeval.training.data import FoldData, make_loader
 
@@ -31,6 +32,7 @@ def train_network(
     seed: int,
     pretrained: Path | None,
     devices: int = 1,
+    checkpoint_dir: Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Build `model`'s encoder (loading a pretrained state if given) and fit it; see fit_module."""
     from pianoeval.training.registry import build_network
@@ -48,18 +50,15 @@ def train_network(
             len(missing),
             len(unexpected),
         )
-    return fit_module(net, config, data, out_dir, seed, model=model, devices=devices)
+    return fit_module(net, config, data, out_dir, seed, model=model, devices=devices, checkpoint_dir=checkpoint_dir)
 
 
 def batch_settings(model: str | None, config: dict[str, Any]) -> tuple[int, int]:
     """(batch size, batches per optimiser step): the audio section's for a live backbone, else training's."""
-    from pianoeval.training.registry import uses_live_backbone
-
-    size = config["training"]["batch_size"]
-    if model and model in ("a1", "a2", "a3") and uses_live_backbone(model, config):
-        aud = config["audio"]
-        return int(aud["batch_size"] or size), int(aud["accumulate_grad_batches"])
-    return int(size), 1
+    training = TrainingSettings.from_config(config)
+    if model in LIVE_BACKBONE_MODELS:
+        return AudioSettings.from_config(config).batches(model, training)
+    return int(training.batch_size), 1
 
 
 def init_wide_part(module: Any, data: FoldData, mode: str) -> dict[str, Any]:
@@ -106,7 +105,7 @@ def wide_part_baseline(track: str, data: FoldData, config: dict[str, Any]) -> tu
 
     net = build_wide_part(track, data.meta, config)
     module = build_module("baseline_blend", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
-    choices = init_wide_part(module, data, config["training"]["wide_part"])
+    choices = init_wide_part(module, data, TrainingSettings.from_config(config).wide_part)
     return module, {"wide": choices, "n_parameters": int(sum(p.numel() for p in module.parameters()))}
 
 
@@ -184,8 +183,11 @@ def _same_run(
     import json
     import shutil
 
+    from pianoeval.training.module import STATE_LAYOUT
+
     shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
-    what = [config, shapes, seed] + ([{k: sorted(v) for k, v in rows.items()}] if rows is not None else [])
+    what = [config, shapes, seed, STATE_LAYOUT]
+    what += [{k: sorted(v) for k, v in rows.items()}] if rows is not None else []
     key = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
     stamp = ckpt_dir / "run.json"
     same = stamp.is_file() and read_json(stamp).get("key") == key
@@ -213,6 +215,27 @@ def device_settings(devices: int) -> dict[str, Any]:
     return {"accelerator": "auto", "devices": int(devices), "strategy": strategy}
 
 
+def _trainer(training: TrainingSettings, devices: int, accumulate: int, callbacks: list[Any], out_dir: Path) -> Any:
+    """The Lightning trainer of a fold: deterministic, no progress bar, curves in the fold's logs/metrics.csv."""
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    return L.Trainer(
+        max_epochs=training.max_epochs,
+        **device_settings(devices),
+        # The group batch sampler shards training batches across DDP ranks itself.
+        use_distributed_sampler=False,
+        precision=training.precision,
+        accumulate_grad_batches=accumulate,
+        callbacks=callbacks,
+        logger=CSVLogger(out_dir, name="logs", version=""),
+        deterministic=True,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+    )
+
+
 def fit_module(
     net: torch.nn.Module,
     config: dict[str, Any],
@@ -222,6 +245,7 @@ def fit_module(
     model: str | None = None,
     devices: int = 1,
     callbacks: Sequence[Any] = (),
+    checkpoint_dir: Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Fit `model`'s LightningModule (`registry.build_module`; PerformanceModule unless an audio model
     a1-a3) around `net` with early stopping on the dev split; return (best module, info).
@@ -231,24 +255,24 @@ def fit_module(
     writes nothing. Each rank trains on its share of the training batches (`GroupBatchSampler`
     shards them) and evaluates the whole dev split, so all ranks select the same epoch.
     `callbacks` are added to the trainer's own (early stopping, checkpoints, progress lines).
+    Lightning's checkpoints (best, last: what a killed run resumes from) go to `checkpoint_dir` (the
+    rules: a cache under results/cache), by default the fold folder's `checkpoints/`; the chosen
+    epoch's weights are written to the fold folder's `model.ckpt`.
     """
-    import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
-
     from pianoeval.training.audio_data import train_loader_options
     from pianoeval.training.progress import EpochLog
     from pianoeval.training.registry import build_module
 
-    tcfg = config["training"]
+    training = TrainingSettings.from_config(config)
     module = build_module(model or "", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
-    wide = init_wide_part(module, data, tcfg["wide_part"])
+    wide = init_wide_part(module, data, training.wide_part)
     batch_size, accumulate = batch_settings(model, config)
     train_loader = make_loader(
         data.subset("train"),
         batch_size,
         True,
         seed,
-        tcfg["num_workers"],
+        training.num_workers,
         dataset=data.dataset("train", train=True),
         shard=True,
         # A1-A3: P segment groups x K performances; A2: unlabelled clips in its self-supervised epochs.
@@ -256,22 +280,10 @@ def fit_module(
     )
     dev_split = "dev" if data.splits["dev"] else "train"
     dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
-    ckpt_dir = FoldDir(out_dir).checkpoints
-    stopping, checkpoint = _selection_callbacks(ckpt_dir, tcfg["patience"])
-    trainer = L.Trainer(
-        max_epochs=tcfg["max_epochs"],
-        **device_settings(devices),
-        # The group batch sampler shards training batches across DDP ranks itself.
-        use_distributed_sampler=False,
-        precision=tcfg["precision"],
-        accumulate_grad_batches=accumulate,
-        callbacks=[stopping, checkpoint, _epoch_seed(seed), EpochLog(f"train {model or 'network'}"), *callbacks],
-        logger=CSVLogger(out_dir, name="logs", version=""),
-        deterministic=True,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        log_every_n_steps=1,
-    )
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else FoldDir(out_dir).checkpoints
+    stopping, checkpoint = _selection_callbacks(ckpt_dir, training.patience)
+    callbacks = [stopping, checkpoint, _epoch_seed(seed), EpochLog(f"train {model or 'network'}"), *callbacks]
+    trainer = _trainer(training, devices, accumulate, callbacks, out_dir)
     last = ckpt_dir / "last.ckpt"
     # The checkpoint folder is a per-fold cache: keyed by the rows it learns from too.
     rows = {split: [data.items[i]["segment_id"] for i in data.splits[split]] for split in ("train", "dev")}
@@ -284,6 +296,9 @@ def fit_module(
     best_path = checkpoint.best_model_path or str(last)
     best = torch.load(best_path, weights_only=False)
     module.load_state_dict(best["state_dict"])
+    from pianoeval.training.checkpoints import write_model
+
+    write_model(Path(best_path), out_dir)
     info = {
         "best_epoch": int(best.get("epoch", -1)),
         "epochs_run": int(trainer.current_epoch),
@@ -303,6 +318,7 @@ def fit_predict(
     seed: int,
     pretrained: Path | None = None,
     devices: int = 1,
+    checkpoint_dir: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]] | None:
     """Fit `model` on `data` (a baseline, the wide part alone, or a network) and predict every split:
     (predictions, embeddings or None, info). None in a DDP worker process (rank > 0)."""
@@ -315,7 +331,7 @@ def fit_predict(
         return preds, None, info
     if model.startswith("baseline_"):
         return baseline_predict(model, data), None, {}
-    module, info = train_network(model, config, data, out_dir, seed, pretrained, devices)
+    module, info = train_network(model, config, data, out_dir, seed, pretrained, devices, checkpoint_dir)
     if module is None:
         return None
     if data.unlabelled is not None:

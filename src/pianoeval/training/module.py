@@ -1,4 +1,5 @@
-"""The LightningModule that trains any encoder (`nn.Module` → z [B, H]) to predict the 19 dimensions."""
+"""The LightningModules that train a `ScoreNetwork` (any encoder `nn.Module` → z [B, H], plus the score
+heads) to predict the 19 dimensions: the shared base `ScoreModule` and `PerformanceModule`."""
 
 from __future__ import annotations
 
@@ -10,14 +11,83 @@ import torch
 from torch import nn
 
 from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, N_DIMS
+from pianoeval.networks.heads import ScoreHeads
+from pianoeval.networks.scorer import ScoreNetwork
+
+# The layout of the modules' state (`net.encoder.*`, `net.heads.*`): part of the resume key, so that
+# Lightning checkpoints of the earlier layout (`encoder.*`, `heads.*`) are not resumed.
+STATE_LAYOUT = "net-v2"
 
 
-class PerformanceModule(L.LightningModule):
-    """Encoder + score heads trained with regression + within-piece ranking (+ contrastive) losses.
+class ScoreModule(L.LightningModule):
+    """What every training module shares: the plain `ScoreNetwork` it trains (`net`, which is what
+    scoring loads), prediction, and the dev metrics that select the epoch (`dev/pairwise_acc`,
+    `dev/r2`, `dev/selection`). Subclasses own their losses and optimiser: `PerformanceModule` (symbolic
+    encoders, the audio probe, the fusions) and `training/audio_modules.py` (A1-A3)."""
+
+    net: ScoreNetwork
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dev_outputs: list[dict[str, torch.Tensor]] = []
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The network's encoder (batch → z [B, H])."""
+        return self.net.encoder
+
+    @property
+    def heads(self) -> ScoreHeads:
+        """The network's score heads."""
+        return self.net.heads
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Predicted scores [B, 19] in (0, 1)."""
+        return self.net(batch)
+
+    def embed(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Encoder embedding z [B, H]."""
+        return self.net.embed(batch)
+
+    def embed_and_score(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z [B, H], scores [B, 19]) in one pass."""
+        return self.net.embed_and_score(batch)
+
+    def record_dev(self, scores: torch.Tensor, batch: dict[str, Any]) -> None:
+        """Keep a dev batch's scores [B, 19], labels and groups for the epoch's dev metrics."""
+        self._dev_outputs.append(
+            {"pred": scores.detach().cpu(), "target": batch["labels"].cpu(), "group": batch["group"].cpu()}
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        from pianoeval.metrics import pairwise_accuracy, r2_scores
+
+        if not self._dev_outputs:
+            return
+        pred = torch.cat([o["pred"] for o in self._dev_outputs]).float().numpy()
+        target = torch.cat([o["target"] for o in self._dev_outputs]).float().numpy()
+        group = torch.cat([o["group"] for o in self._dev_outputs]).numpy()
+        self._dev_outputs.clear()
+        acc = pairwise_accuracy(pred, target, group, threshold=self.hparams.threshold)["overall"]
+        r2 = r2_scores(pred, target)["mean"] if len(pred) > 1 else float("nan")
+        # sync_dist: under DDP every rank scores the whole dev split, so the mean is the same number
+        # and every rank takes the same early-stopping and checkpoint decisions (no-op on one device).
+        self.log("dev/pairwise_acc", float(acc) if acc is not None else 0.5, prog_bar=True, sync_dist=True)
+        self.log("dev/r2", float(r2), prog_bar=True, sync_dist=True)
+        # One number for model selection: both metrics matter, pairwise first.
+        selection = float(acc or 0.5) + 0.5 * float(np.nan_to_num(r2, nan=-1.0))
+        self.log("dev/selection", selection, sync_dist=True)
+
+
+class PerformanceModule(ScoreModule):
+    """Trains a `ScoreNetwork` (encoder + score heads) with regression + within-piece ranking (+ contrastive)
+    losses.
 
     Batches hold the encoder's inputs plus `labels [B, 19]` and `group [B]` (musical segment index).
-    Ranking pairs are formed inside the batch between performances of the same group; the batch
-    sampler puts several performances of one group in each batch.
+    Ranking pairs are formed inside the batch between performances of the same group, on the regression
+    head's logits (the heads carry no separate ranking utility); the batch sampler puts several
+    performances of one group in each batch. The contrastive projection exists only when its loss has
+    a weight.
     """
 
     def __init__(
@@ -36,13 +106,12 @@ class PerformanceModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"])
-        from pianoeval.networks.heads import ProjectionHead, ScoreHeads
+        from pianoeval.networks.heads import ProjectionHead
 
-        self.encoder = encoder
-        self.heads = ScoreHeads(encoder.hidden_size, n_dims, dropout=dropout)
-        self.projection = ProjectionHead(encoder.hidden_size, 64)
+        self.net = ScoreNetwork(encoder, n_dims, dropout=dropout)
         self.loss_weights = {"ranking": 1.0, "regression": 1.0, "ccc": 0.0, "contrastive": 0.0}
         self.loss_weights.update(loss_weights or {})
+        self.projection = ProjectionHead(encoder.hidden_size, 64) if self.loss_weights["contrastive"] > 0 else None
         if label_mean is not None:
             # Start the regression head at the training mean: the first epochs then learn deviations.
             mean = torch.tensor(label_mean, dtype=torch.float32)
@@ -54,28 +123,12 @@ class PerformanceModule(L.LightningModule):
                 # with the last layer at zero, the first prediction is that one.
                 with torch.no_grad():
                     self.heads.regression[-1].weight.zero_()
-        self._dev_outputs: list[dict[str, torch.Tensor]] = []
-
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Predicted scores [B, 19] in (0, 1)."""
-        return self.scores_from(self.encoder(batch), batch)
-
-    def scores_from(self, z: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
-        """Scores [B, 19]: the encoder's own scorer when it has one (gated fusion), else the heads."""
-        from pianoeval.networks.heads import scores_from
-
-        return scores_from(self.encoder, self.heads, z, batch)
-
-    def embed(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Encoder embedding z [B, H]."""
-        return self.encoder(batch)
 
     def compute_losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """Total loss, its named parts, and the scores [B, 19]."""
         from pianoeval.networks.losses import pairwise_ranking_loss, regression_loss, supervised_contrastive_loss
 
-        z = self.encoder(batch)
-        scores = self.scores_from(z, batch)
+        z, scores = self.net.embed_and_score(batch)
         labels, groups = batch["labels"], batch["group"]
         parts: dict[str, torch.Tensor] = {}
         w = self.loss_weights
@@ -87,7 +140,7 @@ class PerformanceModule(L.LightningModule):
             # Rank on the head's logits so the ranking signal is not squashed by the sigmoid.
             logits = torch.logit(scores.clamp(1e-4, 1 - 1e-4))
             parts["ranking"] = pairwise_ranking_loss(logits, labels, groups, threshold=self.hparams.threshold)
-        if w.get("contrastive", 0.0) > 0:
+        if self.projection is not None:
             parts["contrastive"] = supervised_contrastive_loss(self.projection(z), groups, temperature=0.1)
         total = sum(w[name] * value for name, value in parts.items())
         return total, parts, scores
@@ -103,28 +156,7 @@ class PerformanceModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         total, _, scores = self.compute_losses(batch)
         self.log("dev/loss", total, batch_size=batch["labels"].shape[0], sync_dist=True)
-        self._dev_outputs.append(
-            {"pred": scores.detach().cpu(), "target": batch["labels"].cpu(), "group": batch["group"].cpu()}
-        )
-
-    def on_validation_epoch_end(self) -> None:
-        from pianoeval.metrics import pairwise_accuracy, r2_scores
-
-        if not self._dev_outputs:
-            return
-        pred = torch.cat([o["pred"] for o in self._dev_outputs]).numpy()
-        target = torch.cat([o["target"] for o in self._dev_outputs]).numpy()
-        group = torch.cat([o["group"] for o in self._dev_outputs]).numpy()
-        self._dev_outputs.clear()
-        acc = pairwise_accuracy(pred, target, group, threshold=self.hparams.threshold)["overall"]
-        r2 = r2_scores(pred, target)["mean"] if len(pred) > 1 else float("nan")
-        # sync_dist: under DDP every rank scores the whole dev split, so the mean is the same number
-        # and every rank takes the same early-stopping and checkpoint decisions (no-op on one device).
-        self.log("dev/pairwise_acc", float(acc) if acc is not None else 0.5, prog_bar=True, sync_dist=True)
-        self.log("dev/r2", float(r2), prog_bar=True, sync_dist=True)
-        # One number for model selection: both metrics matter, pairwise first.
-        selection = float(acc or 0.5) + 0.5 * float(np.nan_to_num(r2, nan=-1.0))
-        self.log("dev/selection", selection, sync_dist=True)
+        self.record_dev(scores, batch)
 
     def _deep_parameters(self) -> list[nn.Parameter]:
         """The parameters of the (possibly pretrained) deep encoder: a wide & deep network's `.base`."""

@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 def predict_network(
     module: Any, data: FoldData, batch_size: int, device: Any = None
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Scores and embeddings of every split from a trained module (PerformanceModule or an audio
-    track module: both have `encoder` and `scores_from`), in eval mode, in batches of `batch_size` on
+    """Scores and embeddings of every split from a trained module (a `ScoreModule`, or a `ScoreNetwork`:
+    both have `embed_and_score` and `hidden_size`/`encoder`), in eval mode, in batches of `batch_size` on
     `device` (the one its training reserved: core.device.resolve_device; None = where it is)."""
     from pianoeval.core.device import to_device
     from pianoeval.data.datasets import multi_task_collate_fn
@@ -41,8 +41,8 @@ def predict_network(
                 batch = multi_task_collate_fn([dataset[i] for i in range(start, min(start + batch_size, len(items)))])
                 if device is not None:
                     batch = to_device(batch, device)
-                z = module.encoder(batch)
-                p.append(module.scores_from(z, batch).float().cpu().numpy())
+                z, scores = module.embed_and_score(batch)
+                p.append(scores.float().cpu().numpy())
                 e.append(z.float().cpu().numpy())
             preds[split], embs[split] = np.concatenate(p), np.concatenate(e)
     return preds, embs

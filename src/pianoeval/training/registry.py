@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from pianoeval.core.errors import ConfigError
+from pianoeval.core.settings import AudioSettings, SymbolicSettings, TrainingSettings
 
 SYMBOLIC_ENCODERS = ("s1", "s2", "s3")
 # The ablations: each encoder without its wide part and side input (`<encoder>_deep`), so that a
@@ -41,9 +42,9 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
     if model == "baseline_blend":
         raise ConfigError("baseline_blend is built by build_wide_part (it has no encoder)")
     net = build_encoder(encoder_of(model), meta, config)
-    if model in SYMBOLIC_ENCODERS and config["symbolic"].get("stats_side_input") and meta.get("n_stats"):
+    if model in SYMBOLIC_ENCODERS and SymbolicSettings.from_config(config).stats_side_input and meta.get("n_stats"):
         net = _with_statistics(net, "symbolic", meta, config)
-    elif is_probe(model) and config["audio"].get("stats_side_input") and meta.get("n_stats"):
+    elif is_probe(model) and AudioSettings.from_config(config).stats_side_input and meta.get("n_stats"):
         # The frames' pooled statistics (training/data.py): the probe starts from the ridge probe.
         net = _with_statistics(net, "audio", meta, config)
     return net
@@ -55,16 +56,17 @@ def _with_statistics(base: nn.Module, track: str, meta: dict[str, Any], config: 
 
     if track == "audio":
         # The audio rule is not given the symbolic section.
-        return WithStatistics(base, int(meta["n_stats"]), dropout=config["audio"]["dropout"])
+        return WithStatistics(base, int(meta["n_stats"]), dropout=AudioSettings.from_config(config).dropout)
     from pianoeval.core.constants import ALL_STAT_NAMES, SCORE_COLUMNS
 
+    sym = SymbolicSettings.from_config(config)
     full = int(meta["n_stats"]) == len(ALL_STAT_NAMES)
     return WithStatistics(
         base,
         int(meta["n_stats"]),
-        dropout=config["symbolic"]["dropout"],
+        dropout=sym.dropout,
         score_columns=SCORE_COLUMNS if full else None,
-        score_dropout=config["symbolic"]["score_dropout"],
+        score_dropout=sym.score_dropout,
         transcribed_flag=bool(meta.get("transcribed_views")),
     )
 
@@ -82,19 +84,42 @@ def build_wide_part(track: str, meta: dict[str, Any], config: dict[str, Any]) ->
 
 def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
     """The bare encoder of `model`, without side inputs (what pretraining objectives wrap)."""
-    # Only the symbolic encoders read the symbolic section (an audio rule is not given it).
-    sym = config["symbolic"] if model in SYMBOLIC_MODELS else {}
+    if model in SYMBOLIC_MODELS:
+        return _symbolic_encoder(model, meta, SymbolicSettings.from_config(config))
+    if model in AUDIO_TRACK_MODELS:
+        from pianoeval.audio.models import AudioScoreNetwork
+
+        aud = AudioSettings.from_config(config)
+        common = {"hidden": aud.hidden, "context_layers": aud.context_layers, "heads": aud.heads}
+        if not aud.live_backbone(model):
+            # A frozen backbone is cheapest run once by the embed rule: train on its cached frames.
+            return AudioScoreNetwork(in_dim=meta["dim"], **common)
+        return AudioScoreNetwork(
+            backbone=build_audio_backbone(aud.backbone, config),
+            hidden_layers=aud.hidden_layers,
+            gradient_checkpointing=aud.gradient_checkpointing,
+            **common,
+        )
+    if model in AUDIO_MODELS:
+        from pianoeval.audio.encoders import EmbeddingSequenceEncoder
+
+        return EmbeddingSequenceEncoder(in_dim=meta["dim"], hidden=AudioSettings.from_config(config).hidden)
+    raise ConfigError(f"unknown model {model!r}; known: {', '.join(SYMBOLIC_MODELS + AUDIO_MODELS + BASELINES)}")
+
+
+def _symbolic_encoder(model: str, meta: dict[str, Any], sym: SymbolicSettings) -> nn.Module:
+    """The bare symbolic encoder `model` (s1-s3), sized by the feature store's `meta` and `symbolic`."""
     if model == "s1":
         from pianoeval.symbolic.networks import REMITransformer
 
         return REMITransformer(
             vocab_size=meta["vocab_size"],
             pad_token_id=meta["pad_token_id"],
-            hidden=sym["hidden"],
-            layers=sym["layers"],
-            heads=sym["heads"],
-            ff=2 * sym["hidden"],
-            dropout=sym["dropout"],
+            hidden=sym.hidden,
+            layers=sym.layers,
+            heads=sym.heads,
+            ff=2 * sym.hidden,
+            dropout=sym.dropout,
             max_len=meta["max_seq_len"] + 8,
         )
     if model == "s2":
@@ -103,44 +128,22 @@ def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
         return NoteGAT(
             in_features=len(meta["node_features"]),
             edge_dim=len(meta["edge_types"]),
-            hidden=sym["hidden"],
-            layers=sym["layers"],
-            heads=sym["heads"],
-            dropout=sym["dropout"],
+            hidden=sym.hidden,
+            layers=sym.layers,
+            heads=sym.heads,
+            dropout=sym.dropout,
         )
     if model == "s3":
         from pianoeval.symbolic.networks import MultiScaleCurveEncoder
 
         return MultiScaleCurveEncoder(
             in_channels=meta["n_features"],
-            hidden=sym["hidden"],
-            layers=max(1, sym["layers"] - 1),
-            heads=sym["heads"],
-            dropout=sym["dropout"],
+            hidden=sym.hidden,
+            layers=max(1, sym.layers - 1),
+            heads=sym.heads,
+            dropout=sym.dropout,
         )
-    if model in AUDIO_TRACK_MODELS:
-        from pianoeval.audio.models import AudioScoreNetwork
-
-        aud = config["audio"]
-        common = {
-            "hidden": aud["hidden"],
-            "context_layers": aud["context_layers"],
-            "heads": aud["heads"],
-        }
-        if not uses_live_backbone(model, config):
-            # A frozen backbone is cheapest run once by the embed rule: train on its cached frames.
-            return AudioScoreNetwork(in_dim=meta["dim"], **common)
-        return AudioScoreNetwork(
-            backbone=build_audio_backbone(aud["backbone"], config),
-            hidden_layers=aud["hidden_layers"],
-            gradient_checkpointing=aud["gradient_checkpointing"],
-            **common,
-        )
-    if model in AUDIO_MODELS:
-        from pianoeval.audio.encoders import EmbeddingSequenceEncoder
-
-        return EmbeddingSequenceEncoder(in_dim=meta["dim"], hidden=config["audio"]["hidden"])
-    raise ConfigError(f"unknown model {model!r}; known: {', '.join(SYMBOLIC_MODELS + AUDIO_MODELS + BASELINES)}")
+    raise ConfigError(f"unknown symbolic model {model!r}; known: {', '.join(SYMBOLIC_MODELS)}")
 
 
 def is_probe(model: str) -> bool:
@@ -152,13 +155,6 @@ def audio_backbone(model: str, config: dict[str, Any]) -> str:
     """The backbone whose frames `model` reads: its own for `probe_<backbone>`, else `audio.backbone`
     (the probe, the audio baselines, and a1-a3, live or on cached frames)."""
     return PROBE_BACKBONES.get(model, config["audio"]["backbone"])
-
-
-def uses_live_backbone(model: str, config: dict[str, Any]) -> bool:
-    """Whether `model` runs the backbone on waveforms (a1/a2 with LoRA, a3) rather than on cached frames."""
-    if model == "a3":
-        return True
-    return model in ("a1", "a2") and int(config["audio"]["lora_rank"]) > 0
 
 
 def build_audio_backbone(name: str, config: dict[str, Any]) -> nn.Module:
@@ -196,61 +192,67 @@ def build_module(model: str, net: nn.Module, config: dict[str, Any], label_mean:
 
     Built before any state is loaded: A1/A2 add LoRA adapters to the backbone in their constructor.
     """
-    tcfg = config["training"]
-    if model not in AUDIO_TRACK_MODELS:
-        from pianoeval.training.module import PerformanceModule
+    training = TrainingSettings.from_config(config)
+    if model in AUDIO_TRACK_MODELS:
+        return _audio_module(model, net, training, AudioSettings.from_config(config), label_mean)
+    from pianoeval.training.module import PerformanceModule
 
-        return PerformanceModule(
-            net,
-            lr=tcfg["lr"],
-            weight_decay=tcfg["weight_decay"],
-            loss_weights=tcfg["loss_weights"],
-            max_epochs=tcfg["max_epochs"],
-            label_mean=label_mean,
-            encoder_lr_scale=tcfg["encoder_lr_scale"],
-            encoder_frozen_epochs=tcfg["encoder_frozen_epochs"],
-        )
-    from pianoeval.audio.models import MuQFullUnfreezeModel, MuQLoRAModel, MuQStagedModel
+    return PerformanceModule(
+        net,
+        lr=training.lr,
+        weight_decay=training.weight_decay,
+        loss_weights=training.loss_weights,
+        max_epochs=training.max_epochs,
+        label_mean=label_mean,
+        encoder_lr_scale=training.encoder_lr_scale,
+        encoder_frozen_epochs=training.encoder_frozen_epochs,
+    )
 
-    aud = config["audio"]
-    w = aud["loss_weights"]
+
+def _audio_module(
+    model: str, net: nn.Module, training: TrainingSettings, aud: AudioSettings, label_mean: list[float] | None
+) -> Any:
+    """A1-A3's LightningModule around `net`, from the training and audio settings."""
+    from pianoeval.training.audio_modules import MuQFullUnfreezeModel, MuQLoRAModel, MuQStagedModel
+
+    w = aud.loss_weights
     shared: dict[str, Any] = {
-        "lr": tcfg["lr"],
-        "backbone_lr": aud["backbone_lr"],
-        "weight_decay": tcfg["weight_decay"],
+        "lr": training.lr,
+        "backbone_lr": aud.backbone_lr,
+        "weight_decay": training.weight_decay,
         "w_rank": w["ranking"],
         "w_contrastive": w["contrastive"],
         "w_reg": w["regression"],
         "w_inv": w["invariance"],
-        "max_epochs": tcfg["max_epochs"],
+        "max_epochs": training.max_epochs,
         "label_mean": label_mean,
     }
     lora = {
-        "lora_rank": aud["lora_rank"] if uses_live_backbone(model, config) else 0,
-        "lora_alpha": aud["lora_alpha"],
-        "lora_layers": aud["lora_layers"],
+        "lora_rank": aud.lora_rank if aud.live_backbone(model) else 0,
+        "lora_alpha": aud.lora_alpha,
+        "lora_layers": aud.lora_layers,
     }
     if model == "a1":
         return MuQLoRAModel(net, **lora, **shared)
     if model == "a2":
-        if aud["self_supervised_epochs"] >= tcfg["max_epochs"]:
+        if aud.self_supervised_epochs >= training.max_epochs:
             raise ConfigError(
-                f"a2: audio.self_supervised_epochs ({aud['self_supervised_epochs']}) leaves no supervised epoch "
-                f"within training.max_epochs ({tcfg['max_epochs']}); lower it or raise max_epochs"
+                f"a2: audio.self_supervised_epochs ({aud.self_supervised_epochs}) leaves no supervised epoch "
+                f"within training.max_epochs ({training.max_epochs}); lower it or raise max_epochs"
             )
         return MuQStagedModel(
             net,
-            self_supervised_epochs=aud["self_supervised_epochs"],
+            self_supervised_epochs=aud.self_supervised_epochs,
             ssl_w_contrastive=w["ssl_contrastive"],
             ssl_w_inv=w["ssl_invariance"],
             **lora,
             **shared,
         )
-    schedule = aud["unfreeze_schedule"]
+    schedule = aud.unfreeze_schedule
     return MuQFullUnfreezeModel(
         net,
         unfreeze_schedule={int(k): list(v) for k, v in schedule.items()} if schedule is not None else None,
-        layer_lr_decay=aud["layer_lr_decay"],
+        layer_lr_decay=aud.layer_lr_decay,
         **shared,
     )
 
