@@ -274,7 +274,7 @@ def test_contrastive_loss_finite_and_logs() -> None:
     assert torch.isfinite(loss)
     assert 0.0 <= float(logs["diversity"]) <= 1.0
     assert float(logs["n_masked"]) > 0
-    expected = float(logs["contrastive"]) + 0.1 * float(logs["diversity"])
+    expected = float(logs["contrastive"]) + objective.diversity_weight * float(logs["diversity"])
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     loss.backward()
     assert objective.encoder.branches[0].weight.grad.abs().sum() > 0

@@ -70,17 +70,26 @@ def run_pretrain_corpus(
     store = build_corpus_store(KIND[model], settings, aug, config["features"], seed, threads, cache_dir)
     items = [store["items"][k] for k in sorted(store["items"])]
     encoder = build_encoder(model, store["meta"], config)
-    module = PretrainModule(build_objective(model, encoder, store["meta"]), lr=section["lr"])
+    objective = config["symbolic"]["objective"]
+    module = PretrainModule(build_objective(model, encoder, store["meta"], objective), lr=section["lr"])
     loader = build_pretrain_loader(
-        model, items, store["meta"], section["batch_size"], seed, max_len=config["features"]["max_seq_len"]
+        model,
+        items,
+        store["meta"],
+        section["batch_size"],
+        seed,
+        max_len=config["features"]["max_seq_len"],
+        mask_prob=objective["mask_prob"],
     )
     ckpt_dir = out.parent / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     # Resume only a run of these very settings and this network shape (anything else there is removed);
     # the budget (epochs, minutes) is not part of it, so a larger one continues the run.
-    run = {k: v for k, v in section.items() if k not in ("epochs", "minutes")}
-    resume = _same_run(ckpt_dir, {"corpus": run, "features": config["features"]}, module, seed) and last.exists()
-    trainer = _trainer(section["epochs"], section["minutes"], ckpt_dir, config, devices, f"pretrain_corpus {model}")
+    run = {k: v for k, v in section.items() if k not in ("epochs", "model_epochs", "minutes")}
+    what = {"corpus": run, "objective": objective, "features": config["features"]}
+    resume = _same_run(ckpt_dir, what, module, seed) and last.exists()
+    epochs = int(section["model_epochs"].get(model, section["epochs"]))
+    trainer = _trainer(epochs, section["minutes"], ckpt_dir, config, devices, f"pretrain_corpus {model}")
     if resume:
         log.info("resuming from %s", last)
     trainer.fit(module, loader, ckpt_path=str(last) if resume else None)
