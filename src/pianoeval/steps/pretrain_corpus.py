@@ -27,7 +27,10 @@ def _trainer(epochs: int, minutes: float, ckpt_dir: Path, config: dict[str, Any]
     from pianoeval.training.fit import device_settings
     from pianoeval.training.progress import EpochLog
 
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1)
+    # save_top_k=1 (no monitor: the latest epoch): with save_top_k=0 Lightning 2.6 writes last.ckpt only
+    # when another checkpoint was saved at that step, i.e. never at an epoch's end (a killed run lost
+    # every epoch since its start; found when a resumed S3 run wrote none after its epoch 2).
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=1, every_n_epochs=1)
     return L.Trainer(
         max_epochs=epochs,
         max_time={"minutes": minutes} if minutes > 0 else None,
