@@ -11,6 +11,14 @@ RESULTS/prepare/manifest.parquet, RESULTS/folds/folds.json, RESULTS/pretrain_cor
 its local features as inputs of ridge (alpha chosen on dev), alone and beside the statistics, per
 fold: train -> dev. `finetune`: each model trained per fold from random weights and from the corpus
 encoder (same seed, same settings otherwise); dev and val metrics. Choices are made on dev only.
+
+    python scripts/bench_pretraining.py paired RESULTS --without RESULTS_NO_CORPUS --config EXP.yaml \
+        --models s3_deep s3 --out paired.json
+
+`paired`: the pipeline's own fold outputs (results/train/symbolic/<model>/fold_*/) of two results
+trees over the same folds, one trained from the corpus encoder and one not (two experiments run with
+`snakemake --directory`), through the compare step's paired bootstrap: each arm's interval, the
+with - without difference, and each wide & deep arm minus `baseline_blend` (the wide part alone).
 """
 
 from __future__ import annotations
@@ -126,6 +134,11 @@ def probe(results: Path, config: dict[str, Any], models: list[str]) -> dict[str,
     return {k: _summary(v) for k, v in rows.items()}
 
 
+def _ci(ci: list[float], signed: bool = False) -> str:
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    return "[" + ", ".join(fmt.format(v) for v in ci) + "]"
+
+
 def _summary(values: list[dict[str, float]]) -> dict[str, Any]:
     pw, r2 = np.array([v["pairwise_acc"] for v in values]), np.array([v["r2"] for v in values])
     return {
@@ -185,10 +198,51 @@ def finetune(results: Path, config: dict[str, Any], models: list[str], folds_run
     return out
 
 
+def paired(with_root: Path, without_root: Path, config: dict[str, Any], models: list[str]) -> dict[str, Any]:
+    """The compare step's paired bootstrap over two results trees of the same folds: every model with the
+    corpus pretraining (`with_root`) and without (`without_root`), each arm's interval, and per model
+    the with - without difference and each arm minus the wide part alone (`baseline_blend`)."""
+    from pianoeval.evaluation.compare import difference, read_fold_predictions, read_runs
+    from pianoeval.metrics import paired_bootstrap, percentile_interval
+
+    rows: dict[str, list[dict[str, Any]]] = {}
+    predictions: list[Path] = []
+    arms = (("corpus", with_root), ("random", without_root))
+    for arm, root in arms:
+        for model in [*models, "baseline_blend"]:
+            if model == "baseline_blend" and arm == "random":
+                continue  # the same wide part in both trees: once
+            files = sorted((root / "train" / "symbolic" / model).glob("fold_*/metrics.json"))
+            if not files:
+                continue
+            name = model if model == "baseline_blend" else f"{model} {arm}"
+            rows[name] = read_runs(files)[model]
+            predictions += [f.with_name("predictions.csv") for f in files]
+    settings = config["compare"]
+    boot = paired_bootstrap(
+        read_fold_predictions(rows, predictions), n_resamples=int(settings["resamples"]), seed=int(config["seed"])
+    )
+    out: dict[str, Any] = {"rows": {}, "differences": []}
+    for name, runs in rows.items():
+        out["rows"][name] = {
+            metric: {"mean": boot[name][metric][0], "ci95": percentile_interval(boot[name][metric][1], 0.95)}
+            for metric in ("pairwise_acc", "r2")
+        }
+        out["rows"][name].update(folds=len(runs), train_s=sum(float(r.get("wall_s", 0.0)) for r in runs))
+    for model in models:
+        pairs = [(f"{model} corpus", f"{model} random")]
+        pairs += [(f"{model} {arm}", "baseline_blend") for arm, _ in arms if not model.endswith("_deep")]
+        for a, b in pairs:
+            if a in boot and b in boot:
+                out["differences"] += [difference(boot, a, b, metric) for metric in ("pairwise_acc", "r2")]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["probe", "finetune"])
+    parser.add_argument("what", choices=["probe", "finetune", "paired"])
     parser.add_argument("results", type=Path)
+    parser.add_argument("--without", type=Path, help="paired: the results tree of the same folds without the corpus")
     parser.add_argument("--config", required=True, help="the experiment's config file")
     parser.add_argument("--models", nargs="+", default=["s1", "s2", "s3"])
     parser.add_argument("--folds", nargs="+", type=int, default=[0, 1, 2, 3])
@@ -206,6 +260,8 @@ def main() -> None:
     start, before = time.perf_counter(), machine()
     if args.what == "probe":
         result = probe(args.results, config, args.models)
+    elif args.what == "paired":
+        result = paired(args.results, args.without, config, args.models)
     else:
         result = finetune(args.results, config, args.models, args.folds)
     payload = {
@@ -228,6 +284,12 @@ def main() -> None:
     }
     write_json(payload, args.out)
     print(json.dumps({k: (v if k != "result" else "...") for k, v in payload.items()}, indent=1, default=str))
+    if args.what == "paired":
+        for name, row in result["rows"].items():
+            pw, r2 = row["pairwise_acc"], row["r2"]
+            print(f"{name:24s} pairwise {pw['mean']:.3f} {_ci(pw['ci95'])}  R² {r2['mean']:.3f} {_ci(r2['ci95'])}")
+        for d in result["differences"]:
+            print(f"{d['a']:>18s} - {d['b']:18s} {d['metric']:12s} {d['mean']:+.3f} {_ci(d['ci95'], True)}")
     if args.what == "probe":
         for name, row in result.items():
             pw, r2 = f"{row['pairwise_acc']:.3f} ± {row['pairwise_std']:.3f}", f"{row['r2']:.3f} ± {row['r2_std']:.3f}"

@@ -129,6 +129,31 @@ def test_corpus_pretraining_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     assert not third["resumed"] and third["n_windows"] == 2
 
 
+def test_a_killed_corpus_run_keeps_its_finished_epochs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """last.ckpt is written at every epoch's end, so a run killed in epoch 2 resumes after epoch 1 (with
+    Lightning's save_top_k=0 it was written only when the time budget stopped the run)."""
+    from pianoeval.steps.pretrain_corpus import run_pretrain_corpus
+    from pianoeval.training import progress
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_second_epoch(self: object, trainer: object, pl_module: object) -> None:
+        if trainer.current_epoch == 1:
+            raise Killed
+
+    root = corpus(tmp_path / "asap")
+    out = tmp_path / "pretrain_corpus" / "s3" / "encoder.pt"
+    monkeypatch.setattr(progress.EpochLog, "on_train_epoch_start", kill_in_second_epoch)
+    with pytest.raises(Killed):
+        run_pretrain_corpus("s3", corpus_config(root, epochs=3), out, tmp_path / "cache")
+    state = torch.load(out.parent / "checkpoints" / "last.ckpt", weights_only=False)
+    assert state["epoch"] == 0 and state["global_step"] == 2  # epoch 1 (4 windows, batch 2) kept
+    monkeypatch.undo()
+    again = run_pretrain_corpus("s3", corpus_config(root, epochs=3), out, tmp_path / "cache")
+    assert again["resumed"] and again["epochs_run"] == 3
+
+
 def test_the_corpus_is_featurized_once_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pianoeval.data.corpus import CorpusSettings
     from pianoeval.training import corpus as corpus_module

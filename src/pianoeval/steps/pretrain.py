@@ -68,7 +68,7 @@ def run_pretrain(
     items = [store["items"][k] for k in keys]
     encoder = build_encoder(model, store["meta"], config)
     corpus_info = load_corpus_encoder(encoder, corpus) if corpus is not None else None
-    objective = build_objective(model, encoder, store["meta"])
+    objective = build_objective(model, encoder, store["meta"], config["symbolic"]["objective"])
     epochs = config["training"]["pretrain_epochs"]
     info: dict[str, Any] = {
         "model": model,
@@ -88,6 +88,7 @@ def run_pretrain(
             config["training"]["batch_size"],
             seed,
             max_len=config["features"]["max_seq_len"],
+            mask_prob=config["symbolic"]["objective"]["mask_prob"],
         )
         trainer = L.Trainer(
             max_epochs=epochs,

@@ -27,7 +27,10 @@ def _trainer(epochs: int, minutes: float, ckpt_dir: Path, config: dict[str, Any]
     from pianoeval.training.fit import device_settings
     from pianoeval.training.progress import EpochLog
 
-    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=0, every_n_epochs=1)
+    # save_top_k=1 (no monitor: the latest epoch): with save_top_k=0 Lightning 2.6 writes last.ckpt only
+    # when another checkpoint was saved at that step, i.e. never at an epoch's end (a killed run lost
+    # every epoch since its start; found when a resumed S3 run wrote none after its epoch 2).
+    checkpoint = ModelCheckpoint(dirpath=ckpt_dir, save_last=True, save_top_k=1, every_n_epochs=1)
     return L.Trainer(
         max_epochs=epochs,
         max_time={"minutes": minutes} if minutes > 0 else None,
@@ -70,17 +73,26 @@ def run_pretrain_corpus(
     store = build_corpus_store(KIND[model], settings, aug, config["features"], seed, threads, cache_dir)
     items = [store["items"][k] for k in sorted(store["items"])]
     encoder = build_encoder(model, store["meta"], config)
-    module = PretrainModule(build_objective(model, encoder, store["meta"]), lr=section["lr"])
+    objective = config["symbolic"]["objective"]
+    module = PretrainModule(build_objective(model, encoder, store["meta"], objective), lr=section["lr"])
     loader = build_pretrain_loader(
-        model, items, store["meta"], section["batch_size"], seed, max_len=config["features"]["max_seq_len"]
+        model,
+        items,
+        store["meta"],
+        section["batch_size"],
+        seed,
+        max_len=config["features"]["max_seq_len"],
+        mask_prob=objective["mask_prob"],
     )
     ckpt_dir = out.parent / "checkpoints"
     last = ckpt_dir / "last.ckpt"
     # Resume only a run of these very settings and this network shape (anything else there is removed);
     # the budget (epochs, minutes) is not part of it, so a larger one continues the run.
-    run = {k: v for k, v in section.items() if k not in ("epochs", "minutes")}
-    resume = _same_run(ckpt_dir, {"corpus": run, "features": config["features"]}, module, seed) and last.exists()
-    trainer = _trainer(section["epochs"], section["minutes"], ckpt_dir, config, devices, f"pretrain_corpus {model}")
+    run = {k: v for k, v in section.items() if k not in ("epochs", "model_epochs", "minutes")}
+    what = {"corpus": run, "objective": objective, "features": config["features"]}
+    resume = _same_run(ckpt_dir, what, module, seed) and last.exists()
+    epochs = int(section["model_epochs"].get(model, section["epochs"]))
+    trainer = _trainer(epochs, section["minutes"], ckpt_dir, config, devices, f"pretrain_corpus {model}")
     if resume:
         log.info("resuming from %s", last)
     trainer.fit(module, loader, ckpt_path=str(last) if resume else None)

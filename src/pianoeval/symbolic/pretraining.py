@@ -236,7 +236,26 @@ class GumbelVectorQuantizer(nn.Module):
             one_hot = F.one_hot(codes, v).to(x.dtype)
         book = self.codevectors.reshape(g, v, -1)
         q = torch.einsum("btgv,gvd->btgd", one_hot, book).reshape(bsz, t, self.out_dim)
-        return {"q": q, "codes": codes, "diversity_loss": diversity, "perplexity": perplexity}
+        return {
+            "q": q,
+            "codes": codes,
+            "diversity_loss": diversity,
+            "perplexity": perplexity,
+            "code_perplexity": code_perplexity(codes[mask.to(device=x.device, dtype=torch.bool)], v),
+        }
+
+
+def code_perplexity(codes: torch.Tensor, entries: int) -> torch.Tensor:
+    """Perplexity of the codes actually picked, `codes [N, G]` of `entries` each: exp(entropy) of each
+    group's histogram, summed over groups (G = one code per group, G * entries = all used evenly).
+
+    The soft perplexity (of the averaged softmax) can stay high while the hard picks collapse onto a
+    few codes, so this is the figure that says whether the targets still differ."""
+    if codes.numel() == 0:
+        return torch.tensor(float("nan"))
+    counts = F.one_hot(codes.detach().long(), entries).float().sum(dim=0)  # [G, V]
+    probs = counts / counts.sum(dim=-1, keepdim=True)
+    return torch.exp(-(probs * torch.log(probs + 1e-12)).sum(dim=-1)).sum().cpu()
 
 
 def compute_span_mask(
@@ -293,10 +312,10 @@ class ContrastiveCurveObjective(nn.Module):
         mask_span: int = 5,
         num_negatives: int = 20,
         temperature: float = 0.1,
-        diversity_weight: float = 0.1,
+        diversity_weight: float = 1.0,
         max_temp: float = 2.0,
         min_temp: float = 0.5,
-        temp_decay: float = 0.995,
+        temp_decay: float = 0.998,
     ) -> None:
         super().__init__()
         if not 0.0 < mask_prob <= 1.0 or mask_span < 1 or num_negatives < 1 or temperature <= 0:
@@ -352,6 +371,7 @@ class ContrastiveCurveObjective(nn.Module):
         logs: dict[str, torch.Tensor] = {
             "diversity": quant["diversity_loss"].detach(),
             "perplexity": quant["perplexity"].detach(),
+            "code_perplexity": quant["code_perplexity"],
             "temp": torch.tensor(self.quantizer.curr_temp),
             "n_masked": torch.tensor(float(k)),
         }

@@ -50,17 +50,28 @@ def pretraining_keys(store: dict[str, Any], manifest: Any, folds: dict[str, Any]
     return sorted(k for k in store["items"] if not index(k) & val_groups)
 
 
-def build_objective(model: str, encoder: nn.Module, meta: dict[str, Any]) -> nn.Module:
-    """The pretraining objective of a symbolic model (masked tokens, link prediction, contrastive)."""
+def build_objective(
+    model: str, encoder: nn.Module, meta: dict[str, Any], settings: dict[str, Any] | None = None
+) -> nn.Module:
+    """The pretraining objective of a symbolic model (masked tokens, link prediction, contrastive);
+    `settings`: the config's `symbolic.objective` (the objectives' own defaults when None). S1's
+    masking rate is the loader's (build_pretrain_loader)."""
     from pianoeval.symbolic import pretraining
 
+    settings = settings or {}
     if model == "s1":
         return pretraining.MaskedTokenObjective(encoder, vocab_size=meta["vocab_size"])
     if model == "s2":
-        return pretraining.LinkPredictionObjective(encoder)
+        return pretraining.LinkPredictionObjective(encoder, **_picked(settings, ("holdout_fraction",)))
     if model == "s3":
-        return pretraining.ContrastiveCurveObjective(encoder)
+        keys = ("diversity_weight", "max_temp", "min_temp", "temp_decay")
+        return pretraining.ContrastiveCurveObjective(encoder, **_picked(settings, keys))
     raise ConfigError(f"model {model!r} has no pretraining stage")
+
+
+def _picked(settings: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The entries of `settings` among `keys` (absent ones keep the objective's default)."""
+    return {k: settings[k] for k in keys if k in settings}
 
 
 class CurveCrops(torch.utils.data.Dataset):
@@ -95,9 +106,11 @@ def build_pretrain_loader(
     batch_size: int,
     seed: int,
     max_len: int | None = None,
+    mask_prob: float = 0.15,
 ) -> DataLoader:
-    """A shuffled loader of pretraining batches: BERT-style masked sequences for s1 (`meta`'s length),
-    curves cut to random windows of `max_len` frames for s3 (CurveCrops), graphs as they are for s2."""
+    """A shuffled loader of pretraining batches: BERT-style masked sequences for s1 (`meta`'s length,
+    `mask_prob` of the tokens masked), curves cut to random windows of `max_len` frames for s3
+    (CurveCrops), graphs as they are for s2."""
     from pianoeval.data.datasets import MIDIPretrainingDataset, multi_task_collate_fn
 
     generator = torch.Generator().manual_seed(seed)
@@ -109,6 +122,7 @@ def build_pretrain_loader(
             mask_token_id=meta["mask_token_id"],
             pad_token_id=meta["pad_token_id"],
             special_ids=specials,
+            mask_prob=mask_prob,
             max_len=meta["max_seq_len"],
             seed=seed,
         )
