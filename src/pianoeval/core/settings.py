@@ -80,6 +80,7 @@ class SymbolicSettings(Section):
     score_dropout: float
     pretrain: bool
     corpus: dict[str, Any]
+    objective: dict[str, Any]  # the self-supervised objectives' settings (symbolic/pretraining.py)
     stats_side_input: bool
 
 
