@@ -127,8 +127,9 @@ class MIDIPretrainingDataset(Dataset):
 
 
 def _is_graph(value: Any) -> bool:
-    """True for a torch_geometric Data/HeteroData object (checked without importing it eagerly)."""
-    return type(value).__module__.startswith("torch_geometric")
+    """True for a graph with its own `collate` (symbolic.graph.NoteGraph) or a torch_geometric
+    Data/HeteroData object (checked without importing torch_geometric)."""
+    return hasattr(type(value), "collate") or type(value).__module__.startswith("torch_geometric")
 
 
 def _collate_graphs(graphs: list[Any]) -> Any:
@@ -215,7 +216,7 @@ def multi_task_collate_fn(samples: list[dict[str, Any]], pad_token_id: int = 0) 
             if len(present) < len(values):
                 raise ValueError(f"nested field {key!r} is missing in some samples")
             out[key] = multi_task_collate_fn(values, pad_token_id=pad_token_id)
-        elif hasattr(type(ref), "collate") or _is_graph(ref):
+        elif _is_graph(ref):
             if len(present) < len(values):
                 raise ValueError(f"graph field {key!r} is missing in some samples")
             out[key] = _collate_graphs(values)

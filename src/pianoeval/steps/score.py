@@ -158,6 +158,7 @@ def score_midi(
     check_length: bool = True,
     score: Path | None = None,
     transcribed: bool = False,
+    networks: FoldNetworks | None = None,
 ) -> dict[str, Any]:
     """Scores of a MIDI performance: mean [19] and std [19] over the symbolic winner's fold models.
 
@@ -167,7 +168,8 @@ def score_midi(
     that could not be aligned, with a warning; the models then predict as trained for unscored
     input, `symbolic.score_dropout`). Also returns `timings_s` ({"models", "featurize", "forward"},
     seconds). `transcribed`: the MIDI is TransKun's transcription of a recording (models trained with
-    transcription views read it as such: side_input.WithStatistics).
+    transcription views read it as such: side_input.WithStatistics). `networks`: fold networks already
+    loaded (a recording's, loaded beside its transcription).
     """
     from pianoeval.data.midi import load_performance
 
@@ -175,7 +177,7 @@ def score_midi(
     if check_length:
         check_duration(perf.duration, midi, "performance")
     served = results if isinstance(results, ServedModels) else load_served(results)
-    out = symbolic_outputs(midi, served.folds("symbolic"), score, transcribed)
+    out = symbolic_outputs(midi, served.folds("symbolic"), score, transcribed, networks)
     return fold_summary(served.symbolic, "symbolic", out["scores"].numpy(), out["score_aligned"], out["timings_s"])
 
 
@@ -472,10 +474,7 @@ def score_input(
     if served.fusion:
         scores = score_fused(midi, served, prepared["audio"], networks, score)
     else:
-        sym = symbolic_outputs(midi, served.folds("symbolic"), score, transcribed=True, networks=networks)
-        scores = fold_summary(
-            served.symbolic, "symbolic", sym["scores"].numpy(), sym["score_aligned"], sym["timings_s"]
-        )
+        scores = score_midi(midi, served, check_length=False, score=score, transcribed=True, networks=networks)
     # Seconds of the work done beside the transcription, and how long scoring waited for it after.
     scores["timings_s"].update(
         transcribe=seconds, audio=prepared["audio_s"], models_beside=prepared["models_s"], waited=waited
