@@ -82,6 +82,31 @@ def test_gates_are_per_dimension_in_unit_interval_and_mix_the_heads() -> None:
     torch.testing.assert_close(net.predict_scores(b), b["scores_audio"].clamp(1e-4, 1 - 1e-4), rtol=1e-4, atol=1e-5)
 
 
+def test_f3_saves_no_ranking_utility_and_keeps_its_seeded_initialisation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No loss trains the per-track heads' ranking utility: F3 has none, yet its weights are those of the
+    layout before (heads that kept it, from the same seed), and a checkpoint that still holds it loads."""
+    import pianoeval.networks.fusion as fusion
+    from pianoeval.evaluation.inference import network_state
+
+    torch.manual_seed(3)
+    net = GatedFusion(HA, HS, hidden=16)
+    assert not [k for k in net.state_dict() if "ranking" in k]
+    with monkeypatch.context() as m:
+        m.setattr(fusion, "_regression_only", lambda heads: heads)
+        torch.manual_seed(3)
+        before = GatedFusion(HA, HS, hidden=16)
+    extra = {k for k in before.state_dict() if "ranking" in k}
+    assert extra and set(before.state_dict()) - extra == set(net.state_dict())
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before.state_dict()[k]), k
+    # A fusion fold checkpoint written before (the module's `net.encoder.*`) loads into today's network.
+    holder = torch.nn.Module()
+    holder.encoder = GatedFusion(HA, HS, hidden=16)
+    saved = {f"net.encoder.{k}": v for k, v in before.state_dict().items()}
+    holder.load_state_dict(network_state(saved, holder), strict=True)
+    assert torch.equal(holder.encoder.gate[1].weight, net.gate[1].weight)
+
+
 @pytest.mark.parametrize("name", ["f1", "f2", "f1_score", "f2_score"])
 def test_fusion_starts_at_the_symbolic_winners_scores(name: str) -> None:
     """Wrapped for training (label mean known), a fusion's first prediction is the symbolic track's."""

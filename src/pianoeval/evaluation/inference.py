@@ -29,14 +29,16 @@ def network_state(state_dict: dict[str, torch.Tensor], net: nn.Module) -> dict[s
     """The entries of a training module's state dict that belong to its network `net`, named as in it.
 
     Current checkpoints hold them under `net.`; checkpoints written before the network was one class
-    held `encoder.*` and `heads.*` at the top, with a ranking utility no loss trained (dropped when
-    `net` has none).
+    held `encoder.*` and `heads.*` at the top. A ranking utility no loss trained (older symbolic and F3
+    checkpoints) is dropped when `net` has none.
     """
+    from pianoeval.networks.heads import without_untrained
+
     if any(k.startswith("net.") for k in state_dict):
-        return {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
-    wanted = set(net.state_dict())
-    state = {k: v for k, v in state_dict.items() if k.startswith(("encoder.", "heads."))}
-    return {k: v for k, v in state.items() if not (k.startswith("heads.ranking.") and k not in wanted)}
+        state = {k.removeprefix("net."): v for k, v in state_dict.items() if k.startswith("net.")}
+    else:
+        state = {k: v for k, v in state_dict.items() if k.startswith(("encoder.", "heads."))}
+    return without_untrained(state, net)
 
 
 def scoring_encoder(spec: dict[str, Any], config: dict[str, Any]) -> nn.Module | None:

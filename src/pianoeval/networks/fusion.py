@@ -153,6 +153,14 @@ class CrossAttentionFusion(_Residual):
         return self.out(torch.cat([a2.mean(dim=1), s2.mean(dim=1)], dim=-1)), self.offset(batch["scores_symbolic"])
 
 
+def _regression_only(heads: nn.Module) -> nn.Module:
+    """F3's per-track heads without their ranking utility, which no loss trains (so it is not saved).
+    The heads are built with it and it is then dropped: drawing its weights keeps the random stream, and
+    so f3's seeded initialisation (the gate's weights are drawn after the heads') and results, as measured."""
+    heads.ranking = None
+    return heads
+
+
 class GatedFusion(_Residual):
     """F3: per-dimension gates g [B, 19] in [0, 1] mix the two tracks' score predictions.
 
@@ -174,10 +182,8 @@ class GatedFusion(_Residual):
 
         self.hidden_size = hidden
         self.inputs = _Inputs(audio_dim, symbolic_dim, hidden, score_conditioning, dropout)
-        # ranking=True keeps f3's initialisation (the gate's weights are drawn after the heads'): its
-        # ranking utilities are trained by no loss; dropping them is a change of f3's seeded results.
-        self.audio_head = ScoreHeads(hidden, N_DIMS, dropout=dropout, ranking=True)
-        self.symbolic_head = ScoreHeads(hidden, N_DIMS, dropout=dropout, ranking=True)
+        self.audio_head = _regression_only(ScoreHeads(hidden, N_DIMS, dropout=dropout, ranking=True))
+        self.symbolic_head = _regression_only(ScoreHeads(hidden, N_DIMS, dropout=dropout, ranking=True))
         self.gate = nn.Sequential(nn.GELU(), nn.Linear(2 * hidden, N_DIMS))
         with torch.no_grad():
             self.gate[1].bias.fill_(-2.0)

@@ -107,3 +107,17 @@ class ProjectionHead(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Unit-norm projections `[B, out]`."""
         return F.normalize(self.net(z), dim=-1)
+
+
+def without_untrained(
+    state: dict[str, torch.Tensor], module: nn.Module, prefixes: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """`state` without the entries `module` no longer has because no loss trained them: a ranking utility
+    anywhere (checkpoints written before the heads dropped it: symbolic `heads.ranking.*`, F3's
+    `*_head.ranking.*`), and entries under `prefixes` (e.g. a contrastive projection at weight 0)."""
+    wanted = set(module.state_dict())
+
+    def untrained(key: str) -> bool:
+        return "ranking" in key.split(".") or key.startswith(prefixes)
+
+    return {k: v for k, v in state.items() if k in wanted or not untrained(k)}

@@ -36,12 +36,11 @@ def module_state(state_dict: dict[str, torch.Tensor], module: torch.nn.Module) -
     held their network as `net` name its parts `encoder.*`, `heads.*` (now `net.encoder.*`,
     `net.heads.*`), and may hold parameters no loss trained (a ranking utility, the contrastive
     projection at weight 0) that the module no longer has: those are dropped."""
-    if any(k.startswith("net.") for k in state_dict):
-        return state_dict
-    moved = {(f"net.{k}" if k.startswith(("encoder.", "heads.")) else k): v for k, v in state_dict.items()}
-    wanted = set(module.state_dict())
-    untrained = ("net.heads.ranking.", "projection.")
-    return {k: v for k, v in moved.items() if k in wanted or not k.startswith(untrained)}
+    from pianoeval.networks.heads import without_untrained
+
+    if not any(k.startswith("net.") for k in state_dict):
+        state_dict = {(f"net.{k}" if k.startswith(("encoder.", "heads.")) else k): v for k, v in state_dict.items()}
+    return without_untrained(state_dict, module, prefixes=("projection.",))
 
 
 def load_trained_module(fold_dir: Path) -> Any:
