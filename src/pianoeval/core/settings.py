@@ -5,7 +5,8 @@ The config file is validated against `config/config.schema.yaml` (types, ranges,
 than `config["training"]["batch_size"]`, and a question asked of a section is answered in one place
 (`AudioSettings.live_backbone(model)`). `from_config` reads the section through the rule's config, so a
 section the rule was not given is the usual one-line ConfigError (`RuleConfig`); a section given by a
-few keys only (`config_for("audio.backbone", ...)`) has no full settings and stays a dict.
+few keys only (`config_for("audio.backbone", ...)`) has no full settings: its backbone keys have their own
+slice, `BackboneSettings`.
 
 A step builds its settings once from its rule's config and passes the typed objects down: fitting
 and the model registry receive a `FitSettings` (seed + the sections a fold's fitting reads), a frozen
