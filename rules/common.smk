@@ -219,7 +219,7 @@ def train_inputs(wildcards):
         # The rendered manifest: same rows and labels, plus the audio_path live backbones read.
         inputs["manifest"] = "results/render/manifest.parquet"
         inputs["features"] = (
-            f"results/embed/{audio_backbone(wildcards.model, config)}.pt"
+            f"results/embed/{audio_backbone(wildcards.model, config['audio']['backbone'])}.pt"
         )
         if wildcards.model == "a2" and config["unlabelled_audio"]["root"]:
             # A2's self-supervised stage also reads unlabelled music (never the fold's dev/val music).

@@ -33,6 +33,7 @@ import numpy as np
 
 from pianoeval.audio.augmentation import AudioAugmentor
 from pianoeval.core.io import write_json
+from pianoeval.core.settings import BackboneSettings
 
 Chain = list[tuple[str, dict[str, Any]]]
 
@@ -161,7 +162,7 @@ def drops(config: dict, model: str, results: Path, ir_dir: Path, conds: list[tup
     manifest = read_manifest(results / "render" / "manifest.parquet")
     labels, row_of = label_matrix(manifest), {sid: i for i, sid in enumerate(manifest["segment_id"])}
     sr, rob = int(config["render"]["sample_rate"]), config["robustness"]
-    backbone = build_frozen_backbone(config["audio"]["backbone"], config)
+    backbone = build_frozen_backbone(config["audio"]["backbone"], BackboneSettings.from_config(config))
     preds: dict[str, list[np.ndarray]] = {"clean": []}
     targets, groups = [], []
     for spec in read_json(results / "folds" / "folds.json")["folds"]:

@@ -29,6 +29,7 @@ from pianoeval.audio.muq_weights import save_released_format
 from pianoeval.core.config import validate_config
 from pianoeval.core.constants import SAMPLE_RATE
 from pianoeval.core.io import write_json
+from pianoeval.core.settings import FitSettings
 from pianoeval.training.registry import build_module, build_network
 
 
@@ -75,16 +76,20 @@ def run(folder: Path) -> dict[str, Any]:
     record["weights_file_mb"] = round((folder / "model.safetensors").stat().st_size / 2**20)
     del built
     gc.collect()
-    net = timed(record, "load_pipeline_path", lambda: build_network("a3", {}, pipeline_config(folder, "a3")))
+    net = timed(
+        record,
+        "load_pipeline_path",
+        lambda: build_network("a3", {}, FitSettings.from_config(pipeline_config(folder, "a3"))),
+    )
     timed(record, "embed_forward_10s", frozen_forward, net.backbone, 10.0)
     timed(record, "embed_forward_30s", frozen_forward, net.backbone, 30.0)
-    a3 = build_module("a3", net, pipeline_config(folder, "a3"), label_mean=None)
+    a3 = build_module("a3", net, FitSettings.from_config(pipeline_config(folder, "a3")), label_mean=None)
     a3.unfreeze_due(6)  # late in the default schedule: layers 12, 11, 10, 9 trainable
     timed(record, "a3_layers_9_12_forward_backward_10s", train_step, a3, 10.0)
     del a3, net
     gc.collect()
-    net = build_network("a1", {}, pipeline_config(folder, "a1"))
-    a1 = build_module("a1", net, pipeline_config(folder, "a1"), label_mean=None)
+    net = build_network("a1", {}, FitSettings.from_config(pipeline_config(folder, "a1")))
+    a1 = build_module("a1", net, FitSettings.from_config(pipeline_config(folder, "a1")), label_mean=None)
     timed(record, "a1_lora_forward_backward_10s", train_step, a1, 10.0)
     record["a1_trainable_backbone_parameters"] = sum(
         p.numel() for n, p in a1.named_parameters() if p.requires_grad and n.startswith("encoder.backbone.")

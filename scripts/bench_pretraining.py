@@ -103,6 +103,7 @@ def _ridge_dev(x: dict[str, np.ndarray], y: dict[str, np.ndarray], g: np.ndarray
 
 def probe(results: Path, config: dict[str, Any], models: list[str]) -> dict[str, Any]:
     """Frozen encoders (random / corpus) as ridge inputs, per fold, train -> dev."""
+    from pianoeval.core.settings import FitSettings
     from pianoeval.steps.pretrain import load_corpus_encoder
     from pianoeval.training.data import load_feature_store, load_fold_data
     from pianoeval.training.registry import build_encoder
@@ -116,7 +117,7 @@ def probe(results: Path, config: dict[str, Any], models: list[str]) -> dict[str,
         stats = np.stack([it["stats"].numpy() for it in items])
         for arm in ("random", "corpus"):
             torch.manual_seed(int(config["seed"]))
-            encoder = build_encoder(model, store["meta"], config)
+            encoder = build_encoder(model, store["meta"], FitSettings.from_config(config))
             if arm == "corpus":
                 load_corpus_encoder(encoder, results / "pretrain_corpus" / model / "encoder.pt")
             emb = _embed(encoder, items, model)
@@ -153,6 +154,7 @@ def _summary(values: list[dict[str, float]]) -> dict[str, Any]:
 
 def finetune(results: Path, config: dict[str, Any], models: list[str], folds_run: list[int]) -> dict[str, Any]:
     """Each model per fold from random weights and from the corpus encoder; dev and val metrics."""
+    from pianoeval.core.settings import FitSettings
     from pianoeval.training.data import load_feature_store, load_fold_data
     from pianoeval.training.fit import fit_predict, fold_seed
     from pianoeval.training.outputs import evaluate
@@ -170,7 +172,13 @@ def finetune(results: Path, config: dict[str, Any], models: list[str], folds_run
                 start = time.perf_counter()
                 with tempfile.TemporaryDirectory() as tmp:
                     preds, _, info = fit_predict(
-                        "symbolic", model, config, data, Path(tmp), fold_seed(config, fold), pretrained
+                        "symbolic",
+                        model,
+                        FitSettings.from_config(config),
+                        data,
+                        Path(tmp),
+                        fold_seed(config["seed"], fold),
+                        pretrained,
                     )
                 row = {
                     split: {

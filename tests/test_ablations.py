@@ -11,10 +11,12 @@ import torch
 
 from pianoeval.core.config import validate_config
 from pianoeval.core.constants import N_DIMS
+from pianoeval.core.settings import FitSettings
 from pianoeval.networks.side_input import WithStatistics
 from pianoeval.training.data import FoldData
 
 CONFIG = validate_config({"symbolic": {"hidden": 16, "layers": 1, "heads": 2}, "training": {"wide_part": "blend"}})
+SETTINGS = FitSettings.from_config(CONFIG)
 META = {"n_features": 4, "n_stats": 5}
 
 
@@ -48,11 +50,11 @@ def test_baseline_blend_is_exactly_the_start_of_a_wide_and_deep_encoder() -> Non
     from pianoeval.training.registry import build_module, build_network
 
     data = _data()
-    blend, info = wide_part_baseline("symbolic", data, CONFIG)
+    blend, info = wide_part_baseline("symbolic", data, SETTINGS)
     assert info["wide"]["wide_part"] == "blend" and 0.0 <= info["wide"]["ridge_share"] <= 1.0
-    net = build_network("s3", META, CONFIG)  # the wide & deep S3, as training builds it
+    net = build_network("s3", META, SETTINGS)  # the wide & deep S3, as training builds it
     assert isinstance(net, WithStatistics)
-    module = build_module("s3", net, CONFIG, label_mean=data.labels("train").mean(axis=0).tolist())
+    module = build_module("s3", net, SETTINGS, label_mean=data.labels("train").mean(axis=0).tolist())
     assert init_wide_part(module, data, "blend") == info["wide"]  # the same dev-chosen blend
     start, _ = predict_network(module, data, 8)
     alone, _ = predict_network(blend, data, 8)
@@ -69,8 +71,8 @@ def test_deep_variants_are_the_bare_encoders_on_the_same_features() -> None:
         deep = f"{encoder}_deep"
         assert deep in SYMBOLIC_MODELS and encoder_of(deep) == encoder
         assert FEATURE_KIND[deep] == FEATURE_KIND[encoder]
-    net = build_network("s3_deep", META, CONFIG)
-    assert not isinstance(net, WithStatistics) and type(net) is type(build_network("s3", META, CONFIG).base)
+    net = build_network("s3_deep", META, SETTINGS)
+    assert not isinstance(net, WithStatistics) and type(net) is type(build_network("s3", META, SETTINGS).base)
     assert "baseline_blend" in BASELINES
 
 
@@ -123,6 +125,6 @@ def test_a_wide_part_without_statistics_is_a_config_error(model: str) -> None:
     from pianoeval.training.registry import build_network, build_wide_part
 
     with pytest.raises(ConfigError, match="needs statistics"):
-        build_wide_part("symbolic", {"n_features": 4}, CONFIG)
+        build_wide_part("symbolic", {"n_features": 4}, SETTINGS)
     with pytest.raises(ConfigError, match="build_wide_part"):
-        build_network(model, META, CONFIG)
+        build_network(model, META, SETTINGS)

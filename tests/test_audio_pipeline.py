@@ -19,7 +19,7 @@ import torch
 from pianoeval.core.config import validate_config
 from pianoeval.core.constants import DIMENSIONS
 from pianoeval.core.io import read_json
-from pianoeval.core.settings import AudioSettings
+from pianoeval.core.settings import AudioSettings, BackboneSettings, FitSettings
 from pianoeval.data.demo import generate_demo_corpus
 from pianoeval.data.manifest import MANIFEST_COLUMNS, label_matrix, write_manifest
 from pianoeval.steps.train import run_train
@@ -148,7 +148,7 @@ def test_a3_unfreezes_scheduled_blocks_only(corpus: dict[str, Path], tmp_path: P
     check_contract(train("a3", corpus, out), out)
     state = best_state(out)
     assert not any("lora_" in k for k in state)
-    fresh = build_network("a3", {}, audio_config()).state_dict()
+    fresh = build_network("a3", {}, FitSettings.from_config(audio_config())).state_dict()
     prefix = "net.encoder.backbone.muq.model.conformer.layers"
 
     def changed(block: int) -> bool:
@@ -202,9 +202,9 @@ def test_a2_needs_supervised_epochs() -> None:
     from pianoeval.core.errors import ConfigError
 
     config = audio_config(self_supervised_epochs=2)
-    net = build_network("a2", {}, config)
+    net = build_network("a2", {}, FitSettings.from_config(config))
     with pytest.raises(ConfigError, match="self_supervised_epochs"):
-        build_module("a2", net, config, label_mean=None)
+        build_module("a2", net, FitSettings.from_config(config), label_mean=None)
 
 
 def test_waveform_dataset_windows_and_views(corpus: dict[str, Path]) -> None:
@@ -239,8 +239,8 @@ def test_embed_honours_hidden_layers(tmp_path: Path) -> None:
     from pianoeval.training.registry import build_frozen_backbone
 
     wave = (0.1 * np.sin(2 * np.pi * 220 * np.arange(SR) / SR)).astype(np.float32)
-    default = build_frozen_backbone("muq", audio_config())
-    chosen = build_frozen_backbone("muq", audio_config(hidden_layers=[2]))
+    default = build_frozen_backbone("muq", BackboneSettings.from_config(audio_config()))
+    chosen = build_frozen_backbone("muq", BackboneSettings.from_config(audio_config(hidden_layers=[2])))
     # The config's layers reach the embed rule (and the robustness check, which builds it the same way).
     assert default.probe_layers == [1, 2, 3] and chosen.probe_layers == [2]
     with torch.no_grad():
@@ -252,7 +252,7 @@ def test_embed_honours_hidden_layers(tmp_path: Path) -> None:
 
     out_of_range = r"audio.hidden_layers: layer\(s\) \[4\] out of range: this backbone has layers 1..3"
     with pytest.raises(ConfigError, match=out_of_range):
-        build_frozen_backbone("muq", audio_config(hidden_layers=[4]))
+        build_frozen_backbone("muq", BackboneSettings.from_config(audio_config(hidden_layers=[4])))
 
 
 def _unlabelled_manifest(corpus: dict[str, Path], root: Path) -> tuple[Path, str]:

@@ -16,6 +16,7 @@ from test_experiments import BIN, checkout
 from test_leaks import GROUPS, _folds, _manifest
 
 from pianoeval.core.config import validate_config
+from pianoeval.core.settings import FitSettings
 from pianoeval.data.corpus import PERCEPIANO_OVERLAP, CorpusSettings, corpus_files, random_windows, window
 from pianoeval.data.midi import Performance, write_performance
 from pianoeval.symbolic.augmentation import AugmentSettings, augment, scale_tempo, scale_velocity, transpose
@@ -199,7 +200,7 @@ def test_the_fold_pretraining_starts_from_the_corpus_encoder(tmp_path: Path, epo
     # And the fold's supervised model loads it (train_network reads `encoder` into the deep part).
     from pianoeval.training.registry import build_network
 
-    net = build_network("s3_deep", kind_meta("curves", features), config)
+    net = build_network("s3_deep", kind_meta("curves", features), FitSettings.from_config(config))
     missing, unexpected = getattr(net, "base", net).load_state_dict(fold_state, strict=False)
     assert not unexpected and not missing
 

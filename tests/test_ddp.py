@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from pianoeval.core.config import validate_config
+from pianoeval.core.settings import FitSettings
 from pianoeval.core.constants import N_DIMS
 from pianoeval.training.data import FoldData
 from pianoeval.training.registry import build_network
@@ -88,8 +89,9 @@ class Record(Callback):
 
 
 L.seed_everything(7, workers=True, verbose=False)
-net = build_network("s3", data.meta, config)
-module, info = fit_module(net, config, data, out, seed=7, model="s3", devices=devices, callbacks=[Record()])
+settings = FitSettings.from_config(config)
+net = build_network("s3", data.meta, settings)
+module, info = fit_module(net, settings, data, out, seed=7, model="s3", devices=devices, callbacks=[Record()])
 rank = int(__import__("os").environ.get("LOCAL_RANK", 0))
 (out / f"returned{rank}.json").write_text(json.dumps({"module": module is not None, "info": info}))
 '''
@@ -171,6 +173,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from pianoeval.core.config import validate_config
+from pianoeval.core.settings import FitSettings
 from pianoeval.core.constants import N_DIMS
 from pianoeval.training.data import FoldData
 from pianoeval.training.registry import build_network
@@ -226,8 +229,9 @@ class Record(Callback):
 
 
 L.seed_everything(5, workers=True, verbose=False)
-net = build_network("a3", {}, config)
-fit_module(net, config, data, out, seed=5, model="a3", devices=2, callbacks=[Record()])
+settings = FitSettings.from_config(config)
+net = build_network("a3", {}, settings)
+fit_module(net, settings, data, out, seed=5, model="a3", devices=2, callbacks=[Record()])
 rank = int(__import__("os").environ.get("LOCAL_RANK", 0))
 (out / f"done{rank}").write_text("ok")
 '''

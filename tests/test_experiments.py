@@ -15,6 +15,7 @@ import yaml
 from pianoeval.core.config import RuleConfig, load_config, validate_config, write_resolved
 from pianoeval.core.errors import ConfigError
 from pianoeval.core.experiment import MARKER, check_experiment, record_experiment
+from pianoeval.core.settings import FitSettings
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -195,6 +196,8 @@ def test_the_audio_tracks_networks_build_from_the_audio_rules_sections_alone(tmp
         }
     )
     rule = load_config(write_resolved(config, tmp_path, ("audio", "render", "training", "seed")))
+    settings = FitSettings.from_config(rule)
+    assert settings.symbolic is None and settings.features is None  # not the audio track's sections
     meta = {"dim": 8, "n_stats": 16}
     for model in ("probe", "probe_logmel", "a1", "a3"):
-        build_module(model, build_network(model, meta, rule), rule, label_mean=None)
+        build_module(model, build_network(model, meta, settings), settings, label_mean=None)

@@ -22,6 +22,7 @@ from pianoeval.audio.muq_large import muq_large_config
 from pianoeval.audio.muq_weights import save_released_format
 from pianoeval.core.config import validate_config
 from pianoeval.core.errors import ConfigError
+from pianoeval.core.settings import FitSettings
 from pianoeval.training.registry import build_module, build_network
 
 SR = 24_000
@@ -56,7 +57,9 @@ def test_muq_large_released_config_through_the_pretrained_path(tmp_path: Path) -
     assert json.loads((folder / "config.json").read_text()) == muq_large_config()
 
     config = released_config(folder)
-    net = build_network("a1", {}, config)  # the GPU run's call: released weights from muq_name_or_path
+    net = build_network(
+        "a1", {}, FitSettings.from_config(config)
+    )  # the GPU run's call: released weights from muq_name_or_path
     backbone = net.backbone
     assert isinstance(backbone, MuQBackbone)
     assert backbone.num_layers == 12 and len(backbone.layers()) == 12 and backbone.hidden_size == 1024
@@ -66,7 +69,7 @@ def test_muq_large_released_config_through_the_pretrained_path(tmp_path: Path) -
     # The weights came from the file, not from a fresh initialisation.
     torch.testing.assert_close(backbone.muq.state_dict()[probe_name], saved, rtol=0, atol=0)
 
-    module = build_module("a1", net, config, label_mean=None)
+    module = build_module("a1", net, FitSettings.from_config(config), label_mean=None)
     wrapped = {name for name, m in module.named_modules() if hasattr(m, "lora_A")}
     prefix = "net.encoder.backbone.muq.model.conformer.layers"
     # Layers 9-12 are blocks 8-11 of the module list.

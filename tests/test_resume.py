@@ -6,28 +6,35 @@ from pathlib import Path
 
 from torch import nn
 
+from pianoeval.core.config import validate_config
+from pianoeval.core.settings import FitSettings
 from pianoeval.training.fit import _same_run
+
+
+def _settings(**training: float) -> FitSettings:
+    """What fit_module keys its checkpoints by: the run's settings, built from a validated config."""
+    return FitSettings.from_config(validate_config({"training": {"lr": 1e-3, **training}}))
 
 
 def test_same_run_resumes_only_identical_runs(tmp_path: Path) -> None:
     ckpt = tmp_path / "checkpoints"
     net = nn.Linear(4, 2)
-    config = {"training": {"lr": 1e-3}}
-    assert not _same_run(ckpt, config, net, seed=1)  # first run: nothing to resume
+    assert not _same_run(ckpt, _settings(), net, seed=1)  # first run: nothing to resume
     (ckpt / "last.ckpt").write_bytes(b"state")
-    assert _same_run(ckpt, config, net, seed=1)  # a killed run restarted: resume
+    assert _same_run(ckpt, _settings(), net, seed=1)  # a killed run restarted (settings built anew): resume
     assert (ckpt / "last.ckpt").exists()
 
 
 def test_changed_config_shape_or_seed_discards_stale_checkpoints(tmp_path: Path) -> None:
     ckpt = tmp_path / "checkpoints"
     net = nn.Linear(4, 2)
-    base = {"training": {"lr": 1e-3}}
+    base = _settings()
     _same_run(ckpt, base, net, seed=1)
     for config, other, seed in (
-        ({"training": {"lr": 2e-3}}, net, 1),
+        (_settings(lr=2e-3), net, 1),
         (base, nn.Linear(4, 3), 1),
         (base, net, 2),
+        ({"training": {"lr": 1e-3}}, net, 1),  # a plain record (pretrain_corpus keys its runs by one)
     ):
         (ckpt / "last.ckpt").write_bytes(b"stale")
         assert not _same_run(ckpt, config, other, seed=seed)

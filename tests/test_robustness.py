@@ -16,6 +16,7 @@ from pianoeval.audio.render import render_midi
 from pianoeval.audio.transcription_check import note_scores
 from pianoeval.core.config import validate_config
 from pianoeval.core.constants import N_DIMS
+from pianoeval.core.settings import BackboneSettings, FitSettings
 from pianoeval.data.midi import Performance, load_performance, write_performance
 from pianoeval.evaluation.robustness import _transcribed_entry, conditions, group_subset, transcribed_symbolic
 from pianoeval.networks.scorer import ScoreNetwork
@@ -61,7 +62,9 @@ def test_transcribed_symbolic_scores_what_transkun_hears(tmp_path: Path) -> None
 
     config = validate_config({"symbolic": {"hidden": 32, "layers": 1, "heads": 2}, "features": {"frame_rate": 10}})
     torch.manual_seed(0)
-    net = ScoreNetwork(build_network("s3", kind_meta("curves", config["features"]), config)).eval()
+    net = ScoreNetwork(
+        build_network("s3", kind_meta("curves", config["features"]), FitSettings.from_config(config))
+    ).eval()
     out, perf = transcribed_symbolic(degraded, sr, net, "curves", config["features"], None)
     assert note_scores(load_performance(midi).notes, perf.notes)["onset"]["f1"] >= 0.8
     assert out is not None and out["z"].shape == (net.encoder.hidden_size,) and out["scores"].shape == (N_DIMS,)
@@ -134,7 +137,7 @@ def test_audio_robustness_reports_every_condition_against_the_clean_scores(
             "robustness": {"audio_per_fold": 0},
         }
     )
-    backbone = build_frozen_backbone("logmel", config)
+    backbone = build_frozen_backbone("logmel", BackboneSettings.from_config(config))
     items = {
         sid: {"audio_emb": embed_wave(backbone, sf.read(p, dtype="float32")[0], sr)}
         for sid, p in zip(df["segment_id"], paths, strict=True)

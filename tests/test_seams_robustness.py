@@ -22,6 +22,7 @@ import torch
 
 from pianoeval.core.config import validate_config
 from pianoeval.core.io import read_json
+from pianoeval.core.settings import BackboneSettings
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 pytestmark = [
@@ -53,7 +54,7 @@ def _embed_logmel(df: Any, out: Path) -> Path:
     from pianoeval.training.registry import build_frozen_backbone
 
     config = validate_config(CONFIG)
-    backbone = build_frozen_backbone("logmel", config)
+    backbone = build_frozen_backbone("logmel", BackboneSettings.from_config(config))
     sr = int(config["render"]["sample_rate"])
     items = {
         sid: {"audio_emb": embed_wave(backbone, load_audio(p, sample_rate=sr), sr)}

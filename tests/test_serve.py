@@ -25,6 +25,7 @@ from pianoeval.cli import main
 from pianoeval.core.constants import DIMENSIONS
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json, write_json
+from pianoeval.core.settings import BackboneSettings
 from pianoeval.data.sources import SYNTHETIC_WARNING, source_of, training_data
 from pianoeval.evaluation.bundle import MANIFEST, VERSION, read_bundle, write_bundle
 from pianoeval.steps.export import run_export
@@ -500,7 +501,7 @@ def test_probe_and_fusion_load_without_lightning_and_equal_their_modules(fused: 
         assert isinstance(net, ScoreNetwork) and not net.training
         config = fold_config(audio_dir)
         wave = load_audio(recording, sample_rate=config["render"]["sample_rate"])
-        backbone = build_frozen_backbone("logmel", config)
+        backbone = build_frozen_backbone("logmel", BackboneSettings.from_config(config))
         z, s = audio_outputs(load_trained_module(audio_dir), backbone, [wave], config["render"]["sample_rate"], 1e9)
         torch.testing.assert_close(aud["z"][k], z[0], rtol=1e-6, atol=1e-7)
         torch.testing.assert_close(aud["scores"][k], s[0], rtol=1e-6, atol=1e-7)

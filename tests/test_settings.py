@@ -15,7 +15,16 @@ SECTIONS = [
 
 
 def test_every_typed_section_is_found() -> None:
-    assert {cls.NAME for cls in SECTIONS} >= {"training", "symbolic", "audio", "fusion"}
+    assert {cls.NAME for cls in SECTIONS} >= {
+        "training",
+        "symbolic",
+        "audio",
+        "fusion",
+        "stacking",
+        "features",
+        "compare",
+        "robustness",
+    }
 
 
 @pytest.mark.parametrize("cls", SECTIONS, ids=lambda cls: cls.NAME)

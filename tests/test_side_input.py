@@ -8,6 +8,7 @@ from torch import nn
 
 from pianoeval.core.config import validate_config
 from pianoeval.core.constants import ALL_STAT_NAMES
+from pianoeval.core.settings import FitSettings
 from pianoeval.networks.side_input import WithStatistics
 from pianoeval.symbolic.featurize import featurize_file, kind_meta
 from pianoeval.training.registry import build_encoder, build_network
@@ -71,9 +72,9 @@ def test_gradients_reach_both_paths() -> None:
 def test_registry_wraps_symbolic_encoders(enabled: bool) -> None:
     config = validate_config({"symbolic": {"stats_side_input": enabled, "hidden": 32, "layers": 2, "heads": 2}})
     meta = kind_meta("curves", config["features"])
-    net = build_network("s3", meta, config)
+    net = build_network("s3", meta, FitSettings.from_config(config))
     assert isinstance(net, WithStatistics) is enabled
-    assert not isinstance(build_encoder("s3", meta, config), WithStatistics)
+    assert not isinstance(build_encoder("s3", meta, FitSettings.from_config(config)), WithStatistics)
 
 
 @pytest.mark.parametrize("kind", ["tokens", "graphs", "curves", "stats"])

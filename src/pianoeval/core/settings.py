@@ -5,19 +5,23 @@ The config file is validated against `config/config.schema.yaml` (types, ranges,
 than `config["training"]["batch_size"]`, and a question asked of a section is answered in one place
 (`AudioSettings.live_backbone(model)`). `from_config` reads the section through the rule's config, so a
 section the rule was not given is the usual one-line ConfigError (`RuleConfig`); a section given by a
-few keys only (`config_for("audio.backbone", ...)`) has no full settings and stays a dict.
+few keys only (`config_for("audio.backbone", ...)`) has no full settings: its backbone keys have their own
+slice, `BackboneSettings`.
 
-Migrated so far: the training section (fit, the model registry, pretraining's batch size stays a dict
-read) and the audio questions of the training steps (live backbone, batch and accumulation). What
-remains reads the dict (docs/architecture.md, "Settings").
+A step builds its settings once from its rule's config and passes the typed objects down: fitting
+and the model registry receive a `FitSettings` (seed + the sections a fold's fitting reads), a frozen
+backbone a `BackboneSettings` (the few audio keys the embed rule is given). What still reads the
+dict: docs/architecture.md, "Settings".
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
+from pianoeval.core.config import RuleSection
 from pianoeval.core.errors import ConfigError
 
 S = TypeVar("S", bound="Section")
@@ -152,3 +156,110 @@ class StackingSettings(Section):
     NAME: ClassVar[str] = "stacking"
 
     inner_folds: int
+
+
+@dataclass(frozen=True)
+class FeaturesSettings(Section):
+    """`features`: how MIDI becomes the symbolic models' inputs (sequence length, curve frame rate)."""
+
+    NAME: ClassVar[str] = "features"
+
+    max_seq_len: int
+    frame_rate: int
+
+
+@dataclass(frozen=True)
+class CompareSettings(Section):
+    """`compare`: the paired bootstrap of the comparisons."""
+
+    NAME: ClassVar[str] = "compare"
+
+    resamples: int
+
+
+@dataclass(frozen=True)
+class RobustnessSettings(Section):
+    """`robustness`: the recording conditions' check of the audio models and the final model."""
+
+    NAME: ClassVar[str] = "robustness"
+
+    veto_drop_pct: float
+    snr_db: list[float]
+    audio_per_fold: int
+    transcribe_conditions: list[str]
+    transcribe_per_fold: int
+
+
+@dataclass(frozen=True)
+class BackboneSettings:
+    """The audio keys that decide a backbone's weights and frames, and the seed of MuQ's small random
+    weights: all the embed rule is given of the audio section (`config_for("audio.backbone", ...)`)."""
+
+    KEYS: ClassVar[tuple[str, ...]] = ("backbone", "muq_pretrained", "muq_name_or_path", "muq_small", "hidden_layers")
+
+    backbone: str
+    muq_pretrained: bool
+    muq_name_or_path: str
+    muq_small: dict[str, Any]
+    hidden_layers: list[int] | None
+    seed: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> BackboneSettings:
+        """The backbone keys of `config["audio"]` (the whole section or the embed rule's few keys) and the seed."""
+        audio = config["audio"]
+        return cls(**{k: copy.deepcopy(audio[k]) for k in cls.KEYS}, seed=int(config["seed"]))
+
+
+# The sections a fold's fitting can read, in FitSettings' field order.
+FIT_SECTIONS: tuple[type[Section], ...] = (
+    TrainingSettings,
+    FeaturesSettings,
+    SymbolicSettings,
+    AudioSettings,
+    FusionSettings,
+)
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """What building and fitting a fold's network reads, built once by the step from its rule's config:
+    the global seed and each whole section the rule was given (None: not given, e.g. `symbolic` to the
+    audio track's rules). The model registry, fitting and the data modules take this, never the dict;
+    the checkpoint cache key hashes it (`fit._same_run`)."""
+
+    seed: int
+    training: TrainingSettings | None = None
+    features: FeaturesSettings | None = None
+    symbolic: SymbolicSettings | None = None
+    audio: AudioSettings | None = None
+    fusion: FusionSettings | None = None
+    sample_rate: int | None = None  # render.sample_rate: the waveforms of the live backbones (A1-A3)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FitSettings:
+        """The settings of a validated (rule's) config; a section given by a few keys only is None."""
+        given = {
+            cls_.NAME: cls_.from_config(config)
+            for cls_ in FIT_SECTIONS
+            if cls_.NAME in config and not isinstance(config[cls_.NAME], RuleSection)
+        }
+        render = config.get("render", {})
+        rate = int(render["sample_rate"]) if "sample_rate" in render else None
+        return cls(seed=int(config["seed"]), sample_rate=rate, **given)
+
+    def need(self, name: str) -> Any:
+        """The section `name` (or `sample_rate`); ConfigError when the rule's config did not give it whole."""
+        section = getattr(self, name)
+        if section is None:
+            what = "render.sample_rate" if name == "sample_rate" else name
+            raise ConfigError(
+                f"config section {what!r} is not among this step's settings; add it to its rule's config_for(...)"
+            )
+        return section
+
+    @property
+    def backbone(self) -> BackboneSettings:
+        """The audio section's backbone keys with the seed (what `registry.build_audio_backbone` reads)."""
+        aud = self.need("audio")
+        return BackboneSettings(**{k: copy.deepcopy(getattr(aud, k)) for k in BackboneSettings.KEYS}, seed=self.seed)

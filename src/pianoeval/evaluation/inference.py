@@ -45,6 +45,7 @@ def scoring_encoder(spec: dict[str, Any], config: dict[str, Any]) -> nn.Module |
     """The encoder a `PerformanceModule` trained for `spec` (model_spec.json): a symbolic encoder, an
     audio probe on cached frames, or a fusion network; None for the models trained by other modules
     (A1-A3) or not by a network (baselines), which load through their LightningModule or not at all."""
+    from pianoeval.core.settings import FitSettings
     from pianoeval.training.registry import AUDIO_TRACK_MODELS, BASELINES, build_network
 
     if spec["kind"] == "fusion":
@@ -52,7 +53,7 @@ def scoring_encoder(spec: dict[str, Any], config: dict[str, Any]) -> nn.Module |
 
         return build_fusion(spec["model"], spec["audio_dim"], spec["symbolic_dim"], hidden=spec["hidden"])
     if spec["kind"] == "network" and spec["model"] not in (*AUDIO_TRACK_MODELS, *BASELINES):
-        return build_network(spec["model"], spec["meta"], config)
+        return build_network(spec["model"], spec["meta"], FitSettings.from_config(config))
     return None
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from pianoeval.core.io import read_json, write_json
 from pianoeval.core.layout import Results
+from pianoeval.core.settings import FitSettings, RobustnessSettings
 from pianoeval.evaluation.robustness import audio_outputs, evaluate_folds, group_subset
 
 log = logging.getLogger(__name__)
@@ -19,12 +20,12 @@ class AudioFoldScorer:
     """One audio model's fold: `per_fold` of its validation recordings (whole groups; 0 = all) scored
     from the frozen backbone's embedding of each degraded waveform."""
 
-    def __init__(self, module: Any, backbone: Any, manifest: Any, config: dict[str, Any]) -> None:
+    def __init__(self, module: Any, backbone: Any, manifest: Any, settings: FitSettings, per_fold: int) -> None:
         self.module, self.backbone, self.manifest = module, backbone, manifest
         self.row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
-        self.sample_rate = int(config["render"]["sample_rate"])
-        self.clip_seconds = float(config["audio"]["clip_seconds"])
-        self.per_fold = int(config["robustness"]["audio_per_fold"])
+        self.sample_rate = int(settings.need("sample_rate"))
+        self.clip_seconds = float(settings.need("audio").clip_seconds)
+        self.per_fold = int(per_fold)
 
     def recordings(self, val_ids: list[str]) -> list[str]:
         """The rendered validation segments, `per_fold` of them in whole groups."""
@@ -59,24 +60,25 @@ def run_audio_robustness(
     from pianoeval.training.registry import audio_backbone, build_frozen_backbone
 
     manifest = read_manifest(manifest_path)
-    rob = config["robustness"]
+    # The render, audio, robustness sections and the seed, built once.
+    settings, rob = FitSettings.from_config(config), RobustnessSettings.from_config(config)
     device = resolve_device(devices)
-    backbone = build_frozen_backbone(audio_backbone(model, config), config).to(device)
+    backbone = build_frozen_backbone(audio_backbone(model, settings.backbone.backbone), settings.backbone).to(device)
 
     def scorer_for(fold: int) -> AudioFoldScorer:
         module = load_trained_module(Results(results).fold("audio", model, fold).path).to(device)
-        return AudioFoldScorer(module, backbone, manifest, config)
+        return AudioFoldScorer(module, backbone, manifest, settings, rob.audio_per_fold)
 
     preds = evaluate_folds(
         manifest,
         read_json(folds_path)["folds"],
-        rob["snr_db"],
-        int(config["render"]["sample_rate"]),
-        int(config["seed"]),
+        rob.snr_db,
+        int(settings.need("sample_rate")),
+        settings.seed,
         scorer_for,
         desc=f"{model} robustness",
     )
-    veto = float(rob["veto_drop_pct"])
+    veto = float(rob.veto_drop_pct)
     clean, entries = preds.entries("audio", veto)
     report: dict[str, Any] = {
         "model": model,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pianoeval.core.io import atomic_path, write_json
+from pianoeval.core.settings import CompareSettings
 from pianoeval.evaluation.compare import (
     LEVEL,
     WINNER_RULE,
@@ -45,9 +46,8 @@ def run_compare(
     summary = summarise(by_model)
     vetoed = add_robustness(summary, list(robustness))
     folds = read_fold_predictions(by_model, list(predictions))
-    settings = config["compare"]
-    seed = int(config["seed"])
-    boot = paired_bootstrap(folds, n_resamples=int(settings["resamples"]), seed=seed)
+    settings, seed = CompareSettings.from_config(config), int(config["seed"])
+    boot = paired_bootstrap(folds, n_resamples=settings.resamples, seed=seed)
     add_intervals(summary, boot, by_model)
     winner, decided_by, unbeaten = pick_winner(summary, boot, vetoed)
     diffs = differences(summary, boot, winner)
@@ -60,7 +60,7 @@ def run_compare(
         "unbeaten": unbeaten,
         "best_baseline": best_baseline(summary),
         "bootstrap": {
-            "resamples": int(settings["resamples"]),
+            "resamples": settings.resamples,
             "seed": seed,
             "level": LEVEL,
             "n_folds": len(folds),

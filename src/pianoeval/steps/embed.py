@@ -35,6 +35,7 @@ def run_embed(
 
     from pianoeval.audio.io import load_audio
     from pianoeval.core.device import resolve_device
+    from pianoeval.core.settings import BackboneSettings
     from pianoeval.data.manifest import read_manifest
     from pianoeval.training.registry import backbone_fingerprint
 
@@ -49,10 +50,11 @@ def run_embed(
         rows = select_per_group(rows, per_group, config["seed"])
         log.info("embedding a subset: %d labelled segments, at most %d per segment group", len(rows), per_group)
     sr = config["render"]["sample_rate"]
-    backbone = build_frozen_backbone(backbone_name, config).to(resolve_device(devices))
+    backbone_settings = BackboneSettings.from_config(config)  # the audio keys the embed rule is given
+    backbone = build_frozen_backbone(backbone_name, backbone_settings).to(resolve_device(devices))
     # Settings that change the weights (MuQ released vs small random) are part of the cache key;
     # empty for logmel and transkun, so their existing caches stay valid.
-    fingerprint = backbone_fingerprint(backbone_name, config)
+    fingerprint = backbone_fingerprint(backbone_name, backbone_settings)
     tag = f"{backbone_name}|{EMBEDDER_VERSION}|{CACHE_FRAME_RATE}" + (f"|{fingerprint}" if fingerprint else "")
     layers = backbone.probe_layers
     if layers and layers != [backbone.num_layers]:

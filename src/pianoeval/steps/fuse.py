@@ -14,7 +14,7 @@ import torch
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json, write_json
 from pianoeval.core.layout import FoldDir
-from pianoeval.core.settings import FusionSettings, TrainingSettings
+from pianoeval.core.settings import FitSettings
 from pianoeval.data.leaks import KeyGroups, recorded_groups
 from pianoeval.training.fusion_data import build_fusion_data, error_correlation, score_statistics
 
@@ -75,7 +75,8 @@ def run_fuse(
     from pianoeval.training.predict import predict_network
 
     start = time.perf_counter()
-    seed = fold_seed(config, fold)
+    settings = FitSettings.from_config(config)  # fusion, training and seed, built once
+    seed = fold_seed(settings.seed, fold)
     L.seed_everything(seed, workers=True, verbose=False)
     # Inputs are checked before anything is written: bad input leaves no output folder.
     score_stats = _score_statistics(fusion, stats_path)
@@ -93,16 +94,16 @@ def run_fuse(
     dims = {
         "audio_dim": int(aud["z"].shape[1]),
         "symbolic_dim": int(sym["z"].shape[1]),
-        "hidden": FusionSettings.from_config(config).hidden,
+        "hidden": settings.need("fusion").hidden,
     }
     net = build_fusion(fusion, **dims)
     write_json({"kind": "fusion", "model": fusion, **dims}, FoldDir(out_dir).model_spec)
-    module, info = fit_module(net, config, data, out_dir, seed, devices=devices, checkpoint_dir=checkpoint_dir)
+    module, info = fit_module(net, settings, data, out_dir, seed, devices=devices, checkpoint_dir=checkpoint_dir)
     if module is None:
         return {}
     from pianoeval.core.device import resolve_device
 
-    batch_size = TrainingSettings.from_config(config).batch_size
+    batch_size = settings.need("training").batch_size
     preds, embs = predict_network(module, data, batch_size, resolve_device(devices))
     extra: dict[str, Any] = {
         "track": "fusion",

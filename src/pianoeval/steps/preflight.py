@@ -91,9 +91,10 @@ def needs(config: dict[str, Any], gpus: int, remote: str | None) -> list[str]:
 
 def check_muq(config: dict[str, Any]) -> None:
     """Load the released MuQ weights exactly as the embed and train jobs will (hub or local folder)."""
+    from pianoeval.core.settings import BackboneSettings
     from pianoeval.training.registry import build_audio_backbone
 
-    build_audio_backbone("muq", config)
+    build_audio_backbone("muq", BackboneSettings.from_config(config))
 
 
 def check_transkun(config: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ import lightning as L
 import torch
 
 from pianoeval.core.io import read_json, save_torch
+from pianoeval.core.settings import FitSettings
 from pianoeval.training.pretrain import PretrainModule, build_objective, build_pretrain_loader, pretraining_keys
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ def run_pretrain(
     from pianoeval.training.registry import build_encoder
 
     start = time.perf_counter()
-    seed = fold_seed(config, fold)
+    settings = FitSettings.from_config(config)  # features, symbolic, training and seed, built once
+    training, sym = settings.need("training"), settings.need("symbolic")
+    seed = fold_seed(settings.seed, fold)
     L.seed_everything(seed, workers=True, verbose=False)
     store = load_feature_store(features_path)
     manifest = read_manifest(manifest_path)
@@ -66,10 +69,10 @@ def run_pretrain(
     learned_from = sorted(groups_of_keys(keys, index))
     check_no_leak(out, fold, learned_from, split_groups(folds, fold, index))
     items = [store["items"][k] for k in keys]
-    encoder = build_encoder(model, store["meta"], config)
+    encoder = build_encoder(model, store["meta"], settings)
     corpus_info = load_corpus_encoder(encoder, corpus) if corpus is not None else None
-    objective = build_objective(model, encoder, store["meta"], config["symbolic"]["objective"])
-    epochs = config["training"]["pretrain_epochs"]
+    objective = build_objective(model, encoder, store["meta"], sym.objective)
+    epochs = training.pretrain_epochs
     info: dict[str, Any] = {
         "model": model,
         "fold": fold,
@@ -85,15 +88,15 @@ def run_pretrain(
             model,
             items,
             store["meta"],
-            config["training"]["batch_size"],
+            training.batch_size,
             seed,
-            max_len=config["features"]["max_seq_len"],
-            mask_prob=config["symbolic"]["objective"]["mask_prob"],
+            max_len=settings.need("features").max_seq_len,
+            mask_prob=sym.objective["mask_prob"],
         )
         trainer = L.Trainer(
             max_epochs=epochs,
             **device_settings(devices),
-            precision=config["training"]["precision"],
+            precision=training.precision,
             logger=False,
             enable_checkpointing=False,
             callbacks=[EpochLog(f"pretrain {model}")],

@@ -4,6 +4,7 @@ starts from its weights."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import lightning as L
 
 from pianoeval.core.io import save_torch
+from pianoeval.core.settings import FitSettings
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +21,7 @@ log = logging.getLogger(__name__)
 KIND = {"s1": "tokens", "s2": "graphs", "s3": "curves"}
 
 
-def _trainer(epochs: int, minutes: float, ckpt_dir: Path, config: dict[str, Any], devices: int, what: str) -> Any:
+def _trainer(epochs: int, minutes: float, ckpt_dir: Path, precision: str, devices: int, what: str) -> Any:
     """A Lightning trainer that stops after `epochs` or `minutes` (the budget) and writes last.ckpt
     every epoch (a killed run resumes from it)."""
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -35,7 +37,7 @@ def _trainer(epochs: int, minutes: float, ckpt_dir: Path, config: dict[str, Any]
         max_epochs=epochs,
         max_time={"minutes": minutes} if minutes > 0 else None,
         **device_settings(devices),
-        precision=config["symbolic"]["corpus"]["precision"],
+        precision=precision,
         logger=False,
         callbacks=[checkpoint, EpochLog(what)],
         enable_progress_bar=False,
@@ -66,14 +68,15 @@ def run_pretrain_corpus(
     if model not in KIND:
         raise ConfigError(f"model {model!r} has no corpus pretraining; known: {', '.join(KIND)}")
     start = time.perf_counter()
-    section = config["symbolic"]["corpus"]
-    seed = int(config["seed"])
+    settings = FitSettings.from_config(config)  # features, symbolic and seed, built once
+    sym, features = settings.need("symbolic"), dataclasses.asdict(settings.need("features"))
+    section, seed = sym.corpus, settings.seed
     L.seed_everything(seed, workers=True, verbose=False)
-    settings, aug = CorpusSettings.from_config(section), AugmentSettings.from_config(section["augment"])
-    store = build_corpus_store(KIND[model], settings, aug, config["features"], seed, threads, cache_dir)
+    corpus, aug = CorpusSettings.from_config(section), AugmentSettings.from_config(section["augment"])
+    store = build_corpus_store(KIND[model], corpus, aug, features, seed, threads, cache_dir)
     items = [store["items"][k] for k in sorted(store["items"])]
-    encoder = build_encoder(model, store["meta"], config)
-    objective = config["symbolic"]["objective"]
+    encoder = build_encoder(model, store["meta"], settings)
+    objective = sym.objective
     module = PretrainModule(build_objective(model, encoder, store["meta"], objective), lr=section["lr"])
     loader = build_pretrain_loader(
         model,
@@ -81,7 +84,7 @@ def run_pretrain_corpus(
         store["meta"],
         section["batch_size"],
         seed,
-        max_len=config["features"]["max_seq_len"],
+        max_len=features["max_seq_len"],
         mask_prob=objective["mask_prob"],
     )
     ckpt_dir = out.parent / "checkpoints"
@@ -89,10 +92,10 @@ def run_pretrain_corpus(
     # Resume only a run of these very settings and this network shape (anything else there is removed);
     # the budget (epochs, minutes) is not part of it, so a larger one continues the run.
     run = {k: v for k, v in section.items() if k not in ("epochs", "model_epochs", "minutes")}
-    what = {"corpus": run, "objective": objective, "features": config["features"]}
+    what = {"corpus": run, "objective": objective, "features": features}
     resume = _same_run(ckpt_dir, what, module, seed) and last.exists()
     epochs = int(section["model_epochs"].get(model, section["epochs"]))
-    trainer = _trainer(epochs, section["minutes"], ckpt_dir, config, devices, f"pretrain_corpus {model}")
+    trainer = _trainer(epochs, section["minutes"], ckpt_dir, section["precision"], devices, f"pretrain_corpus {model}")
     if resume:
         log.info("resuming from %s", last)
     trainer.fit(module, loader, ckpt_path=str(last) if resume else None)
@@ -100,7 +103,7 @@ def run_pretrain_corpus(
         "model": model,
         "n_windows": len(items),
         "n_files": len(store["files"]),
-        "excluded": list(settings.exclude),
+        "excluded": list(corpus.exclude),
         "epochs_run": int(trainer.current_epoch),
         "seed": seed,
         "resumed": bool(resume),

@@ -12,6 +12,7 @@ import torch
 from pianoeval.core.errors import ConfigError
 from pianoeval.core.io import read_json, write_json
 from pianoeval.core.layout import Results
+from pianoeval.core.settings import FitSettings, RobustnessSettings
 from pianoeval.evaluation.report import plot_drops, write_robustness_markdown
 from pianoeval.evaluation.robustness import (
     _symbolic_scorer,
@@ -39,17 +40,19 @@ class FusionFoldScorer:
         symbolic: dict[str, Any],
         score_stats: dict[str, torch.Tensor] | None,
         manifest: Any,
-        config: dict[str, Any],
+        settings: tuple[FitSettings, RobustnessSettings],
         transcribed: dict[str, dict[str, list[Any]]],
         symbolic_dir: Path,
         device: torch.device,
     ) -> None:
         self.audio_module, self.fusion_module, self.backbone = models
-        self.sym, self.score_stats, self.manifest, self.config = symbolic, score_stats, manifest, config
+        self.sym, self.score_stats, self.manifest = symbolic, score_stats, manifest
         self.sym_index = {sid: i for i, sid in enumerate(symbolic["ids"])}
         self.row_of = {sid: i for i, sid in enumerate(manifest["segment_id"])}
         self.transcribed, self.symbolic_dir, self.device = transcribed, symbolic_dir, device
-        self.sample_rate = int(config["render"]["sample_rate"])
+        fit, rob = settings
+        self.sample_rate, self.clip_seconds = int(fit.need("sample_rate")), float(fit.need("audio").clip_seconds)
+        self.per_fold = int(rob.transcribe_per_fold)
         self.clean_fusion: np.ndarray | None = None
 
     def recordings(self, val_ids: list[str]) -> list[str]:
@@ -75,7 +78,7 @@ class FusionFoldScorer:
         self.y = label_matrix(self.manifest)[rows]
         self.g = self.manifest["segment_group"].iloc[rows].to_numpy()
         self.scorer = _symbolic_scorer(self.symbolic_dir)
-        self.sub = group_subset(self.g, int(self.config["robustness"]["transcribe_per_fold"]))
+        self.sub = group_subset(self.g, self.per_fold)
         sub_rows = [rows[i] for i in self.sub]
         # The score MIDI whenever the manifest has one: the symbolic winner's ground-truth scores
         # were computed with the score-relative statistics too.
@@ -84,8 +87,7 @@ class FusionFoldScorer:
 
     def __call__(self, condition: str, waves: list[np.ndarray]) -> dict[str, np.ndarray]:
         """{"audio": scores [N, 19], "fusion": scores [N, 19]}."""
-        clip = float(self.config["audio"]["clip_seconds"])
-        z_a, s_a = audio_outputs(self.audio_module, self.backbone, waves, self.sample_rate, clip)
+        z_a, s_a = audio_outputs(self.audio_module, self.backbone, waves, self.sample_rate, self.clip_seconds)
         rows = [self.sym_index[s] for s in self.ids]
         with torch.no_grad():
             fb = {"z_audio": z_a, "scores_audio": s_a, "z_symbolic": self.sym["z"][rows]}
@@ -114,15 +116,15 @@ class FusionFoldScorer:
         return {"audio": s_a.numpy(), "fusion": s_f}
 
 
-def transcribed_conditions(rob: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+def transcribed_conditions(rob: RobustnessSettings) -> dict[str, dict[str, list[Any]]]:
     """{condition: empty accumulators} for `robustness.transcribe_conditions`; ConfigError naming an unknown one."""
-    known = ["clean", *(name for name, _ in conditions(rob["snr_db"]))]
-    unknown = sorted(set(rob["transcribe_conditions"]) - set(known))
+    known = ["clean", *(name for name, _ in conditions(rob.snr_db))]
+    unknown = sorted(set(rob.transcribe_conditions) - set(known))
     if unknown:
         raise ConfigError(
             f"robustness.transcribe_conditions: unknown condition(s) {', '.join(unknown)}; known: {', '.join(known)}"
         )
-    return {c: {k: [] for k in TRANSCRIBED_FIELDS} for c in dict.fromkeys(rob["transcribe_conditions"])}
+    return {c: {k: [] for k in TRANSCRIBED_FIELDS} for c in dict.fromkeys(rob.transcribe_conditions)}
 
 
 def run_robustness(
@@ -150,10 +152,13 @@ def run_robustness(
     manifest = read_manifest(manifest_path)
     # A score-conditioned fusion reads the score-relative statistics its fuse rule read.
     score_stats = score_statistics(layout.stats_store) if fus["model"].endswith("_score") else None
-    rob = config["robustness"]
+    # The render, audio, robustness sections and the seed, built once.
+    settings, rob = FitSettings.from_config(config), RobustnessSettings.from_config(config)
     tx = transcribed_conditions(rob)
     device = resolve_device(devices)
-    backbone = build_frozen_backbone(audio_backbone(audio_model, config), config).to(device)
+    backbone_settings = settings.backbone
+    name = audio_backbone(audio_model, backbone_settings.backbone)
+    backbone = build_frozen_backbone(name, backbone_settings).to(device)
 
     def scorer_for(fold: int) -> FusionFoldScorer:
         audio_module = load_trained_module(layout.fold("audio", audio_model, fold).path).to(device)
@@ -161,13 +166,11 @@ def run_robustness(
         sym_dir = layout.fold("symbolic", symbolic_model, fold)
         sym = torch.load(sym_dir.embeddings, weights_only=False)
         models = (audio_module, fusion_module, backbone)
-        return FusionFoldScorer(models, sym, score_stats, manifest, config, tx, sym_dir.path, device)
+        return FusionFoldScorer(models, sym, score_stats, manifest, (settings, rob), tx, sym_dir.path, device)
 
     folds = read_json(folds_path)["folds"]
-    preds = evaluate_folds(
-        manifest, folds, rob["snr_db"], int(config["render"]["sample_rate"]), int(config["seed"]), scorer_for
-    )
-    report = robustness_report(preds, tx, float(rob["veto_drop_pct"]), fus["model"], audio_model)
+    preds = evaluate_folds(manifest, folds, rob.snr_db, int(settings.need("sample_rate")), settings.seed, scorer_for)
+    report = robustness_report(preds, tx, float(rob.veto_drop_pct), fus["model"], audio_model)
     write_json(report, out_dir / "report.json")
     write_robustness_markdown(report, out_dir / "report.md")
     plot_drops(report, out_dir / "score_drop.png")

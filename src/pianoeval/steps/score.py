@@ -200,6 +200,7 @@ def audio_track_outputs(
     """Every audio fold model on one recording: `z` [folds, H] and `scores` [folds, 19], as the fusion
     saw them in training (the backbone's frames of the waveform at the fold's render rate)."""
     from pianoeval.audio.io import load_audio
+    from pianoeval.core.settings import BackboneSettings
     from pianoeval.evaluation.robustness import audio_outputs
     from pianoeval.training.registry import audio_backbone, backbone_fingerprint, build_frozen_backbone
 
@@ -208,10 +209,11 @@ def audio_track_outputs(
     zs, scores = [], []
     for fold_dir in fold_dirs:
         config = fold_config(fold_dir)
-        name = audio_backbone(read_json(fold_dir / "model_spec.json")["model"], config)
-        key = f"{name}|{backbone_fingerprint(name, config)}|{config['audio']['hidden_layers']}"
+        settings = BackboneSettings.from_config(config)
+        name = audio_backbone(read_json(fold_dir / "model_spec.json")["model"], settings.backbone)
+        key = f"{name}|{backbone_fingerprint(name, settings)}|{settings.hidden_layers}"
         if key not in backbones:
-            backbones[key] = build_frozen_backbone(name, config)
+            backbones[key] = build_frozen_backbone(name, settings)
         sr = int(config["render"]["sample_rate"])
         if sr not in waves:
             waves[sr] = load_audio(recording, sample_rate=sr, max_seconds=MAX_SECONDS)

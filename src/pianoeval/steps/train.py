@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pianoeval.core.io import read_json
+from pianoeval.core.settings import FitSettings
 from pianoeval.training.audio_data import waveform_spec
 from pianoeval.training.data import load_feature_store, load_fold_data
 from pianoeval.training.fit import fit_predict, fold_seed
@@ -47,7 +48,8 @@ def run_train(
     known = (SYMBOLIC_MODELS if track == "symbolic" else AUDIO_MODELS) + BASELINES
     if model not in known:
         raise ConfigError(f"unknown {track} model {model!r}; known: {', '.join(known)}")
-    seed = fold_seed(config, fold)
+    settings = FitSettings.from_config(config)  # the sections fitting reads, built once
+    seed = fold_seed(settings.seed, fold)
     seed_everything(seed)  # Lightning's, call for call: a baseline's job then never imports Lightning
     # Inputs are read and checked before anything is written: bad input leaves no output folder.
     store = load_feature_store(features_path)
@@ -55,11 +57,12 @@ def run_train(
     folds = read_json(folds_path)
     data = load_fold_data(store, manifest, folds, fold, manifest_path=manifest_path)
     if track == "audio":
-        data.waveforms = waveform_spec(model, config, manifest, seed)
+        data.waveforms = waveform_spec(model, settings, manifest, seed)
     if unlabelled_manifest is not None:
         from pianoeval.training.audio_data import load_unlabelled
 
-        data.unlabelled = load_unlabelled(model, config, unlabelled_manifest, manifest, folds, fold, data.waveforms)
+        aud = settings.need("audio")
+        data.unlabelled = load_unlabelled(model, aud, unlabelled_manifest, manifest, folds, fold, data.waveforms)
     # The guard: what this fold model will learn from (its train and dev rows with their transcription
     # views, its pretrained encoder's music, A2's unlabelled clips) must hold no validation group.
     index = KeyGroups(manifest)
@@ -69,7 +72,7 @@ def run_train(
     out_dir.mkdir(parents=True, exist_ok=True)
     origin = str(pretrained) if pretrained else None
     write_provenance(out_dir, config, seed, track=track, model=model, fold=fold, pretrained=origin)
-    fitted = fit_predict(track, model, config, data, out_dir, seed, pretrained, devices, checkpoint_dir)
+    fitted = fit_predict(track, model, settings, data, out_dir, seed, pretrained, devices, checkpoint_dir)
     if fitted is None:
         return {}  # a DDP worker: rank 0 writes the outputs
     preds, embs, info = fitted

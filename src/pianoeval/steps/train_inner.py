@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pianoeval.core.io import read_json, save_torch, write_json
-from pianoeval.core.settings import StackingSettings
+from pianoeval.core.settings import FitSettings, StackingSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +49,23 @@ def run_train_inner(
         raise ConfigError(f"inner fold {inner} does not exist: stacking.inner_folds is {k}")
     if model.startswith("baseline_"):
         raise ConfigError(f"{model} is a baseline: only track winners are stacked")
-    seed = inner_seed(config, fold, inner)
+    settings = FitSettings.from_config(config)  # the sections fitting reads, built once
+    seed = inner_seed(settings.seed, fold, inner)
     L.seed_everything(seed, workers=True, verbose=False)
     manifest = read_manifest(manifest_path)
     folds = read_json(folds_path)
     outer = load_fold_data(load_feature_store(features_path), manifest, folds, fold, manifest_path=manifest_path)
     index = KeyGroups(manifest)
-    data, held = inner_fold_data(outer, index, k, inner, int(config["seed"]) + fold)
+    data, held = inner_fold_data(outer, index, k, inner, settings.seed + fold)
     if track == "audio":
-        data.waveforms = waveform_spec(model, config, manifest, seed)
+        data.waveforms = waveform_spec(model, settings, manifest, seed)
     record = learned_from_record(data, index, pretrained)
     # Two guards: no label of a held-out inner row, and nothing of the outer fold's validation music.
     check_no_leak(out_dir, f"{fold}/inner {inner}", record["labels_from_groups"], held, what="inner held-out")
     check_no_leak(out_dir, fold, record["learned_from_groups"], split_groups(folds, fold, index))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, config, seed, track=track, model=model, fold=fold, inner=inner)
-    fitted = fit_predict(track, model, config, data, out_dir, seed, pretrained, devices, checkpoint_dir)
+    fitted = fit_predict(track, model, settings, data, out_dir, seed, pretrained, devices, checkpoint_dir)
     if fitted is None:
         return {}
     preds, embs, info = fitted

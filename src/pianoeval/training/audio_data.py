@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pianoeval.core.errors import ConfigError, InputError
-from pianoeval.core.settings import AudioSettings
+from pianoeval.core.settings import AudioSettings, FitSettings
 
 log = logging.getLogger(__name__)
 
@@ -124,14 +124,15 @@ def _train_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, draw, index])
 
 
-def train_loader_options(model: str | None, config: dict[str, Any], data: Any, batch_size: int) -> dict[str, Any]:
+def train_loader_options(model: str | None, aud: AudioSettings | None, data: Any, batch_size: int) -> dict[str, Any]:
     """make_loader options of `model`'s training batches: P x K for A1-A3 (`audio.performances_per_group`),
     and for A2 the unlabelled clips (`data.unlabelled`) mixed into its self-supervised epochs."""
     from pianoeval.training.registry import AUDIO_TRACK_MODELS
 
     if model not in AUDIO_TRACK_MODELS:
         return {}
-    aud = AudioSettings.from_config(config)
+    if aud is None:
+        raise ConfigError(f"{model}: the audio section is not among this step's settings")
     k = int(aud.performances_per_group)
     if batch_size // k < 2:
         raise ConfigError(
@@ -297,7 +298,7 @@ class UnlabelledClips(Dataset):
 
 def load_unlabelled(
     model: str,
-    config: dict[str, Any],
+    aud: AudioSettings,
     path: Path,
     manifest: pd.DataFrame,
     folds: dict[str, Any],
@@ -315,7 +316,7 @@ def load_unlabelled(
             "a2 with unlabelled audio needs a live backbone (audio.lora_rank > 0): clips are not embedded"
         )
     pieces, groups = fold_music(manifest, folds, fold)
-    pieces |= set(config["audio"]["unlabelled_exclude_pieces"])
+    pieces |= set(aud.unlabelled_exclude_pieces)
     clips, stats = unlabelled_clips(read_manifest(path), spec.clip_seconds, pieces, groups)
     if not clips:
         raise InputError(
@@ -330,9 +331,9 @@ def load_unlabelled(
     return UnlabelledClips(clips, spec, group_offset=offset, stats={"manifest": str(path), **stats})
 
 
-def waveform_spec(model: str, config: dict[str, Any], manifest: pd.DataFrame, seed: int) -> Any:
+def waveform_spec(model: str, settings: FitSettings, manifest: pd.DataFrame, seed: int) -> Any:
     """How `model` reads waveforms (`WaveformSpec`), or None when it trains on cached frames."""
-    aud = AudioSettings.from_config(config)
+    aud: AudioSettings = settings.need("audio")
     if not aud.live_backbone(model):
         return None
     w = aud.loss_weights
@@ -341,7 +342,7 @@ def waveform_spec(model: str, config: dict[str, Any], manifest: pd.DataFrame, se
     rows = manifest[manifest["audio_path"].notna()]
     return WaveformSpec(
         audio_paths=dict(zip(rows["segment_id"], rows["audio_path"], strict=True)),
-        sample_rate=int(config["render"]["sample_rate"]),
+        sample_rate=int(settings.need("sample_rate")),
         clip_seconds=float(aud.clip_seconds),
         augment=bool(augment),
         augment_prob=float(aud.augment_prob),

@@ -49,21 +49,23 @@ def load_trained_module(fold_dir: Path) -> Any:
     import yaml
 
     from pianoeval.core.config import validate_config
+    from pianoeval.core.settings import FitSettings
     from pianoeval.training.registry import build_module
 
     folder = FoldDir(fold_dir)
     spec = read_json(folder.model_spec)
     config = validate_config(yaml.safe_load(folder.config.read_text()), folder.config)
+    settings = FitSettings.from_config(config)
     if spec["kind"] == "network":
         from pianoeval.training.registry import build_network
 
-        net = build_network(spec["model"], spec["meta"], config)
+        net = build_network(spec["model"], spec["meta"], settings)
     else:
         from pianoeval.networks.fusion import build_fusion
 
         net = build_fusion(spec["model"], spec["audio_dim"], spec["symbolic_dim"], hidden=spec["hidden"])
     # Built before loading: A1/A2 add their LoRA adapters in the constructor.
-    module = build_module(spec["model"], net, config, label_mean=None)
+    module = build_module(spec["model"], net, settings, label_mean=None)
     module.load_state_dict(module_state(torch.load(folder.checkpoint(), weights_only=False)["state_dict"], module))
     module.eval()
     return module

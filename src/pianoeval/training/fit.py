@@ -12,21 +12,21 @@ import torch
 
 from pianoeval.core.io import read_json, write_json
 from pianoeval.core.layout import FoldDir
-from pianoeval.core.settings import LIVE_BACKBONE_MODELS, AudioSettings, TrainingSettings
+from pianoeval.core.settings import LIVE_BACKBONE_MODELS, FitSettings, TrainingSettings
 from pianoeval.training.baselines import stats_matrix, transcription_flags
 from pianoeval.training.data import FoldData, make_loader
 
 log = logging.getLogger(__name__)
 
 
-def fold_seed(config: dict[str, Any], fold: int) -> int:
-    """The seed of one fold's run: the global seed offset by the fold (recorded in provenance)."""
-    return int(config["seed"]) + 1000 * fold
+def fold_seed(seed: int, fold: int) -> int:
+    """The seed of one fold's run: the global `seed` offset by the fold (recorded in provenance)."""
+    return int(seed) + 1000 * fold
 
 
 def train_network(
     model: str,
-    config: dict[str, Any],
+    settings: FitSettings,
     data: FoldData,
     out_dir: Path,
     seed: int,
@@ -37,7 +37,7 @@ def train_network(
     """Build `model`'s encoder (loading a pretrained state if given) and fit it; see fit_module."""
     from pianoeval.training.registry import build_network
 
-    net = build_network(model, data.meta, config)
+    net = build_network(model, data.meta, settings)
     write_json({"kind": "network", "model": model, "meta": data.meta}, FoldDir(out_dir).model_spec)
     if pretrained is not None:
         state = torch.load(pretrained, weights_only=False)
@@ -50,14 +50,14 @@ def train_network(
             len(missing),
             len(unexpected),
         )
-    return fit_module(net, config, data, out_dir, seed, model=model, devices=devices, checkpoint_dir=checkpoint_dir)
+    return fit_module(net, settings, data, out_dir, seed, model=model, devices=devices, checkpoint_dir=checkpoint_dir)
 
 
-def batch_settings(model: str | None, config: dict[str, Any]) -> tuple[int, int]:
+def batch_settings(model: str | None, settings: FitSettings) -> tuple[int, int]:
     """(batch size, batches per optimiser step): the audio section's for a live backbone, else training's."""
-    training = TrainingSettings.from_config(config)
+    training: TrainingSettings = settings.need("training")
     if model in LIVE_BACKBONE_MODELS:
-        return AudioSettings.from_config(config).batches(model, training)
+        return settings.need("audio").batches(model, training)
     return int(training.batch_size), 1
 
 
@@ -96,16 +96,16 @@ def init_wide_part(module: Any, data: FoldData, mode: str) -> dict[str, Any]:
     return choices
 
 
-def wide_part_baseline(track: str, data: FoldData, config: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def wide_part_baseline(track: str, data: FoldData, settings: FitSettings) -> tuple[Any, dict[str, Any]]:
     """`baseline_blend`: the wide part alone, fitted exactly as a wide & deep encoder's start
     (`init_wide_part` with `training.wide_part` on a `registry.build_wide_part` network) and not
     trained further; returns (module, choices). Its scores are the encoders' epoch-0 scores, so an
     encoder minus this baseline is what its training added to the wide part."""
     from pianoeval.training.registry import build_module, build_wide_part
 
-    net = build_wide_part(track, data.meta, config)
-    module = build_module("baseline_blend", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
-    choices = init_wide_part(module, data, TrainingSettings.from_config(config).wide_part)
+    net = build_wide_part(track, data.meta, settings)
+    module = build_module("baseline_blend", net, settings, label_mean=data.labels("train").mean(axis=0).tolist())
+    choices = init_wide_part(module, data, settings.need("training").wide_part)
     return module, {"wide": choices, "n_parameters": int(sum(p.numel() for p in module.parameters()))}
 
 
@@ -170,15 +170,17 @@ def _selection_callbacks(ckpt_dir: Path, patience: int) -> tuple[Any, Any]:
 
 
 def _same_run(
-    ckpt_dir: Path, config: dict[str, Any], net: torch.nn.Module, seed: int, rows: dict[str, list[str]] | None = None
+    ckpt_dir: Path, settings: Any, net: torch.nn.Module, seed: int, rows: dict[str, list[str]] | None = None
 ) -> bool:
-    """True when `ckpt_dir` holds checkpoints of this very run (config, network shape, seed, and the
-    ids of the rows it learns from, `rows` {split: ids}).
+    """True when `ckpt_dir` holds checkpoints of this very run (its settings: a `FitSettings`, or any
+    JSON-able record of what it depends on; network shape, seed, and the ids of the rows it learns from,
+    `rows` {split: ids}).
 
     Anything else there is stale (an earlier config of the same model and fold, or the same fold
     number cut from other folds): it is removed, so a rerun starts afresh instead of resuming a
     different model, or one that trained on what is now this fold's validation music.
     """
+    import dataclasses
     import hashlib
     import json
     import shutil
@@ -186,7 +188,9 @@ def _same_run(
     from pianoeval.training.module import STATE_LAYOUT
 
     shapes = {k: list(v.shape) for k, v in net.state_dict().items()}
-    what = [config, shapes, seed, STATE_LAYOUT]
+    if dataclasses.is_dataclass(settings):
+        settings = dataclasses.asdict(settings)
+    what = [settings, shapes, seed, STATE_LAYOUT]
     what += [{k: sorted(v) for k, v in rows.items()}] if rows is not None else []
     key = hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
     stamp = ckpt_dir / "run.json"
@@ -238,7 +242,7 @@ def _trainer(training: TrainingSettings, devices: int, accumulate: int, callback
 
 def fit_module(
     net: torch.nn.Module,
-    config: dict[str, Any],
+    settings: FitSettings,
     data: FoldData,
     out_dir: Path,
     seed: int,
@@ -263,10 +267,10 @@ def fit_module(
     from pianoeval.training.progress import EpochLog
     from pianoeval.training.registry import build_module
 
-    training = TrainingSettings.from_config(config)
-    module = build_module(model or "", net, config, label_mean=data.labels("train").mean(axis=0).tolist())
+    training: TrainingSettings = settings.need("training")
+    module = build_module(model or "", net, settings, label_mean=data.labels("train").mean(axis=0).tolist())
     wide = init_wide_part(module, data, training.wide_part)
-    batch_size, accumulate = batch_settings(model, config)
+    batch_size, accumulate = batch_settings(model, settings)
     train_loader = make_loader(
         data.subset("train"),
         batch_size,
@@ -276,7 +280,7 @@ def fit_module(
         dataset=data.dataset("train", train=True),
         shard=True,
         # A1-A3: P segment groups x K performances; A2: unlabelled clips in its self-supervised epochs.
-        **train_loader_options(model, config, data, batch_size),
+        **train_loader_options(model, settings.audio, data, batch_size),
     )
     dev_split = "dev" if data.splits["dev"] else "train"
     dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
@@ -287,7 +291,7 @@ def fit_module(
     last = ckpt_dir / "last.ckpt"
     # The checkpoint folder is a per-fold cache: keyed by the rows it learns from too.
     rows = {split: [data.items[i]["segment_id"] for i in data.splits[split]] for split in ("train", "dev")}
-    resume = str(last) if _same_run(ckpt_dir, config, net, seed, rows) and last.exists() else None
+    resume = str(last) if _same_run(ckpt_dir, settings, net, seed, rows) and last.exists() else None
     if resume:
         log.info("resuming from %s", resume)  # a killed run continues from its last epoch
     trainer.fit(module, train_loader, dev_loader, ckpt_path=resume)
@@ -312,7 +316,7 @@ def fit_module(
 def fit_predict(
     track: str,
     model: str,
-    config: dict[str, Any],
+    settings: FitSettings,
     data: FoldData,
     out_dir: Path,
     seed: int,
@@ -326,12 +330,12 @@ def fit_predict(
     from pianoeval.training.predict import predict_network
 
     if model == "baseline_blend":
-        module, info = wide_part_baseline(track, data, config)
-        preds, _ = predict_network(module, data, batch_settings(model, config)[0])
+        module, info = wide_part_baseline(track, data, settings)
+        preds, _ = predict_network(module, data, batch_settings(model, settings)[0])
         return preds, None, info
     if model.startswith("baseline_"):
         return baseline_predict(model, data), None, {}
-    module, info = train_network(model, config, data, out_dir, seed, pretrained, devices, checkpoint_dir)
+    module, info = train_network(model, settings, data, out_dir, seed, pretrained, devices, checkpoint_dir)
     if module is None:
         return None
     if data.unlabelled is not None:
@@ -339,5 +343,5 @@ def fit_predict(
     # On the device the job reserved (the GPU it trained on), in bounded batches.
     from pianoeval.core.device import resolve_device
 
-    preds, embs = predict_network(module, data, batch_settings(model, config)[0], resolve_device(devices))
+    preds, embs = predict_network(module, data, batch_settings(model, settings)[0], resolve_device(devices))
     return preds, embs, info

@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from pianoeval.core.errors import ConfigError
-from pianoeval.core.settings import AudioSettings, SymbolicSettings, TrainingSettings
+from pianoeval.core.settings import AudioSettings, BackboneSettings, FitSettings, SymbolicSettings, TrainingSettings
 
 SYMBOLIC_ENCODERS = ("s1", "s2", "s3")
 # The ablations: each encoder without its wide part and side input (`<encoder>_deep`), so that a
@@ -32,8 +32,8 @@ def encoder_of(model: str) -> str:
     return model.removesuffix(DEEP_SUFFIX) if model in SYMBOLIC_MODELS else model
 
 
-def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
-    """Build the encoder of `model` sized by the feature store's `meta` and the config.
+def build_network(model: str, meta: dict[str, Any], settings: FitSettings) -> nn.Module:
+    """Build the encoder of `model` sized by the feature store's `meta` and the settings.
 
     Symbolic encoders are wrapped in `WithStatistics` when `symbolic.stats_side_input` is set and
     the feature store carries statistics (pretrained weights then load into `.base`); the audio
@@ -41,25 +41,25 @@ def build_network(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
     """
     if model == "baseline_blend":
         raise ConfigError("baseline_blend is built by build_wide_part (it has no encoder)")
-    net = build_encoder(encoder_of(model), meta, config)
-    if model in SYMBOLIC_ENCODERS and SymbolicSettings.from_config(config).stats_side_input and meta.get("n_stats"):
-        net = _with_statistics(net, "symbolic", meta, config)
-    elif is_probe(model) and AudioSettings.from_config(config).stats_side_input and meta.get("n_stats"):
+    net = build_encoder(encoder_of(model), meta, settings)
+    if model in SYMBOLIC_ENCODERS and settings.need("symbolic").stats_side_input and meta.get("n_stats"):
+        net = _with_statistics(net, "symbolic", meta, settings)
+    elif is_probe(model) and settings.need("audio").stats_side_input and meta.get("n_stats"):
         # The frames' pooled statistics (training/data.py): the probe starts from the ridge probe.
-        net = _with_statistics(net, "audio", meta, config)
+        net = _with_statistics(net, "audio", meta, settings)
     return net
 
 
-def _with_statistics(base: nn.Module, track: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
+def _with_statistics(base: nn.Module, track: str, meta: dict[str, Any], settings: FitSettings) -> nn.Module:
     """`base` wrapped in the wide & deep side input of `track` (networks/side_input.WithStatistics)."""
     from pianoeval.networks.side_input import WithStatistics
 
     if track == "audio":
         # The audio rule is not given the symbolic section.
-        return WithStatistics(base, int(meta["n_stats"]), dropout=AudioSettings.from_config(config).dropout)
+        return WithStatistics(base, int(meta["n_stats"]), dropout=settings.need("audio").dropout)
     from pianoeval.core.constants import ALL_STAT_NAMES, SCORE_COLUMNS
 
-    sym = SymbolicSettings.from_config(config)
+    sym: SymbolicSettings = settings.need("symbolic")
     full = int(meta["n_stats"]) == len(ALL_STAT_NAMES)
     return WithStatistics(
         base,
@@ -71,7 +71,7 @@ def _with_statistics(base: nn.Module, track: str, meta: dict[str, Any], config: 
     )
 
 
-def build_wide_part(track: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
+def build_wide_part(track: str, meta: dict[str, Any], settings: FitSettings) -> nn.Module:
     """`baseline_blend`'s network: the wide & deep side input of `track` around no encoder, so that
     once `fit.init_wide_part` has fitted it, its scores are exactly the wide part the encoders start
     from (same class, same fit, same dev-chosen ridge/trees blend)."""
@@ -79,23 +79,23 @@ def build_wide_part(track: str, meta: dict[str, Any], config: dict[str, Any]) ->
         raise ConfigError("baseline_blend needs statistics: train it on the stats features (symbolic) or frames")
     from pianoeval.networks.side_input import NoEncoder
 
-    return _with_statistics(NoEncoder(), track, meta, config)
+    return _with_statistics(NoEncoder(), track, meta, settings)
 
 
-def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> nn.Module:
+def build_encoder(model: str, meta: dict[str, Any], settings: FitSettings) -> nn.Module:
     """The bare encoder of `model`, without side inputs (what pretraining objectives wrap)."""
     if model in SYMBOLIC_MODELS:
-        return _symbolic_encoder(model, meta, SymbolicSettings.from_config(config))
+        return _symbolic_encoder(model, meta, settings.need("symbolic"))
     if model in AUDIO_TRACK_MODELS:
         from pianoeval.audio.models import AudioScoreNetwork
 
-        aud = AudioSettings.from_config(config)
+        aud: AudioSettings = settings.need("audio")
         common = {"hidden": aud.hidden, "context_layers": aud.context_layers, "heads": aud.heads}
         if not aud.live_backbone(model):
             # A frozen backbone is cheapest run once by the embed rule: train on its cached frames.
             return AudioScoreNetwork(in_dim=meta["dim"], **common)
         return AudioScoreNetwork(
-            backbone=build_audio_backbone(aud.backbone, config),
+            backbone=build_audio_backbone(aud.backbone, settings.backbone),
             hidden_layers=aud.hidden_layers,
             gradient_checkpointing=aud.gradient_checkpointing,
             **common,
@@ -103,7 +103,7 @@ def build_encoder(model: str, meta: dict[str, Any], config: dict[str, Any]) -> n
     if model in AUDIO_MODELS:
         from pianoeval.audio.encoders import EmbeddingSequenceEncoder
 
-        return EmbeddingSequenceEncoder(in_dim=meta["dim"], hidden=AudioSettings.from_config(config).hidden)
+        return EmbeddingSequenceEncoder(in_dim=meta["dim"], hidden=settings.need("audio").hidden)
     raise ConfigError(f"unknown model {model!r}; known: {', '.join(SYMBOLIC_MODELS + AUDIO_MODELS + BASELINES)}")
 
 
@@ -151,50 +151,48 @@ def is_probe(model: str) -> bool:
     return model == "probe" or model in PROBE_BACKBONES
 
 
-def audio_backbone(model: str, config: dict[str, Any]) -> str:
-    """The backbone whose frames `model` reads: its own for `probe_<backbone>`, else `audio.backbone`
-    (the probe, the audio baselines, and a1-a3, live or on cached frames)."""
-    return PROBE_BACKBONES.get(model, config["audio"]["backbone"])
+def audio_backbone(model: str, configured: str) -> str:
+    """The backbone whose frames `model` reads: its own for `probe_<backbone>`, else `configured`
+    (`audio.backbone`: the probe, the audio baselines, and a1-a3, live or on cached frames)."""
+    return PROBE_BACKBONES.get(model, configured)
 
 
-def build_audio_backbone(name: str, config: dict[str, Any]) -> nn.Module:
-    """Backbone `name` as the config asks (MuQ: released weights, or the small random-weight one),
+def build_audio_backbone(name: str, settings: BackboneSettings) -> nn.Module:
+    """Backbone `name` as the settings ask (MuQ: released weights, or the small random-weight one),
     averaging `audio.hidden_layers` (numbers 1..N; null = its default, MuQ: the top 4) by default."""
     from pianoeval.audio.backbones import build_backbone, muq_small_config
 
-    aud = config["audio"]
     if name != "muq":
         backbone = build_backbone(name)
-    elif aud["muq_pretrained"]:
-        backbone = build_backbone("muq", name_or_path=aud["muq_name_or_path"])
+    elif settings.muq_pretrained:
+        backbone = build_backbone("muq", name_or_path=settings.muq_name_or_path)
     else:
         # Seeded by the global seed so the embed rule and every fold build the same random weights.
-        backbone = build_backbone("muq", config=muq_small_config(**aud["muq_small"]), seed=int(config["seed"]))
+        backbone = build_backbone("muq", config=muq_small_config(**settings.muq_small), seed=settings.seed)
     # The embed rule, the robustness check and the live networks then all read the same layers;
     # audio.hidden_layers names layers of audio.backbone, another backbone (probe_<name>) keeps its default.
-    backbone.set_probe_layers(aud["hidden_layers"] if name == aud["backbone"] else None)
+    backbone.set_probe_layers(settings.hidden_layers if name == settings.backbone else None)
     return backbone
 
 
-def backbone_fingerprint(name: str, config: dict[str, Any]) -> str:
+def backbone_fingerprint(name: str, settings: BackboneSettings) -> str:
     """The backbone settings that change its embeddings (for cache keys); empty for fixed backbones."""
     if name != "muq":
         return ""
-    aud = config["audio"]
-    if aud["muq_pretrained"]:
-        return f"pretrained={aud['muq_name_or_path']}"
-    small = ",".join(f"{k}={v}" for k, v in sorted(aud["muq_small"].items()))
-    return f"small({small}),seed={config['seed']}"
+    if settings.muq_pretrained:
+        return f"pretrained={settings.muq_name_or_path}"
+    small = ",".join(f"{k}={v}" for k, v in sorted(settings.muq_small.items()))
+    return f"small({small}),seed={settings.seed}"
 
 
-def build_module(model: str, net: nn.Module, config: dict[str, Any], label_mean: list[float] | None) -> Any:
+def build_module(model: str, net: nn.Module, settings: FitSettings, label_mean: list[float] | None) -> Any:
     """The LightningModule that trains `net` for `model`: A1-A3's own modules, else PerformanceModule.
 
     Built before any state is loaded: A1/A2 add LoRA adapters to the backbone in their constructor.
     """
-    training = TrainingSettings.from_config(config)
+    training: TrainingSettings = settings.need("training")
     if model in AUDIO_TRACK_MODELS:
-        return _audio_module(model, net, training, AudioSettings.from_config(config), label_mean)
+        return _audio_module(model, net, training, settings.need("audio"), label_mean)
     from pianoeval.training.module import PerformanceModule
 
     return PerformanceModule(
@@ -257,12 +255,10 @@ def _audio_module(
     )
 
 
-def build_frozen_backbone(name: str, config: dict[str, Any]) -> Any:
-    """The frozen backbone `name` in eval mode, as `config["audio"]` asks (MuQ: released or small random
+def build_frozen_backbone(name: str, settings: BackboneSettings) -> Any:
+    """The frozen backbone `name` in eval mode, as `settings` ask (MuQ: released or small random
     weights; its frames the mean of `audio.hidden_layers`, MuQ's default layers 9-12 of 12)."""
-    from pianoeval.training.registry import build_audio_backbone
-
-    backbone = build_audio_backbone(name, config)
+    backbone = build_audio_backbone(name, settings)
     backbone.eval()
     backbone.requires_grad_(False)
     return backbone

@@ -24,9 +24,10 @@ from pianoeval.data.leaks import KeyGroups, check_no_leak, groups_of_keys, recor
 from pianoeval.training.data import FoldData
 
 
-def inner_seed(config: dict[str, Any], fold: int, inner: int) -> int:
-    """The seed of inner fold `inner` of outer fold `fold` (distinct from every outer fold's)."""
-    return int(config["seed"]) + 1000 * fold + 100 * (inner + 1)
+def inner_seed(seed: int, fold: int, inner: int) -> int:
+    """The seed of inner fold `inner` of outer fold `fold` from the global `seed` (distinct from every
+    outer fold's)."""
+    return int(seed) + 1000 * fold + 100 * (inner + 1)
 
 
 def inner_parts(data: FoldData, index: KeyGroups, k: int, seed: int) -> dict[str, int]:
