@@ -493,3 +493,18 @@ def test_a3_backbone_trains_an_order_of_magnitude_below_the_heads() -> None:
     assert {g["name"]: g["lr"] for g in explicit.param_groups()}["layer.3"] == pytest.approx(1e-5)
     lora = {g["name"]: g["lr"] for g in a1_lora(lr=lr).param_groups()}
     assert lora == {"top": pytest.approx(lr), "backbone": pytest.approx(lr)}
+
+
+def test_a_projection_no_loss_trains_is_not_kept_and_the_seeded_weights_do_not_move() -> None:
+    """The contrastive projection exists only where a stage's contrastive weight is > 0 (A2's
+    self-supervised stage trains it even when A1's weight is 0); the other weights are the same either way."""
+    torch.manual_seed(0)
+    kept = a1_cached()
+    torch.manual_seed(0)
+    dropped = a1_cached(w_contrastive=0.0)
+    assert kept.projection is not None and dropped.projection is None
+    assert not [k for k in dropped.state_dict() if k.startswith("projection.")]
+    for k, v in dropped.state_dict().items():
+        assert torch.equal(v, kept.state_dict()[k]), k
+    assert a2_cached(w_contrastive=0.0).projection is not None
+    assert a2_cached(w_contrastive=0.0, ssl_w_contrastive=0.0).projection is None

@@ -67,7 +67,11 @@ class AudioTrackModule(ScoreModule):
 
         # The ranking loss trains the heads' ranking utility (ranking_logits).
         self.net = ScoreNetwork(network, n_dims, dropout=dropout, ranking=True)
-        self.projection = ProjectionHead(network.hidden_size, projection_dim)
+        self.projection: nn.Module | None = ProjectionHead(network.hidden_size, projection_dim)
+        if not any(w != 0.0 for w in self.contrastive_weights()):
+            # No loss trains it, so it is not kept (nor saved). Built first all the same: the random
+            # stream, and so the seeded results, stay those of the modules that kept it.
+            self.projection = None
         self.loss_weights = self.supervised_weights()
         if not any(v != 0.0 for v in self.loss_weights.values()):
             raise ConfigError("all supervised loss weights (w_rank, w_contrastive, w_reg, w_inv) are 0")
@@ -88,6 +92,10 @@ class AudioTrackModule(ScoreModule):
             "regression": float(h.w_reg),
             "invariance": float(h.w_inv),
         }
+
+    def contrastive_weights(self) -> list[float]:
+        """The contrastive term's weight in each stage this module trains (the projection's only use)."""
+        return [self.supervised_weights()["contrastive"]]
 
     # --- inference: forward, embed, embed_and_score come from ScoreModule (the network's) ---------
     def predict_scores(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -379,6 +387,10 @@ class MuQStagedModel(MuQLoRAModel):
         self.stage = stage
         self._switch_epoch = 0
         self.loss_weights = self.stage_weights(stage)
+
+    def contrastive_weights(self) -> list[float]:
+        """The contrastive weight of both stages."""
+        return [self.stage_weights(stage)["contrastive"] for stage in STAGES]
 
     def stage_weights(self, stage: str) -> dict[str, float]:
         """Loss weights of `stage`: self-supervised uses no labels (ranking and regression are 0)."""
