@@ -319,12 +319,15 @@ def cmd_score(args: argparse.Namespace) -> None:
     # window) on transparent huge pages, which cut the page faults of a transcription from 3.7 M to 0.3 M.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     from pianoeval.core.device import resolve_device
+    from pianoeval.core.errors import ConfigError
     from pianoeval.steps.score import run_score
 
+    if args.model:
+        raise ConfigError("--model is gone: pass --results, the results folder (default: results)")
     device = resolve_device(None, args.device).type
     score = Path(args.score) if args.score else None
     bundle = Path(args.bundle) if args.bundle else None
-    run_score(Path(args.recording), score, Path(args.model), Path(args.out), device, bundle=bundle)
+    run_score(Path(args.recording), score, Path(args.results), Path(args.out), device, bundle=bundle)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -565,8 +568,9 @@ def _tool_commands(add: AddCommand) -> None:
     p = add("score", cmd_score, config=False)
     p.add_argument("recording", help="WAV/FLAC/MP3/OGG audio or a MIDI file")
     p.add_argument("--score", help="score MIDI of the piece (optional)")
-    p.add_argument("--model", default="results/fusion/winner.json")
-    p.add_argument("--bundle", help="a bundle from `pianoeval export` (instead of --model's results folder)")
+    p.add_argument("--results", default="results", help="the results folder the pipeline wrote (its final winner)")
+    p.add_argument("--model", help=argparse.SUPPRESS)  # replaced by --results: a one-line error says so
+    p.add_argument("--bundle", help="a bundle from `pianoeval export` (instead of --results)")
     p.add_argument("--out", default="score.json")
     p.add_argument("--device", default="auto", help="where TransKun transcribes: auto (the GPU if any), cpu, cuda")
     p = add("export", cmd_export, config=False)
