@@ -98,7 +98,7 @@ def run_transcribe(
     manifest is empty."""
     from pianoeval.core.device import resolve_device
     from pianoeval.core.skipped import check_skipped, collect_done, skipped_report
-    from pianoeval.data.manifest import read_manifest, write_manifest
+    from pianoeval.data.manifest import empty_manifest, read_manifest, write_manifest
 
     df = read_manifest(manifest)
     views = list(config["transcription"]["views"])
@@ -129,7 +129,7 @@ def run_transcribe(
             vid = view_id(row.segment_id, view)
             if vid in paths:
                 out_rows.append({**row._asdict(), "segment_id": vid, "midi_path": paths[vid]})
-    views_df = pd.DataFrame(out_rows, columns=df.columns) if out_rows else df.iloc[0:0].copy()
+    views_df = pd.DataFrame(out_rows, columns=df.columns) if out_rows else empty_manifest()
     write_manifest(views_df, out)
     if skipped is not None:
         report = skipped_report("transcribe", len(paths), failed, transcribed_now=n_new, reused=len(paths) - n_new)
