@@ -18,7 +18,6 @@ def test_fold_dir_names_every_file(tmp_path: Path) -> None:
     assert fold.embeddings.name == "embeddings.pt" and fold.model_spec.name == "model_spec.json"
     assert fold.config.name == "config.yaml" and fold.provenance.name == "provenance.json"
     assert fold.last_checkpoint == fold.path / "checkpoints" / "last.ckpt"
-    assert FoldDir.of(fold.metrics) == fold
     assert Results(tmp_path).fold("fusion", "f2", 0).path == tmp_path / "fuse" / "f2" / "fold_0"
 
 
@@ -60,11 +59,6 @@ def test_folds_in_fold_order_and_a_missing_model_is_one_error(tmp_path: Path) ->
     assert [f.path.name for f in results.folds("audio", "probe")] == ["fold_0", "fold_2", "fold_10"]
     with pytest.raises(InputError, match="no trained folds of audio/a1"):
         results.folds("audio", "a1")
-
-
-def test_of_refuses_a_file_that_is_not_a_fold_file(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not a fold folder's file"):
-        FoldDir.of(tmp_path / "winner.json")
 
 
 @dataclass(frozen=True)
