@@ -152,3 +152,15 @@ class StackingSettings(Section):
     NAME: ClassVar[str] = "stacking"
 
     inner_folds: int
+
+
+@dataclass(frozen=True)
+class RenderSettings(Section):
+    """`render`: MIDI to audio with FluidSynth (the render rules, steps/render.py)."""
+
+    NAME: ClassVar[str] = "render"
+
+    enabled: bool
+    soundfont: str | None  # an SF2 path; None: the Debian GM SoundFont (audio/render.py: find_soundfont)
+    sample_rate: int
+    max_seconds: float | None  # only the first N seconds of each rendering; None: the whole performance

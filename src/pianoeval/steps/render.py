@@ -58,12 +58,13 @@ def render_rows(
     part-way restarts where it stopped, while a changed SoundFont, rate or MIDI renders afresh.
     """
     from pianoeval.audio.render import find_soundfont, render_key, render_midi
+    from pianoeval.core.settings import RenderSettings
     from pianoeval.core.skipped import check_skipped, collect_done, skip_entry, skipped_report
     from pianoeval.data.manifest import write_manifest
 
-    cfg = config["render"]
-    max_seconds = None if whole else cfg["max_seconds"]
-    soundfont = find_soundfont(cfg["soundfont"])
+    settings = RenderSettings.from_config(config)
+    max_seconds = None if whole else settings.max_seconds
+    soundfont = find_soundfont(settings.soundfont)
     audio_dir.mkdir(parents=True, exist_ok=True)
     todo = df[df["midi_path"].notna() & np.asarray(wanted, dtype=bool)]
 
@@ -71,13 +72,13 @@ def render_rows(
         """(segment id, WAV path or None, skipped-file entry or None, whether it was rendered now)."""
         try:
             stem = row.segment_id.replace("/", "_").replace("::", "__")
-            key = render_key(row.midi_path, soundfont, cfg["sample_rate"], max_seconds)
+            key = render_key(row.midi_path, soundfont, settings.sample_rate, max_seconds)
             target = audio_dir / f"{stem}.{key}.wav"
             if target.is_file() and target.stat().st_size > 0:
                 return row.segment_id, str(target.resolve()), None, False  # rendered by an earlier run
             # Written atomically: a killed run leaves no half-written WAV under the target name.
             render_midi(
-                row.midi_path, target, soundfont=soundfont, sample_rate=cfg["sample_rate"], max_seconds=max_seconds
+                row.midi_path, target, soundfont=soundfont, sample_rate=settings.sample_rate, max_seconds=max_seconds
             )
         except OutputError:
             raise  # a full disk or read-only folder is no file's fault: stop
