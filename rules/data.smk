@@ -44,7 +44,8 @@ rule prepare:
         config=config_for("data", "seed"),
         demo=demo_manifest_flag,
     shell:
-        "pianoeval prepare --config {params.config} {params.demo} --out {output.manifest} > {log} 2>&1"
+        "pianoeval prepare --config {params.config} {params.demo} --out {output.manifest}"
+        " --summary {output.summary} > {log} 2>&1"
 
 
 rule folds:
@@ -82,7 +83,8 @@ rule render:
         unlabelled=render_unlabelled_flag,
     shell:
         "pianoeval render --config {params.config} --manifest {input.manifest} {params.unlabelled}"
-        " --audio-dir results/render/audio --out {output.manifest} --threads {threads} > {log} 2>&1"
+        " --audio-dir results/render/audio --out {output.manifest} --skipped {output.skipped}"
+        " --threads {threads} > {log} 2>&1"
 
 
 # A2's unlabelled music (ASAP), requested only by a2's training when unlabelled_audio.root is set.
@@ -108,4 +110,5 @@ rule render_unlabelled:
         root=lambda wildcards: unlabelled_root(),
     shell:
         "pianoeval render-unlabelled --config {params.config} --root {params.root}"
-        " --audio-dir results/render_unlabelled/audio --out {output.manifest} --threads {threads} > {log} 2>&1"
+        " --audio-dir results/render_unlabelled/audio --out {output.manifest} --skipped {output.skipped}"
+        " --threads {threads} > {log} 2>&1"

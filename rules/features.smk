@@ -1,6 +1,6 @@
 # Featurize MIDI for the symbolic models and embed rendered audio for the audio models.
 # Both cache per file (results/cache/...) so reruns and added files only compute what is new, and
-# skip unusable files, listing them in <output>.skipped.json (see pipeline/skipped.py).
+# skip unusable files, listing them in their declared `skipped` report (core/skipped.py).
 
 
 rule transcribe:
@@ -23,7 +23,8 @@ rule transcribe:
         config=config_for("transcription", "max_skipped_fraction", "seed"),
     shell:
         "pianoeval transcribe --config {params.config} --manifest {input.manifest} --devices {resources.gpu}"
-        " --out {output.manifest} --cache-dir results/cache/transcribe --threads {threads} > {log} 2>&1"
+        " --out {output.manifest} --skipped {output.skipped} --cache-dir results/cache/transcribe"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule featurize:
@@ -49,7 +50,8 @@ rule featurize:
         version=FEATURIZER_VERSION,
     shell:
         "pianoeval featurize {wildcards.kind} --config {params.config} --manifest {input.manifest}"
-        " --extra-manifest {input.views} --out {output.features} --cache-dir results/cache/{wildcards.kind} --threads {threads} > {log} 2>&1"
+        " --extra-manifest {input.views} --out {output.features} --skipped {output.skipped}"
+        " --cache-dir results/cache/{wildcards.kind} --threads {threads} > {log} 2>&1"
 
 
 rule embed:
@@ -86,4 +88,5 @@ rule embed:
         ),
     shell:
         "pianoeval embed {wildcards.backbone} --config {params.config} --manifest {input.manifest} --devices {resources.gpu}"
-        " --out {output.embeddings} --cache-dir results/cache/embed_{wildcards.backbone} > {log} 2>&1"
+        " --out {output.embeddings} --skipped {output.skipped} --cache-dir results/cache/embed_{wildcards.backbone}"
+        " > {log} 2>&1"

@@ -3,7 +3,8 @@
 
 
 # Once per model (not per fold): the unlabelled corpus (symbolic.corpus), cached; the per-fold pretrain
-# starts from it. Its checkpoints folder lets a killed run resume.
+# starts from it. Its Lightning checkpoints (a cache, results/cache/pretrain_corpus/<model>) let a killed
+# run resume.
 rule pretrain_corpus:
     output:
         encoder="results/pretrain_corpus/{model}/encoder.pt",
@@ -23,6 +24,7 @@ rule pretrain_corpus:
         persist=persist_push,
     shell:
         "pianoeval pretrain-corpus {wildcards.model} --config {params.config} --out {output.encoder}"
+        " --checkpoint-dir results/cache/pretrain_corpus/{wildcards.model}"
         " --cache-dir results/cache/corpus --threads {threads} --devices {resources.gpu} > {log} 2>&1"
         "{params.persist}"
 

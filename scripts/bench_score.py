@@ -7,7 +7,7 @@ audio was rendered from: note F1 with `mir_eval` (onsets within 50 ms, offsets i
 with per-run wall and CPU seconds, the phases `run_score` reports (`timings_s`), the time before
 `run_score` starts (interpreter start and imports), load averages and the machine.
 
-    .venv/bin/python scripts/bench_score.py --model results/fusion/winner.json --out bench_score.json
+    .venv/bin/python scripts/bench_score.py --results results --out bench_score.json
 
 `--f1-only` transcribes the clips without scoring (the note F1 of every clip, no model needed).
 """
@@ -86,7 +86,7 @@ def score_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "pianoeval.cli"]
 
 
-def run_once(recording: Path, model: Path, out: Path) -> dict[str, Any]:
+def run_once(recording: Path, results: Path, out: Path) -> dict[str, Any]:
     """One `pianoeval score` process: wall and CPU seconds, the JSON's timings and the load average."""
     import json
 
@@ -94,7 +94,7 @@ def run_once(recording: Path, model: Path, out: Path) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
-        [*score_command(), "score", str(recording), "--model", str(model), "--out", str(out)],
+        [*score_command(), "score", str(recording), "--results", str(results), "--out", str(out)],
         capture_output=True,
         text=True,
     )
@@ -153,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, build the clips, time the runs, write the JSON."""
     from pianoeval.audio.transcription_check import cut_performance
     from pianoeval.core.io import write_json
+    from pianoeval.core.layout import Results
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="results/fusion/winner.json", help="results/fusion/winner.json")
+    parser.add_argument("--results", default="results", help="the results folder whose final winner scores")
     parser.add_argument("--out", default="bench_score.json")
     parser.add_argument("--repeats", type=int, default=3, help="runs per input (medians are reported)")
     parser.add_argument("--audio-seconds", type=float, default=30.0)
@@ -167,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("fluidsynth") is None or not SOUNDFONT.is_file():
         raise SystemExit("needs fluidsynth and the FluidR3 GM soundfont (scripts/bootstrap.sh installs them)")
     asap = Path(args.asap_root) if args.asap_root else shared_data() / "asap"
-    model = Path(args.model)
-    if not args.f1_only and not model.is_file():
-        raise SystemExit(f"{model}: model file not found; run the pipeline or pass --model")
+    results = Path(args.results)
+    if not args.f1_only and not Results(results).final_winner.is_file():
+        raise SystemExit(f"{Results(results).final_winner}: not found; run the pipeline or pass --results")
     with tempfile.TemporaryDirectory(prefix="bench_score_") as tmp:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         (work / "out").mkdir(parents=True, exist_ok=True)
@@ -188,15 +189,17 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "load_avg_start": [round(x, 2) for x in os.getloadavg()],
-            "model": str(model),
+            "results": str(results),
             "audio_seconds": args.audio_seconds,
         }
         report["clips"] = [{"source": c["source"], "start_s": c["start_s"]} for c in clips]
         if not args.f1_only:
-            midi_runs = [run_once(clips[0]["midi"], model, work / "out" / f"midi{r}.json") for r in range(args.repeats)]
+            midi_runs = [
+                run_once(clips[0]["midi"], results, work / "out" / f"midi{r}.json") for r in range(args.repeats)
+            ]
             report["midi"] = summarise(midi_runs)
             audio_runs = [
-                run_once(clips[0]["wav"], model, work / "out" / f"audio{r}.json") for r in range(args.repeats)
+                run_once(clips[0]["wav"], results, work / "out" / f"audio{r}.json") for r in range(args.repeats)
             ]
             report["audio"] = summarise(audio_runs)
             transcription = work / "out" / "audio0.transcription.mid"

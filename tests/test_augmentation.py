@@ -12,13 +12,19 @@ from pianoeval.audio.augmentation import (
     AUGMENTATIONS,
     NOISE_KINDS,
     AudioAugmentor,
-    measured_snr_db,
     synthetic_ir,
     synthetic_noise,
 )
 from pianoeval.core.errors import InputError
 
 SR = 24_000
+
+
+def measured_snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
+    """SNR in dB of `noisy` [S] against `clean` [S]: clean power over residual power."""
+    clean = np.asarray(clean, np.float64)
+    residual = np.asarray(noisy, np.float64) - clean
+    return float(20.0 * np.log10(np.sqrt(np.mean(clean**2)) / max(np.sqrt(np.mean(residual**2)), 1e-12)))
 
 
 def _band_energy_db(wave: np.ndarray, lo: float, hi: float) -> float:

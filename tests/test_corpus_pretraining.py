@@ -117,16 +117,18 @@ def test_corpus_pretraining_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     from pianoeval.steps.pretrain_corpus import run_pretrain_corpus
 
     root = corpus(tmp_path / "asap")
-    out = tmp_path / "pretrain_corpus" / "s3" / "encoder.pt"
-    first = run_pretrain_corpus("s3", corpus_config(root, epochs=1), out, tmp_path / "cache")
+    out, ckpt = tmp_path / "pretrain_corpus" / "s3" / "encoder.pt", tmp_path / "cache" / "pretrain_corpus" / "s3"
+    first = run_pretrain_corpus("s3", corpus_config(root, epochs=1), out, ckpt, tmp_path / "cache")
     assert first["epochs_run"] == 1 and not first["resumed"]
     assert first["n_files"] == 2 and first["n_windows"] == 4
     assert "pretrain/contrastive" in first["final"], "the objective's terms are not logged"
+    # Its checkpoints are a cache where it was told, not a folder beside the declared encoder.
+    assert (ckpt / "last.ckpt").is_file() and sorted(p.name for p in out.parent.iterdir()) == ["encoder.pt"]
     # A larger budget continues from the last epoch instead of starting again.
-    second = run_pretrain_corpus("s3", corpus_config(root, epochs=2), out, tmp_path / "cache")
+    second = run_pretrain_corpus("s3", corpus_config(root, epochs=2), out, ckpt, tmp_path / "cache")
     assert second["resumed"] and second["epochs_run"] == 2
     # Another corpus setting is another run: the stale checkpoints are not resumed.
-    third = run_pretrain_corpus("s3", corpus_config(root, epochs=2, windows_per_file=1), out, tmp_path / "cache")
+    third = run_pretrain_corpus("s3", corpus_config(root, epochs=2, windows_per_file=1), out, ckpt, tmp_path / "cache")
     assert not third["resumed"] and third["n_windows"] == 2
 
 
@@ -144,14 +146,14 @@ def test_a_killed_corpus_run_keeps_its_finished_epochs(tmp_path: Path, monkeypat
             raise Killed
 
     root = corpus(tmp_path / "asap")
-    out = tmp_path / "pretrain_corpus" / "s3" / "encoder.pt"
+    out, ckpt = tmp_path / "pretrain_corpus" / "s3" / "encoder.pt", tmp_path / "checkpoints"
     monkeypatch.setattr(progress.EpochLog, "on_train_epoch_start", kill_in_second_epoch)
     with pytest.raises(Killed):
-        run_pretrain_corpus("s3", corpus_config(root, epochs=3), out, tmp_path / "cache")
-    state = torch.load(out.parent / "checkpoints" / "last.ckpt", weights_only=False)
+        run_pretrain_corpus("s3", corpus_config(root, epochs=3), out, ckpt, tmp_path / "cache")
+    state = torch.load(ckpt / "last.ckpt", weights_only=False)
     assert state["epoch"] == 0 and state["global_step"] == 2  # epoch 1 (4 windows, batch 2) kept
     monkeypatch.undo()
-    again = run_pretrain_corpus("s3", corpus_config(root, epochs=3), out, tmp_path / "cache")
+    again = run_pretrain_corpus("s3", corpus_config(root, epochs=3), out, ckpt, tmp_path / "cache")
     assert again["resumed"] and again["epochs_run"] == 3
 
 
@@ -183,7 +185,7 @@ def test_the_fold_pretraining_starts_from_the_corpus_encoder(tmp_path: Path, epo
     config = corpus_config(root, epochs=1)
     config["training"]["pretrain_epochs"] = epochs
     corpus_out = tmp_path / "pretrain_corpus" / "s3" / "encoder.pt"
-    run_pretrain_corpus("s3", config, corpus_out)
+    run_pretrain_corpus("s3", config, corpus_out, tmp_path / "checkpoints")
     df, manifest = _manifest(tmp_path)
     _folds(df, tmp_path / "folds.json", train=GROUPS[:6], dev=["G"], val=["H"])
     features = {"max_seq_len": 64, "frame_rate": 10}

@@ -138,10 +138,11 @@ def test_bad_midi_is_skipped_and_reported(
     config = write_config(tmp_path / "c.yaml", max_skipped_fraction=0.2)
     code, err = run_cli(
         capsys, "featurize", "stats", "--config", config, "--manifest", manifest, "--out", out,
-        "--cache-dir", tmp_path / "cache",
+        "--skipped", tmp_path / "reports" / "stats.json", "--cache-dir", tmp_path / "cache",
     )  # fmt: skip
     assert code == 0, err
-    report = read_json(tmp_path / "out" / "stats.skipped.json")
+    assert files(tmp_path / "out") == ["stats.pt"]  # the report goes where --skipped says, nowhere else
+    report = read_json(tmp_path / "reports" / "stats.json")
     assert [(s["key"], s["path"]) for s in report["skipped"]] == [("bad", str(path))]
     assert re.search(reason, report["skipped"][0]["reason"])
     items = torch.load(out, weights_only=False)["items"]

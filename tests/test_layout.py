@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,6 @@ def test_fold_dir_names_every_file(tmp_path: Path) -> None:
     assert fold.embeddings.name == "embeddings.pt" and fold.model_spec.name == "model_spec.json"
     assert fold.config.name == "config.yaml" and fold.provenance.name == "provenance.json"
     assert fold.last_checkpoint == fold.path / "checkpoints" / "last.ckpt"
-    assert FoldDir.of(fold.metrics) == fold
     assert Results(tmp_path).fold("fusion", "f2", 0).path == tmp_path / "fuse" / "f2" / "fold_0"
 
 
@@ -61,6 +61,74 @@ def test_folds_in_fold_order_and_a_missing_model_is_one_error(tmp_path: Path) ->
         results.folds("audio", "a1")
 
 
-def test_of_refuses_a_file_that_is_not_a_fold_file(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not a fold folder's file"):
-        FoldDir.of(tmp_path / "winner.json")
+@dataclass(frozen=True)
+class Job:
+    """One job of a dry run: its rule, declared files and shell command (split into words)."""
+
+    rule: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    logs: tuple[str, ...]
+    words: tuple[str, ...]
+
+    def folders(self, option: str) -> list[str]:
+        """The folders the command gives its step with `option` (`--out-dir`, `--audio-dir`)."""
+        return [self.words[i + 1] for i, w in enumerate(self.words[:-1]) if w == option]
+
+
+def dry_run(work: Path, *args: str) -> list[Job]:
+    """The jobs `snakemake -n -p` lists for the full target in the workflow copy `work`."""
+    from test_experiments import snakemake
+
+    run = snakemake(work, "-n", "-p", "--cores", "1", *args, "results/fusion/winner.json")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    jobs, block = [], {}
+    for line in (run.stdout + run.stderr).splitlines():
+        if line.startswith(("rule ", "localrule ", "checkpoint ")):
+            block = {"rule": line.split()[1].rstrip(":")}
+        elif block and line.strip().startswith(("input:", "output:", "log:")):
+            key, _, value = line.strip().partition(": ")
+            block[key] = tuple(v.strip() for v in value.split(","))
+        elif block and line.startswith("Shell command: "):
+            words = tuple(line.removeprefix("Shell command: ").split())
+            files = (block.get(k, ()) for k in ("input", "output", "log"))
+            jobs.append(Job(block["rule"], *files, words))
+            block = {}
+    return jobs
+
+
+# Folders a rule gives its step besides its declared files: the content-addressed rule configs the
+# workflow writes itself, caches (per-file features, Lightning's working checkpoints), and the rendered
+# WAVs, a per-file cache that the render manifests point at.
+UNDECLARED_OK = ("results/config/", "results/cache/")
+
+
+@pytest.mark.parametrize(
+    ("experiment", "rules"),
+    [
+        (None, {"prepare", "folds", "render", "transcribe", "featurize", "embed", "train", "compare"}),
+        ("percepiano_muq_rehearsal", {"render_unlabelled", "train_baseline", "audio_robustness"}),
+        ("percepiano_cpu_corpus", {"pretrain_corpus", "pretrain"}),
+    ],
+    ids=["demo", "muq_rehearsal", "cpu_corpus"],
+)
+def test_every_step_is_given_the_files_its_rule_declares(tmp_path: Path, experiment: str | None, rules: set) -> None:
+    """Each job's command names every output and log of its rule (or the folder, --out-dir, that holds it):
+    no step derives a results/ path from another output's location, and every results/ path in a command
+    is a declared file, a folder the step writes in (--out-dir, --audio-dir) or a cache."""
+    from test_experiments import checkout
+
+    work = checkout(tmp_path / "repo")
+    jobs = dry_run(work, *(["--configfile", f"config/experiments/{experiment}.yaml", "--"] if experiment else []))
+    assert rules <= {job.rule for job in jobs}
+    for job in jobs:
+        folders = [f"{d}/" for d in job.folders("--out-dir")]
+        undeclared = [f for f in (*job.outputs, *job.logs) if f not in job.words and not f.startswith(tuple(folders))]
+        assert not undeclared, (job.rule, undeclared, " ".join(job.words))
+        if "<TBD>" in job.inputs:
+            continue  # after the compare checkpoint: a dry run shows placeholders for the winners' files
+        allowed = {*job.inputs, *job.outputs, *job.logs, *job.folders("--out-dir"), *job.folders("--audio-dir")}
+        unknown = [w for w in job.words if w.startswith("results/") and w not in allowed]
+        assert all(w.startswith(UNDECLARED_OK) for w in unknown), (job.rule, unknown)
+    for job in (j for j in jobs if j.rule == "pretrain_corpus"):
+        assert job.words[job.words.index("--checkpoint-dir") + 1].startswith("results/cache/pretrain_corpus/")

@@ -49,14 +49,14 @@ def _manifest(tmp_path: Path, groups: list[str] = GROUPS, per_group: int = PER_G
 
 
 def _folds(df: pd.DataFrame, path: Path, train: list[str], dev: list[str], val: list[str]) -> dict:
-    """A folds file with fold 0 only, by segment group."""
+    """A folds file with fold 0 only (k 1, so that it passes the folds file's layout check), by segment group."""
 
     def ids(groups: list[str]) -> list[str]:
         return sorted(df.loc[df["segment_group"].isin(groups), "segment_id"])
 
     folds = {
         "protocol": "segment",
-        "k": 2,
+        "k": 1,
         "seed": 0,
         "folds": [{"fold": 0, "train": ids(train), "dev": ids(dev), "val": ids(val)}],
     }

@@ -9,8 +9,14 @@ import torch
 from torch import nn
 
 from pianoeval.audio.backbones import MuQBackbone, TranskunBackbone, muq_small_config
-from pianoeval.audio.lora import apply_lora, count_trainable_params, lora_target_names
+from pianoeval.audio.lora import apply_lora, lora_target_names
 from pianoeval.core.errors import ConfigError
+
+
+def count_trainable_params(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
 
 
 def _small_muq() -> MuQBackbone:

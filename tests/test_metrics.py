@@ -14,8 +14,6 @@ from pianoeval.metrics import (
     MetricsSuite,
     compute_robustness_metrics,
     format_comparison_table,
-    format_mean_std,
-    mean_std,
     pairwise_accuracy,
     r2_scores,
 )
@@ -136,14 +134,6 @@ def test_metrics_suite_contract() -> None:
     assert first["r2"] == pytest.approx(r2_score(target[:, 0], pred[:, 0]))
     # Stricter threshold can only remove pairs.
     assert MetricsSuite(ambiguous_threshold=0.3).compute(pred, target, groups)["n_pairs"] < out["n_pairs"]
-
-
-def test_mean_std_and_format() -> None:
-    mean, std = mean_std([0.4, 0.5, None, float("nan")])
-    assert mean == pytest.approx(0.45)
-    assert std == pytest.approx(math.sqrt(0.005))  # sample std of (0.4, 0.5)
-    assert mean_std([0.3]) == (0.3, 0.0)
-    assert format_mean_std([0.4, 0.5]) == "0.450 ± 0.071"
 
 
 def test_format_comparison_table() -> None:

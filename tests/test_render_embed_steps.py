@@ -92,13 +92,15 @@ def test_render_interrupted_after_k_files_resumes_with_the_rest(
 
     second: list[Any] = []
     monkeypatch.setattr(render_module, "render_midi", counting(real, second))
-    df = run_render(config, midi_manifest, audio_dir, out, threads=1)
+    report = tmp_path / "reports" / "render_skipped.json"  # wherever the rule says: the step derives no path
+    df = run_render(config, midi_manifest, audio_dir, out, threads=1, skipped=report)
     # Only the files the interrupted run had not finished are rendered; the finished ones are reused as is.
     assert sorted(second) == sorted(set(read_manifest(midi_manifest)["midi_path"]) - set(first[:k]))
     assert {p.name: p.stat().st_mtime_ns for p in done} == stamps
     assert df["audio_path"].map(lambda p: Path(p).is_file()).all() and df["audio_path"].nunique() == N_FILES
-    summary = read_json(out.parent / "skipped.json")
+    summary = read_json(report)
     assert (summary["rendered_now"], summary["reused"], summary["skipped"]) == (N_FILES - k, k, [])
+    assert sorted(p.name for p in out.parent.iterdir()) == ["manifest.parquet"]
 
     # Other render settings are another key: nothing stale is reused.
     third: list[Any] = []
@@ -148,9 +150,10 @@ def test_embed_interrupted_after_k_files_resumes_with_the_rest(tmp_path: Path, m
 
     second: list[Any] = []
     monkeypatch.setattr(embed_module, "embed_wave", counting(real, second))
-    run_embed("logmel", config, manifest, out, cache)
+    run_embed("logmel", config, manifest, out, cache, skipped=tmp_path / "reports" / "embed.json")
     assert len(second) == N_FILES - k
-    assert read_json(out.with_suffix(".skipped.json"))["embedded_now"] == N_FILES - k
+    assert read_json(tmp_path / "reports" / "embed.json")["embedded_now"] == N_FILES - k
+    assert sorted(p.name for p in out.parent.iterdir()) == ["logmel.pt"]
 
     # The resumed store equals one from an uninterrupted run.
     monkeypatch.setattr(embed_module, "embed_wave", real)

@@ -38,7 +38,8 @@ needs_fluidsynth = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Per model: results/fusion/winner.json of a results folder with 2 trained folds (plus 'demo': a corpus MIDI)."""
+    """Per model: a results folder with 2 trained folds, the symbolic comparison and fusion/winner.json (plus
+    'demo': a corpus MIDI)."""
     from pianoeval.core.config import validate_config
     from pianoeval.core.io import write_json
     from pianoeval.data.demo import generate_demo_corpus
@@ -74,7 +75,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             metrics.append(fold_dir / "metrics.json")
         predictions = [m.parent / "predictions.csv" for m in metrics]
         run_compare("symbolic", config, metrics, predictions, results / "compare" / "symbolic")
-        out[model] = write_json({"winner": "symbolic_only", "model": model}, results / "fusion" / "winner.json")
+        write_json({"winner": "symbolic_only", "model": model}, results / "fusion" / "winner.json")
+        out[model] = results
     return out
 
 
@@ -114,7 +116,7 @@ def test_score_midi(trained: dict[str, Path], tmp_path: Path, model: str) -> Non
     # Percentiles are those of the scores within the training labels (predictions.csv of fold 0).
     import pandas as pd
 
-    labels = pd.read_csv(trained[model].parents[1] / "train" / "symbolic" / model / "fold_0" / "predictions.csv")
+    labels = pd.read_csv(trained[model] / "train" / "symbolic" / model / "fold_0" / "predictions.csv")
     labels = labels[[f"label_{d}" for d in DIMENSIONS]].to_numpy()
     scores = np.array([result["dimensions"][d]["score"] for d in DIMENSIONS])
     np.testing.assert_allclose([result["dimensions"][d]["percentile"] for d in DIMENSIONS], percentiles(scores, labels))
@@ -132,7 +134,7 @@ def test_scoring_network_equals_the_trained_module(trained: dict[str, Path], mod
     from pianoeval.symbolic.featurize import featurize_file
     from pianoeval.training.checkpoints import load_trained_module
 
-    fold_dirs = sorted((trained[model].parents[1] / "train" / "symbolic" / model).glob("fold_*"))
+    fold_dirs = sorted((trained[model] / "train" / "symbolic" / model).glob("fold_*"))
     assert len(fold_dirs) == 2
     for fold_dir in fold_dirs:
         config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()))
@@ -167,14 +169,14 @@ def test_midi_scoring_imports_neither_lightning_nor_pandas(
 
 def test_checkpoint_of_another_network_is_an_input_error(trained: dict[str, Path], tmp_path: Path) -> None:
     """A checkpoint that no longer fits the network code fails in one line naming the fold, not a traceback."""
-    results = Path(shutil.copytree(trained["s3"].parents[1], tmp_path / "results"))
+    results = Path(shutil.copytree(trained["s3"], tmp_path / "results"))
     fold = results / "train" / "symbolic" / "s3" / "fold_1"
     for ckpt in fold.glob("**/*.ckpt"):  # model.ckpt, and Lightning's checkpoints beside it
         state = torch.load(ckpt, weights_only=True)
         state["state_dict"].pop(next(k for k in state["state_dict"] if "heads." in k))
         torch.save(state, ckpt)
     with pytest.raises(InputError, match="checkpoint does not fit this version's s3 network") as exc:
-        run_score(trained["demo"], None, results / "fusion" / "winner.json", tmp_path / "out" / "score.json")
+        run_score(trained["demo"], None, results, tmp_path / "out" / "score.json")
     assert exc.value.path == str(fold)
     assert _files(tmp_path / "out") == []
 
@@ -217,7 +219,7 @@ def test_score_audio_end_to_end(trained: dict[str, Path], tmp_path: Path, tiny_m
     )
     assert f1 >= 0.8, notes
     # ... and the audio's scores are exactly those of that MIDI.
-    direct = score_midi(midi, trained["s3"].parents[1])
+    direct = score_midi(midi, trained["s3"])
     np.testing.assert_allclose([result["dimensions"][d]["score"] for d in DIMENSIONS], direct["mean"], rtol=1e-6)
     np.testing.assert_allclose([result["dimensions"][d]["uncertainty"] for d in DIMENSIONS], direct["std"], atol=1e-7)
     assert "TransKun" in output_paths(out)["html"].read_text()
@@ -300,23 +302,24 @@ def test_bad_input_is_refused_and_nothing_written(trained: dict[str, Path], tmp_
 
 
 def test_missing_model_fails_before_transcribing(tmp_path: Path) -> None:
-    """Each missing piece of the results folder is named before any transcription: the model file,
+    """Each missing piece of the results folder is named before any transcription: the final winner,
     the symbolic comparison's winner, the winner's trained folds."""
     wav = tmp_path / "tone.wav"
     sf.write(str(wav), _tone(3.0), 24_000)
-    model = tmp_path / "results" / "fusion" / "winner.json"
-    with pytest.raises(InputError, match="model file not found") as exc:
-        run_score(wav, None, model, tmp_path / "out" / "score.json")
+    results = tmp_path / "results"
+    model = results / "fusion" / "winner.json"
+    with pytest.raises(InputError, match="final winner not found; run the pipeline, or pass --results") as exc:
+        run_score(wav, None, results, tmp_path / "out" / "score.json")
     assert exc.value.path == str(model)
     model.parent.mkdir(parents=True)
     model.write_text("{}")  # a fusion winner file but no symbolic comparison beside it
     with pytest.raises(InputError, match="file not found") as exc:
-        run_score(wav, None, model, tmp_path / "out" / "score.json")
+        run_score(wav, None, results, tmp_path / "out" / "score.json")
     assert exc.value.path.endswith("compare/symbolic/winner.json")
     write_json({"model": "s3"}, tmp_path / "results" / "compare" / "symbolic" / "winner.json")
     # A symbolic winner but no trained folds behind it.
     with pytest.raises(InputError, match="no trained folds of symbolic/s3") as exc:
-        run_score(wav, None, model, tmp_path / "out" / "score.json")
+        run_score(wav, None, results, tmp_path / "out" / "score.json")
     assert exc.value.path == str(tmp_path / "results" / "train" / "symbolic" / "s3")
     assert _files(tmp_path / "out") == []
 
@@ -331,10 +334,17 @@ def test_outputs_never_overwrite_the_input(trained: dict[str, Path], tmp_path: P
 
 def test_cli_prints_one_line(trained: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "take.wav"
-    code = main(["score", str(missing), "--model", str(trained["s3"]), "--out", str(tmp_path / "s.json")])
+    code = main(["score", str(missing), "--results", str(trained["s3"]), "--out", str(tmp_path / "s.json")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     assert err == [f"error: {missing}: file not found"]
+    assert not (tmp_path / "s.json").exists()
+    # The results folder is named, never found by walking up from a file: the old option says so.
+    model = str(trained["s3"] / "fusion" / "winner.json")
+    assert main(["score", str(trained["demo"]), "--model", model, "--out", str(tmp_path / "s.json")]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: --model is gone: pass --results, the results folder (default: results)"
+    ]
     assert not (tmp_path / "s.json").exists()
 
 
@@ -345,7 +355,7 @@ def test_score_midi_with_its_score_uses_the_score_statistics(trained: dict[str, 
     manifest = pd.read_parquet(trained["demo"].parents[1] / "manifest.parquet")
     row = manifest[manifest["midi_path"] == str(trained["demo"])].iloc[0]
     score = Path(row["score_midi_path"])
-    results = trained["s3"].parents[1]
+    results = trained["s3"]
     plain = score_midi(trained["demo"], results)
     scored = score_midi(trained["demo"], results, score=score)
     assert not plain["score_aligned"] and scored["score_aligned"]

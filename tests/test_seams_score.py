@@ -46,8 +46,8 @@ def _as_transcribed(src: str, dst: Path, seed: int) -> str:
 
 @pytest.fixture(scope="module")
 def views_trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """results/ of s3 trained on 2 folds with `clean` transcription views; 'model' is its
-    results/fusion/winner.json, 'midi' a corpus performance, 'fold_dir' fold 0's training folder."""
+    """results/ of s3 trained on 2 folds with `clean` transcription views, with its fusion/winner.json; 'midi' a
+    corpus performance, 'fold_dir' fold 0's training folder."""
     from pianoeval.core.config import validate_config
     from pianoeval.core.io import write_json
     from pianoeval.data.demo import generate_demo_corpus
@@ -83,8 +83,8 @@ def views_trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         metrics.append(fold_dir / "metrics.json")
     predictions = [m.parent / "predictions.csv" for m in metrics]
     run_compare("symbolic", config, metrics, predictions, results / "compare" / "symbolic")
-    model = write_json({"winner": "symbolic_only", "model": "s3"}, results / "fusion" / "winner.json")
-    return {"model": model, "midi": Path(df["midi_path"].iloc[0]), "fold_dir": metrics[0].parent, "results": results}
+    write_json({"winner": "symbolic_only", "model": "s3"}, results / "fusion" / "winner.json")
+    return {"midi": Path(df["midi_path"].iloc[0]), "fold_dir": metrics[0].parent, "results": results}
 
 
 def _scores(result: dict) -> np.ndarray:
@@ -118,7 +118,7 @@ def test_a_recording_is_scored_as_a_transcription(
     midi = tiny_midi("melody.mid", pitches=(60, 64, 67, 72, 69, 65), step_s=0.5)
     wav = render_midi(midi, tmp_path / "in" / "melody.wav")
     out = tmp_path / "out" / "melody.json"
-    result = run_score(wav, None, views_trained["model"], out)
+    result = run_score(wav, None, views_trained["results"], out)
     assert result["input_kind"] == "audio" and result["transcription"]["n_notes"] > 0
     transcription = out.with_name("melody" + TRANSCRIPTION_SUFFIX)
     results = views_trained["results"]
@@ -137,7 +137,7 @@ def test_a_winner_without_trained_folds_is_named(views_trained: dict[str, Path],
     for part in ("compare", "fusion"):
         shutil.copytree(views_trained["results"] / part, results / part)
     with pytest.raises(InputError, match=r"no trained folds of symbolic/s3; run the pipeline first") as exc:
-        run_score(views_trained["midi"], None, results / "fusion" / "winner.json", tmp_path / "out" / "score.json")
+        run_score(views_trained["midi"], None, results, tmp_path / "out" / "score.json")
     assert exc.value.path == str(results / "train" / "symbolic" / "s3")
     assert not (tmp_path / "out").exists()
 
@@ -150,7 +150,7 @@ def test_nan_audio_is_refused_and_nothing_written(views_trained: dict[str, Path]
     sf.write(str(wav), wave, 24_000, subtype="FLOAT")
     out = tmp_path / "out" / "score.json"
     with pytest.raises(InputError, match="audio contains NaN or infinite samples") as exc:
-        run_score(wav, None, views_trained["model"], out)
+        run_score(wav, None, views_trained["results"], out)
     assert exc.value.path == str(wav)
     assert not out.parent.exists()
 
@@ -163,6 +163,6 @@ def test_a_recording_without_piano_notes_is_refused(views_trained: dict[str, Pat
     sf.write(str(wav), (0.1 * rng.standard_normal(3 * 44_100)).astype(np.float32), 44_100, subtype="FLOAT")
     out = tmp_path / "out" / "score.json"
     with pytest.raises(InputError, match="no piano notes were found in the recording") as exc:
-        run_score(wav, None, views_trained["model"], out)
+        run_score(wav, None, views_trained["results"], out)
     assert exc.value.path == str(wav)
     assert not out.parent.exists()

@@ -118,8 +118,8 @@ def _moved_away(results: Path, tmp_path: Path) -> Path:
 
 
 def test_midi_is_scored_by_the_symbolic_winner_and_the_json_says_so(symbolic: dict, tmp_path: Path) -> None:
-    winner = write_json({"winner": "none"}, symbolic["results"] / "fusion" / "winner.json")
-    result = run_score(symbolic["midi"], None, winner, tmp_path / "score.json")
+    write_json({"winner": "none"}, symbolic["results"] / "fusion" / "winner.json")
+    result = run_score(symbolic["midi"], None, symbolic["results"], tmp_path / "score.json")
     assert read_json(symbolic["results"] / "compare" / "symbolic" / "winner.json")["model"] == "s3"
     assert (result["model"], result["track"], result["n_fold_models"]) == ("s3", "symbolic", FOLDS)
     assert result["models"] == {"symbolic": {"model": "s3", "n_folds": FOLDS}}
@@ -130,8 +130,8 @@ def test_midi_is_scored_by_the_symbolic_winner_and_the_json_says_so(symbolic: di
 
 def test_demo_model_reports_say_it_learned_from_synthetic_labels(symbolic: dict, tmp_path: Path) -> None:
     """Every scoring report names its training data; the demo's synthetic labels come with a visible warning."""
-    winner = write_json({"winner": "none"}, symbolic["results"] / "fusion" / "winner.json")
-    result = run_score(symbolic["midi"], None, winner, tmp_path / "score.json")
+    write_json({"winner": "none"}, symbolic["results"] / "fusion" / "winner.json")
+    result = run_score(symbolic["midi"], None, symbolic["results"], tmp_path / "score.json")
     sources = result["training_data"]["sources"]
     assert [s["source"] for s in sources] == ["demo"] and sources[0]["n_segments"] == 12
     assert result["training_data"]["synthetic"] and result["warnings"] == [SYNTHETIC_WARNING]
@@ -151,8 +151,8 @@ def test_training_data_of_real_sources_carries_no_warning() -> None:
 
 def test_midi_bundle_round_trip_is_bit_identical(symbolic: dict, tmp_path: Path) -> None:
     """Export, move results/ away, score the same MIDI from the bundle: the very same numbers."""
-    winner = write_json({"winner": "none"}, symbolic["results"] / "fusion" / "winner.json")
-    direct = run_score(symbolic["midi"], None, winner, tmp_path / "direct.json")
+    write_json({"winner": "none"}, symbolic["results"] / "fusion" / "winner.json")
+    direct = run_score(symbolic["midi"], None, symbolic["results"], tmp_path / "direct.json")
     bundle = Path(shutil.copy(symbolic["bundle"], tmp_path / "model.bundle"))
     away = _moved_away(symbolic["results"], tmp_path)
     try:
@@ -396,7 +396,7 @@ def test_audio_is_scored_by_the_fusion_winner_and_the_json_names_it(
     winner = read_json(fused["results"] / "fusion" / "winner.json")
     assert winner["winner"] == "f2"
     out = tmp_path / "take.json"
-    result = run_score(recording, None, fused["results"] / "fusion" / "winner.json", out)
+    result = run_score(recording, None, fused["results"], out)
     assert (result["model"], result["track"], result["n_fold_models"]) == ("f2", "fusion", FOLDS)
     assert result["models"] == {
         "symbolic": {"model": "s3", "n_folds": FOLDS},
@@ -421,10 +421,7 @@ def test_audio_is_scored_by_the_fusion_winner_and_the_json_names_it(
         _scores(result), fusion_outputs([f[2] for f in folds], sym, aud, None).mean(axis=0), atol=1e-6
     )
     # A MIDI alone is still the symbolic winner's.
-    assert (
-        run_score(fused["midi"], None, fused["results"] / "fusion" / "winner.json", tmp_path / "m.json")["track"]
-        == "symbolic"
-    )
+    assert run_score(fused["midi"], None, fused["results"], tmp_path / "m.json")["track"] == "symbolic"
 
 
 @needs_fluidsynth
@@ -432,9 +429,8 @@ def test_audio_is_scored_by_the_fusion_winner_and_the_json_names_it(
     reason="needs the fused results tree (renders, trains both tracks, stacking, fusion); transcribes twice"
 )
 def test_audio_and_midi_bundle_round_trip_is_bit_identical(fused: dict, recording: Path, tmp_path: Path) -> None:
-    winner = fused["results"] / "fusion" / "winner.json"
     direct = {
-        kind: run_score(path, None, winner, tmp_path / f"{kind}.json")
+        kind: run_score(path, None, fused["results"], tmp_path / f"{kind}.json")
         for kind, path in (("audio", recording), ("midi", fused["midi"]))
     }
     record, files = read_bundle(fused["bundle"])
@@ -463,12 +459,12 @@ def test_audio_without_its_fusion_folds_fails_before_transcribing(symbolic: dict
 
     results = Path(shutil.copytree(symbolic["results"], tmp_path / "results"))
     shutil.copytree(results / "compare" / "symbolic", results / "compare" / "audio")
-    winner = write_json({"winner": "f3"}, results / "fusion" / "winner.json")
+    write_json({"winner": "f3"}, results / "fusion" / "winner.json")
     wav = tmp_path / "tone.wav"
     t = np.arange(3 * 24_000) / 24_000
     sf.write(str(wav), (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 24_000)
     with pytest.raises(InputError, match="no trained folds of audio/s3"):
-        run_score(wav, None, winner, tmp_path / "out" / "s.json")
+        run_score(wav, None, results, tmp_path / "out" / "s.json")
     assert not (tmp_path / "out").exists()
 
 

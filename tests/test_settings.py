@@ -1,11 +1,13 @@
 """core.settings: each typed section has exactly the keys its schema section has."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from pianoeval.core import settings
-from pianoeval.core.config import load_schema, validate_config
+from pianoeval.core.config import load_config, load_schema, validate_config, write_resolved
+from pianoeval.core.errors import ConfigError
 
 SECTIONS = [
     cls
@@ -33,3 +35,19 @@ def test_section_fields_are_the_schema_keys(cls: type) -> None:
     schema_keys = set(load_schema()["properties"][cls.NAME]["properties"])
     assert {f.name for f in dataclasses.fields(cls)} == schema_keys
     cls.from_config(validate_config({}))  # the defaults build
+
+
+def test_render_settings_read_the_render_rules_slice(tmp_path: Path) -> None:
+    """The render rules' config slice reads into RenderSettings; another rule's slice, or a key the schema
+    does not have, is a one-line ConfigError."""
+    config = validate_config({"render": {"sample_rate": 16_000, "max_seconds": 2.5}})
+    rule = load_config(write_resolved(config, tmp_path, ("render", "max_skipped_fraction")))
+    render = settings.RenderSettings.from_config(rule)
+    assert (render.sample_rate, render.max_seconds, render.soundfont, render.enabled) == (16_000, 2.5, None, True)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        render.sample_rate = 44_100  # type: ignore[misc]
+    other = load_config(write_resolved(config, tmp_path, ("features",)))
+    with pytest.raises(ConfigError, match="config section 'render' is not among"):
+        settings.RenderSettings.from_config(other)
+    with pytest.raises(ConfigError, match="config section render: unknown rate"):
+        settings.RenderSettings.from_config({"render": {**config["render"], "rate": 16_000}})

@@ -69,21 +69,23 @@ def test_transcribe_step_writes_views_and_reuses_its_cache(
 ) -> None:
     config = validate_config({"transcription": {"views": ["clean", "augmented"]}})
     out, cache = tmp_path / "transcribe" / "manifest.parquet", tmp_path / "cache"
-    df = tc.run_transcribe(config, rendered, out, cache, threads=1)
+    report = tmp_path / "reports" / "transcribe.json"
+    df = tc.run_transcribe(config, rendered, out, cache, threads=1, skipped=report)
     assert list(df["segment_id"]) == ["p/0@clean", "p/0@augmented", "p/1@clean", "p/1@augmented"]
     assert read_manifest(out)["segment_id"].tolist() == df["segment_id"].tolist()
     # Labels, group and piece come from the recording's row; the MIDI is the transcription.
     assert df["segment_group"].eq("p").all() and np.allclose(np.stack(df["labels"]), 0.5)
     clean = load_performance(df["midi_path"][0])
     assert sorted(clean.notes[:, 2].astype(int).tolist()) == [60, 64, 67, 72]
-    assert read_json(out.parent / "skipped.json")["transcribed_now"] == 4
+    assert read_json(report)["transcribed_now"] == 4
+    assert sorted(p.name for p in out.parent.iterdir()) == ["manifest.parquet"]
 
     # A second run (the killed run's restart) transcribes nothing that is cached.
     calls: list[Any] = []
     monkeypatch.setattr(tc, "_work", counting(tc._work, calls))
-    again = tc.run_transcribe(config, rendered, out, cache, threads=1)
+    again = tc.run_transcribe(config, rendered, out, cache, threads=1, skipped=report)
     assert again["midi_path"].tolist() == df["midi_path"].tolist()
-    assert read_json(out.parent / "skipped.json")["transcribed_now"] == 0
+    assert read_json(report)["transcribed_now"] == 0
 
 
 def test_transcribe_step_without_views_writes_an_empty_manifest(rendered: Path, tmp_path: Path) -> None:

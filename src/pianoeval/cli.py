@@ -23,6 +23,16 @@ DEVICES_HELP = "devices to train on; more than 1 = Lightning DDP, one process pe
 # The inference commands' --devices: GPUs the rule reserved; 0 = CPU, >0 = the GPU when CUDA has one.
 INFERENCE_DEVICES_HELP = "GPUs reserved for this step (0 = CPU; default: the GPU when CUDA has one)"
 CHECKPOINT_DIR_HELP = "Lightning's resumable checkpoints (a cache; default: <out-dir>/checkpoints)"
+# The per-file steps' --skipped: the rules pass their declared output; by hand it defaults to a file beside --out.
+SKIPPED_HELP = "the skipped-files report (JSON; default: {})"
+
+
+def _beside(value: str | None, out: str, name: str) -> Path:
+    """An explicit output path, or (by hand: the rules always pass one) the file `name` in --out's folder;
+    a `name` starting with "." is a suffix in place of --out's (`features.pt` -> `features.skipped.json`)."""
+    if value:
+        return Path(value)
+    return Path(out).with_suffix(name) if name.startswith(".") else Path(out).parent / name
 
 
 def _config(args: argparse.Namespace) -> dict:
@@ -74,14 +84,16 @@ def cmd_render_unlabelled(args: argparse.Namespace) -> None:
     """Render unlabelled performances (ASAP) for a2's self-supervised stage."""
     from pianoeval.steps.render_unlabelled import run_render_unlabelled
 
-    run_render_unlabelled(_config(args), Path(args.root), Path(args.audio_dir), Path(args.out), args.threads)
+    skipped = _beside(args.skipped, args.out, "skipped.json")
+    run_render_unlabelled(_config(args), Path(args.root), Path(args.audio_dir), Path(args.out), args.threads, skipped)
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     """Build the corpus manifest from the configured source."""
     from pianoeval.steps.prepare import run_prepare
 
-    run_prepare(_config(args), Path(args.out), Path(args.demo_manifest) if args.demo_manifest else None)
+    demo = Path(args.demo_manifest) if args.demo_manifest else None
+    run_prepare(_config(args), Path(args.out), demo, summary=_beside(args.summary, args.out, "summary.json"))
 
 
 def cmd_folds(args: argparse.Namespace) -> None:
@@ -95,14 +107,30 @@ def cmd_render(args: argparse.Namespace) -> None:
     """Render every performance MIDI to audio."""
     from pianoeval.steps.render import run_render
 
-    run_render(_config(args), Path(args.manifest), Path(args.audio_dir), Path(args.out), args.threads, args.unlabelled)
+    run_render(
+        _config(args),
+        Path(args.manifest),
+        Path(args.audio_dir),
+        Path(args.out),
+        args.threads,
+        args.unlabelled,
+        skipped=_beside(args.skipped, args.out, "skipped.json"),
+    )
 
 
 def cmd_transcribe(args: argparse.Namespace) -> None:
     """Transcribe every rendered recording with TransKun in each configured view (symbolic training data)."""
     from pianoeval.steps.transcribe import run_transcribe
 
-    run_transcribe(_config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir), args.threads, args.devices)
+    run_transcribe(
+        _config(args),
+        Path(args.manifest),
+        Path(args.out),
+        Path(args.cache_dir),
+        args.threads,
+        args.devices,
+        skipped=_beside(args.skipped, args.out, "skipped.json"),
+    )
 
 
 def cmd_featurize(args: argparse.Namespace) -> None:
@@ -117,6 +145,7 @@ def cmd_featurize(args: argparse.Namespace) -> None:
         Path(args.cache_dir),
         args.threads,
         extra_manifests=[Path(p) for p in args.extra_manifest],
+        skipped=_beside(args.skipped, args.out, ".skipped.json"),
     )
 
 
@@ -124,7 +153,9 @@ def cmd_embed(args: argparse.Namespace) -> None:
     """Embed rendered audio with a frozen backbone."""
     from pianoeval.steps.embed import run_embed
 
-    run_embed(args.backbone, _config(args), Path(args.manifest), Path(args.out), Path(args.cache_dir), args.devices)
+    skipped = _beside(args.skipped, args.out, ".skipped.json")
+    config, cache = _config(args), Path(args.cache_dir)
+    run_embed(args.backbone, config, Path(args.manifest), Path(args.out), cache, args.devices, skipped)
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
@@ -152,6 +183,7 @@ def cmd_pretrain_corpus(args: argparse.Namespace) -> None:
         args.model,
         _config(args),
         Path(args.out),
+        _beside(args.checkpoint_dir, args.out, "checkpoints"),
         Path(args.cache_dir) if args.cache_dir else None,
         devices=args.devices,
         threads=args.threads,
@@ -287,12 +319,15 @@ def cmd_score(args: argparse.Namespace) -> None:
     # window) on transparent huge pages, which cut the page faults of a transcription from 3.7 M to 0.3 M.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     from pianoeval.core.device import resolve_device
+    from pianoeval.core.errors import ConfigError
     from pianoeval.steps.score import run_score
 
+    if args.model:
+        raise ConfigError("--model is gone: pass --results, the results folder (default: results)")
     device = resolve_device(None, args.device).type
     score = Path(args.score) if args.score else None
     bundle = Path(args.bundle) if args.bundle else None
-    run_score(Path(args.recording), score, Path(args.model), Path(args.out), device, bundle=bundle)
+    run_score(Path(args.recording), score, Path(args.results), Path(args.out), device, bundle=bundle)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -378,6 +413,7 @@ def _data_commands(add: AddCommand) -> None:
     p = add("prepare", cmd_prepare)
     p.add_argument("--demo-manifest", help="the demo rule's manifest (data.source: demo)")
     p.add_argument("--out", required=True)
+    p.add_argument("--summary", help="the manifest's summary (JSON; default: summary.json beside --out)")
     p = add("folds", cmd_folds)
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
@@ -385,6 +421,7 @@ def _data_commands(add: AddCommand) -> None:
     p.add_argument("--manifest", required=True)
     p.add_argument("--audio-dir", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--skipped", help=SKIPPED_HELP.format("skipped.json beside --out"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--unlabelled",
@@ -395,10 +432,12 @@ def _data_commands(add: AddCommand) -> None:
     p.add_argument("--root", required=True, help="ASAP-style folder of unlabelled performances")
     p.add_argument("--audio-dir", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--skipped", help=SKIPPED_HELP.format("skipped.json beside --out"))
     p.add_argument("--threads", type=int, default=1)
     p = add("transcribe", cmd_transcribe)
     p.add_argument("--manifest", required=True, help="the rendered manifest")
     p.add_argument("--out", required=True)
+    p.add_argument("--skipped", help=SKIPPED_HELP.format("skipped.json beside --out"))
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--devices", type=int, default=None, help=INFERENCE_DEVICES_HELP)
@@ -409,12 +448,14 @@ def _data_commands(add: AddCommand) -> None:
         "--extra-manifest", nargs="*", default=[], help="more rows to featurize (the transcription views' manifest)"
     )
     p.add_argument("--out", required=True)
+    p.add_argument("--skipped", help=SKIPPED_HELP.format("--out with the suffix .skipped.json"))
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
     p = add("embed", cmd_embed)
     p.add_argument("backbone", choices=["logmel", "muq", "transkun"])
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--skipped", help=SKIPPED_HELP.format("--out with the suffix .skipped.json"))
     p.add_argument("--cache-dir", required=True)
     p.add_argument("--devices", type=int, default=None, help=INFERENCE_DEVICES_HELP)
 
@@ -433,6 +474,9 @@ def _training_commands(add: AddCommand) -> None:
     p = add("pretrain-corpus", cmd_pretrain_corpus)
     p.add_argument("model", choices=["s1", "s2", "s3"])
     p.add_argument("--out", required=True)
+    p.add_argument(
+        "--checkpoint-dir", help="Lightning's resumable checkpoints (a cache; default: checkpoints/ beside --out)"
+    )
     p.add_argument("--cache-dir", help="where corpus feature stores are cached (keyed by their settings)")
     p.add_argument("--threads", type=int, default=1, help="processes that featurize the corpus")
     p.add_argument("--devices", type=int, default=1, help=DEVICES_HELP)
@@ -524,8 +568,9 @@ def _tool_commands(add: AddCommand) -> None:
     p = add("score", cmd_score, config=False)
     p.add_argument("recording", help="WAV/FLAC/MP3/OGG audio or a MIDI file")
     p.add_argument("--score", help="score MIDI of the piece (optional)")
-    p.add_argument("--model", default="results/fusion/winner.json")
-    p.add_argument("--bundle", help="a bundle from `pianoeval export` (instead of --model's results folder)")
+    p.add_argument("--results", default="results", help="the results folder the pipeline wrote (its final winner)")
+    p.add_argument("--model", help=argparse.SUPPRESS)  # replaced by --results: a one-line error says so
+    p.add_argument("--bundle", help="a bundle from `pianoeval export` (instead of --results)")
     p.add_argument("--out", default="score.json")
     p.add_argument("--device", default="auto", help="where TransKun transcribes: auto (the GPU if any), cpu, cuda")
     p = add("export", cmd_export, config=False)

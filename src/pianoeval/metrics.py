@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -206,21 +206,6 @@ class MetricsSuite:
             "n_pairs": acc["n_pairs"],
             "n": len(p),
         }
-
-
-def mean_std(values: Iterable[float | None]) -> tuple[float, float]:
-    """Mean and sample std (ddof=1; 0.0 for a single value) of the finite values; NaNs if none."""
-    arr = np.array([v for v in values if v is not None], dtype=np.float64)
-    arr = arr[np.isfinite(arr)]
-    if arr.size == 0:
-        return float("nan"), float("nan")
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
-
-def format_mean_std(values: Iterable[float | None], digits: int = 3) -> str:
-    """'0.412 ± 0.031' from a list of per-fold values (see `mean_std`)."""
-    mean, std = mean_std(values)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _cell(value: Any, fmt: str) -> str:

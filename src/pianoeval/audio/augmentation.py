@@ -301,12 +301,6 @@ def synthetic_noise(
     return noise / max(_rms(noise), 1e-12)
 
 
-def measured_snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
-    """SNR in dB of `noisy` [S] against `clean` [S]: clean power over residual power."""
-    residual = np.asarray(noisy, np.float64) - np.asarray(clean, np.float64)
-    return float(20.0 * np.log10(_rms(clean) / max(_rms(residual), 1e-12)))
-
-
 def _biquad(kind: str, freq: float, gain_db: float, sample_rate: int, q: float = 0.707) -> np.ndarray:
     """One RBJ-cookbook biquad as an sos row [6] (lowshelf, highshelf or peak)."""
     a_gain = 10 ** (gain_db / 40.0)

@@ -82,10 +82,3 @@ def apply_lora(
     for name, param in model.named_parameters():
         param.requires_grad_("lora_" in name)
     return model
-
-
-def count_trainable_params(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total

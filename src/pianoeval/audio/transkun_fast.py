@@ -70,13 +70,6 @@ def power_spectrum(frames: torch.Tensor, windows: np.ndarray, bins: tuple[int, i
     return (np.square(z.real) + np.square(z.imag)).mean(axis=1)
 
 
-def mel_features(model: torch.nn.Module, frames: torch.Tensor) -> torch.Tensor:
-    """TransKun's front end (normalisation, log-mel): frames [N, C, T, W] → features [N, T, n_mels, windows]."""
-    projection = MelProjection(model.framewiseFeatureExtractor)
-    power = power_spectrum(frames, analysis_windows(model), (projection.lo, projection.hi))
-    return projection(torch.from_numpy(power))
-
-
 def _mel_bins(freq2mels: torch.Tensor) -> tuple[int, int]:
     """The first and one-past-last FFT bin with a non-zero weight in any mel filter (freq2mels [bins, n_mels])."""
     used = torch.nonzero(freq2mels.abs().sum(-1) > 0).flatten()

@@ -106,14 +106,6 @@ class FoldDir:
                 return path
         raise InputError("no checkpoint in this training folder; rerun its rule", self.path)
 
-    @classmethod
-    def of(cls, file: str | Path) -> FoldDir:
-        """The fold folder holding `file` (one of FILES, e.g. the metrics.json a rule was given)."""
-        file = Path(file)
-        if file.name not in cls.FILES.values():
-            raise InputError(f"not a fold folder's file (expected one of {sorted(cls.FILES.values())})", file)
-        return cls(file.parent)
-
 
 @dataclass(frozen=True)
 class Results:

@@ -13,6 +13,7 @@ import yaml
 
 from pianoeval import __version__
 from pianoeval.core.io import atomic_path, write_json
+from pianoeval.core.layout import FoldDir
 
 # Set by the workflow (rules/common.smk) to the experiment's run_name for every job it starts.
 EXPERIMENT_ENV = "PIANOEVAL_EXPERIMENT"
@@ -39,15 +40,15 @@ def git_revision(repo: str | Path | None = None) -> str | None:
 
 
 def write_provenance(out_dir: str | Path, config: dict[str, Any], seed: int, **extra: Any) -> None:
-    """Write `config.yaml` (resolved config) and `provenance.json` into `out_dir`; the experiment's name
-    (`run_name`, kept out of the rules' config digests) comes from the workflow's environment."""
+    """Write the fold folder `out_dir`'s `config.yaml` (resolved config) and `provenance.json` (core.layout.FoldDir);
+    the experiment's name (`run_name`, kept out of the rules' config digests) comes from the workflow's environment."""
     import torch
 
     from pianoeval.core.config import plain_config
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / "config.yaml") as tmp:
+    folder = FoldDir(out_dir)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder.config) as tmp:
         tmp.write_text(yaml.safe_dump(plain_config(config), sort_keys=False))
     write_json(
         {
@@ -61,5 +62,5 @@ def write_provenance(out_dir: str | Path, config: dict[str, Any], seed: int, **e
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             **extra,
         },
-        out_dir / "provenance.json",
+        folder.provenance,
     )

@@ -263,3 +263,15 @@ class FitSettings:
         """The audio section's backbone keys with the seed (what `registry.build_audio_backbone` reads)."""
         aud = self.need("audio")
         return BackboneSettings(**{k: copy.deepcopy(getattr(aud, k)) for k in BackboneSettings.KEYS}, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class RenderSettings(Section):
+    """`render`: MIDI to audio with FluidSynth (the render rules, steps/render.py)."""
+
+    NAME: ClassVar[str] = "render"
+
+    enabled: bool
+    soundfont: str | None  # an SF2 path; None: the Debian GM SoundFont (audio/render.py: find_soundfont)
+    sample_rate: int
+    max_seconds: float | None  # only the first N seconds of each rendering; None: the whole performance

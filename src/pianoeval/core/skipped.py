@@ -1,9 +1,10 @@
-"""Keep going past bad files: per-file steps (render, featurize, embed) skip what they cannot read.
+"""Keep going past bad files: per-file steps (render, transcribe, featurize, embed) skip what they cannot read.
 
 Each skipped file is logged as a warning and listed, with the reason, in the step's skipped-files
-report (`<output>.skipped.json`, or `skipped.json` beside the render manifest); downstream steps
-drop those rows. The step still fails, with nothing written, when every file fails or when more
-than `max_skipped_fraction` (config) of them do: then something is wrong with the setup, not a file.
+report: a declared output of its rule, given to the step as `--skipped`
+(`results/featurize/<kind>.skipped.json`, `results/render/skipped.json`, ...). Downstream steps drop
+those rows. The step still fails, with nothing written, when every file fails or when more than
+`max_skipped_fraction` (config) of them do: then something is wrong with the setup, not a file.
 """
 
 from __future__ import annotations
@@ -59,11 +60,6 @@ def check_skipped(
             f" max_skipped_fraction {max_fraction:g}): {quoted}{more}",
             source,
         )
-
-
-def skipped_path(out: str | Path) -> Path:
-    """Where the skipped-files report of the output `out` goes: `<out without suffix>.skipped.json`."""
-    return Path(out).with_suffix(".skipped.json")
 
 
 def skipped_report(step: str, n_done: int, skipped: list[dict[str, str]], **extra: Any) -> dict[str, Any]:

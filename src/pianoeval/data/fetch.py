@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -62,7 +61,6 @@ PERCEPIANO_LAYOUT: tuple[tuple[str, str], ...] = (
 # The label script renames `_Score_` to `_Score2_` for these (piece prefix, segment range) before
 # averaging ratings; n_ratings must follow it to count the canonical keys' raters.
 _SCORE2_RENAMES: tuple[tuple[str, int, int], ...] = (("Beethoven", 5, 16), ("Schubert_D935", 1, 1))
-_PERFORMANCE_ID_RE = re.compile(r"^(?P<piece>.+)_(?P<bars>\d+)bars_(?P<performer>[^_]+)_(?P<segment>\d+)$")
 
 
 def dataset_source(name: str, data: dict[str, Any] | None = None) -> tuple[str, str]:
@@ -142,7 +140,7 @@ def layout_percepiano(repo_dir: str | Path, out_dir: str | Path) -> Path:
 
 def build_percepiano_index(root: str | Path, count_notes: bool = True) -> pd.DataFrame:
     """index.csv of a laid-out PercePiano folder: one row per performance MIDI (columns as its README)."""
-    from pianoeval.data.percepiano import performer_fold_key, read_label_file
+    from pianoeval.data.percepiano import parse_segment_id, performer_fold_key, read_label_file
 
     root = Path(root)
     perf_dir = root / "midi" / "performances"
@@ -155,9 +153,10 @@ def build_percepiano_index(root: str | Path, count_notes: bool = True) -> pd.Dat
     n_ratings = _rating_counts(totals) if totals.is_file() else {}
     rows = []
     for f in files:
-        m = _PERFORMANCE_ID_RE.match(f.stem)
-        if m is None:
-            raise InputError("performance file name is not <piece>_<N>bars_<performer>_<segment>.mid", f)
+        try:
+            m = parse_segment_id(f.stem)
+        except ValueError as exc:
+            raise InputError("performance file name is not <piece>_<N>bars_<performer>_<segment>.mid", f) from exc
         piece, bars, performer, segment = m["piece"], m["bars"], m["performer"], m["segment"]
         cut = f"{piece}_{bars}bars"
         key = performer_fold_key(piece, performer)
@@ -210,8 +209,13 @@ def _rating_counts(path: Path) -> dict[str, int]:
 
 def _canonical_key(segment_id: str) -> str:
     """Apply the label script's `_Score_` -> `_Score2_` renaming to one rated file id."""
-    m = _PERFORMANCE_ID_RE.match(segment_id)
-    if m is None or m["performer"] != "Score":
+    from pianoeval.data.percepiano import parse_segment_id
+
+    try:
+        m = parse_segment_id(segment_id)
+    except ValueError:
+        return segment_id
+    if m["performer"] != "Score":
         return segment_id
     for prefix, lo, hi in _SCORE2_RENAMES:
         if m["piece"].startswith(prefix) and lo <= int(m["segment"]) <= hi:

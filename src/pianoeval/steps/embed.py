@@ -16,7 +16,7 @@ import torch
 from pianoeval.audio.embed import CACHE_FRAME_RATE, embed_wave
 from pianoeval.core.errors import InputError, OutputError
 from pianoeval.core.io import read_input_bytes, save_torch, write_json
-from pianoeval.core.skipped import check_skipped, skip_entry, skipped_path, skipped_report, warn_skipped
+from pianoeval.core.skipped import check_skipped, skip_entry, skipped_report, warn_skipped
 from pianoeval.data.manifest import select_per_group
 from pianoeval.training.registry import build_frozen_backbone
 
@@ -27,10 +27,17 @@ EMBEDDER_VERSION = 1
 
 
 def run_embed(
-    backbone_name: str, config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path, devices: int | None = None
+    backbone_name: str,
+    config: dict[str, Any],
+    manifest: Path,
+    out: Path,
+    cache_dir: Path,
+    devices: int | None = None,
+    skipped: Path | None = None,
 ) -> dict[str, Any]:
     """Embed every rendered T1 segment of the manifest (resumable through the per-file cache) on
-    the device the job reserved (`devices`, its `gpu` resource: core.device.resolve_device)."""
+    the device the job reserved (`devices`, its `gpu` resource: core.device.resolve_device); write the
+    store to `out` and, when given, the skipped-files report to `skipped`."""
     from tqdm import tqdm
 
     from pianoeval.audio.io import load_audio
@@ -62,7 +69,7 @@ def run_embed(
         # frames; the last layer alone keeps the tag, and so the caches, of earlier runs.
         tag += "|layers=" + ",".join(map(str, layers))
     items: dict[str, Any] = {}
-    skipped: list[dict[str, str]] = []
+    failed: list[dict[str, str]] = []
     n_new = 0  # embedded by this run; the rest came from the cache (an earlier, perhaps killed, run)
     for row in tqdm(list(rows.itertuples()), desc=f"embed {backbone_name}", mininterval=5):
         try:
@@ -76,9 +83,9 @@ def run_embed(
         except OutputError:
             raise  # a full disk or read-only cache is no file's fault: stop
         except Exception as exc:  # keep going past any one file; the report and the log say why
-            skipped.append(skip_entry(row.segment_id, row.audio_path, exc))
-            warn_skipped(skipped[-1])
-    check_skipped(f"embed {backbone_name}", skipped, len(rows), config["max_skipped_fraction"], manifest)
+            failed.append(skip_entry(row.segment_id, row.audio_path, exc))
+            warn_skipped(failed[-1])
+    check_skipped(f"embed {backbone_name}", failed, len(rows), config["max_skipped_fraction"], manifest)
     dim = int(next(iter(items.values()))["audio_emb"].shape[1])
     meta = {
         "backbone": backbone_name,
@@ -87,18 +94,17 @@ def run_embed(
         "sample_rate": backbone.sample_rate,
         "per_group": per_group,
     }
-    save_torch({"kind": "audio", "meta": meta, "items": items, "skipped": skipped}, out)
-    write_json(
-        skipped_report(f"embed {backbone_name}", len(items), skipped, embedded_now=n_new, cached=len(items) - n_new),
-        skipped_path(out),
-    )
+    save_torch({"kind": "audio", "meta": meta, "items": items, "skipped": failed}, out)
+    if skipped is not None:
+        counts = {"embedded_now": n_new, "cached": len(items) - n_new}
+        write_json(skipped_report(f"embed {backbone_name}", len(items), failed, **counts), skipped)
     log.info(
         "embedded %d files with %s (%d now, %d from the cache, %d skipped) -> %s",
         len(items),
         backbone_name,
         n_new,
         len(items) - n_new,
-        len(skipped),
+        len(failed),
         out,
     )
     return meta

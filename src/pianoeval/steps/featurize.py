@@ -17,7 +17,7 @@ import torch
 
 from pianoeval.core.errors import InputError, OutputError
 from pianoeval.core.io import read_input_bytes, save_torch, write_json
-from pianoeval.core.skipped import check_skipped, skip_entry, skipped_path, skipped_report, warn_skipped
+from pianoeval.core.skipped import check_skipped, skip_entry, skipped_report, warn_skipped
 from pianoeval.symbolic.featurize import FEATURIZER_VERSION, featurize_file, kind_meta
 
 log = logging.getLogger(__name__)
@@ -74,9 +74,10 @@ def run_featurize(
     cache_dir: Path,
     threads: int = 1,
     extra_manifests: list[Path] | None = None,
+    skipped: Path | None = None,
 ) -> dict[str, Any]:
     """Featurize a manifest (and the rows of `extra_manifests`, e.g. the transcription views) for `kind`,
-    skipping (and reporting) unusable files; write `out`."""
+    skipping unusable files; write `out` and, when given, the skipped-files report to `skipped`."""
     import pandas as pd
     from tqdm import tqdm
 
@@ -91,7 +92,7 @@ def run_featurize(
     if not jobs:
         raise InputError("the manifest lists no MIDI file to featurize", manifest)
     items: dict[str, Any] = {}
-    skipped: list[dict[str, str]] = []
+    failed: list[dict[str, str]] = []
     workers = max(1, threads)
     if workers > 1:
         pool = ProcessPoolExecutor(max_workers=workers)
@@ -101,15 +102,16 @@ def run_featurize(
     try:
         for key, cached, entry in tqdm(results, total=len(jobs), desc=f"featurize {kind}", mininterval=5):
             if entry is not None:
-                skipped.append(entry)
+                failed.append(entry)
                 warn_skipped(entry)
             else:
                 items[key] = torch.load(cached, weights_only=False)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    check_skipped(f"featurize {kind}", skipped, len(jobs), config["max_skipped_fraction"], manifest)
-    save_torch({"kind": kind, "meta": kind_meta(kind, features_cfg), "items": items, "skipped": skipped}, out)
-    write_json(skipped_report(f"featurize {kind}", len(items), skipped), skipped_path(out))
-    log.info("featurized %d files (%d skipped) -> %s", len(items), len(skipped), out)
-    return {"n_items": len(items), "skipped": skipped}
+    check_skipped(f"featurize {kind}", failed, len(jobs), config["max_skipped_fraction"], manifest)
+    save_torch({"kind": kind, "meta": kind_meta(kind, features_cfg), "items": items, "skipped": failed}, out)
+    if skipped is not None:
+        write_json(skipped_report(f"featurize {kind}", len(items), failed), skipped)
+    log.info("featurized %d files (%d skipped) -> %s", len(items), len(failed), out)
+    return {"n_items": len(items), "skipped": failed}

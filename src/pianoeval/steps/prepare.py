@@ -91,23 +91,30 @@ def build_manifest(config: dict[str, Any], demo_manifest: Path | None = None) ->
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else df
 
 
-def run_prepare(config: dict[str, Any], out: Path, demo_manifest: Path | None = None) -> pd.DataFrame:
-    """Write the validated manifest to `out` and a summary JSON beside it (`demo_manifest`: the demo's)."""
-    from pianoeval.data.manifest import label_matrix, write_manifest
+def manifest_summary(df: pd.DataFrame) -> dict[str, Any]:
+    """The prepare rule's summary of a manifest: rows, labelled rows, pieces, segment groups, tiers, sources."""
+    from pianoeval.data.manifest import label_matrix
+
+    return {
+        "n_rows": len(df),
+        "n_labelled": int((~pd.isna(label_matrix(df)).any(axis=1)).sum()),
+        "n_pieces": int(df["piece_id"].nunique()),
+        "n_segment_groups": int(df["segment_group"].nunique()),
+        "tiers": df["tier"].value_counts().to_dict(),
+        "sources": df["source"].value_counts().to_dict(),
+    }
+
+
+def run_prepare(
+    config: dict[str, Any], out: Path, demo_manifest: Path | None = None, summary: Path | None = None
+) -> pd.DataFrame:
+    """Write the validated manifest to `out` and, when given, its summary JSON to `summary`
+    (`demo_manifest`: the demo rule's manifest, for `data.source: demo`)."""
+    from pianoeval.data.manifest import write_manifest
 
     df = build_manifest(config, demo_manifest)
     write_manifest(df, out)
-    labels = label_matrix(df)
-    write_json(
-        {
-            "n_rows": len(df),
-            "n_labelled": int((~pd.isna(labels).any(axis=1)).sum()),
-            "n_pieces": int(df["piece_id"].nunique()),
-            "n_segment_groups": int(df["segment_group"].nunique()),
-            "tiers": df["tier"].value_counts().to_dict(),
-            "sources": df["source"].value_counts().to_dict(),
-        },
-        out.parent / "summary.json",
-    )
+    if summary is not None:
+        write_json(manifest_summary(df), summary)
     log.info("manifest: %d rows -> %s", len(df), out)
     return df

@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from pianoeval.core.io import read_json, save_torch
+from pianoeval.core.io import save_torch
 from pianoeval.core.settings import FitSettings
 from pianoeval.training.pretrain import PretrainModule, build_objective, build_pretrain_loader, pretraining_keys
 
@@ -48,6 +48,7 @@ def run_pretrain(
     more than 1, see train.device_settings); save `{"encoder": state_dict}`. With `corpus` (the
     pretrain_corpus output) the encoder starts from those weights, and 0 epochs passes them on as they
     are. A DDP worker process (rank > 0) saves nothing."""
+    from pianoeval.data.folds import read_folds
     from pianoeval.data.leaks import KeyGroups, check_no_leak, groups_of_keys, split_groups
     from pianoeval.data.manifest import read_manifest
     from pianoeval.training.data import load_feature_store
@@ -62,7 +63,7 @@ def run_pretrain(
     L.seed_everything(seed, workers=True, verbose=False)
     store = load_feature_store(features_path)
     manifest = read_manifest(manifest_path)
-    folds = read_json(folds_path)
+    folds = read_folds(folds_path)
     keys = pretraining_keys(store, manifest, folds, fold)
     # The guard: the groups of the keys actually read, checked against the fold's validation groups.
     index = KeyGroups(manifest)

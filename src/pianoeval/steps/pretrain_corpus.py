@@ -50,13 +50,16 @@ def run_pretrain_corpus(
     model: str,
     config: dict[str, Any],
     out: Path,
+    checkpoint_dir: Path,
     cache_dir: Path | None = None,
     devices: int = 1,
     threads: int = 1,
 ) -> dict[str, Any]:
     """Pretrain `model`'s encoder on the corpus of `symbolic.corpus` for at most `epochs` epochs or
-    `minutes`; save `{"encoder": state_dict, "info": ...}` to `out`. A rerun with the same settings
-    resumes from `<out folder>/checkpoints/last.ckpt`. A DDP worker (rank > 0) saves nothing."""
+    `minutes`; save `{"encoder": state_dict, "info": ...}` to `out`. Lightning's checkpoints go to
+    `checkpoint_dir` (a cache: the rule's is under results/cache/), and a rerun with the same settings
+    resumes from its `last.ckpt`. `cache_dir`: the corpus feature stores. A DDP worker (rank > 0)
+    saves nothing."""
     from pianoeval.core.errors import ConfigError
     from pianoeval.data.corpus import CorpusSettings
     from pianoeval.symbolic.augmentation import AugmentSettings
@@ -87,15 +90,16 @@ def run_pretrain_corpus(
         max_len=features["max_seq_len"],
         mask_prob=objective["mask_prob"],
     )
-    ckpt_dir = out.parent / "checkpoints"
-    last = ckpt_dir / "last.ckpt"
+    last = checkpoint_dir / "last.ckpt"
     # Resume only a run of these very settings and this network shape (anything else there is removed);
     # the budget (epochs, minutes) is not part of it, so a larger one continues the run.
     run = {k: v for k, v in section.items() if k not in ("epochs", "model_epochs", "minutes")}
     what = {"corpus": run, "objective": objective, "features": features}
-    resume = _same_run(ckpt_dir, what, module, seed) and last.exists()
+    resume = _same_run(checkpoint_dir, what, module, seed) and last.exists()
     epochs = int(section["model_epochs"].get(model, section["epochs"]))
-    trainer = _trainer(epochs, section["minutes"], ckpt_dir, section["precision"], devices, f"pretrain_corpus {model}")
+    trainer = _trainer(
+        epochs, section["minutes"], checkpoint_dir, section["precision"], devices, f"pretrain_corpus {model}"
+    )
     if resume:
         log.info("resuming from %s", last)
     trainer.fit(module, loader, ckpt_path=str(last) if resume else None)

@@ -17,18 +17,25 @@ log = logging.getLogger(__name__)
 
 
 def run_render(
-    config: dict[str, Any], manifest: Path, audio_dir: Path, out: Path, threads: int = 1, unlabelled: bool = False
+    config: dict[str, Any],
+    manifest: Path,
+    audio_dir: Path,
+    out: Path,
+    threads: int = 1,
+    unlabelled: bool = False,
+    skipped: Path | None = None,
 ) -> pd.DataFrame:
     """Render each performance MIDI of the labelled tier T1 (with `unlabelled`, also the T2/T3 ones: their
     transcriptions feed symbolic pretraining) to `audio_dir/<id>.<key>.wav`, reusing WAVs already
-    rendered; write the manifest with `audio_path` to `out`. Only what a configured model reads is
-    rendered: the audio track, fusion, robustness and the transcription views read the T1 corpus only.
+    rendered; write the manifest with `audio_path` to `out` and, when given, the skipped-files report to
+    `skipped`. Only what a configured model reads is rendered: the audio track, fusion, robustness and
+    the transcription views read the T1 corpus only.
     """
     from pianoeval.data.manifest import read_manifest
 
     df = read_manifest(manifest)
     wanted = df["tier"].isin(["T1", "T2", "T3"] if unlabelled else ["T1"])
-    return render_rows(config, df, wanted, audio_dir, out, threads, manifest)
+    return render_rows(config, df, wanted, audio_dir, out, threads, manifest, skipped=skipped)
 
 
 def render_rows(
@@ -40,21 +47,24 @@ def render_rows(
     threads: int,
     source: Path,
     whole: bool = False,
+    skipped: Path | None = None,
 ) -> pd.DataFrame:
     """Render the rows of `df` selected by the mask `wanted` (those with a MIDI); write the manifest with
-    `audio_path` to `out` and the skipped-files report beside it. `source` names the input in errors;
-    `whole` ignores `render.max_seconds` (beat-aligned clips are cut from anywhere in a performance).
+    `audio_path` to `out` and, when given, the skipped-files report to `skipped`. `source` names the
+    input in errors; `whole` ignores `render.max_seconds` (beat-aligned clips are cut from anywhere in a
+    performance).
 
     The WAV name's key (`render_key`) covers the MIDI's bytes and the render settings, so a run killed
     part-way restarts where it stopped, while a changed SoundFont, rate or MIDI renders afresh.
     """
     from pianoeval.audio.render import find_soundfont, render_key, render_midi
+    from pianoeval.core.settings import RenderSettings
     from pianoeval.core.skipped import check_skipped, collect_done, skip_entry, skipped_report
     from pianoeval.data.manifest import write_manifest
 
-    cfg = config["render"]
-    max_seconds = None if whole else cfg["max_seconds"]
-    soundfont = find_soundfont(cfg["soundfont"])
+    settings = RenderSettings.from_config(config)
+    max_seconds = None if whole else settings.max_seconds
+    soundfont = find_soundfont(settings.soundfont)
     audio_dir.mkdir(parents=True, exist_ok=True)
     todo = df[df["midi_path"].notna() & np.asarray(wanted, dtype=bool)]
 
@@ -62,13 +72,13 @@ def render_rows(
         """(segment id, WAV path or None, skipped-file entry or None, whether it was rendered now)."""
         try:
             stem = row.segment_id.replace("/", "_").replace("::", "__")
-            key = render_key(row.midi_path, soundfont, cfg["sample_rate"], max_seconds)
+            key = render_key(row.midi_path, soundfont, settings.sample_rate, max_seconds)
             target = audio_dir / f"{stem}.{key}.wav"
             if target.is_file() and target.stat().st_size > 0:
                 return row.segment_id, str(target.resolve()), None, False  # rendered by an earlier run
             # Written atomically: a killed run leaves no half-written WAV under the target name.
             render_midi(
-                row.midi_path, target, soundfont=soundfont, sample_rate=cfg["sample_rate"], max_seconds=max_seconds
+                row.midi_path, target, soundfont=soundfont, sample_rate=settings.sample_rate, max_seconds=max_seconds
             )
         except OutputError:
             raise  # a full disk or read-only folder is no file's fault: stop
@@ -79,16 +89,15 @@ def render_rows(
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         # On an exception or Ctrl-C, map's iterator cancels the queued files: the run stops promptly.
         results = pool.map(render_one, todo.itertuples(index=False))
-        paths, skipped, n_new = collect_done(results, len(todo), "render", mininterval=5)
-    log.info("render: %d rendered now, %d reused, %d skipped", n_new, len(paths) - n_new, len(skipped))
-    check_skipped("render", skipped, len(todo), config["max_skipped_fraction"], source)
+        paths, failed, n_new = collect_done(results, len(todo), "render", mininterval=5)
+    log.info("render: %d rendered now, %d reused, %d skipped", n_new, len(paths) - n_new, len(failed))
+    check_skipped("render", failed, len(todo), config["max_skipped_fraction"], source)
     df = df.copy()
     df["audio_path"] = [paths.get(s, a) for s, a in zip(df["segment_id"], df["audio_path"], strict=True)]
     write_manifest(df, out)
-    write_json(
-        skipped_report(
-            "render", len(paths), skipped, rendered_now=n_new, reused=len(paths) - n_new, soundfont=str(soundfont)
-        ),
-        out.parent / "skipped.json",
-    )
+    if skipped is not None:
+        report = skipped_report(
+            "render", len(paths), failed, rendered_now=n_new, reused=len(paths) - n_new, soundfont=str(soundfont)
+        )
+        write_json(report, skipped)
     return df

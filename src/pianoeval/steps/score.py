@@ -35,6 +35,7 @@ import torch
 from pianoeval.core.constants import DIMENSIONS, LABEL_MAX, LABEL_MIN
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import atomic_path, read_json, write_json
+from pianoeval.core.layout import FoldDir, Results
 from pianoeval.evaluation.served import ServedModels, load_served
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,13 @@ def fold_config(fold_dir: Path) -> dict[str, Any]:
     """The config a fold folder was trained with (its config.yaml, validated when training wrote it)."""
     from pianoeval.core.config import written_config
 
-    return written_config((fold_dir / "config.yaml").read_text(), fold_dir / "config.yaml")
+    path = FoldDir(fold_dir).config
+    return written_config(path.read_text(), path)
+
+
+def fold_model(fold_dir: Path) -> str:
+    """The model a fold folder holds, as its model_spec.json names it (s3, probe_logmel, f2_score, ...)."""
+    return read_json(FoldDir(fold_dir).model_spec)["model"]
 
 
 class FoldNetworks:
@@ -122,12 +129,12 @@ def symbolic_outputs(
     with torch_threads(1):
         for fold_dir in fold_dirs:
             tick = time.perf_counter()
-            text = (fold_dir / "config.yaml").read_text()
+            text = FoldDir(fold_dir).config.read_text()
             if text not in configs:
-                configs[text] = written_config(text, fold_dir / "config.yaml")
+                configs[text] = written_config(text, FoldDir(fold_dir).config)
             config = configs[text]
             net = (networks or FoldNetworks()).get(fold_dir, config)
-            kind = FEATURE_KIND[read_json(fold_dir / "model_spec.json")["model"]]
+            kind = FEATURE_KIND[fold_model(fold_dir)]
             timings["models"] += time.perf_counter() - tick
             tick = time.perf_counter()
             key = json.dumps([kind, config["features"]], sort_keys=True)
@@ -210,7 +217,7 @@ def audio_track_outputs(
     for fold_dir in fold_dirs:
         config = fold_config(fold_dir)
         settings = BackboneSettings.from_config(config)
-        name = audio_backbone(read_json(fold_dir / "model_spec.json")["model"], settings.backbone)
+        name = audio_backbone(fold_model(fold_dir), settings.backbone)
         key = f"{name}|{backbone_fingerprint(name, settings)}|{settings.hidden_layers}"
         if key not in backbones:
             backbones[key] = build_frozen_backbone(name, settings)
@@ -242,7 +249,7 @@ def fusion_outputs(
             "z_symbolic": symbolic["z"][k : k + 1],
             "scores_symbolic": symbolic["scores"][k : k + 1],
         }
-        if read_json(fold_dir / "model_spec.json")["model"].endswith("_score"):
+        if fold_model(fold_dir).endswith("_score"):
             batch["score_stats"] = score_stats[None]
         with torch.inference_mode():
             preds.append(module(batch)[0].numpy())
@@ -414,8 +421,9 @@ def output_paths(out: Path) -> dict[str, Path]:
     }
 
 
-def check_inputs(recording: Path, score: Path | None, model: Path | None, bundle: Path | None, out: Path) -> None:
-    """InputError (before any work) for a missing or unsupported input, a missing model, or an output over an input."""
+def check_inputs(recording: Path, score: Path | None, results: Path | None, bundle: Path | None, out: Path) -> None:
+    """InputError (before any work) for a missing or unsupported input, a results folder without a final
+    winner (unless a bundle is given), or an output over an input."""
     if not recording.is_file():
         raise InputError("file not found", recording)
     suffix = recording.suffix.lower()
@@ -427,17 +435,20 @@ def check_inputs(recording: Path, score: Path | None, model: Path | None, bundle
         )
     if score is not None and not score.is_file():
         raise InputError("score MIDI not found", score)
-    if bundle is None and (model is None or not model.is_file()):
-        raise InputError("model file not found; run the pipeline or pass --model results/fusion/winner.json", model)
-    inputs = {p.resolve() for p in (recording, score, model, bundle) if p is not None}
+    winner = Results(results).final_winner if results is not None else None
+    if bundle is None and (winner is None or not winner.is_file()):
+        raise InputError(
+            "final winner not found; run the pipeline, or pass --results (the folder it wrote) or --bundle", winner
+        )
+    inputs = {p.resolve() for p in (recording, score, winner, bundle) if p is not None}
     if any(p.resolve() in inputs for p in output_paths(out).values()):
         raise InputError("an output file would overwrite an input; choose another --out", out)
 
 
 @contextmanager
-def served_models(model: Path | None, bundle: Path | None) -> Iterator[tuple[ServedModels, dict[str, Any]]]:
+def served_models(results: Path | None, bundle: Path | None) -> Iterator[tuple[ServedModels, dict[str, Any]]]:
     """(served models, where they come from) of a bundle (unpacked while in use) or of the results
-    folder that `model` (results/fusion/winner.json) is in."""
+    folder `results`."""
     from pianoeval.evaluation.bundle import unpacked_bundle
 
     if bundle is not None:
@@ -445,9 +456,9 @@ def served_models(model: Path | None, bundle: Path | None) -> Iterator[tuple[Ser
             origin = {"kind": "bundle", "path": str(bundle), "git_revision": record.get("git_revision")}
             yield load_served(root), origin
         return
-    assert model is not None
-    results = model.resolve().parents[1]
-    yield load_served(results), {"kind": "results", "path": str(results)}
+    assert results is not None
+    root = results.resolve()
+    yield load_served(root), {"kind": "results", "path": str(root)}
 
 
 def score_input(
@@ -534,18 +545,18 @@ def score_record(
 def run_score(
     recording: Path,
     score: Path | None,
-    model: Path | None,
+    results: Path | None,
     out: Path,
     device: str = "cpu",
     bundle: Path | None = None,
 ) -> dict[str, Any]:
     """Score `recording` (audio or MIDI) with the models the DAG chose: from `bundle` (pianoeval export)
-    when given, else from the results folder that `model` (results/fusion/winner.json) is in."""
+    when given, else from the results folder `results` (its fusion/winner.json and what it names)."""
     start = time.perf_counter()
-    check_inputs(recording, score, model, bundle, out)
+    check_inputs(recording, score, results, bundle, out)
     paths = output_paths(out)
     # The trained models are checked before the (slow) transcription, so a missing pipeline fails at once.
-    with served_models(model, bundle) as (served, origin), tempfile.TemporaryDirectory(prefix="pianoeval_") as tmp:
+    with served_models(results, bundle) as (served, origin), tempfile.TemporaryDirectory(prefix="pianoeval_") as tmp:
         # Seconds per phase (score.json `timings_s`); imports before run_score are not counted.
         timings = {"checks": time.perf_counter() - start, "transcribe": 0.0}
         scores, transcription, midi = score_input(recording, score, served, Path(tmp), device)

@@ -84,14 +84,21 @@ def _work(job: tuple[str, str, str, int, str, str]) -> tuple[str, str | None, di
 
 
 def run_transcribe(
-    config: dict[str, Any], manifest: Path, out: Path, cache_dir: Path, threads: int = 1, devices: int | None = None
+    config: dict[str, Any],
+    manifest: Path,
+    out: Path,
+    cache_dir: Path,
+    threads: int = 1,
+    devices: int | None = None,
+    skipped: Path | None = None,
 ) -> pd.DataFrame:
     """Transcribe every rendered recording of `manifest` in each of `transcription.views` on the device the
     job reserved (`devices`: on a GPU, minutes for PercePiano instead of hours); write the views'
-    manifest to `out` (and `<out dir>/skipped.json`). With no views, the manifest is empty."""
+    manifest to `out` and, when given, the skipped-files report to `skipped`. With no views, the
+    manifest is empty."""
     from pianoeval.core.device import resolve_device
     from pianoeval.core.skipped import check_skipped, collect_done, skipped_report
-    from pianoeval.data.manifest import read_manifest, write_manifest
+    from pianoeval.data.manifest import empty_manifest, read_manifest, write_manifest
 
     df = read_manifest(manifest)
     views = list(config["transcription"]["views"])
@@ -110,22 +117,21 @@ def run_transcribe(
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and jobs else None
     results = pool.map(_work, jobs) if pool is not None else map(_work, jobs)
     try:
-        paths, skipped, n_new = collect_done(results, len(jobs), "transcribe", mininterval=10)
+        paths, failed, n_new = collect_done(results, len(jobs), "transcribe", mininterval=10)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    log.info("transcribe: %d transcribed now, %d reused, %d skipped", n_new, len(paths) - n_new, len(skipped))
-    check_skipped("transcribe", skipped, len(jobs), config["max_skipped_fraction"], manifest)
+    log.info("transcribe: %d transcribed now, %d reused, %d skipped", n_new, len(paths) - n_new, len(failed))
+    check_skipped("transcribe", failed, len(jobs), config["max_skipped_fraction"], manifest)
     out_rows = []
     for row in rows.itertuples(index=False):
         for view in views:
             vid = view_id(row.segment_id, view)
             if vid in paths:
                 out_rows.append({**row._asdict(), "segment_id": vid, "midi_path": paths[vid]})
-    views_df = pd.DataFrame(out_rows, columns=df.columns) if out_rows else df.iloc[0:0].copy()
+    views_df = pd.DataFrame(out_rows, columns=df.columns) if out_rows else empty_manifest()
     write_manifest(views_df, out)
-    write_json(
-        skipped_report("transcribe", len(paths), skipped, transcribed_now=n_new, reused=len(paths) - n_new),
-        out.parent / "skipped.json",
-    )
+    if skipped is not None:
+        report = skipped_report("transcribe", len(paths), failed, transcribed_now=n_new, reused=len(paths) - n_new)
+        write_json(report, skipped)
     return views_df

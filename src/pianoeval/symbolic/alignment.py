@@ -76,10 +76,6 @@ class TimeMap:
         """Performance times [N] of score times [N] (s)."""
         return _interp_extrap(np.asarray(score_s, dtype=np.float64), self.score_s, self.perf_s)
 
-    def perf_to_score(self, perf_s: np.ndarray) -> np.ndarray:
-        """Score times [N] of performance times [N] (s): the inverse map."""
-        return _interp_extrap(np.asarray(perf_s, dtype=np.float64), self.perf_s, self.score_s)
-
 
 @dataclass
 class Alignment:
@@ -91,10 +87,6 @@ class Alignment:
     score_match_rate: float  # share of score notes paired with a performance note
     dtw_cost: float  # mean cosine cost along the coarse path (0 = identical onset patterns)
     dtw_fps: float  # frame rate the coarse DTW ran at
-
-    def perf_to_beat(self, perf_s: np.ndarray, score_beats: np.ndarray) -> np.ndarray:
-        """Fractional score-beat index [N] of performance times [N], given the score's beat times [B] (s)."""
-        return beat_index(self.map.perf_to_score(perf_s), score_beats)
 
     def beat_times(self, score_beats: np.ndarray) -> np.ndarray:
         """Predicted performance times [B] (s) of the score's beats [B] (s)."""
@@ -109,12 +101,6 @@ def _interp_extrap(x: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
     hi = (fp[-1] - fp[-1 - k]) / (xp[-1] - xp[-1 - k])
     y = np.where(x < xp[0], fp[0] + (x - xp[0]) * lo, y)
     return np.where(x > xp[-1], fp[-1] + (x - xp[-1]) * hi, y)
-
-
-def beat_index(score_s: np.ndarray, score_beats: np.ndarray) -> np.ndarray:
-    """Fractional beat index [N] of score times [N] (s) from the beat times [B] (linear between beats)."""
-    score_beats = np.asarray(score_beats, dtype=np.float64)
-    return _interp_extrap(np.asarray(score_s, dtype=np.float64), score_beats, np.arange(len(score_beats), dtype=float))
 
 
 def onset_features(onsets: np.ndarray, pitches: np.ndarray, n_frames: int, fps: float) -> np.ndarray:

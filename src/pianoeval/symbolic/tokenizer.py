@@ -183,7 +183,7 @@ class PianoTokenizer:
     def _cut_point(self, ids: list[int], budget: int) -> int:
         """Largest cut <= budget where ids[cut] opens an event, so no note is split."""
         for cut in range(budget, 0, -1):
-            if self._tok[ids[cut]].split("_", 1)[0] in _EVENT_STARTS:
+            if self.id_to_token([ids[cut]])[0].split("_", 1)[0] in _EVENT_STARTS:
                 return cut
         return budget
 
