@@ -26,6 +26,19 @@ log = logging.getLogger(__name__)
 EMBEDDER_VERSION = 1
 
 
+def _cache_tag(backbone_name: str, backbone: Any, fingerprint: str) -> str:
+    """What, beside a file's bytes, keys its cached frames: the backbone, the embedder's version and frame
+    rate, the settings that change the weights (`fingerprint`: MuQ released vs small random; empty for
+    logmel and transkun, so their existing caches stay valid) and the layers averaged."""
+    tag = f"{backbone_name}|{EMBEDDER_VERSION}|{CACHE_FRAME_RATE}" + (f"|{fingerprint}" if fingerprint else "")
+    layers = backbone.probe_layers
+    if layers and layers != [backbone.num_layers]:
+        # Frames averaged over several layers (audio.hidden_layers; MuQ's default 9-12) are other
+        # frames; the last layer alone keeps the tag, and so the caches, of earlier runs.
+        tag += "|layers=" + ",".join(map(str, layers))
+    return tag
+
+
 def run_embed(
     backbone_name: str,
     config: dict[str, Any],
@@ -59,15 +72,7 @@ def run_embed(
     sr = config["render"]["sample_rate"]
     backbone_settings = BackboneSettings.from_config(config)  # the audio keys the embed rule is given
     backbone = build_frozen_backbone(backbone_name, backbone_settings).to(resolve_device(devices))
-    # Settings that change the weights (MuQ released vs small random) are part of the cache key;
-    # empty for logmel and transkun, so their existing caches stay valid.
-    fingerprint = backbone_fingerprint(backbone_name, backbone_settings)
-    tag = f"{backbone_name}|{EMBEDDER_VERSION}|{CACHE_FRAME_RATE}" + (f"|{fingerprint}" if fingerprint else "")
-    layers = backbone.probe_layers
-    if layers and layers != [backbone.num_layers]:
-        # Frames averaged over several layers (audio.hidden_layers; MuQ's default 9-12) are other
-        # frames; the last layer alone keeps the tag, and so the caches, of earlier runs.
-        tag += "|layers=" + ",".join(map(str, layers))
+    tag = _cache_tag(backbone_name, backbone, backbone_fingerprint(backbone_name, backbone_settings))
     items: dict[str, Any] = {}
     failed: list[dict[str, str]] = []
     n_new = 0  # embedded by this run; the rest came from the cache (an earlier, perhaps killed, run)
