@@ -68,7 +68,7 @@ def one_fold() -> Callable[..., dict]:
         for k, group in enumerate(sorted(df["segment_group"].unique())):
             split = "train" if k < n_train else "dev" if k < n_train + n_dev else "val"
             fold[split].extend(df.loc[df["segment_group"] == group, "segment_id"])
-        folds = {"protocol": "segment", "k": 2, "seed": 0, "folds": [fold]}
+        folds = {"protocol": "segment", "k": 1, "seed": 0, "folds": [fold]}
         write_json(folds, path)
         return folds
 

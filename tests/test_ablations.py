@@ -98,7 +98,7 @@ def test_train_step_runs_both_ablations(tmp_path: Path) -> None:
     write_manifest(make_rows(rows), tmp_path / "manifest.parquet")
     folds = {
         "protocol": "segment",
-        "k": 2,
+        "k": 1,
         "seed": 0,
         "folds": [{"fold": 0, **{s: [data.items[i]["segment_id"] for i in idx] for s, idx in data.splits.items()}}],
     }

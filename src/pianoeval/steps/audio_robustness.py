@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from pianoeval.core.io import read_json, write_json
+from pianoeval.core.io import write_json
 from pianoeval.core.layout import Results
 from pianoeval.core.settings import FitSettings, RobustnessSettings
+from pianoeval.data.folds import read_folds
 from pianoeval.evaluation.robustness import audio_outputs, evaluate_folds, group_subset
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def run_audio_robustness(
 
     preds = evaluate_folds(
         manifest,
-        read_json(folds_path)["folds"],
+        read_folds(folds_path)["folds"],
         rob.snr_db,
         int(settings.need("sample_rate")),
         settings.seed,

@@ -15,6 +15,7 @@ from pianoeval.core.errors import InputError
 from pianoeval.core.io import read_json, write_json
 from pianoeval.core.layout import FoldDir
 from pianoeval.core.settings import FitSettings
+from pianoeval.data.folds import read_folds
 from pianoeval.data.leaks import KeyGroups, recorded_groups
 from pianoeval.training.fusion_data import build_fusion_data, error_correlation, score_statistics
 
@@ -88,7 +89,7 @@ def run_fuse(
     # The guard: the fusion's own rows, both fold models and their inner models, none of the
     # fold's validation music.
     record = learned_from_record(data, index, extra=[*sym["learned_from_groups"], *aud["learned_from_groups"]])
-    check_no_leak(out_dir, fold, record["learned_from_groups"], split_groups(read_json(folds_path), fold, index))
+    check_no_leak(out_dir, fold, record["learned_from_groups"], split_groups(read_folds(folds_path), fold, index))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, config, seed, fusion=fusion, fold=fold, symbolic=sym_model, audio=aud_model)
     dims = {

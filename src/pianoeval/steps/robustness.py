@@ -13,6 +13,7 @@ from pianoeval.core.errors import ConfigError
 from pianoeval.core.io import read_json, write_json
 from pianoeval.core.layout import Results
 from pianoeval.core.settings import FitSettings, RobustnessSettings
+from pianoeval.data.folds import read_folds
 from pianoeval.evaluation.report import plot_drops, write_robustness_markdown
 from pianoeval.evaluation.robustness import (
     _symbolic_scorer,
@@ -168,7 +169,7 @@ def run_robustness(
         models = (audio_module, fusion_module, backbone)
         return FusionFoldScorer(models, sym, score_stats, manifest, (settings, rob), tx, sym_dir.path, device)
 
-    folds = read_json(folds_path)["folds"]
+    folds = read_folds(folds_path)["folds"]
     preds = evaluate_folds(manifest, folds, rob.snr_db, int(settings.need("sample_rate")), settings.seed, scorer_for)
     report = robustness_report(preds, tx, float(rob.veto_drop_pct), fus["model"], audio_model)
     write_json(report, out_dir / "report.json")

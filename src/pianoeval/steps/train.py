@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pianoeval.core.io import read_json
 from pianoeval.core.settings import FitSettings
+from pianoeval.data.folds import read_folds
 from pianoeval.training.audio_data import waveform_spec
 from pianoeval.training.data import load_feature_store, load_fold_data
 from pianoeval.training.fit import fit_predict, fold_seed
@@ -54,7 +54,7 @@ def run_train(
     # Inputs are read and checked before anything is written: bad input leaves no output folder.
     store = load_feature_store(features_path)
     manifest = read_manifest(manifest_path)
-    folds = read_json(folds_path)
+    folds = read_folds(folds_path)
     data = load_fold_data(store, manifest, folds, fold, manifest_path=manifest_path)
     if track == "audio":
         data.waveforms = waveform_spec(model, settings, manifest, seed)

@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pianoeval.core.io import read_json, save_torch, write_json
+from pianoeval.core.io import save_torch, write_json
+from pianoeval.core.layout import FoldDir
 from pianoeval.core.settings import FitSettings, StackingSettings
+from pianoeval.data.folds import read_folds
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ def run_train_inner(
     seed = inner_seed(settings.seed, fold, inner)
     L.seed_everything(seed, workers=True, verbose=False)
     manifest = read_manifest(manifest_path)
-    folds = read_json(folds_path)
+    folds = read_folds(folds_path)
     outer = load_fold_data(load_feature_store(features_path), manifest, folds, fold, manifest_path=manifest_path)
     index = KeyGroups(manifest)
     data, held = inner_fold_data(outer, index, k, inner, settings.seed + fold)
@@ -86,7 +88,7 @@ def run_train_inner(
         **{key: record[key] for key in ("held_out_groups", "learned_from_groups", "labels_from_groups")},
         "wall_s": round(time.perf_counter() - start, 2),
     }
-    write_json(metrics, out_dir / "metrics.json")
+    write_json(metrics, FoldDir(out_dir).metrics)
     log.info("%s/%s fold %d inner %d: held-out pairwise %s, R2 %.3f", track, model, fold, inner,
              scored["pairwise_acc"], scored["r2"])  # fmt: skip
     return metrics
