@@ -24,8 +24,10 @@ rehearsal: bootstrap
 	$(SNAKEMAKE) --cores $(CORES) --printshellcmds --configfile config/experiments/percepiano_muq_rehearsal.yaml \
 	  -- results/fusion/winner.json results/report/index.html
 
+# One pytest worker per core, each test file on one worker (its module fixtures built once): the fast tests
+# took 225 s against 294 s in one process on 2 idle cores (docs/benchmarks.md).
 test: bootstrap
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n $(CORES) --dist loadfile
 
 # The edit-test loop: every test not marked slow (tests/conftest.py).
 test-fast: bootstrap
