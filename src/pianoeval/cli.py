@@ -52,9 +52,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_fetch(args: argparse.Namespace) -> None:
     """Fetch a public dataset into a folder (from `data.fetch_sources` when the config names one)."""
     from pianoeval.core.io import write_json
+    from pianoeval.core.settings import DataSettings
     from pianoeval.data.fetch import dataset_source, fetch_dataset
 
-    url, commit = dataset_source(args.dataset, _config(args)["data"])
+    url, commit = dataset_source(args.dataset, DataSettings.from_config(_config(args)).fetch_sources)
     fetch_dataset(args.dataset, Path(args.root), url=url, commit=commit)
     if args.out:
         write_json({"dataset": args.dataset, "root": args.root, "url": url, "commit": commit}, Path(args.out))

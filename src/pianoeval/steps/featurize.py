@@ -7,6 +7,7 @@ segment id for performances and `score::<path>` for score MIDIs, and an item is 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from concurrent.futures import ProcessPoolExecutor
@@ -17,6 +18,7 @@ import torch
 
 from pianoeval.core.errors import InputError, OutputError
 from pianoeval.core.io import read_input_bytes, save_torch, write_json
+from pianoeval.core.settings import FeaturesSettings
 from pianoeval.core.skipped import check_skipped, skip_entry, skipped_report, warn_skipped
 from pianoeval.symbolic.featurize import FEATURIZER_VERSION, featurize_file, kind_meta
 
@@ -87,7 +89,8 @@ def run_featurize(
     extra = [read_manifest(p) for p in extra_manifests or []]
     if any(len(e) for e in extra):
         df = pd.concat([df, *[e for e in extra if len(e)]], ignore_index=True)
-    features_cfg = dict(config["features"])
+    # The featurizer and its cache key take the section as a dict (its keys, sorted, key the cache).
+    features_cfg = dataclasses.asdict(FeaturesSettings.from_config(config))
     jobs = [(key, path, score, kind, features_cfg, str(cache_dir)) for key, path, score in collect_jobs(df)]
     if not jobs:
         raise InputError("the manifest lists no MIDI file to featurize", manifest)

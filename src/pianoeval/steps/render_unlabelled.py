@@ -35,8 +35,9 @@ def run_render_unlabelled(
     """Render the unlabelled performances of `root` (`unlabelled_audio.pieces` of them at most) to
     `audio_dir`; write their manifest, with `audio_path`, to `out` (and the skipped-files report to
     `skipped`, when given)."""
+    from pianoeval.core.settings import UnlabelledAudioSettings
     from pianoeval.steps.render import render_rows
 
-    df = unlabelled_rows(root, config["unlabelled_audio"]["pieces"])
+    df = unlabelled_rows(root, UnlabelledAudioSettings.from_config(config).pieces)
     log.info("unlabelled audio: %d performances of %d pieces from %s", len(df), df["piece_id"].nunique(), root)
     return render_rows(config, df, [True] * len(df), audio_dir, out, threads, root, whole=True, skipped=skipped)
