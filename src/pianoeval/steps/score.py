@@ -119,9 +119,8 @@ def symbolic_outputs(
     The fold models are loaded as plain networks (`pianoeval.evaluation.inference`), without
     Lightning; folds with the same config share one parsed config and one feature item.
     """
-    import json
-
     from pianoeval.core.constants import SCORE_COLUMNS
+    from pianoeval.core.settings import FeaturesSettings
     from pianoeval.core.threads import torch_threads
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.symbolic.featurize import featurize_file
@@ -129,7 +128,7 @@ def symbolic_outputs(
 
     timings = {"models": 0.0, "featurize": 0.0, "forward": 0.0}
     networks = networks or FoldNetworks()
-    batches: dict[str, dict[str, Any]] = {}
+    batches: dict[tuple[str, FeaturesSettings], dict[str, Any]] = {}
     zs, preds = [], []
     # Small networks built, loaded and run on one performance: many small ops, faster on one thread
     # (pianoeval.core.threads).
@@ -141,9 +140,9 @@ def symbolic_outputs(
             kind = FEATURE_KIND[fold_model(fold_dir)]
             timings["models"] += time.perf_counter() - tick
             tick = time.perf_counter()
-            key = json.dumps([kind, config["features"]], sort_keys=True)
+            key = (kind, FeaturesSettings.from_config(config))
             if key not in batches:
-                item = featurize_file(kind, str(midi), config["features"], str(score) if score else None)
+                item = featurize_file(kind, str(midi), key[1], str(score) if score else None)
                 item["transcribed"] = torch.tensor(float(transcribed))
                 batches[key] = multi_task_collate_fn([item])
             timings["featurize"] += time.perf_counter() - tick
@@ -309,9 +308,11 @@ def score_statistics_of(midi: Path, config: dict[str, Any], score: Path | None) 
     featurizer's SCORE_COLUMNS, as the featurize rule's stats store holds them), featurized with the
     `features` section of `config` (a symbolic fold's)."""
     from pianoeval.core.constants import SCORE_COLUMNS
+    from pianoeval.core.settings import FeaturesSettings
     from pianoeval.symbolic.featurize import featurize_file
 
-    item = featurize_file("stats", str(midi), config["features"], str(score) if score else None)
+    features = FeaturesSettings.from_config(config)
+    item = featurize_file("stats", str(midi), features, str(score) if score else None)
     return item["stats"][SCORE_COLUMNS].float()
 
 
