@@ -65,6 +65,8 @@ NETWORK_MODELS = sorted(
 # metrics.json: the network's spec, the resolved config and the weights (core/layout.py FoldDir).
 MODEL_FILES = ["model_spec.json", "config.yaml", "model.ckpt"]
 TRACKS = [track for track, models in TRACK_MODELS.items() if models]
+# The comparisons of the compare checkpoint; the audio track's is compare_audio (rules/compare.smk).
+NON_AUDIO_TRACKS = [track for track in TRACKS if track != "audio"] + ["fusion"]
 FUSION_MODELS = [
     f"{name}_score" if cond else name
     for name in config["fusion"]["models"]
@@ -337,8 +339,10 @@ def track_predictions(wildcards):
 
 
 def track_winner(track):
-    """The winning model of `track`, read from its compare checkpoint's winner.json."""
-    winner = checkpoints.compare.get(track=track).output.winner
+    """The winning model of `track`, read from its compare checkpoint's winner.json (the audio track's:
+    compare_audio)."""
+    comparison = checkpoints.compare_audio if track == "audio" else checkpoints.compare
+    winner = comparison.get(track=track).output.winner
     with open(winner) as handle:
         return json.load(handle)["model"]
 

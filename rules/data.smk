@@ -63,12 +63,16 @@ rule folds:
         "pianoeval folds --config {params.config} --manifest {input.manifest} --out {output.folds} > {log} 2>&1"
 
 
+# The WAVs the manifest points at are the declared folder audio/, which Snakemake empties before a rerun;
+# they are rendered into a per-file cache (results/cache/render) and linked from there, so a rerun or a
+# killed run renders only what the cache lacks.
 rule render:
     input:
         manifest="results/prepare/manifest.parquet",
     output:
         manifest="results/render/manifest.parquet",
         skipped="results/render/skipped.json",
+        audio=directory("results/render/audio"),
     log:
         "logs/render/render.log",
     benchmark:
@@ -83,8 +87,8 @@ rule render:
         unlabelled=render_unlabelled_flag,
     shell:
         "pianoeval render --config {params.config} --manifest {input.manifest} {params.unlabelled}"
-        " --audio-dir results/render/audio --out {output.manifest} --skipped {output.skipped}"
-        " --threads {threads} > {log} 2>&1"
+        " --audio-dir {output.audio} --cache-dir results/cache/render --out {output.manifest}"
+        " --skipped {output.skipped} --threads {threads} > {log} 2>&1"
 
 
 # A2's unlabelled music (ASAP), requested only by a2's training when unlabelled_audio.root is set.
@@ -96,6 +100,7 @@ rule render_unlabelled:
     output:
         manifest="results/render_unlabelled/manifest.parquet",
         skipped="results/render_unlabelled/skipped.json",
+        audio=directory("results/render_unlabelled/audio"),
     log:
         "logs/render_unlabelled/render_unlabelled.log",
     benchmark:
@@ -110,5 +115,5 @@ rule render_unlabelled:
         root=lambda wildcards: unlabelled_root(),
     shell:
         "pianoeval render-unlabelled --config {params.config} --root {params.root}"
-        " --audio-dir results/render_unlabelled/audio --out {output.manifest} --skipped {output.skipped}"
-        " --threads {threads} > {log} 2>&1"
+        " --audio-dir {output.audio} --cache-dir results/cache/render_unlabelled --out {output.manifest}"
+        " --skipped {output.skipped} --threads {threads} > {log} 2>&1"

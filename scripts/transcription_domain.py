@@ -30,6 +30,7 @@ import torch
 from pianoeval.audio.transcription_check import note_scores
 from pianoeval.core.config import validate_config
 from pianoeval.core.io import read_json, write_json
+from pianoeval.core.settings import FeaturesSettings
 from pianoeval.data.manifest import read_manifest, split_view_id, write_manifest
 from pianoeval.data.midi import load_performance
 from pianoeval.steps.transcribe import run_transcribe
@@ -70,7 +71,7 @@ def main() -> None:
     views = run_transcribe(config, sub_path, work / "transcribe.parquet", Path(args.cache_dir), args.threads)
     transcribe_s = time.perf_counter() - start
 
-    features = dict(validate_config({})["features"])
+    features = FeaturesSettings.from_config(validate_config({}))
     view_items, f1, seconds = {}, [], 0.0
     source_midi = dict(zip(chosen["segment_id"], chosen["midi_path"], strict=True))
     for row in views.itertuples(index=False):

@@ -221,3 +221,23 @@ def test_transcribed_validation_scores_get_their_own_column(tmp_path: Path) -> N
     assert summary["s1"]["val_transcribed"]["pairwise_acc_mean"] == pytest.approx(0.6)
     table = (tmp_path / "out" / "comparison.md").read_text()
     assert "transcribed acc / R²" in table and "0.600 / 0.100" in table
+
+
+def _declared(rule: str) -> set[str]:
+    """The file names the checkpoint `rule` of rules/compare.smk declares in results/compare/{track}/."""
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "rules" / "compare.smk").read_text()
+    block = re.search(rf"^checkpoint {rule}:\n(.*?)^    log:", text, re.M | re.S).group(1)
+    return set(re.findall(r'"results/compare/\{track\}/([\w.]+)"', block))
+
+
+@pytest.mark.parametrize("track", ["symbolic", "audio"])
+def test_the_compare_step_writes_exactly_what_its_checkpoint_declares(tmp_path: Path, track: str) -> None:
+    """The audio comparison (compare_audio) also draws the robustness chart; the other tracks' (compare)
+    write none: every file the step writes is an output of its rule, and every output is written."""
+    reports = [_report(tmp_path, "probe", {"phone": 2.0})] if track == "audio" else []
+    _compare(tmp_path, {"probe": (0.2, {}), "baseline_mean": (1.0, {})}, track=track, robustness=reports)
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert written == _declared("compare_audio" if track == "audio" else "compare")
+    assert ("robustness.png" in written) == (track == "audio")

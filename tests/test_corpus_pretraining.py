@@ -16,7 +16,7 @@ from test_experiments import BIN, checkout
 from test_leaks import GROUPS, _folds, _manifest
 
 from pianoeval.core.config import validate_config
-from pianoeval.core.settings import FitSettings
+from pianoeval.core.settings import FeaturesSettings, FitSettings
 from pianoeval.data.corpus import PERCEPIANO_OVERLAP, CorpusSettings, corpus_files, random_windows, window
 from pianoeval.data.midi import Performance, write_performance
 from pianoeval.symbolic.augmentation import AugmentSettings, augment, scale_tempo, scale_velocity, transpose
@@ -163,7 +163,7 @@ def test_the_corpus_is_featurized_once_and_cached(tmp_path: Path, monkeypatch: p
 
     root = corpus(tmp_path / "asap")
     settings, aug = CorpusSettings(str(root), seconds=5.0, windows_per_file=2), AugmentSettings()
-    features = {"max_seq_len": 64, "frame_rate": 10}
+    features = FeaturesSettings(max_seq_len=64, frame_rate=10)
     store = corpus_module.build_corpus_store("tokens", settings, aug, features, 0, cache_dir=tmp_path / "cache")
     assert len(store["items"]) == 4 and set(store["augment"]) == set(store["items"])
 
@@ -188,7 +188,7 @@ def test_the_fold_pretraining_starts_from_the_corpus_encoder(tmp_path: Path, epo
     run_pretrain_corpus("s3", config, corpus_out, tmp_path / "checkpoints")
     df, manifest = _manifest(tmp_path)
     _folds(df, tmp_path / "folds.json", train=GROUPS[:6], dev=["G"], val=["H"])
-    features = {"max_seq_len": 64, "frame_rate": 10}
+    features = FeaturesSettings(max_seq_len=64, frame_rate=10)
     items = {sid: featurize_performance("curves", perf(20, k), features) for k, sid in enumerate(df["segment_id"])}
     store = tmp_path / "curves.pt"
     torch.save({"kind": "curves", "meta": kind_meta("curves", features), "items": items}, store)

@@ -98,8 +98,7 @@ def dry_run(work: Path, *args: str) -> list[Job]:
 
 
 # Folders a rule gives its step besides its declared files: the content-addressed rule configs the
-# workflow writes itself, caches (per-file features, Lightning's working checkpoints), and the rendered
-# WAVs, a per-file cache that the render manifests point at.
+# workflow writes itself and caches (per-file features and renderings, Lightning's working checkpoints).
 UNDECLARED_OK = ("results/config/", "results/cache/")
 
 
@@ -115,7 +114,8 @@ UNDECLARED_OK = ("results/config/", "results/cache/")
 def test_every_step_is_given_the_files_its_rule_declares(tmp_path: Path, experiment: str | None, rules: set) -> None:
     """Each job's command names every output and log of its rule (or the folder, --out-dir, that holds it):
     no step derives a results/ path from another output's location, and every results/ path in a command
-    is a declared file, a folder the step writes in (--out-dir, --audio-dir) or a cache."""
+    is a declared file (the render rules' --audio-dir a declared folder), a folder the step writes in
+    (--out-dir) or a cache."""
     from test_experiments import checkout
 
     work = checkout(tmp_path / "repo")
@@ -127,7 +127,7 @@ def test_every_step_is_given_the_files_its_rule_declares(tmp_path: Path, experim
         assert not undeclared, (job.rule, undeclared, " ".join(job.words))
         if "<TBD>" in job.inputs:
             continue  # after the compare checkpoint: a dry run shows placeholders for the winners' files
-        allowed = {*job.inputs, *job.outputs, *job.logs, *job.folders("--out-dir"), *job.folders("--audio-dir")}
+        allowed = {*job.inputs, *job.outputs, *job.logs, *job.folders("--out-dir")}
         unknown = [w for w in job.words if w.startswith("results/") and w not in allowed]
         assert all(w.startswith(UNDECLARED_OK) for w in unknown), (job.rule, unknown)
     for job in (j for j in jobs if j.rule == "pretrain_corpus"):

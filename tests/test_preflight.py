@@ -80,7 +80,9 @@ def test_every_problem_is_one_line_and_nothing_is_written(
         }
     )
     path = write_resolved(
-        config, tmp_path / "config", ("data", "render", "audio", "transcription", "robustness", "seed")
+        config,
+        tmp_path / "config",
+        ("data", "render", "audio", "transcription", "robustness", "unlabelled_audio", "seed"),
     )
     out = tmp_path / "preflight" / "ok.json"
     remote = str(read_only / "remote") if os.geteuid() != 0 else str(tmp_path / "a_file")

@@ -6,14 +6,13 @@ fast test built one; the training tests each build a few models only."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
 from pianoeval.core.config import load_config, write_resolved
 from pianoeval.core.errors import ConfigError
-from pianoeval.core.settings import FitSettings
+from pianoeval.core.settings import FeaturesSettings, FitSettings
 from pianoeval.networks.fusion import build_fusion
 from pianoeval.networks.side_input import WithStatistics
 from pianoeval.symbolic.featurize import kind_meta
@@ -57,7 +56,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> dict[str, FitSettings]
 def _meta(track: str, model: str, settings: FitSettings) -> dict:
     """What a feature store tells a model of its inputs (a symbolic kind's meta; the audio frames' width)."""
     if track == "symbolic":
-        return kind_meta(FEATURE_KIND[model], dataclasses.asdict(settings.features))
+        return kind_meta(FEATURE_KIND[model], settings.features)
     return {"dim": 16, "n_stats": 8}
 
 
@@ -95,4 +94,4 @@ def test_a_section_the_rule_was_not_given_is_a_config_error(settings: dict[str, 
     audio = settings["audio"]
     assert audio.symbolic is None and audio.features is None
     with pytest.raises(ConfigError, match="'symbolic' is not among"):
-        build_network("s3", kind_meta("curves", {"max_seq_len": 64, "frame_rate": 20}), audio)
+        build_network("s3", kind_meta("curves", FeaturesSettings(max_seq_len=64, frame_rate=20)), audio)

@@ -111,6 +111,30 @@ def test_render_interrupted_after_k_files_resumes_with_the_rest(
 
 
 @needs_renderer
+def test_render_through_a_cache_survives_its_audio_folder_being_emptied(
+    midi_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rules declare the audio folder, which Snakemake empties before a rerun: the WAVs kept in the
+    cache are linked back (nothing rendered again), to the same audio_path values, with the same bytes."""
+    config, out = validate_config({}), tmp_path / "render" / "manifest.parquet"
+    audio_dir, cache = tmp_path / "render" / "audio", tmp_path / "cache" / "render"
+    first = run_render(config, midi_manifest, audio_dir, out, threads=1, cache_dir=cache)
+    wavs = {p.name: p.read_bytes() for p in audio_dir.iterdir()}
+    assert len(wavs) == N_FILES and sorted(wavs) == sorted(p.name for p in cache.iterdir())
+    assert all(Path(p).parent == audio_dir.resolve() for p in first["audio_path"])
+    assert all((audio_dir / n).samefile(cache / n) for n in wavs)  # linked, not copied
+
+    shutil.rmtree(audio_dir)  # what Snakemake does to a directory() output before rerunning its job
+    calls: list[Any] = []
+    monkeypatch.setattr(render_module, "render_midi", counting(render_module.render_midi, calls))
+    report = tmp_path / "skipped.json"
+    again = run_render(config, midi_manifest, audio_dir, out, threads=1, skipped=report, cache_dir=cache)
+    assert calls == [] and read_json(report)["reused"] == N_FILES
+    assert list(again["audio_path"]) == list(first["audio_path"])
+    assert {p.name: p.read_bytes() for p in audio_dir.iterdir()} == wavs
+
+
+@needs_renderer
 def test_interrupted_render_drops_queued_files(
     midi_manifest: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,7 +16,7 @@ from pianoeval.audio.render import render_midi
 from pianoeval.audio.transcription_check import note_scores
 from pianoeval.core.config import validate_config
 from pianoeval.core.constants import N_DIMS
-from pianoeval.core.settings import BackboneSettings, FitSettings
+from pianoeval.core.settings import BackboneSettings, FeaturesSettings, FitSettings
 from pianoeval.data.midi import Performance, load_performance, write_performance
 from pianoeval.evaluation.robustness import _transcribed_entry, conditions, group_subset, transcribed_symbolic
 from pianoeval.networks.scorer import ScoreNetwork
@@ -61,21 +61,20 @@ def test_transcribed_symbolic_scores_what_transkun_hears(tmp_path: Path) -> None
     degraded = degrade(wave, chain, AudioAugmentor(seed=0, sample_rate=sr))
 
     config = validate_config({"symbolic": {"hidden": 32, "layers": 1, "heads": 2}, "features": {"frame_rate": 10}})
+    features = FeaturesSettings.from_config(config)
     torch.manual_seed(0)
-    net = ScoreNetwork(
-        build_network("s3", kind_meta("curves", config["features"]), FitSettings.from_config(config))
-    ).eval()
-    out, perf = transcribed_symbolic(degraded, sr, net, "curves", config["features"], None)
+    net = ScoreNetwork(build_network("s3", kind_meta("curves", features), FitSettings.from_config(config))).eval()
+    out, perf = transcribed_symbolic(degraded, sr, net, "curves", features, None)
     assert note_scores(load_performance(midi).notes, perf.notes)["onset"]["f1"] >= 0.8
     assert out is not None and out["z"].shape == (net.encoder.hidden_size,) and out["scores"].shape == (N_DIMS,)
     assert ((out["scores"] > 0) & (out["scores"] < 1)).all()
     # The same scores as featurizing the transcription and running the network on it.
     again = write_performance(perf, tmp_path / "again.mid")
     with torch.no_grad():
-        expected = net(multi_task_collate_fn([featurize_file("curves", str(again), config["features"])]))[0]
+        expected = net(multi_task_collate_fn([featurize_file("curves", str(again), features)]))[0]
     torch.testing.assert_close(out["scores"], expected)
     # Silence transcribes to nothing: no scores, not a crash.
-    nothing, _ = transcribed_symbolic(np.zeros(sr * 3, dtype=np.float32), sr, net, "curves", config["features"], None)
+    nothing, _ = transcribed_symbolic(np.zeros(sr * 3, dtype=np.float32), sr, net, "curves", features, None)
     assert nothing is None
 
 

@@ -128,6 +128,7 @@ def test_scoring_network_equals_the_trained_module(trained: dict[str, Path], mod
     import yaml
 
     from pianoeval.core.config import validate_config
+    from pianoeval.core.settings import FeaturesSettings
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.evaluation.inference import load_scoring_network
     from pianoeval.networks.scorer import ScoreNetwork
@@ -138,7 +139,9 @@ def test_scoring_network_equals_the_trained_module(trained: dict[str, Path], mod
     assert len(fold_dirs) == 2
     for fold_dir in fold_dirs:
         config = validate_config(yaml.safe_load((fold_dir / "config.yaml").read_text()))
-        batch = multi_task_collate_fn([featurize_file(KINDS[model], str(trained["demo"]), config["features"])])
+        batch = multi_task_collate_fn(
+            [featurize_file(KINDS[model], str(trained["demo"]), FeaturesSettings.from_config(config))]
+        )
         net = load_scoring_network(fold_dir, config)
         assert isinstance(net, ScoreNetwork) and not net.training
         assert net.encoder.trees.n_trees == 300  # the fold's trees came with the checkpoint

@@ -128,6 +128,23 @@ def test_midi_is_scored_by_the_symbolic_winner_and_the_json_says_so(symbolic: di
     assert "s3 (symbolic winner, 2 fold models" in page
 
 
+def test_a_fold_config_of_an_older_version_still_scores(symbolic: dict, tmp_path: Path) -> None:
+    """Loading a fold network reads only the section its network is built from (symbolic): a fold whose
+    other sections hold a key this version no longer has (an older bundle) scores as before."""
+    import yaml
+
+    write_json({"winner": "none"}, symbolic["results"] / "fusion" / "winner.json")
+    before = score_midi(symbolic["midi"], symbolic["results"])
+    older = tmp_path / "results"
+    shutil.copytree(symbolic["results"], older)
+    for path in older.glob("train/symbolic/s3/fold_*/config.yaml"):
+        config = yaml.safe_load(path.read_text())
+        config["training"]["a_retired_key"] = 1  # TrainingSettings would refuse it
+        path.write_text(yaml.safe_dump(config))
+    after = score_midi(symbolic["midi"], older)
+    np.testing.assert_array_equal(after["mean"], before["mean"])
+
+
 def test_demo_model_reports_say_it_learned_from_synthetic_labels(symbolic: dict, tmp_path: Path) -> None:
     """Every scoring report names its training data; the demo's synthetic labels come with a visible warning."""
     write_json({"winner": "none"}, symbolic["results"] / "fusion" / "winner.json")
@@ -486,12 +503,13 @@ def test_probe_and_fusion_load_without_lightning_and_equal_their_modules(fused: 
     from pianoeval.evaluation.robustness import audio_outputs
     from pianoeval.evaluation.served import load_served
     from pianoeval.networks.scorer import ScoreNetwork
-    from pianoeval.steps.score import audio_track_outputs, fold_config
+    from pianoeval.steps.score import FoldNetworks, audio_track_outputs
     from pianoeval.training.checkpoints import load_trained_module
     from pianoeval.training.registry import build_frozen_backbone
 
     served = load_served(fused["results"])
     aud = audio_track_outputs(recording, served.folds("audio"))
+    fold_config = FoldNetworks().config
     for k, (_, audio_dir, fusion_dir) in enumerate(served.fused_folds()):
         net = load_scoring_network(audio_dir, fold_config(audio_dir))
         assert isinstance(net, ScoreNetwork) and not net.training

@@ -26,6 +26,12 @@ def test_every_typed_section_is_found() -> None:
         "features",
         "compare",
         "robustness",
+        "render",
+        "data",
+        "transcription",
+        "folds",
+        "unlabelled_audio",
+        "persist",
     }
 
 
@@ -51,3 +57,23 @@ def test_render_settings_read_the_render_rules_slice(tmp_path: Path) -> None:
         settings.RenderSettings.from_config(other)
     with pytest.raises(ConfigError, match="config section render: unknown rate"):
         settings.RenderSettings.from_config({"render": {**config["render"], "rate": 16_000}})
+
+
+def test_embed_settings_read_the_embed_rules_keys(tmp_path: Path) -> None:
+    """The embed rule is given a few keys of render and audio: EmbedSettings reads exactly those (another
+    audio key is not needed), and a slice without them is a one-line ConfigError."""
+    config = validate_config(
+        {"audio": {"embed_per_group": 3, "backbone": "logmel"}, "render": {"sample_rate": 16_000}, "seed": 7}
+    )
+    keys = ("render.sample_rate", "audio.embed_per_group", *(f"audio.{k}" for k in settings.BackboneSettings.KEYS))
+    rule = load_config(write_resolved(config, tmp_path, (*keys, "seed")))
+    embed = settings.EmbedSettings.from_config(rule)
+    assert (embed.per_group, embed.sample_rate, embed.backbone.backbone, embed.backbone.seed) == (
+        3,
+        16_000,
+        "logmel",
+        7,
+    )
+    no_render = load_config(write_resolved(config, tmp_path, (*keys[1:], "seed")))
+    with pytest.raises(ConfigError, match="'render' is not among"):
+        settings.EmbedSettings.from_config(no_render)

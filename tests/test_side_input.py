@@ -8,7 +8,7 @@ from torch import nn
 
 from pianoeval.core.config import validate_config
 from pianoeval.core.constants import ALL_STAT_NAMES
-from pianoeval.core.settings import FitSettings
+from pianoeval.core.settings import FeaturesSettings, FitSettings
 from pianoeval.networks.side_input import WithStatistics
 from pianoeval.symbolic.featurize import featurize_file, kind_meta
 from pianoeval.training.registry import build_encoder, build_network
@@ -71,7 +71,7 @@ def test_gradients_reach_both_paths() -> None:
 @pytest.mark.parametrize("enabled", [True, False], ids=["wrapped", "bare"])
 def test_registry_wraps_symbolic_encoders(enabled: bool) -> None:
     config = validate_config({"symbolic": {"stats_side_input": enabled, "hidden": 32, "layers": 2, "heads": 2}})
-    meta = kind_meta("curves", config["features"])
+    meta = kind_meta("curves", FeaturesSettings.from_config(config))
     net = build_network("s3", meta, FitSettings.from_config(config))
     assert isinstance(net, WithStatistics) is enabled
     assert not isinstance(build_encoder("s3", meta, FitSettings.from_config(config)), WithStatistics)
@@ -80,10 +80,10 @@ def test_registry_wraps_symbolic_encoders(enabled: bool) -> None:
 @pytest.mark.parametrize("kind", ["tokens", "graphs", "curves", "stats"])
 def test_every_feature_kind_carries_statistics(kind: str, tiny_midi) -> None:
     config = validate_config({})
-    item = featurize_file(kind, str(tiny_midi()), config["features"])
+    item = featurize_file(kind, str(tiny_midi()), FeaturesSettings.from_config(config))
     assert item["stats"].shape == (len(ALL_STAT_NAMES),)
     assert torch.isfinite(item["stats"]).all()
-    assert kind_meta(kind, config["features"])["n_stats"] == len(ALL_STAT_NAMES)
+    assert kind_meta(kind, FeaturesSettings.from_config(config))["n_stats"] == len(ALL_STAT_NAMES)
 
 
 def _forest(n_out: int, leaf: int = 3, seed: int = 0):

@@ -25,6 +25,8 @@ INFERENCE_DEVICES_HELP = "GPUs reserved for this step (0 = CPU; default: the GPU
 CHECKPOINT_DIR_HELP = "Lightning's resumable checkpoints (a cache; default: <out-dir>/checkpoints)"
 # The per-file steps' --skipped: the rules pass their declared output; by hand it defaults to a file beside --out.
 SKIPPED_HELP = "the skipped-files report (JSON; default: {})"
+# The render rules' --cache-dir: the WAVs are rendered (and kept) there and linked into --audio-dir.
+RENDER_CACHE_HELP = "per-file cache of rendered WAVs, linked into --audio-dir (default: render into --audio-dir)"
 
 
 def _beside(value: str | None, out: str, name: str) -> Path:
@@ -52,9 +54,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_fetch(args: argparse.Namespace) -> None:
     """Fetch a public dataset into a folder (from `data.fetch_sources` when the config names one)."""
     from pianoeval.core.io import write_json
+    from pianoeval.core.settings import DataSettings
     from pianoeval.data.fetch import dataset_source, fetch_dataset
 
-    url, commit = dataset_source(args.dataset, _config(args)["data"])
+    url, commit = dataset_source(args.dataset, DataSettings.from_config(_config(args)).fetch_sources)
     fetch_dataset(args.dataset, Path(args.root), url=url, commit=commit)
     if args.out:
         write_json({"dataset": args.dataset, "root": args.root, "url": url, "commit": commit}, Path(args.out))
@@ -85,7 +88,10 @@ def cmd_render_unlabelled(args: argparse.Namespace) -> None:
     from pianoeval.steps.render_unlabelled import run_render_unlabelled
 
     skipped = _beside(args.skipped, args.out, "skipped.json")
-    run_render_unlabelled(_config(args), Path(args.root), Path(args.audio_dir), Path(args.out), args.threads, skipped)
+    cache = _path_or_none(args.cache_dir)
+    run_render_unlabelled(
+        _config(args), Path(args.root), Path(args.audio_dir), Path(args.out), args.threads, skipped, cache_dir=cache
+    )
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -115,6 +121,7 @@ def cmd_render(args: argparse.Namespace) -> None:
         args.threads,
         args.unlabelled,
         skipped=_beside(args.skipped, args.out, "skipped.json"),
+        cache_dir=_path_or_none(args.cache_dir),
     )
 
 
@@ -420,6 +427,7 @@ def _data_commands(add: AddCommand) -> None:
     p = add("render", cmd_render)
     p.add_argument("--manifest", required=True)
     p.add_argument("--audio-dir", required=True)
+    p.add_argument("--cache-dir", help=RENDER_CACHE_HELP)
     p.add_argument("--out", required=True)
     p.add_argument("--skipped", help=SKIPPED_HELP.format("skipped.json beside --out"))
     p.add_argument("--threads", type=int, default=1)
@@ -431,6 +439,7 @@ def _data_commands(add: AddCommand) -> None:
     p = add("render-unlabelled", cmd_render_unlabelled)
     p.add_argument("--root", required=True, help="ASAP-style folder of unlabelled performances")
     p.add_argument("--audio-dir", required=True)
+    p.add_argument("--cache-dir", help=RENDER_CACHE_HELP)
     p.add_argument("--out", required=True)
     p.add_argument("--skipped", help=SKIPPED_HELP.format("skipped.json beside --out"))
     p.add_argument("--threads", type=int, default=1)

@@ -10,8 +10,9 @@ slice, `BackboneSettings`.
 
 A step builds its settings once from its rule's config and passes the typed objects down: fitting
 and the model registry receive a `FitSettings` (seed + the sections a fold's fitting reads), a frozen
-backbone a `BackboneSettings` (the few audio keys the embed rule is given). What still reads the
-dict: docs/architecture.md, "Settings".
+backbone a `BackboneSettings` (the few audio keys the embed rule is given). The data-side steps read
+`DataSettings`, `FoldsSettings`, `TranscriptionSettings`, `UnlabelledAudioSettings` and `PersistSettings`
+the same way. What still reads the dict: docs/architecture.md, "Settings".
 """
 
 from __future__ import annotations
@@ -211,6 +212,23 @@ class BackboneSettings:
         return cls(**{k: copy.deepcopy(audio[k]) for k in cls.KEYS}, seed=int(config["seed"]))
 
 
+@dataclass(frozen=True)
+class EmbedSettings:
+    """What the embed rule is given (`config_for("render.sample_rate", "audio.backbone", ...)`): the
+    backbone's keys, how many labelled performances of each segment group it embeds
+    (`audio.embed_per_group`; None: all) and the rate the WAVs are read at (`render.sample_rate`)."""
+
+    backbone: BackboneSettings
+    per_group: int | None
+    sample_rate: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> EmbedSettings:
+        """The embed keys of `config` (whole sections or the embed rule's few keys) and the seed."""
+        per_group = config["audio"]["embed_per_group"]
+        return cls(BackboneSettings.from_config(config), per_group, int(config["render"]["sample_rate"]))
+
+
 # The sections a fold's fitting can read, in FitSettings' field order.
 FIT_SECTIONS: tuple[type[Section], ...] = (
     TrainingSettings,
@@ -275,3 +293,63 @@ class RenderSettings(Section):
     soundfont: str | None  # an SF2 path; None: the Debian GM SoundFont (audio/render.py: find_soundfont)
     sample_rate: int
     max_seconds: float | None  # only the first N seconds of each rendering; None: the whole performance
+
+
+@dataclass(frozen=True)
+class DataSettings(Section):
+    """`data`: which corpus the manifest is built from (the demo, fetch and prepare rules)."""
+
+    NAME: ClassVar[str] = "data"
+
+    source: str  # demo | percepiano
+    percepiano_root: str
+    percepiano_labels: str
+    asap_root: str | None
+    extra_midi_dirs: list[str]
+    limit: int | None
+    limit_groups: int | None
+    limit_per_group: int | None
+    fetch_sources: dict[str, dict[str, str]]  # {percepiano|asap: {url, commit}} (data/fetch.py)
+    demo: dict[str, Any]  # the generated corpus's size and seed (data/demo.py)
+
+
+@dataclass(frozen=True)
+class FoldsSettings(Section):
+    """`folds`: the cross-validation protocol (the folds rule)."""
+
+    NAME: ClassVar[str] = "folds"
+
+    k: int
+    protocol: str  # segment | performer
+    dev_fraction: float
+
+
+@dataclass(frozen=True)
+class TranscriptionSettings(Section):
+    """`transcription`: the TransKun views of the rendered recordings (the transcribe rule)."""
+
+    NAME: ClassVar[str] = "transcription"
+
+    views: list[str]  # clean | augmented; empty: no transcription
+
+
+@dataclass(frozen=True)
+class UnlabelledAudioSettings(Section):
+    """`unlabelled_audio`: a2's unlabelled recordings (the render_unlabelled rule)."""
+
+    NAME: ClassVar[str] = "unlabelled_audio"
+
+    root: str | None
+    pieces: int | None
+
+
+@dataclass(frozen=True)
+class PersistSettings(Section):
+    """`persist`: durable copies of the outputs (pianoeval persist, the workflow's pushes); a machine
+    setting that no rule's resolved config includes."""
+
+    NAME: ClassVar[str] = "persist"
+
+    remote: str | None
+    include: list[str]
+    exclude: list[str]

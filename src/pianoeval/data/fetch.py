@@ -11,9 +11,9 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -63,12 +63,12 @@ PERCEPIANO_LAYOUT: tuple[tuple[str, str], ...] = (
 _SCORE2_RENAMES: tuple[tuple[str, int, int], ...] = (("Beethoven", 5, 16), ("Schubert_D935", 1, 1))
 
 
-def dataset_source(name: str, data: dict[str, Any] | None = None) -> tuple[str, str]:
+def dataset_source(name: str, fetch_sources: Mapping[str, Mapping[str, str]] | None = None) -> tuple[str, str]:
     """(git URL, commit) of dataset `name`: the pinned public repository, unless the config's
     `data.fetch_sources` names another (a mirror, or a local git remote in the tests)."""
     if name not in DATASETS:
         raise InputError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    override = ((data or {}).get("fetch_sources") or {}).get(name) or {}
+    override = (fetch_sources or {}).get(name) or {}
     return override.get("url") or DATASETS[name].url, override.get("commit") or DATASETS[name].commit
 
 

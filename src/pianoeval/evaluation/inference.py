@@ -45,15 +45,19 @@ def scoring_encoder(spec: dict[str, Any], config: dict[str, Any]) -> nn.Module |
     """The encoder a `PerformanceModule` trained for `spec` (model_spec.json): a symbolic encoder, an
     audio probe on cached frames, or a fusion network; None for the models trained by other modules
     (A1-A3) or not by a network (baselines), which load through their LightningModule or not at all."""
-    from pianoeval.core.settings import FitSettings
-    from pianoeval.training.registry import AUDIO_TRACK_MODELS, BASELINES, build_network
+    from pianoeval.core.settings import AudioSettings, FitSettings, SymbolicSettings
+    from pianoeval.training.registry import AUDIO_TRACK_MODELS, BASELINES, SYMBOLIC_MODELS, build_network
 
     if spec["kind"] == "fusion":
         from pianoeval.networks.fusion import build_fusion
 
         return build_fusion(spec["model"], spec["audio_dim"], spec["symbolic_dim"], hidden=spec["hidden"])
     if spec["kind"] == "network" and spec["model"] not in (*AUDIO_TRACK_MODELS, *BASELINES):
-        return build_network(spec["model"], spec["meta"], FitSettings.from_config(config))
+        # Only the section build_network reads for this model (symbolic, or audio for a probe): a fold's
+        # other sections (training, fusion, ...) may hold keys of an older version, which loading ignores.
+        section = SymbolicSettings if spec["model"] in SYMBOLIC_MODELS else AudioSettings
+        settings = FitSettings(seed=int(config["seed"]), **{section.NAME: section.from_config(config)})
+        return build_network(spec["model"], spec["meta"], settings)
     return None
 
 

@@ -28,6 +28,7 @@ import torch
 from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, SCORE_COLUMNS
 from pianoeval.core.io import read_json
 from pianoeval.core.layout import FoldDir
+from pianoeval.core.settings import FeaturesSettings
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def transcribed_symbolic(
     sample_rate: int,
     net: Any,
     kind: str,
-    features: dict[str, Any],
+    features: FeaturesSettings,
     score_midi: str | None,
     device: str = "cpu",
 ) -> tuple[dict[str, Any] | None, Any]:
@@ -106,8 +107,8 @@ def transcribed_symbolic(
     return {"z": z[0], "scores": scores[0], "stats": stats}, perf
 
 
-def _symbolic_scorer(fold_dir: Path) -> tuple[Any, str, dict[str, Any]]:
-    """(scoring network, feature kind, features config) of a symbolic winner's fold folder."""
+def _symbolic_scorer(fold_dir: Path) -> tuple[Any, str, FeaturesSettings]:
+    """(scoring network, feature kind, features settings) of a symbolic winner's fold folder."""
     import yaml
 
     from pianoeval.core.config import validate_config
@@ -117,14 +118,14 @@ def _symbolic_scorer(fold_dir: Path) -> tuple[Any, str, dict[str, Any]]:
     folder = FoldDir(fold_dir)
     config = validate_config(yaml.safe_load(folder.config.read_text()), folder.config)
     kind = FEATURE_KIND[read_json(folder.model_spec)["model"]]
-    return load_scoring_network(fold_dir, config), kind, config["features"]
+    return load_scoring_network(fold_dir, config), kind, FeaturesSettings.from_config(config)
 
 
 def _transcribed_condition(
     parts: dict[str, list[Any]],
     waves: list[np.ndarray],
     sample_rate: int,
-    scorer: tuple[Any, str, dict[str, Any]],
+    scorer: tuple[Any, str, FeaturesSettings],
     score_midis: list[str | None],
     reference_notes: list[np.ndarray],
     fusion_inputs: dict[str, torch.Tensor],

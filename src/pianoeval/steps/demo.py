@@ -13,10 +13,11 @@ log = logging.getLogger(__name__)
 
 def run_demo(config: dict[str, Any], out_dir: Path) -> pd.DataFrame:
     """Generate the demo corpus under `out_dir` and write `out_dir/manifest.parquet`."""
+    from pianoeval.core.settings import DataSettings
     from pianoeval.data.demo import generate_demo_corpus
     from pianoeval.data.manifest import write_manifest
 
-    demo = config["data"]["demo"]
+    demo = DataSettings.from_config(config).demo
     df = generate_demo_corpus(
         out_dir,
         n_pieces=demo["n_pieces"],

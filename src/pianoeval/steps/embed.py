@@ -55,7 +55,7 @@ def run_embed(
 
     from pianoeval.audio.io import load_audio
     from pianoeval.core.device import resolve_device
-    from pianoeval.core.settings import BackboneSettings
+    from pianoeval.core.settings import EmbedSettings
     from pianoeval.data.manifest import read_manifest
     from pianoeval.training.registry import backbone_fingerprint
 
@@ -64,15 +64,15 @@ def run_embed(
     rows = df[df["audio_path"].notna() & (df["tier"] == "T1")]
     if rows.empty:
         raise InputError("the manifest has no audio paths; run the render rule first", manifest)
-    per_group = config["audio"]["embed_per_group"]
+    settings = EmbedSettings.from_config(config)  # the render and audio keys the embed rule is given
+    per_group = settings.per_group
     if per_group is not None:
         # A backbone too slow for the whole corpus: the audio models see only this subset.
         rows = select_per_group(rows, per_group, config["seed"])
         log.info("embedding a subset: %d labelled segments, at most %d per segment group", len(rows), per_group)
-    sr = config["render"]["sample_rate"]
-    backbone_settings = BackboneSettings.from_config(config)  # the audio keys the embed rule is given
-    backbone = build_frozen_backbone(backbone_name, backbone_settings).to(resolve_device(devices))
-    tag = _cache_tag(backbone_name, backbone, backbone_fingerprint(backbone_name, backbone_settings))
+    sr = settings.sample_rate
+    backbone = build_frozen_backbone(backbone_name, settings.backbone).to(resolve_device(devices))
+    tag = _cache_tag(backbone_name, backbone, backbone_fingerprint(backbone_name, settings.backbone))
     items: dict[str, Any] = {}
     failed: list[dict[str, str]] = []
     n_new = 0  # embedded by this run; the rest came from the cache (an earlier, perhaps killed, run)

@@ -7,6 +7,7 @@ segment id for performances and `score::<path>` for score MIDIs, and an item is 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from concurrent.futures import ProcessPoolExecutor
@@ -17,36 +18,38 @@ import torch
 
 from pianoeval.core.errors import InputError, OutputError
 from pianoeval.core.io import read_input_bytes, save_torch, write_json
+from pianoeval.core.settings import FeaturesSettings
 from pianoeval.core.skipped import check_skipped, skip_entry, skipped_report, warn_skipped
 from pianoeval.symbolic.featurize import FEATURIZER_VERSION, featurize_file, kind_meta
 
 log = logging.getLogger(__name__)
 
 
-def _cache_key(kind: str, path: str, features_cfg: dict[str, Any], score_path: str | None = None) -> str:
+def _cache_key(kind: str, path: str, features: FeaturesSettings, score_path: str | None = None) -> str:
     """Content hash of the file bytes (and its score's), the kind and the settings that change the output."""
     h = hashlib.sha1()
     h.update(read_input_bytes(path, "MIDI file"))
     if score_path:
         h.update(b"|score|" + read_input_bytes(score_path, "score MIDI file"))
-    h.update(f"{kind}|{FEATURIZER_VERSION}|{sorted(features_cfg.items())}".encode())
+    # The section's keys and values, sorted (as when the featurizer took the section as a dict: same keys).
+    h.update(f"{kind}|{FEATURIZER_VERSION}|{sorted(dataclasses.asdict(features).items())}".encode())
     return h.hexdigest()
 
 
 def _work(
-    job: tuple[str, str, str | None, str, dict[str, Any], str],
+    job: tuple[str, str, str | None, str, FeaturesSettings, str],
 ) -> tuple[str, str | None, dict[str, str] | None]:
     """Featurize one file into the cache (or find it there); return (key, cache file, skipped-file entry).
 
     A failure to write the cache (OutputError: disk full, read-only folder) is no file's fault and
     stops the step; anything wrong with the file itself skips it.
     """
-    key, path, score_path, kind, features_cfg, cache_dir = job
+    key, path, score_path, kind, features, cache_dir = job
     try:
-        digest = _cache_key(kind, path, features_cfg, score_path)
+        digest = _cache_key(kind, path, features, score_path)
         target = Path(cache_dir) / digest[:2] / f"{digest}.pt"
         if not target.exists():
-            save_torch(featurize_file(kind, path, features_cfg, score_path), target)
+            save_torch(featurize_file(kind, path, features, score_path), target)
         return key, str(target), None
     except OutputError:
         raise
@@ -87,8 +90,8 @@ def run_featurize(
     extra = [read_manifest(p) for p in extra_manifests or []]
     if any(len(e) for e in extra):
         df = pd.concat([df, *[e for e in extra if len(e)]], ignore_index=True)
-    features_cfg = dict(config["features"])
-    jobs = [(key, path, score, kind, features_cfg, str(cache_dir)) for key, path, score in collect_jobs(df)]
+    features = FeaturesSettings.from_config(config)
+    jobs = [(key, path, score, kind, features, str(cache_dir)) for key, path, score in collect_jobs(df)]
     if not jobs:
         raise InputError("the manifest lists no MIDI file to featurize", manifest)
     items: dict[str, Any] = {}
@@ -110,7 +113,7 @@ def run_featurize(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     check_skipped(f"featurize {kind}", failed, len(jobs), config["max_skipped_fraction"], manifest)
-    save_torch({"kind": kind, "meta": kind_meta(kind, features_cfg), "items": items, "skipped": failed}, out)
+    save_torch({"kind": kind, "meta": kind_meta(kind, features), "items": items, "skipped": failed}, out)
     if skipped is not None:
         write_json(skipped_report(f"featurize {kind}", len(items), failed), skipped)
     log.info("featurized %d files (%d skipped) -> %s", len(items), len(failed), out)

@@ -25,13 +25,15 @@ def run_persist(
     """`pianoeval persist push|pull`: arguments override the config's `persist` section; with
     `warn_only` a failed copy is logged as a warning and 0 returned (after a pipeline job, a failed
     upload must not fail the job and so discard its outputs: the next push copies them)."""
-    section = config["persist"]
+    from pianoeval.core.settings import PersistSettings
+
+    section = PersistSettings.from_config(config)
     try:
         return copy(
             direction,
-            remote or section["remote"],
-            list(paths) or section["include"],
-            section["exclude"] if exclude is None else exclude,
+            remote or section.remote,
+            list(paths) or section.include,
+            section.exclude if exclude is None else exclude,
             root,
         )
     except RemoteError as exc:

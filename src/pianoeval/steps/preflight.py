@@ -16,12 +16,22 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pianoeval.core.errors import PianoevalError
 from pianoeval.core.io import write_json
+from pianoeval.core.settings import (
+    AudioSettings,
+    BackboneSettings,
+    DataSettings,
+    RenderSettings,
+    RobustnessSettings,
+    TranscriptionSettings,
+    UnlabelledAudioSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,55 +42,81 @@ FETCH_ROOTS = {"percepiano": Path("resources/percepiano"), "asap": Path("resourc
 MARKERS = {"percepiano": "index.csv", "asap": "metadata.csv"}
 
 
-def audio_models(config: dict[str, Any]) -> list[str]:
+@dataclass(frozen=True)
+class PreflightSettings:
+    """The sections the preflight reads (its rule's config, or the workflow's whole config), typed once."""
+
+    data: DataSettings
+    render: RenderSettings
+    audio: AudioSettings
+    transcription: TranscriptionSettings
+    robustness: RobustnessSettings
+    unlabelled_audio: UnlabelledAudioSettings
+    seed: int
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> PreflightSettings:
+        """The preflight's sections of a validated config (ConfigError naming one it was not given)."""
+        sections = (DataSettings, RenderSettings, AudioSettings, TranscriptionSettings, RobustnessSettings)
+        given = {s.NAME: s.from_config(config) for s in (*sections, UnlabelledAudioSettings)}
+        return cls(**given, seed=int(config["seed"]))
+
+    @property
+    def backbone(self) -> BackboneSettings:
+        """The audio backbone's keys with the seed (what the embed and train jobs load MuQ from)."""
+        return BackboneSettings.from_config({"audio": vars(self.audio), "seed": self.seed})
+
+
+def audio_models(settings: PreflightSettings) -> list[str]:
     """The configured audio models (none when nothing is rendered)."""
-    return list(config["audio"]["models"]) if config["render"]["enabled"] else []
+    return list(settings.audio.models) if settings.render.enabled else []
 
 
-def backbones(config: dict[str, Any]) -> set[str]:
+def backbones(settings: PreflightSettings) -> set[str]:
     """Every audio backbone a configured audio model reads (cached frames or live)."""
     from pianoeval.training.registry import PROBE_BACKBONES
 
-    models = audio_models(config)
+    models = audio_models(settings)
     out = {PROBE_BACKBONES[m] for m in models if m in PROBE_BACKBONES}
     if set(models) - set(PROBE_BACKBONES):
-        out.add(config["audio"]["backbone"])
+        out.add(settings.audio.backbone)
     return out
 
 
-def needs_released_muq(config: dict[str, Any]) -> bool:
+def needs_released_muq(settings: PreflightSettings) -> bool:
     """Whether a configured model reads MuQ with its released weights (a download on a fresh machine)."""
-    return "muq" in backbones(config) and bool(config["audio"]["muq_pretrained"])
+    return "muq" in backbones(settings) and bool(settings.audio.muq_pretrained)
 
 
-def needs_transkun(config: dict[str, Any]) -> bool:
+def needs_transkun(settings: PreflightSettings) -> bool:
     """Whether TransKun runs: transcription views, a TransKun probe, or the robustness check's transcriptions."""
-    if not config["render"]["enabled"]:
+    if not settings.render.enabled:
         return False
-    views = bool(config["transcription"]["views"])
-    robustness = bool(audio_models(config)) and bool(config["robustness"]["transcribe_conditions"])
-    return views or robustness or "transkun" in backbones(config)
+    views = bool(settings.transcription.views)
+    robustness = bool(audio_models(settings)) and bool(settings.robustness.transcribe_conditions)
+    return views or robustness or "transkun" in backbones(settings)
 
 
-def dataset_roots(config: dict[str, Any]) -> list[tuple[str, str]]:
+def dataset_roots(settings: PreflightSettings) -> list[tuple[str, str]]:
     """(dataset, configured folder) of every external dataset the config reads."""
-    data = config["data"]
+    data = settings.data
     roots = []
-    if data["source"] == "percepiano":
-        roots.append(("percepiano", data["percepiano_root"]))
-    if data["asap_root"]:
-        roots.append(("asap", data["asap_root"]))
-    if "a2" in audio_models(config) and config["unlabelled_audio"]["root"]:
-        roots.append(("asap", config["unlabelled_audio"]["root"]))
+    if data.source == "percepiano":
+        roots.append(("percepiano", data.percepiano_root))
+    if data.asap_root:
+        roots.append(("asap", data.asap_root))
+    if "a2" in audio_models(settings) and settings.unlabelled_audio.root:
+        roots.append(("asap", settings.unlabelled_audio.root))
     return roots
 
 
-def needs(config: dict[str, Any], gpus: int, remote: str | None) -> list[str]:
+def needs(config: Mapping[str, Any], gpus: int, remote: str | None) -> list[str]:
     """Why this run needs a preflight (empty: it does not, e.g. the demo on a CPU)."""
+    settings = PreflightSettings.from_config(config)
     reasons = []
-    if needs_released_muq(config):
+    if needs_released_muq(settings):
         reasons.append("released MuQ weights")
-    if dataset_roots(config):
+    if dataset_roots(settings):
         reasons.append("datasets")
     if gpus > 0:
         reasons.append("GPU")
@@ -89,15 +125,14 @@ def needs(config: dict[str, Any], gpus: int, remote: str | None) -> list[str]:
     return reasons
 
 
-def check_muq(config: dict[str, Any]) -> None:
+def check_muq(settings: BackboneSettings) -> None:
     """Load the released MuQ weights exactly as the embed and train jobs will (hub or local folder)."""
-    from pianoeval.core.settings import BackboneSettings
     from pianoeval.training.registry import build_audio_backbone
 
-    build_audio_backbone("muq", BackboneSettings.from_config(config))
+    build_audio_backbone("muq", settings)
 
 
-def check_transkun(config: dict[str, Any]) -> None:
+def check_transkun() -> None:
     """Load TransKun with the wheel's weights (what transcribe, the TransKun probe and robustness run)."""
     from pianoeval.audio.backbones import load_transkun_model
 
@@ -174,20 +209,21 @@ def _path() -> str:
     return os.environ.get("PATH", "/usr/bin:/bin")
 
 
-def planned_checks(config: dict[str, Any], gpus: int, remote: str | None) -> list[tuple[str, Callable[[], None]]]:
+def planned_checks(config: Mapping[str, Any], gpus: int, remote: str | None) -> list[tuple[str, Callable[[], None]]]:
     """(what, check) for everything this config needs, in the order they run."""
     from pianoeval.data.fetch import dataset_source
 
+    settings = PreflightSettings.from_config(config)
     checks: list[tuple[str, Callable[[], None]]] = []
-    if needs_released_muq(config):
-        checks.append((f"MuQ weights {config['audio']['muq_name_or_path']}", lambda: check_muq(config)))
-    if needs_transkun(config):
-        checks.append(("TransKun", lambda: check_transkun(config)))
+    if needs_released_muq(settings):
+        checks.append((f"MuQ weights {settings.audio.muq_name_or_path}", lambda: check_muq(settings.backbone)))
+    if needs_transkun(settings):
+        checks.append(("TransKun", check_transkun))
     seen = set()
-    for name, root in dataset_roots(config):
+    for name, root in dataset_roots(settings):
         if (name, root) not in seen:
             seen.add((name, root))
-            url = dataset_source(name, config["data"])[0]
+            url = dataset_source(name, settings.data.fetch_sources)[0]
             checks.append((f"{name} at {root}", lambda n=name, r=root, u=url: check_dataset(n, r, u)))
     if gpus > 0:
         checks.append((f"CUDA with {gpus} GPU(s)", lambda: check_cuda(gpus)))
@@ -196,7 +232,7 @@ def planned_checks(config: dict[str, Any], gpus: int, remote: str | None) -> lis
     return checks
 
 
-def run_preflight(config: dict[str, Any], out: Path, gpus: int = 0, remote: str | None = None) -> dict[str, Any]:
+def run_preflight(config: Mapping[str, Any], out: Path, gpus: int = 0, remote: str | None = None) -> dict[str, Any]:
     """Run every check the config needs; print one line per problem and raise, or write `out` (JSON)."""
     report: dict[str, Any] = {"checks": {}, "problems": []}
     for what, check in planned_checks(config, gpus, remote):

@@ -56,38 +56,39 @@ def subset_groups(df: pd.DataFrame, n_groups: int | None, per_group: int | None,
 def build_manifest(config: dict[str, Any], demo_manifest: Path | None = None) -> pd.DataFrame:
     """Build the corpus manifest from the configured source plus optional unlabelled MIDI; the demo
     source reads `demo_manifest` (the demo rule's output)."""
+    from pianoeval.core.settings import DataSettings
     from pianoeval.data.manifest import label_matrix
 
-    data = config["data"]
-    if data["source"] == "demo":
+    data = DataSettings.from_config(config)
+    if data.source == "demo":
         from pianoeval.data.manifest import read_manifest
 
         if demo_manifest is None:
             raise ConfigError("data.source is demo: pass --demo-manifest (the demo rule's manifest.parquet)")
         df = read_manifest(demo_manifest)
-    elif data["source"] == "percepiano":
+    elif data.source == "percepiano":
         from pianoeval.data.percepiano import load_percepiano
 
-        root = Path(data["percepiano_root"])
+        root = Path(data.percepiano_root)
         if not root.exists():
             root = Path("resources/percepiano")
-        df = load_percepiano(root, label_version=data["percepiano_labels"])
+        df = load_percepiano(root, label_version=data.percepiano_labels)
     else:  # the schema's enum makes this unreachable unless it is edited
-        raise ConfigError(f"unknown data.source {data['source']!r}")
-    if data["limit"]:
+        raise ConfigError(f"unknown data.source {data.source!r}")
+    if data.limit:
         labelled = ~pd.isna(label_matrix(df)).any(axis=1)
-        keep = df[labelled].head(data["limit"]).index.union(df[~labelled].index)
+        keep = df[labelled].head(data.limit).index.union(df[~labelled].index)
         df = df.loc[keep].reset_index(drop=True)
-    if data["limit_groups"] or data["limit_per_group"]:
-        df = subset_groups(df, data["limit_groups"], data["limit_per_group"], int(config["seed"]))
+    if data.limit_groups or data.limit_per_group:
+        df = subset_groups(df, data.limit_groups, data.limit_per_group, int(config["seed"]))
     frames = [df]
-    if data["asap_root"]:
+    if data.asap_root:
         from pianoeval.data.asap import load_asap
 
-        root = Path(data["asap_root"])
+        root = Path(data.asap_root)
         # A missing folder was fetched by the DAG (the fetch rule) into resources/.
         frames.append(load_asap(root if root.exists() else Path("resources/asap")))
-    frames.extend(_unlabelled_midi_rows(Path(folder)) for folder in data["extra_midi_dirs"])
+    frames.extend(_unlabelled_midi_rows(Path(folder)) for folder in data.extra_midi_dirs)
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else df
 
 

@@ -72,7 +72,7 @@ def run_pretrain_corpus(
         raise ConfigError(f"model {model!r} has no corpus pretraining; known: {', '.join(KIND)}")
     start = time.perf_counter()
     settings = FitSettings.from_config(config)  # features, symbolic and seed, built once
-    sym, features = settings.need("symbolic"), dataclasses.asdict(settings.need("features"))
+    sym, features = settings.need("symbolic"), settings.need("features")
     section, seed = sym.corpus, settings.seed
     L.seed_everything(seed, workers=True, verbose=False)
     corpus, aug = CorpusSettings.from_config(section), AugmentSettings.from_config(section["augment"])
@@ -87,14 +87,14 @@ def run_pretrain_corpus(
         store["meta"],
         section["batch_size"],
         seed,
-        max_len=features["max_seq_len"],
+        max_len=features.max_seq_len,
         mask_prob=objective["mask_prob"],
     )
     last = checkpoint_dir / "last.ckpt"
     # Resume only a run of these very settings and this network shape (anything else there is removed);
     # the budget (epochs, minutes) is not part of it, so a larger one continues the run.
     run = {k: v for k, v in section.items() if k not in ("epochs", "model_epochs", "minutes")}
-    what = {"corpus": run, "objective": objective, "features": features}
+    what = {"corpus": run, "objective": objective, "features": dataclasses.asdict(features)}
     resume = _same_run(checkpoint_dir, what, module, seed) and last.exists()
     epochs = int(section["model_epochs"].get(model, section["epochs"]))
     trainer = _trainer(

@@ -24,18 +24,40 @@ def run_render(
     threads: int = 1,
     unlabelled: bool = False,
     skipped: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> pd.DataFrame:
     """Render each performance MIDI of the labelled tier T1 (with `unlabelled`, also the T2/T3 ones: their
     transcriptions feed symbolic pretraining) to `audio_dir/<id>.<key>.wav`, reusing WAVs already
-    rendered; write the manifest with `audio_path` to `out` and, when given, the skipped-files report to
-    `skipped`. Only what a configured model reads is rendered: the audio track, fusion, robustness and
-    the transcription views read the T1 corpus only.
+    rendered (in `cache_dir`, when given, else in `audio_dir`); write the manifest with `audio_path` to
+    `out` and, when given, the skipped-files report to `skipped`. Only what a configured model reads is
+    rendered: the audio track, fusion, robustness and the transcription views read the T1 corpus only.
     """
     from pianoeval.data.manifest import read_manifest
 
     df = read_manifest(manifest)
     wanted = df["tier"].isin(["T1", "T2", "T3"] if unlabelled else ["T1"])
-    return render_rows(config, df, wanted, audio_dir, out, threads, manifest, skipped=skipped)
+    return render_rows(config, df, wanted, audio_dir, out, threads, manifest, skipped=skipped, cache_dir=cache_dir)
+
+
+def place(cached: Path, target: Path) -> None:
+    """Put the cached WAV `cached` at `target`: a hard link (no copy, no space), or a copy where the two
+    folders are on different file systems; atomic, and nothing is done when `target` is that file already."""
+    import os
+    import shutil
+
+    if target.is_file() and os.path.samefile(cached, target):
+        return
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(cached, tmp)
+        except OSError:  # another file system (or one without hard links)
+            shutil.copyfile(cached, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:  # a full disk or read-only folder is no file's fault
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write the rendered WAV ({exc.strerror or exc})", target) from exc
 
 
 def render_rows(
@@ -48,6 +70,7 @@ def render_rows(
     source: Path,
     whole: bool = False,
     skipped: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> pd.DataFrame:
     """Render the rows of `df` selected by the mask `wanted` (those with a MIDI); write the manifest with
     `audio_path` to `out` and, when given, the skipped-files report to `skipped`. `source` names the
@@ -55,7 +78,10 @@ def render_rows(
     performance).
 
     The WAV name's key (`render_key`) covers the MIDI's bytes and the render settings, so a run killed
-    part-way restarts where it stopped, while a changed SoundFont, rate or MIDI renders afresh.
+    part-way restarts where it stopped, while a changed SoundFont, rate or MIDI renders afresh. With
+    `cache_dir` the WAVs are rendered and kept there and linked into `audio_dir` under the same name
+    (`place`): the rules declare `audio_dir` as their output, which Snakemake empties before a rerun, while
+    the cache keeps every rendering; the manifest's `audio_path` is in `audio_dir` either way.
     """
     from pianoeval.audio.render import find_soundfont, render_key, render_midi
     from pianoeval.core.settings import RenderSettings
@@ -66,6 +92,8 @@ def render_rows(
     max_seconds = None if whole else settings.max_seconds
     soundfont = find_soundfont(settings.soundfont)
     audio_dir.mkdir(parents=True, exist_ok=True)
+    store = cache_dir or audio_dir
+    store.mkdir(parents=True, exist_ok=True)
     todo = df[df["midi_path"].notna() & np.asarray(wanted, dtype=bool)]
 
     def render_one(row: Any) -> tuple[str, str | None, dict[str, str] | None, bool]:
@@ -73,18 +101,20 @@ def render_rows(
         try:
             stem = row.segment_id.replace("/", "_").replace("::", "__")
             key = render_key(row.midi_path, soundfont, settings.sample_rate, max_seconds)
-            target = audio_dir / f"{stem}.{key}.wav"
-            if target.is_file() and target.stat().st_size > 0:
-                return row.segment_id, str(target.resolve()), None, False  # rendered by an earlier run
-            # Written atomically: a killed run leaves no half-written WAV under the target name.
-            render_midi(
-                row.midi_path, target, soundfont=soundfont, sample_rate=settings.sample_rate, max_seconds=max_seconds
-            )
+            name = f"{stem}.{key}.wav"
+            cached, target = store / name, audio_dir / name
+            now = not (cached.is_file() and cached.stat().st_size > 0)  # else rendered by an earlier run
+            if now:
+                # Written atomically: a killed run leaves no half-written WAV under the cached name.
+                rate = settings.sample_rate
+                render_midi(row.midi_path, cached, soundfont=soundfont, sample_rate=rate, max_seconds=max_seconds)
+            if cached != target:
+                place(cached, target)
         except OutputError:
             raise  # a full disk or read-only folder is no file's fault: stop
         except Exception as exc:  # keep going past any one file; the report and the log say why
             return row.segment_id, None, skip_entry(row.segment_id, row.midi_path, exc), False
-        return row.segment_id, str(target.resolve()), None, True
+        return row.segment_id, str(target.resolve()), None, now
 
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         # On an exception or Ctrl-C, map's iterator cancels the queued files: the run stops promptly.

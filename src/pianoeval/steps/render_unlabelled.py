@@ -30,13 +30,22 @@ def unlabelled_rows(root: Path, pieces: int | None) -> pd.DataFrame:
 
 
 def run_render_unlabelled(
-    config: dict[str, Any], root: Path, audio_dir: Path, out: Path, threads: int = 1, skipped: Path | None = None
+    config: dict[str, Any],
+    root: Path,
+    audio_dir: Path,
+    out: Path,
+    threads: int = 1,
+    skipped: Path | None = None,
+    cache_dir: Path | None = None,
 ) -> pd.DataFrame:
     """Render the unlabelled performances of `root` (`unlabelled_audio.pieces` of them at most) to
-    `audio_dir`; write their manifest, with `audio_path`, to `out` (and the skipped-files report to
-    `skipped`, when given)."""
+    `audio_dir` (through the per-file cache `cache_dir`, when given: steps/render.py render_rows); write
+    their manifest, with `audio_path`, to `out` (and the skipped-files report to `skipped`, when given)."""
+    from pianoeval.core.settings import UnlabelledAudioSettings
     from pianoeval.steps.render import render_rows
 
-    df = unlabelled_rows(root, config["unlabelled_audio"]["pieces"])
+    df = unlabelled_rows(root, UnlabelledAudioSettings.from_config(config).pieces)
     log.info("unlabelled audio: %d performances of %d pieces from %s", len(df), df["piece_id"].nunique(), root)
-    return render_rows(config, df, [True] * len(df), audio_dir, out, threads, root, whole=True, skipped=skipped)
+    return render_rows(
+        config, df, [True] * len(df), audio_dir, out, threads, root, whole=True, skipped=skipped, cache_dir=cache_dir
+    )

@@ -53,34 +53,42 @@ TRANSCRIPTION_SAMPLE_RATE: int = 44_100
 TRANSCRIPTION_SUFFIX = ".transcription.mid"
 
 
-def fold_config(fold_dir: Path) -> dict[str, Any]:
-    """The config a fold folder was trained with (its config.yaml, validated when training wrote it)."""
-    from pianoeval.core.config import written_config
-
-    path = FoldDir(fold_dir).config
-    return written_config(path.read_text(), path)
-
-
 def fold_model(fold_dir: Path) -> str:
     """The model a fold folder holds, as its model_spec.json names it (s3, probe_logmel, f2_score, ...)."""
     return read_json(FoldDir(fold_dir).model_spec)["model"]
 
 
 class FoldNetworks:
-    """The fold networks of one scoring run, each loaded once by whichever thread asks first (audio input
-    loads them in a background thread while TransKun transcribes: `prepare_beside_transcription`)."""
+    """The fold networks of one scoring run and their configs, each loaded once by whichever thread asks
+    first (audio input loads the networks in a background thread while TransKun transcribes:
+    `prepare_beside_transcription`). Folds whose config.yaml is the same text share one parsed config."""
 
     def __init__(self) -> None:
         self._loaded: dict[Path, Any] = {}
-        self._lock = threading.Lock()
+        self._configs: dict[Path, dict[str, Any]] = {}
+        self._by_text: dict[str, dict[str, Any]] = {}
+        self._lock = threading.RLock()  # get() reads the config under the same lock
 
-    def get(self, fold_dir: Path, config: dict[str, Any] | None = None) -> Any:
+    def config(self, fold_dir: Path) -> dict[str, Any]:
+        """The config the fold was trained with (its config.yaml, read once per fold)."""
+        from pianoeval.core.config import written_config
+
+        with self._lock:
+            if fold_dir not in self._configs:
+                path = FoldDir(fold_dir).config
+                text = path.read_text()
+                if text not in self._by_text:
+                    self._by_text[text] = written_config(text, path)
+                self._configs[fold_dir] = self._by_text[text]
+            return self._configs[fold_dir]
+
+    def get(self, fold_dir: Path) -> Any:
         """The fold's plain scoring network (`pianoeval.evaluation.inference`), in eval mode."""
         from pianoeval.evaluation.inference import load_scoring_network
 
         with self._lock:
             if fold_dir not in self._loaded:
-                self._loaded[fold_dir] = load_scoring_network(fold_dir, config or fold_config(fold_dir))
+                self._loaded[fold_dir] = load_scoring_network(fold_dir, self.config(fold_dir))
             return self._loaded[fold_dir]
 
     def load(self, fold_dirs: list[Path]) -> None:
@@ -109,37 +117,32 @@ def symbolic_outputs(
     `score_aligned`, `timings_s` ({"models", "featurize", "forward"}, seconds).
 
     The fold models are loaded as plain networks (`pianoeval.evaluation.inference`), without
-    Lightning; folds with the same config share one validated config and one feature item.
+    Lightning; folds with the same config share one parsed config and one feature item.
     """
-    import json
-
-    from pianoeval.core.config import written_config
     from pianoeval.core.constants import SCORE_COLUMNS
+    from pianoeval.core.settings import FeaturesSettings
     from pianoeval.core.threads import torch_threads
     from pianoeval.data.datasets import multi_task_collate_fn
     from pianoeval.symbolic.featurize import featurize_file
     from pianoeval.training.registry import FEATURE_KIND
 
     timings = {"models": 0.0, "featurize": 0.0, "forward": 0.0}
-    configs: dict[str, dict[str, Any]] = {}
-    batches: dict[str, dict[str, Any]] = {}
+    networks = networks or FoldNetworks()
+    batches: dict[tuple[str, FeaturesSettings], dict[str, Any]] = {}
     zs, preds = [], []
     # Small networks built, loaded and run on one performance: many small ops, faster on one thread
     # (pianoeval.core.threads).
     with torch_threads(1):
         for fold_dir in fold_dirs:
             tick = time.perf_counter()
-            text = FoldDir(fold_dir).config.read_text()
-            if text not in configs:
-                configs[text] = written_config(text, FoldDir(fold_dir).config)
-            config = configs[text]
-            net = (networks or FoldNetworks()).get(fold_dir, config)
+            config = networks.config(fold_dir)
+            net = networks.get(fold_dir)
             kind = FEATURE_KIND[fold_model(fold_dir)]
             timings["models"] += time.perf_counter() - tick
             tick = time.perf_counter()
-            key = json.dumps([kind, config["features"]], sort_keys=True)
+            key = (kind, FeaturesSettings.from_config(config))
             if key not in batches:
-                item = featurize_file(kind, str(midi), config["features"], str(score) if score else None)
+                item = featurize_file(kind, str(midi), key[1], str(score) if score else None)
                 item["transcribed"] = torch.tensor(float(transcribed))
                 batches[key] = multi_task_collate_fn([item])
             timings["featurize"] += time.perf_counter() - tick
@@ -214,8 +217,9 @@ def audio_track_outputs(
     backbones: dict[str, Any] = {}
     waves: dict[int, np.ndarray] = {}
     zs, scores = [], []
+    networks = networks or FoldNetworks()
     for fold_dir in fold_dirs:
-        config = fold_config(fold_dir)
+        config = networks.config(fold_dir)
         settings = BackboneSettings.from_config(config)
         name = audio_backbone(fold_model(fold_dir), settings.backbone)
         key = f"{name}|{backbone_fingerprint(name, settings)}|{settings.hidden_layers}"
@@ -224,7 +228,7 @@ def audio_track_outputs(
         sr = int(config["render"]["sample_rate"])
         if sr not in waves:
             waves[sr] = load_audio(recording, sample_rate=sr, max_seconds=MAX_SECONDS)
-        module = (networks or FoldNetworks()).get(fold_dir, config)
+        module = networks.get(fold_dir)
         z, s = audio_outputs(module, backbones[key], [waves[sr]], sr, float(config["audio"]["clip_seconds"]))
         zs.append(z[0])
         scores.append(s[0])
@@ -293,19 +297,22 @@ def score_fused(
     tick = time.perf_counter()
     stats = None
     if served.fusion and served.fusion.endswith("_score"):
-        stats = score_statistics_of(midi, folds[0][0], score)
+        stats = score_statistics_of(midi, networks.config(folds[0][0]), score)
     stack = fusion_outputs([f[2] for f in folds], sym, audio, stats, networks)
     timings["fusion"] = time.perf_counter() - tick
     return fold_summary(served.fusion, "fusion", stack, sym["score_aligned"], timings)
 
 
-def score_statistics_of(midi: Path, fold_dir: Path, score: Path | None) -> torch.Tensor:
+def score_statistics_of(midi: Path, config: dict[str, Any], score: Path | None) -> torch.Tensor:
     """The score-relative statistics [S] of a performance (what the `_score` fusions read: the stats
-    featurizer's SCORE_COLUMNS, as the featurize rule's stats store holds them)."""
+    featurizer's SCORE_COLUMNS, as the featurize rule's stats store holds them), featurized with the
+    `features` section of `config` (a symbolic fold's)."""
     from pianoeval.core.constants import SCORE_COLUMNS
+    from pianoeval.core.settings import FeaturesSettings
     from pianoeval.symbolic.featurize import featurize_file
 
-    item = featurize_file("stats", str(midi), fold_config(fold_dir)["features"], str(score) if score else None)
+    features = FeaturesSettings.from_config(config)
+    item = featurize_file("stats", str(midi), features, str(score) if score else None)
     return item["stats"][SCORE_COLUMNS].float()
 
 

@@ -97,11 +97,12 @@ def run_transcribe(
     manifest to `out` and, when given, the skipped-files report to `skipped`. With no views, the
     manifest is empty."""
     from pianoeval.core.device import resolve_device
+    from pianoeval.core.settings import TranscriptionSettings
     from pianoeval.core.skipped import check_skipped, collect_done, skipped_report
     from pianoeval.data.manifest import empty_manifest, read_manifest, write_manifest
 
     df = read_manifest(manifest)
-    views = list(config["transcription"]["views"])
+    views = list(TranscriptionSettings.from_config(config).views)
     rows = df[df["audio_path"].notna()]
     if views and rows.empty:
         raise InputError("the manifest lists no rendered audio to transcribe; run the render rule first", manifest)

@@ -4,12 +4,15 @@ model needs to know about each feature kind."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from pianoeval.core.errors import InputError
+
+if TYPE_CHECKING:
+    from pianoeval.core.settings import FeaturesSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def _tokenizer(max_seq_len: int):  # -> PianoTokenizer
     return _TOKENIZER
 
 
-def featurize_file(kind: str, path: str, features_cfg: dict[str, Any], score_path: str | None = None) -> dict[str, Any]:
+def featurize_file(kind: str, path: str, features: FeaturesSettings, score_path: str | None = None) -> dict[str, Any]:
     """Compute the feature item of one MIDI file for `kind`; InputError if the file is unusable.
 
     `score_path`, the score MIDI the performance plays, adds the score-relative statistics; a score
@@ -57,7 +60,7 @@ def featurize_file(kind: str, path: str, features_cfg: dict[str, Any], score_pat
     # Every kind carries the statistics: the ridge baseline's input and the encoders' side input.
     item: dict[str, Any] = {"stats": torch.from_numpy(performance_statistics(perf, score))}
     if kind == "tokens":
-        ids = _tokenizer(features_cfg["max_seq_len"]).encode(path)
+        ids = _tokenizer(features.max_seq_len).encode(path)
         item["input_ids"] = torch.tensor(ids, dtype=torch.long)
     elif kind == "graphs":
         from pianoeval.symbolic.graph import build_note_graph
@@ -66,16 +69,16 @@ def featurize_file(kind: str, path: str, features_cfg: dict[str, Any], score_pat
     elif kind == "curves":
         from pianoeval.symbolic.features import extract_continuous_features
 
-        curves = extract_continuous_features(perf, frame_rate=features_cfg["frame_rate"])
+        curves = extract_continuous_features(perf, frame_rate=features.frame_rate)
         item["curves"] = torch.from_numpy(np.ascontiguousarray(curves, dtype=np.float32))
     return item
 
 
-def featurize_performance(kind: str, perf: Any, features_cfg: dict[str, Any]) -> dict[str, Any]:
+def featurize_performance(kind: str, perf: Any, features: FeaturesSettings) -> dict[str, Any]:
     """The encoder input of a `Performance` for `kind` (tokens, graphs, curves), without statistics:
     what self-supervised pretraining reads (a corpus window, augmented in memory)."""
     if kind == "tokens":
-        ids = _tokenizer(features_cfg["max_seq_len"]).encode(perf)
+        ids = _tokenizer(features.max_seq_len).encode(perf)
         return {"input_ids": torch.tensor(ids, dtype=torch.long)}
     if kind == "graphs":
         from pianoeval.symbolic.graph import build_note_graph
@@ -84,27 +87,27 @@ def featurize_performance(kind: str, perf: Any, features_cfg: dict[str, Any]) ->
     if kind == "curves":
         from pianoeval.symbolic.features import extract_continuous_features
 
-        curves = extract_continuous_features(perf, frame_rate=features_cfg["frame_rate"])
+        curves = extract_continuous_features(perf, frame_rate=features.frame_rate)
         return {"curves": torch.from_numpy(np.ascontiguousarray(curves, dtype=np.float32))}
     raise ValueError(f"feature kind {kind!r} has no encoder input")
 
 
-def kind_meta(kind: str, features_cfg: dict[str, Any]) -> dict[str, Any]:
+def kind_meta(kind: str, features: FeaturesSettings) -> dict[str, Any]:
     """Facts a model needs about a feature kind (vocabulary, channel count, statistics count)."""
     from pianoeval.core.constants import ALL_STAT_NAMES
 
-    return {**_kind_meta(kind, features_cfg), "n_stats": len(ALL_STAT_NAMES), "stat_names": list(ALL_STAT_NAMES)}
+    return {**_kind_meta(kind, features), "n_stats": len(ALL_STAT_NAMES), "stat_names": list(ALL_STAT_NAMES)}
 
 
-def _kind_meta(kind: str, features_cfg: dict[str, Any]) -> dict[str, Any]:
+def _kind_meta(kind: str, features: FeaturesSettings) -> dict[str, Any]:
     """The kind-specific part of kind_meta."""
     if kind == "tokens":
-        tok = _tokenizer(features_cfg["max_seq_len"])
+        tok = _tokenizer(features.max_seq_len)
         return {
             "vocab_size": tok.vocab_size,
             "pad_token_id": tok.pad_token_id,
             "mask_token_id": tok.mask_token_id,
-            "max_seq_len": features_cfg["max_seq_len"],
+            "max_seq_len": features.max_seq_len,
         }
     if kind == "curves":
         from pianoeval.symbolic.features import FEATURE_NAMES

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pianoeval.core.errors import InputError
+from pianoeval.core.settings import FeaturesSettings
 from pianoeval.data.corpus import CorpusSettings, corpus_files, random_windows
 from pianoeval.symbolic.augmentation import AugmentSettings, augment
 
@@ -27,7 +29,7 @@ def _file_items(job: tuple[str, str, int, str, CorpusSettings, AugmentSettings, 
     from pianoeval.data.midi import load_performance
     from pianoeval.symbolic.featurize import featurize_performance
 
-    folder, path, seed, kind, settings, aug, features_cfg = job
+    folder, path, seed, kind, settings, aug, features = job
     # One generator per file, seeded by the corpus seed and the file's name: the same windows and
     # draws whatever the worker count or the order files are done in.
     digest = int(hashlib.sha1(f"{folder}/{Path(path).name}".encode()).hexdigest()[:8], 16)
@@ -41,7 +43,7 @@ def _file_items(job: tuple[str, str, int, str, CorpusSettings, AugmentSettings, 
     for n, win in enumerate(random_windows(perf, settings.seconds, settings.windows_per_file, rng)):
         view, drawn = augment(win, aug, rng)
         try:
-            item = featurize_performance(kind, view, features_cfg)
+            item = featurize_performance(kind, view, features)
         except InputError as exc:
             log.warning("corpus: window %d of %s skipped: %s", n, path, exc)
             continue
@@ -49,11 +51,9 @@ def _file_items(job: tuple[str, str, int, str, CorpusSettings, AugmentSettings, 
     return out
 
 
-def corpus_key(
-    kind: str, settings: CorpusSettings, aug: AugmentSettings, features_cfg: dict[str, Any], seed: int
-) -> str:
+def corpus_key(kind: str, settings: CorpusSettings, aug: AugmentSettings, features: FeaturesSettings, seed: int) -> str:
     """A digest of everything a corpus store depends on (its cache file's name)."""
-    what = [CORPUS_VERSION, kind, repr(settings), repr(aug), features_cfg, seed]
+    what = [CORPUS_VERSION, kind, repr(settings), repr(aug), dataclasses.asdict(features), seed]
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -61,7 +61,7 @@ def build_corpus_store(
     kind: str,
     settings: CorpusSettings,
     aug: AugmentSettings,
-    features_cfg: dict[str, Any],
+    features: FeaturesSettings,
     seed: int,
     threads: int = 1,
     cache_dir: Path | None = None,
@@ -72,12 +72,12 @@ def build_corpus_store(
     from pianoeval.symbolic.featurize import kind_meta
     from pianoeval.training.data import load_feature_store
 
-    cached = cache_dir / f"{kind}-{corpus_key(kind, settings, aug, features_cfg, seed)}.pt" if cache_dir else None
+    cached = cache_dir / f"{kind}-{corpus_key(kind, settings, aug, features, seed)}.pt" if cache_dir else None
     if cached is not None and cached.is_file():
         log.info("corpus: cached %s", cached)
         return load_feature_store(cached)
     files = corpus_files(settings)
-    jobs = [(f, str(p), seed, kind, settings, aug, features_cfg) for f, p in files]
+    jobs = [(f, str(p), seed, kind, settings, aug, features) for f, p in files]
     if threads > 1:
         with ProcessPoolExecutor(threads) as pool:
             results = list(pool.map(_file_items, jobs, chunksize=8))
@@ -88,7 +88,7 @@ def build_corpus_store(
         raise InputError("the pretraining corpus gave no usable window", settings.root)
     store = {
         "items": {key: item for key, item, _ in triples},
-        "meta": kind_meta(kind, features_cfg),
+        "meta": kind_meta(kind, features),
         "files": [f"{f}/{p.name}" for f, p in files],
         "augment": {key: drawn for key, _, drawn in triples},
     }
