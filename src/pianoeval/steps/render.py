@@ -45,19 +45,16 @@ def place(cached: Path, target: Path) -> None:
     import os
     import shutil
 
+    from pianoeval.core.io import atomic_path
+
     if target.is_file() and os.path.samefile(cached, target):
         return
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(target) as tmp:  # an OSError becomes the OutputError naming `target`
+        tmp.unlink()  # the link takes the temporary name
         try:
             os.link(cached, tmp)
         except OSError:  # another file system (or one without hard links)
             shutil.copyfile(cached, tmp)
-        os.replace(tmp, target)
-    except OSError as exc:  # a full disk or read-only folder is no file's fault
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write the rendered WAV ({exc.strerror or exc})", target) from exc
 
 
 def render_rows(
