@@ -32,10 +32,20 @@ def fold_rows(results: Path, model: str) -> list[dict]:
                 "best_epoch": m.get("best_epoch"),
                 "epochs_run": m.get("epochs_run"),
                 "wall_s": float(m.get("wall_s", 0.0)),
+                "cpu_s": _cpu_seconds(results.parent / "benchmarks" / "train" / "symbolic" / model, m["fold"]),
                 "n_parameters": m.get("n_parameters"),
             }
         )
     return rows
+
+
+def _cpu_seconds(folder: Path, fold: int) -> float | None:
+    """The train job's CPU time (user + system) from Snakemake's benchmark file, when there is one."""
+    tsv = folder / f"fold_{fold}.tsv"
+    if not tsv.exists():
+        return None
+    header, values = tsv.read_text().splitlines()[:2]
+    return float(dict(zip(header.split("\t"), values.split("\t"), strict=True))["cpu_time"])
 
 
 def summary(rows: list[dict], split: str) -> dict[str, list[float]]:
@@ -66,8 +76,8 @@ def main() -> int:
             }
     complete = {n: s for n, s in settings.items() if len(s["folds"]) == args.folds}
     choice = max(complete, key=lambda n: complete[n]["dev"]["selection"][0]) if complete else None
-    print("| setting | dev pairwise | dev R² | dev selection | folds | best epochs | wall (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| setting | dev pairwise | dev R² | dev selection | folds | best epochs | wall (s) | CPU (s) | params |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, s in sorted(settings.items(), key=lambda kv: -kv[1]["dev"]["selection"][0]):
         d = s["dev"]
         cells = [
@@ -78,6 +88,8 @@ def main() -> int:
             len(s["folds"]),
             ", ".join(str(r["best_epoch"]) for r in s["folds"]),
             f"{sum(r['wall_s'] for r in s['folds']):.0f}",
+            f"{sum(r['cpu_s'] for r in s['folds']):.0f}" if all(r["cpu_s"] for r in s["folds"]) else "",
+            s["folds"][0]["n_parameters"],
         ]
         print("| " + " | ".join(str(c) for c in cells) + " |")
     out = {
