@@ -206,19 +206,26 @@ def finetune(results: Path, config: dict[str, Any], models: list[str], folds_run
     return out
 
 
-def paired(with_root: Path, without_root: Path, config: dict[str, Any], models: list[str]) -> dict[str, Any]:
+def paired(
+    with_root: Path,
+    without_root: Path,
+    config: dict[str, Any],
+    models: list[str],
+    names: tuple[str, str] = ("corpus", "random"),
+) -> dict[str, Any]:
     """The compare step's paired bootstrap over two results trees of the same folds: every model with the
     corpus pretraining (`with_root`) and without (`without_root`), each arm's interval, and per model
-    the with - without difference and each arm minus the wide part alone (`baseline_blend`)."""
+    the with - without difference and each arm minus the wide part alone (`baseline_blend`). `names`
+    label the two arms (two other settings: e.g. a dev-chosen setting against the reference run)."""
     from pianoeval.evaluation.compare import difference, read_fold_predictions, read_runs
     from pianoeval.metrics import paired_bootstrap, percentile_interval
 
     rows: dict[str, list[dict[str, Any]]] = {}
     predictions: list[Path] = []
-    arms = (("corpus", with_root), ("random", without_root))
+    arms = ((names[0], with_root), (names[1], without_root))
     for arm, root in arms:
         for model in [*models, "baseline_blend"]:
-            if model == "baseline_blend" and arm == "random":
+            if model == "baseline_blend" and arm == names[1]:
                 continue  # the same wide part in both trees: once
             files = sorted((root / "train" / "symbolic" / model).glob("fold_*/metrics.json"))
             if not files:
@@ -238,7 +245,7 @@ def paired(with_root: Path, without_root: Path, config: dict[str, Any], models: 
         }
         out["rows"][name].update(folds=len(runs), train_s=sum(float(r.get("wall_s", 0.0)) for r in runs))
     for model in models:
-        pairs = [(f"{model} corpus", f"{model} random")]
+        pairs = [(f"{model} {names[0]}", f"{model} {names[1]}")]
         pairs += [(f"{model} {arm}", "baseline_blend") for arm, _ in arms if not model.endswith("_deep")]
         for a, b in pairs:
             if a in boot and b in boot:
@@ -257,6 +264,9 @@ def main() -> None:
     parser.add_argument(
         "--set", nargs="*", default=[], help="training overrides, e.g. max_epochs=2 encoder_lr_scale=0.3"
     )
+    parser.add_argument(
+        "--arms", nargs=2, default=["corpus", "random"], help="paired: labels of RESULTS and of --without"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -269,7 +279,7 @@ def main() -> None:
     if args.what == "probe":
         result = probe(args.results, config, args.models)
     elif args.what == "paired":
-        result = paired(args.results, args.without, config, args.models)
+        result = paired(args.results, args.without, config, args.models, tuple(args.arms))
     else:
         result = finetune(args.results, config, args.models, args.folds)
     payload = {
@@ -281,6 +291,7 @@ def main() -> None:
                 "RESULTS",
                 *(["--models", *args.models]),
                 *(["--set", *args.set] if args.set else []),
+                *(["--arms", *args.arms] if args.what == "paired" else []),
             ]
         ),
         "training": config["training"],

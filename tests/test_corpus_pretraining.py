@@ -236,6 +236,30 @@ def test_fine_tuning_scales_and_freezes_the_deep_encoder(monkeypatch: pytest.Mon
     assert all(p.requires_grad for p in module.encoder.parameters())
 
 
+@pytest.mark.parametrize("model", ["s3_deep", "s3"], ids=["deep-only", "wide-and-deep"])
+def test_the_encoder_settings_reach_the_encoder_of_deep_only_and_wide_and_deep_networks(model: str) -> None:
+    """`encoder_lr_scale` and `encoder_frozen_epochs`, set in the config: a deep-only network's whole
+    encoder (all of it is what the corpus weights load into) moves at the scaled rate and is frozen
+    first; a wide & deep network's deep part (`.base`) does, its wide part stays with the heads."""
+    from pianoeval.training.registry import build_module, build_network
+
+    training = {"lr": 1e-3, "encoder_lr_scale": 0.1, "encoder_frozen_epochs": 2}
+    config = validate_config({"training": training, "symbolic": {"hidden": 8, "layers": 2, "heads": 2}})
+    settings = FitSettings.from_config(config)
+    net = build_network(model, {"n_features": 4, "n_stats": 5}, settings)
+    module = build_module(model, net, settings, label_mean=None)
+    encoder = net.base if model == "s3" else net
+    rest, deep = module.configure_optimizers()["optimizer"].param_groups
+    assert {id(p) for p in deep["params"]} == {id(p) for p in encoder.parameters()}
+    assert (rest["lr"], deep["lr"]) == pytest.approx((1e-3, 1e-4))
+    assert {id(p) for p in module.heads.parameters()} <= {id(p) for p in rest["params"]}
+    module.on_train_epoch_start()  # epoch 0 of 2 frozen
+    assert not any(p.requires_grad for p in encoder.parameters())
+    assert all(p.requires_grad for p in module.heads.parameters())
+    if model == "s3":
+        assert any(p.requires_grad for n, p in net.named_parameters() if not n.startswith("base."))
+
+
 # -- the DAG ------------------------------------------------------------------------------------------------
 
 

@@ -62,6 +62,8 @@ class TrainingSettings(Section):
     encoder_frozen_epochs: int
     batch_size: int
     lr: float
+    lr_schedule: str
+    warmup_epochs: float
     weight_decay: float
     patience: int
     precision: str

@@ -13,6 +13,7 @@ from torch import nn
 from pianoeval.core.constants import AMBIGUOUS_THRESHOLD, N_DIMS
 from pianoeval.networks.heads import ScoreHeads
 from pianoeval.networks.scorer import ScoreNetwork
+from pianoeval.training.schedule import lr_scheduler
 
 # The layout of the modules' state (`net.encoder.*`, `net.heads.*`): part of the resume key, so that
 # Lightning checkpoints of the earlier layout (`encoder.*`, `heads.*`) are not resumed.
@@ -103,6 +104,8 @@ class PerformanceModule(ScoreModule):
         label_mean: list[float] | None = None,
         encoder_lr_scale: float = 1.0,
         encoder_frozen_epochs: int = 0,
+        lr_schedule: str = "epoch_cosine",
+        warmup_epochs: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"])
@@ -182,5 +185,8 @@ class PerformanceModule(ScoreModule):
             {"params": self._deep_parameters(), "lr": self.hparams.lr * self.hparams.encoder_lr_scale},
         ]
         opt = torch.optim.AdamW(groups, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.max_epochs))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        h = self.hparams
+        # Per-step schedules need the run's optimiser steps, which only the attached trainer knows.
+        steps = self.trainer.estimated_stepping_batches if h.lr_schedule == "warmup_cosine" else None
+        sched = lr_scheduler(opt, h.lr_schedule, h.max_epochs, warmup_epochs=h.warmup_epochs, total_steps=steps)
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}

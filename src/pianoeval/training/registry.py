@@ -192,6 +192,11 @@ def build_module(model: str, net: nn.Module, settings: FitSettings, label_mean: 
     """
     training: TrainingSettings = settings.need("training")
     if model in AUDIO_TRACK_MODELS:
+        if training.lr_schedule != "epoch_cosine":
+            # A1-A3's modules keep their own per-epoch cosine (A2 restarts it after its self-supervised stage).
+            raise ConfigError(
+                f"{model}: training.lr_schedule {training.lr_schedule!r} applies to the other models only"
+            )
         return _audio_module(model, net, training, settings.need("audio"), label_mean)
     from pianoeval.training.module import PerformanceModule
 
@@ -204,6 +209,8 @@ def build_module(model: str, net: nn.Module, settings: FitSettings, label_mean: 
         label_mean=label_mean,
         encoder_lr_scale=training.encoder_lr_scale,
         encoder_frozen_epochs=training.encoder_frozen_epochs,
+        lr_schedule=training.lr_schedule,
+        warmup_epochs=training.warmup_epochs,
     )
 
 
