@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_modules import MeanEncoder
 
 from pianoeval.core.constants import N_DIMS
 from pianoeval.networks.heads import AttentionPooling, ProjectionHead, ScoreHeads
@@ -88,19 +89,6 @@ def test_score_heads_hold_a_ranking_utility_only_when_asked() -> None:
         heads.utility(torch.randn(2, 16))
 
 
-class _Mean(torch.nn.Module):
-    """A tiny encoder: the mean of `x [B, T, 4]` over T → z [B, 4]."""
-
-    hidden_size = 4
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(4))
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.scale * batch["x"].mean(1)
-
-
 def test_the_module_trains_the_network_scoring_loads_and_old_checkpoints_still_load() -> None:
     """PerformanceModule's `net` is a ScoreNetwork with nothing that no loss trains (no ranking utility;
     no projection at contrastive weight 0); an earlier checkpoint's `encoder.*`/`heads.*` (with its
@@ -110,7 +98,7 @@ def test_the_module_trains_the_network_scoring_loads_and_old_checkpoints_still_l
     from pianoeval.training.checkpoints import module_state
     from pianoeval.training.module import PerformanceModule
 
-    module = PerformanceModule(_Mean()).eval()
+    module = PerformanceModule(MeanEncoder()).eval()
     assert type(module.net) is ScoreNetwork and module.projection is None
     assert all(k.startswith("net.") for k in module.state_dict())
     assert not any("ranking" in k for k in module.state_dict())
@@ -118,9 +106,9 @@ def test_the_module_trains_the_network_scoring_loads_and_old_checkpoints_still_l
     old = {k.removeprefix("net."): v for k, v in module.state_dict().items()}
     old.update({f"heads.ranking.{k}": v for k, v in ScoreHeads(4, ranking=True).ranking.state_dict().items()})
     old.update({f"projection.{k}": v for k, v in ProjectionHead(4, 64).state_dict().items()})
-    fresh = PerformanceModule(_Mean()).eval()
+    fresh = PerformanceModule(MeanEncoder()).eval()
     fresh.load_state_dict(module_state(old, fresh))
-    plain = ScoreNetwork(_Mean()).eval()
+    plain = ScoreNetwork(MeanEncoder()).eval()
     plain.load_state_dict(network_state(old, plain))
     with torch.no_grad():
         assert torch.equal(fresh(batch), module(batch)) and torch.equal(plain(batch), module(batch))

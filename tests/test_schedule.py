@@ -7,24 +7,12 @@ import math
 
 import pytest
 import torch
+from tiny_modules import MeanEncoder
 
 from pianoeval.core.errors import ConfigError
 from pianoeval.training.schedule import LR_FLOOR, warmup_cosine_factor
 
 LR, SCALE, EPOCHS, BATCHES = 1e-2, 0.1, 3, 4  # 4 optimiser steps per epoch, 12 in all
-
-
-class _Mean(torch.nn.Module):
-    """A tiny encoder: the mean of `x [B, T, 4]` over T → z [B, 4]."""
-
-    hidden_size = 4
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = torch.nn.Parameter(torch.ones(4))
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        return self.scale * batch["x"].mean(1)
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -54,7 +42,7 @@ def _lrs_of_each_step(**schedule: object) -> list[list[float]]:
         def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
             seen.append([g["lr"] for g in trainer.optimizers[0].param_groups])
 
-    module = PerformanceModule(_Mean(), lr=LR, max_epochs=EPOCHS, encoder_lr_scale=SCALE, **schedule)
+    module = PerformanceModule(MeanEncoder(), lr=LR, max_epochs=EPOCHS, encoder_lr_scale=SCALE, **schedule)
     trainer = L.Trainer(
         max_epochs=EPOCHS,
         accelerator="cpu",
