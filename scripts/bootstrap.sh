@@ -28,7 +28,7 @@ fi
 # they and their two pure-Python imports are installed without dependencies (docs/audio_backbones.md).
 NO_DEPS='muq==0.1.0 transkun==2.0.1 einops==0.8.2 easydict==1.14'
 uv_install() {
-  local flags=(--python .venv/bin/python --index-strategy unsafe-best-match --quiet) key value v
+  local flags=(--python .venv/bin/python --index-strategy unsafe-best-match --compile-bytecode --quiet) key value v
   local cert="${SSL_CERT_FILE:-}"
   while IFS='=' read -r key value; do
     value="${value#\'}"; value="${value%\'}"
@@ -54,7 +54,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.s
   # uv installs the same pins about ten times faster than pip (the bootstrap: 10 s against 2-2.5 min,
   # docs/benchmarks.md); pip does it when uv cannot be installed or fails. uv does not read pip's
   # configuration: the indexes, find-links and constraints pip is configured with are passed on, and
-  # every index is searched for the best match, as pip does.
+  # every index is searched for the best match, as pip does. --compile-bytecode: pip compiles every module at
+  # install; without it, where PYTHONDONTWRITEBYTECODE is set, each job would compile its imports again (Lightning
+  # took 18 s to import instead of 8).
   if [ "${PIANOEVAL_PIP_ONLY:-0}" != 1 ] && pipq "uv==0.13.9" && [ -x .venv/bin/uv ] && uv_install; then
     :
   else
