@@ -10,8 +10,9 @@ bootstrap:
 	bash scripts/bootstrap.sh
 
 # The demo's networks are tiny: a training job is mostly imports and small ops, which one thread runs
-# as fast as two, so two such jobs run side by side on 2 cores (docs/benchmarks.md, "Demo corpus").
-DEMO_THREADS = --set-threads pretrain=1 train=1 train_inner=1 fuse=1
+# as fast as two, so two such jobs run side by side on 2 cores (docs/benchmarks.md, "Demo corpus"); the
+# same for the baselines' fits and the featurizers. tests/test_rerun_scope.py runs the demo with these.
+DEMO_THREADS = --set-threads pretrain=1 train=1 train_inner=1 fuse=1 featurize=1 train_baseline=1 audio_robustness=1
 demo: bootstrap
 	$(SNAKEMAKE) --cores $(CORES) $(DEMO_THREADS) --printshellcmds results/fusion/winner.json results/report/index.html \
 		results/export/pianoeval.bundle
@@ -25,9 +26,10 @@ rehearsal: bootstrap
 	  -- results/fusion/winner.json results/report/index.html
 
 # One pytest worker per core, each test file on one worker (its module fixtures built once): the fast tests
-# took 225 s against 294 s in one process on 2 idle cores (docs/benchmarks.md).
+# took 225 s against 294 s in one process on 2 idle cores (docs/benchmarks.md). Files are handed out longest
+# first (tests/conftest.py; --no-loadscope-reorder keeps that order instead of xdist's most-tests-first).
 test: bootstrap
-	.venv/bin/python -m pytest -q -n $(CORES) --dist loadfile
+	.venv/bin/python -m pytest -q -n $(CORES) --dist loadfile --no-loadscope-reorder
 
 # The edit-test loop: every test not marked slow (tests/conftest.py).
 test-fast: bootstrap

@@ -7,6 +7,7 @@ copy of the workflow; the changes are then dry-run against its job records."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,18 +33,21 @@ SMALL = {
 }
 
 
+def demo_threads() -> list[str]:
+    """`make demo`'s thread settings (the Makefile's DEMO_THREADS): tiny jobs on one thread each, two at a time."""
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    found = re.search(r"^DEMO_THREADS = (.+)$", makefile, re.MULTILINE)
+    assert found, "the Makefile has no DEMO_THREADS line"
+    return found.group(1).split()
+
+
 def run(work: Path, *args: str, overlay: Path) -> str:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
     cmd = [
         str(BIN / "snakemake"),
         "--cores",
         "2",
-        # As `make demo`: the tiny training jobs on one thread each, two side by side.
-        "--set-threads",
-        "pretrain=1",
-        "train=1",
-        "train_inner=1",
-        "fuse=1",
+        *demo_threads(),
         *args,
         "--configfile",
         "config/config.yaml",
