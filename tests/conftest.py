@@ -17,15 +17,43 @@ SHARED_DATA = Path(
 )
 
 
+# The test files that take longest on 2 cores (pytest --durations, docs/benchmarks.md), longest first.
+LONGEST_FILES = (
+    "test_rerun_scope.py",
+    "test_kill_rerun.py",
+    "test_transcribe_onnx.py",
+    "test_serve.py",
+    "test_persist_workflow.py",
+    "test_seams_robustness.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test not marked `slow` is `fast` (`pytest -m fast`, the edit-test loop); a `slow` mark must
-    say why the test is slow: `@pytest.mark.slow(reason="...")`."""
+    say why the test is slow: `@pytest.mark.slow(reason="...")`.
+
+    Files are then ordered longest first (LONGEST_FILES, then files with a slow test, then by their number
+    of tests): `make test` hands whole files to its workers in this order (`--dist loadfile
+    --no-loadscope-reorder`), so a long end-to-end file starts at once instead of running alone at the end."""
+    slow_files: set[str] = set()
+    count: dict[str, int] = {}
     for item in items:
         slow = item.get_closest_marker("slow")
         if slow is None:
             item.add_marker(pytest.mark.fast)
         elif not slow.kwargs.get("reason"):
             raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.slow needs reason=... (why it is slow)")
+        else:
+            slow_files.add(item.path.name)
+        count[item.path.name] = count.get(item.path.name, 0) + 1
+
+    def rank(item: pytest.Item) -> tuple[int, int]:
+        name = item.path.name
+        if name in LONGEST_FILES:
+            return 0, LONGEST_FILES.index(name)
+        return (1 if name in slow_files else 2), -count[name]
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
