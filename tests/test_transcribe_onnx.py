@@ -41,6 +41,13 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.fixture(scope="module")
+def transkun_graphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One graph cache for the tests that transcribe with the real TransKun: exported by the first, read by the
+    rest (the export itself is tested on the tiny backbone above)."""
+    return tmp_path_factory.mktemp("transkun_onnx_cache")
+
+
 def test_onnx_backbone_equals_torch_and_exports_once(cache: Path) -> None:
     torch_backbone, pitches = TinyBackbone().eval(), [-64, 21, 60]
     onnx_backbone = transkun_onnx.OnnxBackbone(torch_backbone, pitches)
@@ -150,12 +157,14 @@ needs_fluidsynth = pytest.mark.skipif(
 
 @pytest.mark.slow(reason="renders with FluidSynth and transcribes with both TransKun engines")
 @needs_fluidsynth
-def test_onnx_engine_transcribes_as_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_onnx_engine_transcribes_as_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transkun_graphs: Path
+) -> None:
     """On a rendering of 12 notes and chords, both engines give the same notes, onsets within 1 ms."""
     from pianoeval.audio.transcribe import transcribe_timed
     from pianoeval.core.threads import torch_threads
 
-    monkeypatch.setenv(transkun_onnx.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(transkun_onnx.CACHE_ENV, str(transkun_graphs))
     audio, rate = _rendering(tmp_path)
     before = torch.get_num_threads()
     with torch_threads(1):
@@ -168,12 +177,14 @@ def test_onnx_engine_transcribes_as_torch(tmp_path: Path, monkeypatch: pytest.Mo
 
 @pytest.mark.slow(reason="transcribes 19.5 s (three windows) with both TransKun engines")
 @needs_fluidsynth
-def test_parallel_windows_transcribe_as_torch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_windows_transcribe_as_torch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transkun_graphs: Path
+) -> None:
     """On two threads the onnx engine computes two windows at a time; the notes stay the torch engine's."""
     from pianoeval.audio.transcribe import transcribe_timed
     from pianoeval.core.threads import torch_threads
 
-    monkeypatch.setenv(transkun_onnx.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(transkun_onnx.CACHE_ENV, str(transkun_graphs))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # two threads whatever the machine's load (threads_for_load)
     audio, rate = _rendering(tmp_path)
     audio = np.concatenate([audio] * 3)
