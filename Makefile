@@ -11,7 +11,8 @@ bootstrap:
 
 # The demo's networks are tiny: a training job is mostly imports and small ops, which one thread runs
 # as fast as two, so two such jobs run side by side on 2 cores (docs/benchmarks.md, "Demo corpus"); the
-# same for the baselines' fits and the featurizers. tests/test_rerun_scope.py runs the demo with these.
+# same for the baselines' fits, the featurizers and the audio robustness check. tests/test_rerun_scope.py
+# runs its small demo with these.
 DEMO_THREADS = --set-threads pretrain=1 train=1 train_inner=1 fuse=1 featurize=1 train_baseline=1 audio_robustness=1
 demo: bootstrap
 	$(SNAKEMAKE) --cores $(CORES) $(DEMO_THREADS) --printshellcmds results/fusion/winner.json results/report/index.html \

@@ -51,7 +51,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.s
   echo "bootstrap: installing Python packages (torch 2.13.0 CPU wheel first, so nothing pulls a CUDA build)"
   # This machine's pip config lists local indexes that may not exist; drop those warnings only.
   pipq() { .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
-  # uv installs the same pins about ten times faster than pip (the bootstrap: 10 s against 2-2.5 min,
+  # uv installs the same pins faster than pip (the whole bootstrap from a fresh clone: 64 s against 149 s,
   # docs/benchmarks.md); pip does it when uv cannot be installed or fails. uv does not read pip's
   # configuration: the indexes, find-links and constraints pip is configured with are passed on, and
   # every index is searched for the best match, as pip does. --compile-bytecode: pip compiles every module at
