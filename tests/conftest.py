@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -36,7 +37,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     of tests): `make test` hands whole files to its workers in this order (`--dist loadfile
     --no-loadscope-reorder`), so a long end-to-end file starts at once instead of running alone at the end."""
     slow_files: set[str] = set()
-    count: dict[str, int] = {}
     for item in items:
         slow = item.get_closest_marker("slow")
         if slow is None:
@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.slow needs reason=... (why it is slow)")
         else:
             slow_files.add(item.path.name)
-        count[item.path.name] = count.get(item.path.name, 0) + 1
+    count = Counter(item.path.name for item in items)
 
     def rank(item: pytest.Item) -> tuple[int, int]:
         name = item.path.name
