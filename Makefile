@@ -12,10 +12,12 @@ bootstrap:
 # The demo's networks are tiny: a training job is mostly imports and small ops, which one thread runs
 # as fast as two, so two such jobs run side by side on 2 cores (docs/benchmarks.md, "Demo corpus"); the
 # same for the baselines' fits, the featurizers and the audio robustness check. tests/test_rerun_scope.py
-# runs its small demo with these.
+# runs its small demo with these and DEMO_ENV.
 DEMO_THREADS = --set-threads pretrain=1 train=1 train_inner=1 fuse=1 featurize=1 train_baseline=1 audio_robustness=1
+# Warm start (src/pianoeval/core/warm.py): torch and Lightning are imported once, not once per job.
+DEMO_ENV = PIANOEVAL_WARM_START=1
 demo: bootstrap
-	$(SNAKEMAKE) --cores $(CORES) $(DEMO_THREADS) --printshellcmds results/fusion/winner.json results/report/index.html \
+	$(DEMO_ENV) $(SNAKEMAKE) --cores $(CORES) $(DEMO_THREADS) --printshellcmds results/fusion/winner.json results/report/index.html \
 		results/export/pianoeval.bundle
 
 # The CPU rehearsal of the GPU experiment (profiles/thunder): the same rules, models and settings at small

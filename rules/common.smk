@@ -6,6 +6,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from pianoeval.core import warm
 from pianoeval.core.errors import ConfigError
 from pianoeval.core.experiment import check_experiment, record_experiment
 from pianoeval.core.provenance import EXPERIMENT_ENV
@@ -27,6 +28,12 @@ except ConfigError as exc:
 os.environ[EXPERIMENT_ENV] = EXPERIMENT
 
 
+# Warm start (core/warm.py): with PIANOEVAL_WARM_START=1 (`make demo`), a local run on CPU starts a
+# server that imports torch and Lightning once, and each job's `pianoeval` runs in a child forked from it.
+# A machine setting, in no rule's config: it reruns nothing.
+WARM = {}
+
+
 onstart:
     record_experiment(
         Path("results"),
@@ -35,6 +42,8 @@ onstart:
     )
     if PREFLIGHT:
         run_preflight_or_stop()
+    if warm.enabled() and workflow.local_exec and not GPUS:
+        WARM["server"] = warm.start_server(Path("logs/warm_start.log"))
 
 
 # Durable copies for ephemeral instances (docs/thunder.md). A machine setting: no resolved config
@@ -503,10 +512,12 @@ def persist_at_end():
 
 
 onsuccess:
+    warm.stop_server(WARM.get("server"))
     persist_at_end()
 
 
 onerror:
+    warm.stop_server(WARM.get("server"))
     persist_at_end()
 
 

@@ -16,6 +16,8 @@ import pytest
 import yaml
 from test_experiments import checkout
 
+from pianoeval.core import warm
+
 BIN = Path(sys.executable).parent
 TARGETS = ["results/fusion/winner.json", "results/report/index.html"]
 # The demo (config/config.yaml) at a smaller size, stacked explicitly as a test may.
@@ -33,21 +35,26 @@ SMALL = {
 }
 
 
-def demo_threads() -> list[str]:
-    """`make demo`'s thread settings (the Makefile's DEMO_THREADS): tiny jobs on one thread each, two at a time."""
+def makefile_line(name: str) -> list[str]:
+    """A `make demo` setting, the Makefile's line `NAME = ...` split into words."""
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
-    found = re.search(r"^DEMO_THREADS = (.+)$", makefile, re.MULTILINE)
-    assert found, "the Makefile has no DEMO_THREADS line"
+    found = re.search(rf"^{name} = (.+)$", makefile, re.MULTILINE)
+    assert found, f"the Makefile has no {name} line"
     return found.group(1).split()
 
 
+# `make demo`'s thread settings (tiny jobs on one thread each, two at a time) and its environment (warm start).
+DEMO_THREADS = makefile_line("DEMO_THREADS")
+DEMO_ENV = dict(word.split("=", 1) for word in makefile_line("DEMO_ENV"))
+
+
 def run(work: Path, *args: str, overlay: Path) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **DEMO_ENV, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
     cmd = [
         str(BIN / "snakemake"),
         "--cores",
         "2",
-        *demo_threads(),
+        *DEMO_THREADS,
         *args,
         "--configfile",
         "config/config.yaml",
@@ -87,6 +94,12 @@ def test_a_fusion_setting_reruns_only_fusion_and_what_follows(tmp_path: Path) ->
     small = tmp_path / "small.yaml"
     small.write_text(yaml.safe_dump(SMALL))
     run(work, overlay=small)
+    # As in `make demo`, the jobs ran in children of the warm-start server, which stopped with the run.
+    assert DEMO_ENV == {warm.ENABLE_ENV: "1"}, DEMO_ENV
+    served = (work / "logs" / "warm_start.log").read_text()
+    assert served.count("warm start: pianoeval train ") >= 2 * SMALL["folds"]["k"], served
+    sockets = re.findall(r"warm start: serving on (\S+)", served)
+    assert len(sockets) == 1 and not Path(sockets[0]).exists(), served
     assert "Nothing to be done" in run(work, "-n", overlay=small)
 
     fusion = jobs(run(work, "-n", overlay=changed(tmp_path, "fusion", "fusion", "hidden", 32)))

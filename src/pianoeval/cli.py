@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pianoeval import __version__
+from pianoeval.core import warm
 from pianoeval.core.errors import PianoevalError
 
 log = logging.getLogger("pianoeval")
@@ -379,6 +380,12 @@ def cmd_persist(args: argparse.Namespace) -> None:
 AddCommand = Callable[..., argparse.ArgumentParser]
 
 
+def cmd_warm_serve(args: argparse.Namespace) -> None:
+    """serve warm starts to a local workflow's jobs (started by the workflow; docs in core/warm.py)"""
+    preload = args.preload.split(",") if args.preload is not None else warm.PRELOAD
+    warm.serve(Path(args.socket), args.parent, run_command, preload=[m for m in preload if m], idle_timeout=args.idle)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subparser per pipeline step."""
     parser = argparse.ArgumentParser(prog="pianoeval", description=__doc__.splitlines()[0])
@@ -598,6 +605,11 @@ def _tool_commands(add: AddCommand) -> None:
     p.add_argument("--max-seconds", type=float, help="transcribe and score only each file's first N seconds")
     p.add_argument("--source", help="only rows of this source (percepiano, asap, ...)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stratified draw")
+    p = add("warm-serve", cmd_warm_serve, config=False)
+    p.add_argument("--socket", required=True, help="the Unix socket to listen on")
+    p.add_argument("--parent", type=int, help="stop when this process (the Snakemake run) has ended")
+    p.add_argument("--preload", help="comma-separated modules to import first (default: torch, Lightning, the steps)")
+    p.add_argument("--idle", type=float, default=3600, help="stop after this many seconds without a request")
     p = add("persist", cmd_persist, config=False)
     # push and pull as sub-commands, so that paths may follow the options.
     persist_actions = p.add_subparsers(dest="action", required=True)
@@ -611,7 +623,17 @@ def _tool_commands(add: AddCommand) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: run one subcommand; expected failures print one line and return 1."""
+    """Entry point: run one subcommand, in a child of the workflow's warm-start server when it has one
+    (core/warm.py), else in this process."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    status = warm.run_warm(argv) if os.environ.get(warm.SOCKET_ENV) else None
+    if status is not None:
+        return status
+    return run_command(argv)
+
+
+def run_command(argv: Sequence[str]) -> int:
+    """Run one subcommand in this process; expected failures print one line and return 1."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -1,0 +1,144 @@
+"""Warm start (core/warm.py): a job's `pianoeval` runs in a child forked from a server that imported the
+libraries once, with the job's working directory, environment, streams and exit status, its signals passed
+on, and a cold start whenever the server is missing or was started from other code.
+
+The servers here preload nothing heavy (`--preload json`, or none): what is under test is the process
+plumbing, not the imports; tests/test_rerun_scope.py runs a whole small demo warm, as `make demo` does."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from pianoeval.core import warm
+from pianoeval.data.demo import generate_demo_corpus
+from pianoeval.data.manifest import write_manifest
+
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A `pianoeval warm-serve` process: (its socket, its log)."""
+    path, log = tmp_path / "warm.sock", tmp_path / "warm.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "pianoeval"), "warm-serve", "--socket", str(path), "--preload", "json"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    wait_for(path.exists)
+    yield path, log
+    proc.terminate()
+    proc.wait(timeout=10)
+    assert not path.exists(), "the server left its socket behind"
+
+
+def pianoeval(cwd: Path, *args: str, socket: Path | None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.pop(warm.SOCKET_ENV, None)
+    if socket is not None:
+        env[warm.SOCKET_ENV] = str(socket)
+    cmd = [str(BIN / "pianoeval"), *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_a_command_runs_warm_as_it_runs_cold(server: tuple[Path, Path], tmp_path: Path) -> None:
+    path, log = server
+    corpus = generate_demo_corpus(tmp_path / "demo", n_pieces=4, n_performances=3, seconds=2.0, seed=0)
+    write_manifest(corpus, tmp_path / "manifest.parquet")
+    outputs = {}
+    for name, socket in (("cold", None), ("warm", path)):
+        cwd = tmp_path / name
+        cwd.mkdir()
+        # Relative paths: the child works in the job's folder.
+        done = pianoeval(cwd, "folds", "--manifest", "../manifest.parquet", "--out", "folds.json", socket=socket)
+        assert done.returncode == 0, done.stderr
+        outputs[name] = (cwd / "folds.json").read_bytes()
+        # An expected failure: the one-line error on the job's stderr, status 1.
+        failed = pianoeval(cwd, "folds", "--manifest", "missing.parquet", "--out", "x.json", socket=socket)
+        assert (failed.returncode, failed.stdout) == (1, "")
+        assert failed.stderr.strip() == "error: missing.parquet: manifest not found; run the prepare step first"
+        # argparse's exits: a usage error (status 2), --version on the job's stdout (status 0).
+        assert pianoeval(cwd, "train", socket=socket).returncode == 2
+        version = pianoeval(cwd, "--version", socket=socket)
+        assert (version.returncode, version.stdout.startswith("pianoeval ")) == (0, True)
+    assert outputs["warm"] == outputs["cold"]
+    served = log.read_text()
+    assert served.count("warm start: pianoeval ") == 4, served
+    assert "warm start: pianoeval folds --manifest ../manifest.parquet --out folds.json" in served
+
+
+def test_a_server_started_from_other_code_is_not_used(
+    server: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, log = server
+    monkeypatch.setenv(warm.SOCKET_ENV, str(path))
+    monkeypatch.setattr(warm, "code_key", lambda: "edited since")
+    assert warm.run_warm(["--version"]) is None  # refused: the caller runs the command itself
+    monkeypatch.setenv(warm.SOCKET_ENV, str(tmp_path / "no.sock"))
+    assert warm.run_warm(["--version"]) is None  # no server
+    assert "warm start: pianoeval" not in log.read_text()
+
+
+def _sleep_and_record_pid(argv: Sequence[str]) -> int:
+    Path(argv[0]).write_text(str(os.getpid()))
+    time.sleep(120)
+    return 0
+
+
+def _serve_sleeper(path: Path) -> None:
+    warm.serve(path, None, _sleep_and_record_pid, preload=())
+
+
+@pytest.fixture
+def sleeper(tmp_path: Path) -> Iterator[Path]:
+    """A server whose children record their pid in the file named by argv[0], then sleep."""
+    path = tmp_path / "sleep.sock"
+    proc = multiprocessing.get_context("fork").Process(target=_serve_sleeper, args=(path,), daemon=True)
+    proc.start()
+    wait_for(path.exists)
+    yield path
+    proc.terminate()
+    proc.join(10)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_the_job_killed_kills_its_child(sleeper: Path, tmp_path: Path, sig: signal.Signals) -> None:
+    """SIGTERM reaches the child through the client, which then ends by it too (as a cold job would);
+    SIGKILL cannot be caught, and the child ends when it sees the client gone."""
+    pid_file = tmp_path / "child.pid"
+    code = f"import sys; from pianoeval.core import warm; sys.exit(warm.run_warm([{str(pid_file)!r}]))"
+    client = subprocess.Popen(
+        [sys.executable, "-c", code],
+        env={**os.environ, warm.SOCKET_ENV: str(sleeper)},
+    )
+    wait_for(lambda: pid_file.exists() and pid_file.read_text() != "")
+    child = int(pid_file.read_text())
+    assert child != client.pid and not _gone(child)
+    client.send_signal(sig)
+    assert client.wait(timeout=30) == -sig
+    wait_for(lambda: _gone(child), timeout=10)
