@@ -88,6 +88,37 @@ def test_transcribe_step_writes_views_and_reuses_its_cache(
     assert read_json(report)["transcribed_now"] == 0
 
 
+def test_per_group_transcribes_a_seeded_draw_of_each_segment_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = {"piece_id": "p", "performer": "1", "tier": "T1", "source": "test", "labels": np.full(19, 0.5)}
+    rows = [
+        {**base, "segment_id": f"{g}/{i}", "segment_group": g, "midi_path": "x.mid", "audio_path": f"{g}{i}.wav"}
+        for g in ("a", "b", "c")
+        for i in range(5)
+    ]
+    manifest = write_manifest(make_rows(rows), tmp_path / "rendered.parquet")
+    asked: list[str] = []
+
+    def fake_work(job: tuple) -> tuple[str, str, None, bool]:  # TransKun is not under test here
+        asked.append(job[0])
+        return view_id(job[0], job[2]), f"{job[0]}.mid", None, True
+
+    monkeypatch.setattr(tc, "_work", fake_work)
+
+    def transcribed(seed: int) -> list[str]:
+        config = validate_config({"seed": seed, "transcription": {"views": ["clean"], "per_group": 2}})
+        df = tc.run_transcribe(config, manifest, tmp_path / f"views{seed}.parquet", tmp_path / "cache", threads=1)
+        return [split_view_id(v)[0] for v in df["segment_id"]]
+
+    first = transcribed(0)
+    assert asked == first  # only the drawn recordings reach TransKun
+    assert [v.split("/")[0] for v in first] == ["a", "a", "b", "b", "c", "c"]  # 2 per group, manifest order
+    assert transcribed(0) == first and transcribed(1) != first  # seeded
+    with pytest.raises(Exception, match="per_group"):
+        validate_config({"transcription": {"per_group": 1}})  # a single recording makes no pair
+
+
 def test_transcribe_step_without_views_writes_an_empty_manifest(rendered: Path, tmp_path: Path) -> None:
     out = tmp_path / "t" / "manifest.parquet"
     df = tc.run_transcribe(validate_config({}), rendered, out, tmp_path / "cache")

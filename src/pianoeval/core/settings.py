@@ -333,6 +333,7 @@ class TranscriptionSettings(Section):
     NAME: ClassVar[str] = "transcription"
 
     views: list[str]  # clean | augmented; empty: no transcription
+    per_group: int | None  # at most this many recordings per segment group; None: all
 
 
 @dataclass(frozen=True)

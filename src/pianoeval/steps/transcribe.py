@@ -50,6 +50,12 @@ def _cache_key(audio_path: str, view: str, seed: int, device: str = "cpu") -> st
     return h.hexdigest()
 
 
+def per_group(rows: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most `n` rows of each segment group, drawn with `seed`, in the manifest's order."""
+    shuffled = rows.sample(frac=1.0, random_state=seed)
+    return rows.loc[rows.index.isin(shuffled.groupby("segment_group", sort=False).head(n).index)]
+
+
 def _work(job: tuple[str, str, str, int, str, str]) -> tuple[str, str | None, dict[str, str] | None, bool]:
     """Transcribe one (recording, view) into the cache, or find it there.
 
@@ -102,11 +108,14 @@ def run_transcribe(
     from pianoeval.data.manifest import empty_manifest, read_manifest, write_manifest
 
     df = read_manifest(manifest)
-    views = list(TranscriptionSettings.from_config(config).views)
+    settings = TranscriptionSettings.from_config(config)
+    views = list(settings.views)
     rows = df[df["audio_path"].notna()]
     if views and rows.empty:
         raise InputError("the manifest lists no rendered audio to transcribe; run the render rule first", manifest)
     seed = int(config["seed"])
+    if settings.per_group is not None:
+        rows = per_group(rows, settings.per_group, seed)
     device = resolve_device(devices).type
     jobs = [
         (row.segment_id, row.audio_path, view, view_seed(row.segment_id, seed), str(cache_dir), device)
