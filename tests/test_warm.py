@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -102,20 +102,31 @@ def _sleep_and_record_pid(argv: Sequence[str]) -> int:
     return 0
 
 
-def _serve_sleeper(path: Path) -> None:
-    warm.serve(path, None, _sleep_and_record_pid, preload=())
+def _exit_at_once(argv: Sequence[str]) -> int:
+    return int(argv[0])
 
 
-@pytest.fixture
-def sleeper(tmp_path: Path) -> Iterator[Path]:
-    """A server whose children record their pid in the file named by argv[0], then sleep."""
-    path = tmp_path / "sleep.sock"
-    proc = multiprocessing.get_context("fork").Process(target=_serve_sleeper, args=(path,), daemon=True)
+def _serve(path: Path, run: Callable[[Sequence[str]], int]) -> Iterator[Path]:
+    """A server in a forked process, its children running `run`."""
+    proc = multiprocessing.get_context("fork").Process(target=warm.serve, args=(path, None, run, ()), daemon=True)
     proc.start()
     wait_for(path.exists)
     yield path
     proc.terminate()
     proc.join(10)
+
+
+@pytest.fixture
+def sleeper(tmp_path: Path) -> Iterator[Path]:
+    """A server whose children record their pid in the file named by argv[0], then sleep."""
+    yield from _serve(tmp_path / "sleep.sock", _sleep_and_record_pid)
+
+
+def test_a_child_that_ends_at_once_reports_its_own_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's acceptance goes out before the fork, so a child's fast status cannot be taken for it."""
+    for path in _serve(tmp_path / "fast.sock", _exit_at_once):
+        monkeypatch.setenv(warm.SOCKET_ENV, str(path))
+        assert [warm.run_warm([str(k % 4)]) for k in range(40)] == [k % 4 for k in range(40)]
 
 
 def _gone(pid: int) -> bool:

@@ -240,13 +240,14 @@ def _handle(conn: socket.socket, key: str, run: Callable[[Sequence[str]], int], 
         if request.get("key") != key or len(fds) != 3:
             conn.sendall(_STATUS.pack(-1))
             return
+        print(f"warm start: pianoeval {' '.join(request['argv'])}", file=sys.stderr, flush=True)
         sys.stdout.flush()
-        sys.stderr.flush()
+        # Accepted, before the fork: the child's exit status, sent later on the same socket, must not race
+        # this answer to the client (if the fork fails, the socket closes and the client reports it).
+        conn.sendall(_STATUS.pack(0))
         if os.fork() == 0:
             listener.close()
             _child(conn, fds, request, run)  # never returns
-        print(f"warm start: pianoeval {' '.join(request['argv'])}", file=sys.stderr, flush=True)
-        conn.sendall(_STATUS.pack(0))  # accepted: the child sends the exit status on the same socket
     except (OSError, ValueError, struct.error) as exc:
         print(f"warm start: a request failed ({exc})", file=sys.stderr, flush=True)
     finally:
