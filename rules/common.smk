@@ -42,7 +42,7 @@ onstart:
     )
     if PREFLIGHT:
         run_preflight_or_stop()
-    if warm.enabled() and workflow.local_exec and not GPUS:
+    if warm.wanted(workflow.local_exec, GPUS):
         WARM["server"] = warm.start_server(Path("logs/warm_start.log"))
 
 

@@ -153,3 +153,15 @@ def test_the_job_killed_kills_its_child(sleeper: Path, tmp_path: Path, sig: sign
     client.send_signal(sig)
     assert client.wait(timeout=30) == -sig
     wait_for(lambda: _gone(child), timeout=10)
+
+
+def test_only_a_local_cpu_run_that_asks_for_it_starts_a_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(warm.ENABLE_ENV, raising=False)
+    assert not warm.wanted(local=True, gpus=0)
+    for value in ("", "0"):
+        monkeypatch.setenv(warm.ENABLE_ENV, value)
+        assert not warm.wanted(local=True, gpus=0)
+    monkeypatch.setenv(warm.ENABLE_ENV, "1")
+    assert warm.wanted(local=True, gpus=0)
+    assert not warm.wanted(local=True, gpus=1)  # the thunder profile reserves gpu=1
+    assert not warm.wanted(local=False, gpus=0)  # a cluster executor

@@ -67,8 +67,11 @@ def code_key() -> str:
     return digest.hexdigest()
 
 
-def enabled() -> bool:
-    return os.environ.get(ENABLE_ENV, "") not in ("", "0")
+def wanted(local: bool, gpus: int) -> bool:
+    """Whether a workflow run starts a server: asked for (ENABLE_ENV), its jobs on this machine, no GPU.
+    A child forked from a process that may have touched CUDA cannot use CUDA, and a cluster node cannot
+    reach the socket."""
+    return os.environ.get(ENABLE_ENV, "") not in ("", "0") and local and gpus == 0
 
 
 def socket_path(workdir: Path) -> Path:
