@@ -106,6 +106,10 @@ def _exit_at_once(argv: Sequence[str]) -> int:
     return int(argv[0])
 
 
+def _raise(argv: Sequence[str]) -> int:
+    raise RuntimeError(f"unexpected in {argv[0]}")
+
+
 def _serve(path: Path, run: Callable[[Sequence[str]], int]) -> Iterator[Path]:
     """A server in a forked process, its children running `run`."""
     proc = multiprocessing.get_context("fork").Process(target=warm.serve, args=(path, None, run, ()), daemon=True)
@@ -153,6 +157,15 @@ def test_the_job_killed_kills_its_child(sleeper: Path, tmp_path: Path, sig: sign
     client.send_signal(sig)
     assert client.wait(timeout=30) == -sig
     wait_for(lambda: _gone(child), timeout=10)
+
+
+def test_an_uncaught_exception_prints_its_traceback_on_the_jobs_stderr_and_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    for path in _serve(tmp_path / "raise.sock", _raise):
+        monkeypatch.setenv(warm.SOCKET_ENV, str(path))
+        assert warm.run_warm(["featurize"]) == 1
+    assert "RuntimeError: unexpected in featurize" in capfd.readouterr().err
 
 
 def test_only_a_local_cpu_run_that_asks_for_it_starts_a_server(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -626,7 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run one subcommand, in a child of the workflow's warm-start server when it has one
     (core/warm.py), else in this process."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    status = warm.run_warm(argv) if os.environ.get(warm.SOCKET_ENV) else None
+    status = warm.run_warm(argv)  # None: no warm-start server for this process
     if status is not None:
         return status
     return run_command(argv)

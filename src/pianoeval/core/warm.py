@@ -269,6 +269,7 @@ def _child(conn: socket.socket, fds: list[int], request: dict, run: Callable[[Se
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
+        for fd in set(fds) - {0, 1, 2}:
             os.close(fd)
         os.chdir(request["cwd"])
         os.umask(request["umask"])
@@ -282,10 +283,10 @@ def _child(conn: socket.socket, fds: list[int], request: dict, run: Callable[[Se
             status = run(request["argv"])
         except SystemExit as exc:  # argparse's --help and usage errors
             status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-            status = 1
         atexit._run_exitfuncs()
+    except BaseException:  # what a fresh process would print for an uncaught exception
+        traceback.print_exc()
+        status = 1
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):
