@@ -133,14 +133,6 @@ def test_a_child_that_ends_at_once_reports_its_own_status(tmp_path: Path, monkey
         assert [warm.run_warm([str(k % 4)]) for k in range(40)] == [k % 4 for k in range(40)]
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_the_job_killed_kills_its_child(sleeper: Path, tmp_path: Path, sig: signal.Signals) -> None:
     """SIGTERM reaches the child through the client, which then ends by it too (as a cold job would);
@@ -153,10 +145,10 @@ def test_the_job_killed_kills_its_child(sleeper: Path, tmp_path: Path, sig: sign
     )
     wait_for(lambda: pid_file.exists() and pid_file.read_text() != "")
     child = int(pid_file.read_text())
-    assert child != client.pid and not _gone(child)
+    assert child != client.pid and warm.alive(child)
     client.send_signal(sig)
     assert client.wait(timeout=30) == -sig
-    wait_for(lambda: _gone(child), timeout=10)
+    wait_for(lambda: not warm.alive(child), timeout=10)
 
 
 def test_an_uncaught_exception_prints_its_traceback_on_the_jobs_stderr_and_fails(

@@ -42,15 +42,20 @@ def atomic_path(target: str | Path, suffix: str | None = None) -> Iterator[Path]
         yield tmp_path
         if tmp_path.exists():
             # mkstemp creates 0600; give the result the mode a plain open() would (umask applies).
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp_path, 0o666 & ~umask)
+            os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, target)
     except OSError as exc:
         raise output_error(exc, target) from exc
     finally:
         if tmp_path is not None and (tmp_path.exists() or tmp_path.is_symlink()):
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def output_error(exc: OSError, target: str | Path) -> OutputError:

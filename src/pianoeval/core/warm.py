@@ -37,6 +37,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pianoeval.core.io import current_umask
+
 # Set by the workflow for its jobs: the server's socket. Unset, empty or unreachable: run cold.
 SOCKET_ENV = "PIANOEVAL_WARM_SOCKET"
 # Set by the user (`make demo` does): the workflow starts a server for its local jobs.
@@ -91,9 +93,8 @@ def run_warm(argv: Sequence[str]) -> int | None:
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         conn.connect(path)
-        request = json.dumps(
-            {"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "umask": _umask(), "key": code_key()}
-        ).encode()
+        job = {"argv": list(argv), "cwd": os.getcwd(), "env": dict(os.environ), "umask": current_umask()}
+        request = json.dumps({**job, "key": code_key()}).encode()
         socket.send_fds(conn, [_LENGTH.pack(len(request))], [0, 1, 2])
         conn.sendall(request)
         answer = _recv_exact(conn, _STATUS.size)
@@ -128,12 +129,6 @@ def _wait_for_child(conn: socket.socket) -> int:
         os.kill(os.getpid(), forwarded[-1])
     print("error: the warm-start child ended without an exit status (killed?)", file=sys.stderr)
     return 1
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _recv_exact(conn: socket.socket, n: int) -> bytes | None:
@@ -209,7 +204,7 @@ def serve(
     print(f"warm start: serving on {path} (pid {os.getpid()})", file=sys.stderr, flush=True)
     last = time.monotonic()
     try:
-        while time.monotonic() - last < idle_timeout and (parent is None or _alive(parent)):
+        while time.monotonic() - last < idle_timeout and (parent is None or alive(parent)):
             try:
                 conn, _ = listener.accept()
             except TimeoutError:
@@ -221,12 +216,13 @@ def serve(
         path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except PermissionError:  # it exists, another user's
         return True
     return True
 
