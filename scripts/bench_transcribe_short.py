@@ -3,7 +3,7 @@ to velocities.
 
 For every `--step`-th rendering of a rendered manifest (the demo's 8-10 s recordings by default), on one
 thread: note F1 (onsets within 50 ms) and wall time with the default hop (one window for a recording well
-inside TransKun's window, `audio.transcribe._hop_seconds`) and with the 10 s hop; and the mean MIDI velocity
+inside TransKun's window, `audio.transcribe.plan_windows`) and with the 10 s hop; and the mean MIDI velocity
 of the source performance against its transcription (rendered audio is peak-normalised, so the level
 that velocity sets is gone). Writes JSON.
 
@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from pianoeval.audio.io import load_audio
-from pianoeval.audio.transcribe import HOP_SECONDS, transcribe_timed
+from pianoeval.audio.transcribe import TRANSKUN_HOP_S, transcribe_timed
 from pianoeval.audio.transcription_check import note_scores
 from pianoeval.core.constants import SAMPLE_RATE
 from pianoeval.core.io import write_json
@@ -42,7 +42,7 @@ def main() -> None:
     for row in rows.itertuples(index=False):
         wave = load_audio(row.audio_path, SAMPLE_RATE)
         reference = load_performance(row.midi_path).notes
-        for name, hop in (("default", None), ("hop_10s", HOP_SECONDS)):
+        for name, hop in (("default", None), ("hop_10s", TRANSKUN_HOP_S)):
             start = time.perf_counter()
             with torch_threads(1):
                 perf, _ = transcribe_timed(wave, sample_rate=SAMPLE_RATE, hop_s=hop, progress=False)

@@ -1,12 +1,14 @@
-"""Benchmark: TransKun's exact PyTorch path against the default (ONNX Runtime encoder), same files, same run.
+"""Benchmark: two ways of transcribing, same files, same run: `--compare engines` (default), TransKun's exact
+PyTorch path against the ONNX Runtime encoder; `--compare layouts`, TransKun's own window layout at a 10 s hop
+against the default plan (`audio.transcribe.plan_windows`), both on the default engine.
 
 Two corpora, rendered with FluidSynth (`pianoeval.audio.render`, 44.1 kHz, TransKun's rate): a
 stratified PercePiano subset (`transcription_check.select_stratified`, one performance per piece and bar
 length, every `--percepiano-step`-th stratum, the first `--percepiano-seconds` of each) and the first
-`--asap-seconds` of `--asap-n` ASAP performances (drawn with a fixed seed from `asap_full`, cut with
-`transcription_check.cut_performance`). Each file is transcribed by both engines, in alternating order
+`--asap-seconds` of `--asap-n` ASAP performances (drawn with `--asap-seed` from `asap_full`, cut with
+`transcription_check.cut_performance`). Each file is transcribed both ways, in alternating order
 (so a drift in the machine's load hits both), on `--threads` intra-op threads, after a warm-up that loads
-both models. Per engine and corpus: real-time factor (audio s / wall s, and wall / audio), note onset F1
+the models. Per way and corpus: real-time factor (audio s / wall s, and wall / audio), note onset F1
 against the source MIDI (mir_eval, onsets within 50 ms, as `pianoeval transcribe-check`), the paired F1
 difference with a 95 % interval, and the speed ratio; plus load averages and the commit. JSON.
 
@@ -26,7 +28,11 @@ from typing import Any
 import numpy as np
 from bench_score import shared_data  # the sibling script (scripts/ is on sys.path when run)
 
-ENGINES = ("torch", "onnx")  # the exact old path, the default
+# (baseline, candidate): each a name and the keyword arguments of `transcribe_timed`.
+COMPARISONS: dict[str, tuple[tuple[str, dict[str, Any]], tuple[str, dict[str, Any]]]] = {
+    "engines": (("torch", {"engine": "torch"}), ("onnx", {"engine": "onnx"})),
+    "layouts": (("transkun_hop10", {"hop_s": 10.0}), ("plan", {})),
+}
 RATE = 44_100
 
 
@@ -64,8 +70,8 @@ def asap_files(root: Path, n: int, seconds: float, work: Path, seed: int = 0) ->
     return files
 
 
-def run_file(item: dict[str, Any], order: tuple[str, ...], threads: int) -> dict[str, Any]:
-    """Both engines on one file: per engine wall s, audio s, onset F1, note count; and the load."""
+def run_file(item: dict[str, Any], order: list[tuple[str, dict[str, Any]]], threads: int) -> dict[str, Any]:
+    """Both ways on one file: per way wall s, audio s, windows, onset F1, note count; and the load."""
     from pianoeval.audio.io import load_audio
     from pianoeval.audio.transcribe import transcribe_timed
     from pianoeval.audio.transcription_check import crop_notes, note_scores
@@ -77,13 +83,14 @@ def run_file(item: dict[str, Any], order: tuple[str, ...], threads: int) -> dict
         wave = wave[: round(item["seconds"] * RATE)]
     reference = crop_notes(load_performance(item["midi"]).notes, item["seconds"])
     out: dict[str, Any] = {"id": item["id"], "load_1m": round(os.getloadavg()[0], 2)}
-    for engine in order:
+    for name, kwargs in order:
         with torch_threads(threads):
-            perf, stats = transcribe_timed(wave, sample_rate=RATE, progress=False, engine=engine)
+            perf, stats = transcribe_timed(wave, sample_rate=RATE, progress=False, **kwargs)
         scores = note_scores(reference, crop_notes(perf.notes, item["seconds"]))
-        out[engine] = {
+        out[name] = {
             "wall_s": stats["wall_s"],
             "audio_s": stats["audio_s"],
+            "n_windows": stats["n_windows"],
             "onset_f1": scores["onset"]["f1"],
             "n_notes": scores["n_estimate"],
             "n_reference": scores["n_reference"],
@@ -91,34 +98,36 @@ def run_file(item: dict[str, Any], order: tuple[str, ...], threads: int) -> dict
     return out
 
 
-def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per engine: n, audio/wall totals, real-time factors, mean onset F1; the paired F1 difference and speed-up."""
+def summarise(results: list[dict[str, Any]], base: str, new: str) -> dict[str, Any]:
+    """Per way: n, audio/wall totals, real-time factors, windows, mean onset F1; the paired F1 difference
+    (`new` - `base`) and the speed-up."""
     out: dict[str, Any] = {"n_files": len(results)}
-    for engine in ENGINES:
-        audio = sum(r[engine]["audio_s"] for r in results)
-        wall = sum(r[engine]["wall_s"] for r in results)
-        out[engine] = {
+    for name in (base, new):
+        audio = sum(r[name]["audio_s"] for r in results)
+        wall = sum(r[name]["wall_s"] for r in results)
+        out[name] = {
             "audio_s": round(audio, 2),
             "wall_s": round(wall, 2),
             "audio_per_wall": round(audio / wall, 3),
             "wall_per_audio": round(wall / audio, 3),
-            "onset_f1_mean": round(float(np.mean([r[engine]["onset_f1"] for r in results])), 5),
+            "n_windows": int(sum(r[name]["n_windows"] for r in results)),
+            "onset_f1_mean": round(float(np.mean([r[name]["onset_f1"] for r in results])), 5),
         }
-    diff = [r["onnx"]["onset_f1"] - r["torch"]["onset_f1"] for r in results]
+    diff = [r[new]["onset_f1"] - r[base]["onset_f1"] for r in results]
     half = 1.96 * statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else 0.0
     mean = float(np.mean(diff))
-    out["onset_f1_diff_onnx_minus_torch"] = {
+    out[f"onset_f1_diff_{new}_minus_{base}"] = {
         "mean": round(mean, 5),
         "ci95": [round(mean - half, 5), round(mean + half, 5)],
         "max_abs": round(float(np.max(np.abs(diff))), 5),
-        "n_files_with_different_notes": sum(r["onnx"]["n_notes"] != r["torch"]["n_notes"] for r in results),
+        "n_files_with_different_notes": sum(r[new]["n_notes"] != r[base]["n_notes"] for r in results),
     }
-    out["speedup_wall"] = round(out["torch"]["wall_s"] / out["onnx"]["wall_s"], 3)
+    out["speedup_wall"] = round(out[base]["wall_s"] / out[new]["wall_s"], 3)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Build both corpora, transcribe every file with both engines, write the JSON."""
+    """Build both corpora, transcribe every file both ways, write the JSON."""
     import torch
 
     from pianoeval.core.io import write_json
@@ -127,13 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True)
     parser.add_argument("--workdir", default="results/benchmarks/transcription_audio", help="renderings go here")
-    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both engines")
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="engines")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for both ways")
     parser.add_argument("--percepiano-step", type=int, default=1, help="every n-th PercePiano stratum")
     parser.add_argument("--percepiano-seconds", type=float, default=20.0, help="first seconds of each (0: all)")
     parser.add_argument("--asap-n", type=int, default=10)
     parser.add_argument("--asap-seconds", type=float, default=30.0)
+    parser.add_argument("--asap-seed", type=int, default=0, help="the draw of ASAP performances")
     args = parser.parse_args(argv)
-    # Both engines on the same threads: the load-based switch to one thread (threads_for_load) is off.
+    ways = list(COMPARISONS[args.compare])
+    (base, _), (new, _) = ways
+    # Both ways on the same threads: the load-based switch to one thread (threads_for_load) is off.
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -142,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "percepiano": percepiano_files(
             data / "percepiano", args.percepiano_step, args.percepiano_seconds or None, work
         ),
-        "asap": asap_files(data / "asap_full", args.asap_n, args.asap_seconds, work),
+        "asap": asap_files(data / "asap_full", args.asap_n, args.asap_seconds, work, args.asap_seed),
     }
     report: dict[str, Any] = {
         "commit": git_revision(),
@@ -158,17 +171,17 @@ def main(argv: list[str] | None = None) -> int:
     # Load the models (and export the ONNX graph if not cached) before any timing; noise, since windows of
     # zeros are skipped.
     noise = np.random.default_rng(0).normal(0.0, 0.1, 5 * RATE).astype(np.float32)
-    for engine in ENGINES:
-        transcribe_timed(noise, sample_rate=RATE, progress=False, engine=engine)
+    for _, kwargs in ways:
+        transcribe_timed(noise, sample_rate=RATE, progress=False, **kwargs)
     for name, files in corpora.items():
         results = []
         for i, item in enumerate(files):
-            order = ENGINES if i % 2 == 0 else ENGINES[::-1]
+            order = ways if i % 2 == 0 else ways[::-1]
             results.append(run_file(item, order, args.threads))
             r = results[-1]
-            line = ", ".join(f"{e} {r[e]['wall_s']:.1f} s F1 {r[e]['onset_f1']:.4f}" for e in ENGINES)
+            line = ", ".join(f"{e} {r[e]['wall_s']:.1f} s F1 {r[e]['onset_f1']:.4f}" for e in (base, new))
             print(f"{name} {r['id']}: {line}", flush=True)
-        report[name] = {"summary": summarise(results), "files": results}
+        report[name] = {"summary": summarise(results, base, new), "files": results}
     report["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     write_json(report, args.out)
     print({name: report[name]["summary"] for name in corpora})

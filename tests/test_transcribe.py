@@ -130,25 +130,50 @@ def test_transcribes_rendered_notes(tmp_path: Path) -> None:
     )
     assert f1 >= 0.8, perf.notes
     assert stats["wall_s"] > 0 and stats["audio_s"] >= reference[-1, 1]
-    # Shorter than a window: one window (the hop is (3.5 + 32) / 3 s, the padding 4.2 s on each side).
-    assert (stats["n_windows"], stats["n_windows_skipped"]) == (1, 0)
-    # With the 10 s hop, 3.5 s padded by 6 s on both sides: windows at 0 and 10 s, the second starting
-    # after the audio's end (9.5 s), so padding only and not run; the same notes.
+    # Shorter than a window: one window, (16 - 3.5) / 3 s of zeros before the audio.
+    assert stats["n_windows"] == 1
+    # TransKun's own layout at a 10 s hop: 3.5 s padded by 6 s on both sides, one window holding audio (the
+    # next would start after the audio's end, padding only); the same notes.
     perf10, stats10 = transcribe_timed(audio[: int(3.5 * rate)], sample_rate=rate, progress=False, hop_s=10.0)
-    assert (stats10["n_windows"], stats10["n_windows_skipped"]) == (2, 1)
+    assert stats10["n_windows"] == 1
     assert np.array_equal(perf10.notes[:, 2], perf.notes[:, 2])
     assert np.abs(perf10.notes[:, 0] - perf.notes[:, 0]).max() < 0.02
 
 
-def test_one_window_for_a_recording_well_inside_it() -> None:
-    from pianoeval.audio.transcribe import HOP_SECONDS, ONE_WINDOW_MARGIN_S, _hop_seconds
+FS, FRAME = 44_100, 1024  # TransKun's rate and frame hop
 
-    assert _hop_seconds(10.0, 16.0) == pytest.approx(14.0)  # 2 s of padding on each side, 10 + 4 = 14
-    assert _hop_seconds(16.0 - ONE_WINDOW_MARGIN_S, 16.0) == pytest.approx(16.0 - ONE_WINDOW_MARGIN_S / 3)
-    assert _hop_seconds(14.0, 16.0) == HOP_SECONDS  # too close to the window's length
-    assert _hop_seconds(30.0, 16.0) == HOP_SECONDS
-    assert _hop_seconds(0.5, 16.0) == pytest.approx(32.5 / 3)
-    assert _hop_seconds(0.5, 12.0) == HOP_SECONDS  # never shorter than the default hop
+
+@pytest.mark.parametrize("seconds", [0.5, 3.5, 10.0, 14.5, 15.0, 15.5, 29.0, 30.0, 31.5, 60.0, 600.0])
+def test_window_plan_covers_the_audio_with_the_fewest_windows(seconds: float) -> None:
+    """The default plan: EDGE_PAD_S before the audio, neighbours overlapping by MIN_OVERLAP_S at least (less
+    one frame), the last window reaching the audio's end, steps of whole frames, and no window fewer would do."""
+    from pianoeval.audio.transcribe import EDGE_PAD_S, MIN_OVERLAP_S, plan_windows
+
+    n = round(seconds * FS)
+    plan = plan_windows(n, FS, FRAME, 16.0)
+    assert plan.size == 16 * FS and len(plan.starts()) == plan.n_windows
+    assert plan.pad_begin >= EDGE_PAD_S * FS
+    assert plan.starts()[-1] + plan.size >= plan.pad_begin + n  # the end of the audio is inside a window
+    if plan.n_windows > 1:
+        assert plan.step % FRAME == 0  # every window's frames on one grid
+        assert plan.size - plan.step >= MIN_OVERLAP_S * FS - FRAME
+        # One window fewer, at the largest step the overlap allows, would not reach the end.
+        assert plan.pad_begin + n > (plan.n_windows - 2) * (16.0 - MIN_OVERLAP_S) * FS + plan.size
+    expected = {0.5: 1, 3.5: 1, 10.0: 1, 14.5: 1, 15.0: 1, 15.5: 2, 29.0: 2, 30.0: 2, 31.5: 3, 60.0: 4, 600.0: 40}
+    assert plan.n_windows == expected[seconds]
+
+
+def test_window_plan_of_a_short_recording_and_transkun_layout() -> None:
+    from pianoeval.audio.transcribe import plan_windows
+
+    # Well inside one window: (16 - 10) / 3 = 2 s of zeros before the audio (as before the plan existed).
+    assert plan_windows(10 * FS, FS, FRAME, 16.0).pad_begin == 2 * FS
+    assert plan_windows(int(14.5 * FS), FS, FRAME, 16.0).pad_begin == FS  # at least EDGE_PAD_S
+    # TransKun's layout at a 10 s hop: 6 s of zeros, a window every 10 s (rounded up to whole frames) while
+    # a window still holds audio: 30 s → starts at 0, 10, 20 and 30 s of the padded signal.
+    plan = plan_windows(30 * FS, FS, FRAME, 16.0, hop_s=10.0)
+    assert (plan.pad_begin, plan.step, plan.n_windows) == (6 * FS, 431 * FRAME, 4)
+    assert plan_windows(int(3.5 * FS), FS, FRAME, 16.0, hop_s=10.0).n_windows == 1
 
 
 @pytest.mark.slow(reason="runs TransKun on a 16 s window on the CPU")

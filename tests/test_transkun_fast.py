@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import numpy as np
@@ -139,8 +140,9 @@ def _fast_windows(transkun: SimpleNamespace) -> transkun_fast.FastWindows:
 
 
 def test_prefetching_hands_out_each_window_once_in_order(transkun: SimpleNamespace) -> None:
-    """Planned windows are computed on the worker threads with the given threads, each once, and handed out in
-    order; a window that is not the planned one is computed at once, and so is everything after it."""
+    """Planned windows are computed on the worker threads, each once, read from the iterable as they are needed,
+    and handed out in order: on one thread each, but the last of an odd count, which gets all the threads; a
+    window that is not the planned one is computed at once, and so is everything after it."""
     import threading
 
     fast = _fast_windows(transkun)
@@ -152,17 +154,25 @@ def test_prefetching_hands_out_each_window_once_in_order(transkun: SimpleNamespa
 
     fast.compute = compute  # type: ignore[method-assign]
     windows = [torch.full((1, 2, 3, 4), float(i)) for i in range(1, 6)]
-    with fast.prefetching(windows, workers=2, threads=1):
-        got = [fast(w.clone()) for w in windows]  # TransKun's loop slices new tensors with the same values
+    read: list[int] = []
+
+    def lazily() -> Iterator[torch.Tensor]:
+        for w in windows:
+            read.append(int(w.flatten()[0]))
+            yield w
+
+    with fast.prefetching(lazily(), n_windows=5, workers=2, threads=2):
+        assert read == [1, 2]  # the first two, started at once
+        got = [fast(w.clone()) for w in windows]  # the decoding loop makes its own frames, the same values
     assert got == [("crf", i) for i in range(1, 6)]
-    assert sorted(calls) == [(i, 1, True) for i in range(1, 6)]
+    assert sorted(calls) == [(1, 1, True), (2, 1, True), (3, 1, True), (4, 1, True), (5, 2, True)]
     calls.clear()
-    with fast.prefetching(windows, workers=2, threads=1):
+    with fast.prefetching(iter(windows), n_windows=5, workers=2, threads=1):
         assert fast(windows[0]) == ("crf", 1)
         assert fast(torch.full((1, 2, 3, 4), 9.0)) == ("crf", 9)  # not the planned window 2
         assert fast(windows[2]) == ("crf", 3)
     assert (9, None, False) in calls and (3, None, False) in calls  # computed on the caller's thread
-    assert fast._pool is None and not fast._ahead and not fast._pending
+    assert fast._pool is None and not fast._ahead and next(fast._pending, None) is None
 
 
 def test_prefetching_passes_worker_errors_on(transkun: SimpleNamespace) -> None:
@@ -173,6 +183,6 @@ def test_prefetching_passes_worker_errors_on(transkun: SimpleNamespace) -> None:
 
     fast.compute = compute  # type: ignore[method-assign]
     windows = [torch.ones(1, 2, 3, 4), torch.zeros(1, 2, 3, 4)]
-    with pytest.raises(RuntimeError, match="ONNX Runtime failed"), fast.prefetching(windows, workers=2, threads=1):
+    with pytest.raises(RuntimeError, match="ONNX Runtime failed"), fast.prefetching(windows, 2, workers=2, threads=2):
         fast(windows[0])
     assert fast._pool is None

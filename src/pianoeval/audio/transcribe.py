@@ -1,10 +1,11 @@
 """Piano audio → Performance (notes + sustain pedal) with the TransKun 2.0 model shipped in its wheel.
 
 TransKun works on 16 s windows (its checkpoint's segment length) and stitches notes across windows; a long recording
-is processed window by window with a progress bar. The windows hop by HOP_SECONDS (TransKun's default is
-8 s). Four inference-only changes make it faster on CPU without changing what it computes (docs/scoring.md,
-"Speed"): attention through PyTorch's fused CPU kernel, the interval scores built in place, the CRF
-decoding on one thread, and no model run on windows of the trailing padding only.
+is processed window by window with a progress bar. Where the windows sit is `plan_windows`: the fewest that
+cover the recording with 1 s of zeros before it and 1 s of overlap (2 for 30 s, where TransKun's own layout
+at a 10 s hop runs 4), stitched as TransKun's `transcribe` does (`_stitched`). Three inference-only changes
+make the PyTorch path faster on CPU without changing what it computes (docs/scoring.md, "Speed"): attention
+through PyTorch's fused CPU kernel, the interval scores built in place, the CRF decoding on one thread.
 
 On CPU the encoder runs in ONNX Runtime by default (`audio.transkun_onnx`, engine "onnx"): about twice as
 fast, the same numbers to float rounding. `engine="torch"` (or PIANOEVAL_TRANSCRIBE_ENGINE=torch) gives the
@@ -19,6 +20,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +37,65 @@ log = logging.getLogger(__name__)
 
 # TransKun's symbols for pedals are negated CC numbers; only the sustain pedal has a place in Performance.
 SUSTAIN_SYMBOL = -64
-# Hop between the 16 s windows. TransKun's default, 8 s, runs each stretch of audio through the model
-# twice; 10 s needs a fifth fewer windows (4 instead of 5 for 30 s) and gave the same note F1 on four
-# 30 s ASAP renderings (0.9923 against 0.9926: one note of 1,494), where 12 s lost notes near the window
-# joins (0.9904). docs/scoring.md, "Speed".
-HOP_SECONDS: float = 10.0
+# TransKun's own layout (`TRANSKUN_HOP_S` given as `hop_s`): 16 s windows hopping by hop_s, the audio padded by
+# (16 - hop_s) s of zeros on both sides, so a 30 s recording runs through 4 windows at a 10 s hop (64 s of
+# window for 30 s of audio). The default layout, `plan_windows`, runs the fewest windows that cover the audio
+# with EDGE_PAD_S of zeros before it and MIN_OVERLAP_S between neighbours: 2 windows for 30 s, 1 per 15 s
+# beyond. On 6 ASAP renderings of 60 s (25 joins) and the bench corpora it kept TransKun's note F1
+# (docs/scoring.md, "Speed").
+EDGE_PAD_S: float = 1.0
+MIN_OVERLAP_S: float = 1.0
+# The hop of TransKun's layout before `plan_windows` (and a `hop_s` for comparisons): 10 s.
+TRANSKUN_HOP_S: float = 10.0
 # The engines that can run TransKun's encoder; ENGINE_ENV overrides the default for every caller.
 ENGINES: tuple[str, ...] = ("onnx", "torch")
 ENGINE_ENV = "PIANOEVAL_TRANSCRIBE_ENGINE"
 
 
-# A recording this much shorter than a window is transcribed in one window (see _hop_seconds).
-ONE_WINDOW_MARGIN_S: float = 3.0
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where TransKun's windows sit on a recording, in samples at the model's rate: `pad_begin` zeros before
+    the audio, then windows of `size` samples starting every `step` (a whole number of frames, so every
+    window's frames fall on one grid), `n_windows` of them; past the audio's end, zeros."""
+
+    pad_begin: int
+    step: int
+    size: int
+    n_windows: int
+
+    def starts(self) -> range:
+        """Each window's first sample in the padded signal."""
+        return range(0, self.n_windows * self.step, self.step)
 
 
-def _hop_seconds(audio_s: float, segment_s: float) -> float:
-    """The hop between TransKun's windows for `audio_s` of audio: HOP_SECONDS, or, for a recording at least
-    ONE_WINDOW_MARGIN_S shorter than a window, the hop that makes TransKun's padding ((segment - hop) s on
-    each side) and the audio fill exactly one window. The 10 s hop would run 10 s of audio through three
-    padded windows; one window takes half the time for about the same note F1 (docs/scoring.md, "Speed"). The
-    padding (at least a third of the margin) keeps an onset at 0 s from sitting on the window's edge,
-    where TransKun misses it."""
-    if audio_s <= segment_s - ONE_WINDOW_MARGIN_S:
-        return max(HOP_SECONDS, (audio_s + 2 * segment_s) / 3)
-    return HOP_SECONDS
+def plan_windows(n_samples: int, fs: int, frame_hop: int, segment_s: float, hop_s: float | None = None) -> WindowPlan:
+    """The windows for `n_samples` of audio at `fs` Hz (frames every `frame_hop` samples, windows of
+    `segment_s`).
+
+    `hop_s` None: the fewest windows with EDGE_PAD_S before the audio (an onset at 0 s on a window's edge was
+    missed) and at least MIN_OVERLAP_S between neighbours (less one frame, the step being rounded up to whole
+    frames so the last window reaches the end), spread evenly. A recording that fits one window with that pad
+    is padded by (window - audio) / 3 s before it, at least EDGE_PAD_S, as before (bench_transcribe_short.py).
+    `hop_s` given: TransKun's own layout (its `transcribe`): padding (segment - hop) s on both sides, a window
+    every hop (rounded up to whole frames), those of padding only left out.
+    """
+    size = math.ceil(segment_s * fs)
+    audio_s = n_samples / fs
+    if hop_s is not None:
+        pad = math.ceil((segment_s - hop_s) * fs)
+        step = math.ceil(hop_s * fs / frame_hop) * frame_hop
+        # TransKun visits every start below the padded length; a window starting at or after the audio's end
+        # holds zeros only, and the model finds nothing there (tests/test_transcribe.py).
+        n = len(range(0, min(n_samples + 2 * pad, pad + n_samples), step))
+        return WindowPlan(pad, step, size, max(n, 1))
+    if audio_s + EDGE_PAD_S <= segment_s:
+        pad = math.ceil(max(EDGE_PAD_S, (segment_s - audio_s) / 3) * fs)
+        return WindowPlan(pad, size, size, 1)
+    pad = math.ceil(EDGE_PAD_S * fs)
+    span = pad + n_samples - size  # what the starts of the windows after the first must reach
+    n = math.ceil(span / ((segment_s - MIN_OVERLAP_S) * fs)) + 1
+    step = math.ceil(span / (n - 1) / frame_hop) * frame_hop
+    return WindowPlan(pad, step, size, n)
 
 
 def resolve_engine(engine: str | None, device: str = "cpu") -> str:
@@ -202,11 +240,9 @@ def transcribe_timed(
     engine: str | None = None,
 ) -> tuple[Performance, dict[str, Any]]:
     """Like `transcribe`, also returning timing: {"audio_s", "wall_s", "real_time_factor", "n_windows",
-    "n_windows_skipped" (windows of padding only, not run through the model), "threads", "parallel_windows"
-    (windows computed at a time, `_parallel_windows`), "engine"}.
+    "window_step_s", "threads", "parallel_windows" (windows computed at a time, `_parallel_windows`),
+    "engine"}. `hop_s`: TransKun's own window layout with this hop instead of `plan_windows`' default.
     `engine`: "onnx" or "torch" (the exact PyTorch path), default `resolve_engine`."""
-    from tqdm import tqdm
-
     audio, rate, source = _read_audio(wave_or_path, sample_rate)
     engine = resolve_engine(engine, device)
     model = _model(device, engine)
@@ -214,100 +250,102 @@ def transcribe_timed(
         import soxr
 
         audio = soxr.resample(audio, rate, model.fs).astype(np.float32)
-    segment_s = segment_s or model.segmentSizeInSecond
-    if hop_s is None:
-        hop_s = _hop_seconds(audio.shape[0] / model.fs, segment_s)
-    # Same arithmetic as TransKun.transcribe: the audio is padded by (segment - hop) s on both sides.
-    padded = audio.shape[0] + 2 * math.ceil((segment_s - hop_s) * model.fs)
-    n_windows = math.ceil(padded / (math.ceil(hop_s * model.fs / model.hopSize) * model.hopSize))
-
-    bar = tqdm(total=n_windows, desc="transcribe", unit="window", disable=not progress, mininterval=2)
-    inner = model.transcribeFrames
-    n_symbols = len(model.targetMIDIPitch)
-    skipped = 0
-
-    def counted(frames: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        nonlocal skipped
-        bar.update(1)
-        if not bool(frames.any()):
-            # Only the zeros TransKun pads the end with (the last window can start after the audio): the
-            # model finds nothing there (tests/test_transcribe.py); return what it returns for nothing.
-            skipped += 1
-            return [[] for _ in range(frames.shape[0])], [0] * (frames.shape[0] * n_symbols)
-        return inner(frames, *args, **kwargs)
-
+    plan = plan_windows(audio.shape[0], model.fs, model.hopSize, segment_s or model.segmentSizeInSecond, hop_s)
     threads = threads_for_load(torch.get_num_threads())
     start = time.perf_counter()
     wave = torch.from_numpy(audio).to(device)
-    try:
-        with torch.inference_mode(), torch_threads(threads):
-            parallel, workers = _parallel_windows(model, wave, hop_s, segment_s, threads)
-            with parallel:
-                # An instance attribute shadows the method on this model only; removed right after.
-                model.transcribeFrames = counted
-                notes = model.transcribe(wave, stepInSecond=hop_s, segmentSizeInSecond=segment_s)
-    finally:
-        model.__dict__.pop("transcribeFrames", None)
-        bar.close()
+    with torch.inference_mode(), torch_threads(threads):
+        parallel, workers = _parallel_windows(model, wave, plan, threads)
+        with parallel:
+            notes = _stitched(model, window_frames(model, wave, plan), plan, progress)
     wall = time.perf_counter() - start
     audio_s = audio.shape[0] / model.fs
     stats = {
         "audio_s": audio_s,
         "wall_s": wall,
         "real_time_factor": wall / audio_s,
-        "n_windows": float(n_windows),
-        "n_windows_skipped": float(skipped),
+        "n_windows": float(plan.n_windows),
+        "window_step_s": plan.step / model.fs,
         "threads": float(threads),
         "parallel_windows": float(workers),
         "engine": engine,
     }
     log.info(
-        "transcribed %.1f s of audio in %.1f s (%.2fx real time, %d threads, %s)",
+        "transcribed %.1f s of audio in %.1f s (%.2fx real time, %d windows, %d threads, %s)",
         audio_s,
         wall,
         stats["real_time_factor"],
+        plan.n_windows,
         threads,
         engine,
     )
     return _to_performance(notes, source), stats
 
 
-def window_frames(model: torch.nn.Module, wave: torch.Tensor, hop_s: float, segment_s: float) -> list[torch.Tensor]:
-    """The frames [1, C, T, W] of every window that `model.transcribe(wave, hop_s, segment_s)` runs through the
-    model (not those of padding only), in order: a dry run of TransKun's own loop, which slices the same
-    windows whatever the model returns."""
-    n_symbols = len(model.targetMIDIPitch)
-    windows: list[torch.Tensor] = []
+def window_frames(model: torch.nn.Module, wave: torch.Tensor, plan: WindowPlan) -> Iterator[torch.Tensor]:
+    """The frames [1, C, T, W] of each of `plan`'s windows on `wave` [S, C], zeros padding it, one at a time
+    (22 MB a window: a long recording's would not all fit)."""
+    from transkun.Util import makeFrame
 
-    def record(frames: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if bool(frames.any()):
-            windows.append(frames)
-        return [[] for _ in range(frames.shape[0])], [0] * (frames.shape[0] * n_symbols)
+    x = F.pad(wave.transpose(-1, -2), (plan.pad_begin, 0))
+    for i in plan.starts():
+        window = x[:, i : i + plan.size]
+        window = F.pad(window, (0, plan.size - window.shape[-1]))
+        yield makeFrame(window, model.hopSize, model.windowSize).unsqueeze(0)
 
-    model.transcribeFrames = record
-    try:
-        model.transcribe(wave, stepInSecond=hop_s, segmentSizeInSecond=segment_s)
-    finally:
-        del model.transcribeFrames
-    return windows
+
+def _stitched(model: torch.nn.Module, frames: Iterable[torch.Tensor], plan: WindowPlan, progress: bool) -> list[Any]:
+    """TransKun's notes for the windows `frames` laid out by `plan`, stitched as its `transcribe` does: each
+    window decodes from where the previous one's last finished note per pitch ended; a note that overlaps
+    the last kept one of its pitch replaces it if it has an onset, else extends it; notes never finished
+    are dropped, then overlaps resolved."""
+    from collections import defaultdict
+
+    from tqdm import tqdm
+    from transkun.Data import resolveOverlapping
+
+    step_frames = plan.step // model.hopSize
+    last_frame = round(plan.size / model.hopSize)
+    kept: defaultdict[int, list[Any]] = defaultdict(list)
+    start_pos = [math.floor(plan.pad_begin / model.hopSize)] * len(model.targetMIDIPitch)
+    bar = tqdm(frames, total=plan.n_windows, desc="transcribe", unit="window", disable=not progress, mininterval=2)
+    for i, window in zip(plan.starts(), bar, strict=True):
+        events, last = model.transcribeFrames(
+            window, forcedStartPos=start_pos, velocityCriteron="hamming", lastFrameIdx=last_frame
+        )
+        start_pos = [max(p - step_frames, 0) for p in last]
+        offset = (i - plan.pad_begin) / model.fs
+        for e in events[0]:
+            e.start = max(e.start + offset, 0.0)
+            e.end = max(e.end + offset, e.start)
+            same = kept[e.pitch]
+            if same and e.start < same[-1].end:
+                if e.hasOnset:
+                    same[-1] = e
+                else:
+                    same[-1].hasOffset = e.hasOffset
+                    same[-1].end = max(e.end, same[-1].end)
+            elif e.hasOnset:
+                same.append(e)
+    for same in kept.values():
+        if same:
+            same[-1].hasOffset = True  # the recording's end finishes what still sounds
+    return resolveOverlapping([e for same in kept.values() for e in same if e.hasOffset])
 
 
 def _parallel_windows(
-    model: torch.nn.Module, wave: torch.Tensor, hop_s: float, segment_s: float, threads: int
+    model: torch.nn.Module, wave: torch.Tensor, plan: WindowPlan, threads: int
 ) -> tuple[contextlib.AbstractContextManager[None], int]:
     """(context, windows at a time): with `threads` >= 2, two windows or more and the fast path
     (`transkun_fast.FastWindows`), the windows computed `threads` at a time on one intra-op thread each,
-    ahead of TransKun's loop (which then only decodes them, in order); else nothing (1)."""
+    ahead of the decoding (which takes them in order); else nothing (1)."""
     from pianoeval.audio.transkun_fast import FastWindows
 
     fast = model.__dict__.get("processFramesBatch")
-    if threads < 2 or not isinstance(fast, FastWindows):
+    workers = min(threads, plan.n_windows)
+    if workers < 2 or not isinstance(fast, FastWindows):
         return contextlib.nullcontext(), 1
-    windows = window_frames(model, wave, hop_s, segment_s)
-    workers = min(threads, len(windows))
-    if workers < 2:
-        return contextlib.nullcontext(), 1
-    return fast.prefetching(windows, workers, max(1, threads // workers)), workers
+    return fast.prefetching(window_frames(model, wave, plan), plan.n_windows, workers, threads), workers
 
 
 def transcribe(

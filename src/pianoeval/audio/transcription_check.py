@@ -35,7 +35,7 @@ OFFSET_MIN_TOLERANCE_S: float = 0.05
 # mir_eval refuses notes of zero length (MIDI allows them): they are given this length.
 MIN_NOTE_S: float = 1e-3
 # Bump when a cached transcription would change for the same audio, length and transkun version.
-CACHE_VERSION: int = 1
+CACHE_VERSION: int = 2  # 2: the fewest-windows plan (audio.transcribe.plan_windows)
 # The three scores: onsets; onsets + key-release offsets; onsets + offsets held by the sustain pedal.
 SCORE_KINDS: tuple[str, ...] = ("onset", "onset_offset", "onset_offset_pedal")
 # A cut performance's notes end this long before the cut, so that a rendering of it holds their release.

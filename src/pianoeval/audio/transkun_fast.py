@@ -21,7 +21,7 @@ import contextlib
 import math
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -170,9 +170,8 @@ class FastWindows:
         self.windows = analysis_windows(model)
         self.graph = OnnxWindow(model.backbone, list(model.targetMIDIPitch), model.scorer, self.front)
         self._ahead: deque[tuple[torch.Tensor, Future[tuple[FastIntervalCRF, torch.Tensor]]]] = deque()
-        self._pending: deque[torch.Tensor] = deque()
+        self._pending: Iterator[tuple[torch.Tensor, int]] = iter(())
         self._pool: ThreadPoolExecutor | None = None
-        self._threads: int | None = None
 
     def compute(self, frames: torch.Tensor, threads: int | None = None) -> tuple[FastIntervalCRF, torch.Tensor]:
         """One window, its graph on `threads` intra-op threads (default: PyTorch's number)."""
@@ -192,9 +191,9 @@ class FastWindows:
 
     def _submit(self) -> None:
         """Start the next planned window on the pool."""
-        if self._pool is not None and self._pending:
-            frames = self._pending.popleft()
-            self._ahead.append((frames, self._pool.submit(self.compute, frames, self._threads)))
+        frames, threads = next(self._pending, (None, 1))
+        if self._pool is not None and frames is not None:
+            self._ahead.append((frames, self._pool.submit(self.compute, frames, threads)))
 
     def _stop(self) -> None:
         """Drop the plan and wait for the windows in flight (their results are not used)."""
@@ -202,16 +201,21 @@ class FastWindows:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         self._ahead.clear()
-        self._pending.clear()
+        self._pending = iter(())
 
     @contextlib.contextmanager
-    def prefetching(self, windows: list[torch.Tensor], workers: int, threads: int) -> Iterator[None]:
-        """Within the block, `windows` (frames, in the order TransKun will ask for them) are computed up to
-        `workers` ahead, each on `threads` intra-op threads: on two idle cores, two windows on one thread
-        each beat one window on two (the encoder's threads wait for each other at every op)."""
+    def prefetching(
+        self, windows: Iterable[torch.Tensor], n_windows: int, workers: int, threads: int
+    ) -> Iterator[None]:
+        """Within the block, the `n_windows` of `windows` (frames, in the order TransKun will ask for them,
+        read as they are needed) are computed up to `workers` ahead: on one intra-op thread each (on two idle
+        cores, two windows on one thread each beat one window on two: the encoder's threads wait for each
+        other at every op), except the last n_windows % workers, which get `threads` each (the third of
+        three windows would leave a core idle)."""
         self._stop()
-        self._pool, self._threads = ThreadPoolExecutor(workers, thread_name_prefix="transkun"), threads
-        self._pending.extend(windows)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="transkun")
+        together = n_windows - n_windows % workers
+        self._pending = ((frames, 1 if k < together else threads) for k, frames in enumerate(windows))
         for _ in range(workers):
             self._submit()
         try:

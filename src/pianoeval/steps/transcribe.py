@@ -37,7 +37,7 @@ from pianoeval.data.manifest import view_id
 log = logging.getLogger(__name__)
 
 # Bump when transcription or the views change what they produce, so stale cache entries are not reused.
-TRANSCRIBE_VERSION = 1
+TRANSCRIBE_VERSION = 2  # 2: the fewest-windows plan (audio.transcribe.plan_windows)
 
 
 def _cache_key(audio_path: str, view: str, seed: int, device: str = "cpu") -> str:
