@@ -83,6 +83,9 @@ def test_logmel_plain_peaks_at_the_tone() -> None:
     peak_hz = centres[int(emb[0, 10].argmax())]
     assert 900 < peak_hz < 1100
     assert backbone.num_layers == 0 and backbone.layers() == []
+    # The filterbank is librosa's default one (what the trained models saw), built without librosa.
+    ref = librosa.filters.mel(sr=24000, n_fft=2048, n_mels=128, fmin=30.0, fmax=12000.0)
+    np.testing.assert_allclose(backbone.mel_fb.numpy(), ref, rtol=1e-4, atol=1e-7)
 
 
 def test_logmel_stack_layers_and_mask() -> None:

@@ -153,15 +153,17 @@ class LogMelBackbone(AudioBackbone):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        import librosa
+        from pianoeval.audio.compat import melscale_fbanks
 
         self.sample_rate = sample_rate
         self.hop = hop
         self.n_fft = n_fft
         # 960 samples at 24 kHz = 25 frames/s, MuQ's frame rate, so heads see the same time grid.
         self.frame_rate = sample_rate / hop
-        fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=30.0, fmax=sample_rate / 2)
-        self.register_buffer("mel_fb", torch.from_numpy(fb).float(), persistent=False)
+        # librosa.filters.mel's (Slaney scale and norm) without importing librosa, whose filters module pulls
+        # in scipy.signal (2-3 s of a `pianoeval score`; tests/test_backbones.py checks they agree).
+        fb = melscale_fbanks(n_fft // 2 + 1, 30.0, sample_rate / 2, n_mels, sample_rate, "slaney", "slaney")
+        self.register_buffer("mel_fb", fb.t().contiguous(), persistent=False)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.input_norm = nn.LayerNorm(n_mels)
         if hidden is None:
