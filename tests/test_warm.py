@@ -170,3 +170,35 @@ def test_only_a_local_cpu_run_that_asks_for_it_starts_a_server(monkeypatch: pyte
     assert warm.wanted(local=True, gpus=0)
     assert not warm.wanted(local=True, gpus=1)  # the thunder profile reserves gpu=1
     assert not warm.wanted(local=False, gpus=0)  # a cluster executor
+
+
+EXITING = """
+import atexit, sys
+from pianoeval.cli import entry
+import pianoeval.cli as cli
+
+def main(argv):
+    atexit.register(lambda: print("exit handler ran", file=sys.stderr))
+    print("output", end="")  # still buffered when the process leaves
+    if argv == ["raise"]:
+        raise ValueError("boom")
+    if argv == ["usage"]:
+        raise SystemExit(2)
+    return int(argv[0])
+
+cli.main = main
+entry()
+"""
+
+
+@pytest.mark.parametrize(("argv", "status"), [(["0"], 0), (["3"], 3), (["raise"], 1), (["usage"], 2)])
+def test_the_console_script_leaves_with_mains_status_flushed_and_exit_handlers_run(
+    argv: list[str], status: int
+) -> None:
+    """`pianoeval` (cli.entry) skips the interpreter's teardown, and nothing else of a normal exit: the
+    status (an uncaught exception's traceback and 1, SystemExit's code), buffered output, exit handlers."""
+    proc = subprocess.run([sys.executable, "-c", EXITING, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == status
+    assert proc.stdout == "output"
+    assert "exit handler ran" in proc.stderr
+    assert ("ValueError: boom" in proc.stderr) == (argv == ["raise"])

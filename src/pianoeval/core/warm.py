@@ -275,21 +275,36 @@ def _child(conn: socket.socket, fds: list[int], request: dict, run: Callable[[Se
         sys.argv = ["pianoeval", *request["argv"]]
         conn.settimeout(None)
         threading.Thread(target=_relay_signals, args=(conn,), daemon=True).start()
-        try:
-            status = run(request["argv"])
-        except SystemExit as exc:  # argparse's --help and usage errors
-            status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        atexit._run_exitfuncs()
+        status = status_of(run, request["argv"])
     except BaseException:  # what a fresh process would print for an uncaught exception
         traceback.print_exc()
-        status = 1
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
+        flush_streams()
         with contextlib.suppress(OSError):
             conn.sendall(_STATUS.pack(status))
         os._exit(status)
+
+
+def status_of(run: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
+    """`run(argv)`'s exit status, as a fresh process running it would end: SystemExit's code (argparse's
+    --help and usage errors), 1 with the traceback printed for an uncaught exception; then the exit handlers
+    (logging's flush, tempfile's and multiprocessing's clean-up) run, as at a normal exit."""
+    try:
+        status = run(argv)
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        status = 1
+    atexit._run_exitfuncs()
+    return status
+
+
+def flush_streams() -> None:
+    """Flush stdout and stderr, ignoring a closed or broken stream (before os._exit)."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
 
 
 def _set_threads() -> None:
