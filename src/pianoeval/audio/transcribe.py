@@ -41,8 +41,8 @@ SUSTAIN_SYMBOL = -64
 # (16 - hop_s) s of zeros on both sides, so a 30 s recording runs through 4 windows at a 10 s hop (64 s of
 # window for 30 s of audio). The default layout, `plan_windows`, runs the fewest windows that cover the audio
 # with EDGE_PAD_S of zeros before it and MIN_OVERLAP_S between neighbours: 2 windows for 30 s, 1 per 15 s
-# beyond. On 6 ASAP renderings of 60 s (25 joins) and the bench corpora it kept TransKun's note F1
-# (docs/scoring.md, "Speed").
+# beyond. On PercePiano and ASAP renderings of 20-60 s it kept the note F1 of TransKun's layout with 43-50 %
+# fewer windows (docs/benchmarks.md, "Transcription window layout").
 EDGE_PAD_S: float = 1.0
 MIN_OVERLAP_S: float = 1.0
 # The hop of TransKun's layout before `plan_windows` (and a `hop_s` for comparisons): 10 s.
@@ -86,8 +86,7 @@ def plan_windows(n_samples: int, fs: int, frame_hop: int, segment_s: float, hop_
         step = math.ceil(hop_s * fs / frame_hop) * frame_hop
         # TransKun visits every start below the padded length; a window starting at or after the audio's end
         # holds zeros only, and the model finds nothing there (tests/test_transcribe.py).
-        n = len(range(0, min(n_samples + 2 * pad, pad + n_samples), step))
-        return WindowPlan(pad, step, size, max(n, 1))
+        return WindowPlan(pad, step, size, max(len(range(0, pad + n_samples, step)), 1))
     if audio_s + EDGE_PAD_S <= segment_s:
         pad = math.ceil(max(EDGE_PAD_S, (segment_s - audio_s) / 3) * fs)
         return WindowPlan(pad, size, size, 1)
@@ -284,7 +283,7 @@ def transcribe_timed(
 
 def window_frames(model: torch.nn.Module, wave: torch.Tensor, plan: WindowPlan) -> Iterator[torch.Tensor]:
     """The frames [1, C, T, W] of each of `plan`'s windows on `wave` [S, C], zeros padding it, one at a time
-    (22 MB a window: a long recording's would not all fit)."""
+    (22 MB a window: an hour's, all at once, would be 5 GB)."""
     from transkun.Util import makeFrame
 
     x = F.pad(wave.transpose(-1, -2), (plan.pad_begin, 0))
