@@ -191,9 +191,7 @@ def test_our_window_loop_stitches_as_transkun(
     audio, rate = _rendering(tmp_path)
     audio = np.concatenate([audio] * 3)
     with torch_threads(2), torch.inference_mode():
-        own = _model("cpu", "onnx").transcribe(
-            torch.from_numpy(audio), stepInSecond=10.0, segmentSizeInSecond=16.0
-        )
+        own = _model("cpu", "onnx").transcribe(torch.from_numpy(audio), stepInSecond=10.0, segmentSizeInSecond=16.0)
         exact = _to_performance(own, None)
         ours, stats = transcribe_timed(audio, sample_rate=rate, progress=False, hop_s=10.0)
         planned, stats_p = transcribe_timed(audio, sample_rate=rate, progress=False)
