@@ -184,6 +184,8 @@ def main(argv):
         raise ValueError("boom")
     if argv == ["usage"]:
         raise SystemExit(2)
+    if argv == ["message"]:
+        raise SystemExit("error: a message")
     return int(argv[0])
 
 cli.main = main
@@ -191,14 +193,16 @@ entry()
 """
 
 
-@pytest.mark.parametrize(("argv", "status"), [(["0"], 0), (["3"], 3), (["raise"], 1), (["usage"], 2)])
+@pytest.mark.parametrize(("argv", "status"), [(["0"], 0), (["3"], 3), (["raise"], 1), (["usage"], 2), (["message"], 1)])
 def test_the_console_script_leaves_with_mains_status_flushed_and_exit_handlers_run(
     argv: list[str], status: int
 ) -> None:
     """`pianoeval` (cli.entry) skips the interpreter's teardown, and nothing else of a normal exit: the
-    status (an uncaught exception's traceback and 1, SystemExit's code), buffered output, exit handlers."""
+    status (an uncaught exception's traceback and 1, SystemExit's code or message), buffered output, exit
+    handlers."""
     proc = subprocess.run([sys.executable, "-c", EXITING, *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == status
     assert proc.stdout == "output"
     assert "exit handler ran" in proc.stderr
     assert ("ValueError: boom" in proc.stderr) == (argv == ["raise"])
+    assert ("error: a message" in proc.stderr) == (argv == ["message"])

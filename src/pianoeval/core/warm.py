@@ -287,11 +287,14 @@ def _child(conn: socket.socket, fds: list[int], request: dict, run: Callable[[Se
 
 def status_of(run: Callable[[Sequence[str]], int], argv: Sequence[str]) -> int:
     """`run(argv)`'s exit status, as a fresh process running it would end: SystemExit's code (argparse's
-    --help and usage errors), 1 with the traceback printed for an uncaught exception; then the exit handlers
+    --help and usage errors; a message is printed, status 1), 1 with the traceback printed for an uncaught
+    exception; then the exit handlers
     (logging's flush, tempfile's and multiprocessing's clean-up) run, as at a normal exit."""
     try:
         status = run(argv)
     except SystemExit as exc:
+        if exc.code is not None and not isinstance(exc.code, int):
+            print(exc.code, file=sys.stderr)  # as the interpreter prints SystemExit("message")
         status = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
         traceback.print_exc()
