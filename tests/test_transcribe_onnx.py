@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +14,12 @@ import soundfile as sf
 import torch
 from torch import nn
 
-from pianoeval.audio import transkun_onnx
+from pianoeval.audio import onnx_runtime, transkun_onnx
 from pianoeval.audio.transcribe import resolve_engine
 from pianoeval.core.errors import ConfigError
 from pianoeval.data.midi import Performance, write_performance
 
-pytestmark = pytest.mark.skipif(not transkun_onnx.available(), reason="onnxruntime is a pinned dependency")
+pytestmark = pytest.mark.skipif(not onnx_runtime.available(), reason="onnxruntime is a pinned dependency")
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 
 
@@ -37,7 +39,7 @@ class TinyBackbone(nn.Module):
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(transkun_onnx.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(onnx_runtime.CACHE_ENV, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 
@@ -58,7 +60,7 @@ def test_onnx_backbone_equals_torch_and_exports_once(cache: Path) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     graphs = sorted((cache / "transkun").glob("*.onnx"), key=lambda p: len(p.name))
     graph, optimised = graphs  # the export, and ONNX Runtime's optimised graph for this CPU
-    assert optimised.name == f"{graph.stem}.opt-{transkun_onnx.cpu_tag()}.onnx"
+    assert optimised.name == f"{graph.stem}.opt-{onnx_runtime.cpu_tag()}.onnx"
     stamps = [p.stat().st_mtime_ns for p in graphs]
     again = transkun_onnx.OnnxBackbone(torch_backbone, pitches)
     with torch.inference_mode():
@@ -126,7 +128,7 @@ def test_resolve_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="CPU only"):
         resolve_engine("onnx", "cuda")
     monkeypatch.delenv("PIANOEVAL_TRANSCRIBE_ENGINE")
-    monkeypatch.setattr(transkun_onnx, "available", lambda: False)
+    monkeypatch.setattr(onnx_runtime, "available", lambda: False)
     assert resolve_engine(None) == "torch"  # without onnxruntime, the exact path
 
 
@@ -164,7 +166,7 @@ def test_onnx_engine_transcribes_as_torch(
     from pianoeval.audio.transcribe import transcribe_timed
     from pianoeval.core.threads import torch_threads
 
-    monkeypatch.setenv(transkun_onnx.CACHE_ENV, str(transkun_graphs))
+    monkeypatch.setenv(onnx_runtime.CACHE_ENV, str(transkun_graphs))
     audio, rate = _rendering(tmp_path)
     before = torch.get_num_threads()
     with torch_threads(1):
@@ -186,7 +188,7 @@ def test_our_window_loop_stitches_as_transkun(
     from pianoeval.audio.transcribe import _model, _to_performance, transcribe_timed
     from pianoeval.core.threads import torch_threads
 
-    monkeypatch.setenv(transkun_onnx.CACHE_ENV, str(transkun_graphs))
+    monkeypatch.setenv(onnx_runtime.CACHE_ENV, str(transkun_graphs))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # two threads whatever the machine's load (threads_for_load)
     audio, rate = _rendering(tmp_path)
     audio = np.concatenate([audio] * 3)
@@ -231,3 +233,53 @@ def test_transcription_caches_are_per_engine(tmp_path: Path, monkeypatch: pytest
     assert engines == ["onnx", "torch"]  # the second onnx run was read from the cache
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
     assert keys[0] != keys[1] and keys[0] == keys[2]
+
+
+@pytest.mark.slow(reason="transcribes 19.5 s twice with the real TransKun (4 windows)")
+@needs_fluidsynth
+def test_windows_started_ahead_give_the_same_notes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, transkun_graphs: Path
+) -> None:
+    """The windows `pianoeval score` starts before importing PyTorch (`transcribe_ahead`) are taken over and give
+    the notes of a transcription without them, to the bit; started for another plan, they are stopped and not
+    used; and starting them from a file imports no PyTorch."""
+    from pianoeval.audio import transcribe_ahead
+    from pianoeval.audio.transcribe import _model, transcribe_timed
+    from pianoeval.audio.transkun_windows import plan_windows
+
+    monkeypatch.setenv(onnx_runtime.CACHE_ENV, str(transkun_graphs))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # two windows at a time whatever the machine's load
+    audio, rate = _rendering(tmp_path)
+    audio = np.concatenate([audio] * 3)
+    channels = audio if audio.ndim == 2 else audio[:, None]  # [S, C], as transcribe_timed reads it
+    checkpoint = transcribe_ahead.checkpoint()
+    assert checkpoint is not None
+    # What `_model` does in the first process that loads TransKun, here into this test's cache.
+    transcribe_ahead.save_card(_model("cpu", "onnx").processFramesBatch.card(), checkpoint)
+    card = transcribe_ahead.read_card()
+    assert card is not None and card.fs == rate
+    plan = plan_windows(len(audio), card.fs, card.hop, card.segment_s)
+    plain, stats = transcribe_timed(audio, sample_rate=rate, progress=False)
+    ahead = transcribe_ahead.Ahead(channels, card, plan, threads=2)
+    try:
+        early, stats_ahead = transcribe_timed(audio, sample_rate=rate, progress=False, ahead=ahead)
+    finally:
+        ahead.close()
+    assert (stats["ahead_windows"], stats_ahead["ahead_windows"], stats_ahead["n_windows"]) == (0, 2, 2)
+    assert len(plain.notes) >= 30
+    np.testing.assert_array_equal(early.notes, plain.notes)
+    np.testing.assert_array_equal(early.pedal, plain.pedal)
+    # Started for another plan: not handed out, and stopped (ONNX Runtime's terminate flag) rather than finished.
+    other = transcribe_ahead.Ahead(channels, card, plan, threads=2)
+    assert other.take(card, plan_windows(len(audio), card.fs, card.hop, card.segment_s, hop_s=10.0)) == []
+    # From a file, in a fresh process: the windows start before PyTorch is imported.
+    wav = tmp_path / "take.wav"
+    sf.write(str(wav), audio, rate)
+    code = (
+        "import sys; from pathlib import Path; from pianoeval.audio import transcribe_ahead as t; "
+        f"a = t.start(Path({str(wav)!r})); "
+        "print(a is not None and a.plan.n_windows, 'torch' in sys.modules); a.close()"
+    )
+    env = {**os.environ, onnx_runtime.CACHE_ENV: str(transkun_graphs)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["2", "False"]

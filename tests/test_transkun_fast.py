@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from pianoeval.audio import transkun_fast
+from pianoeval.audio import transkun_fast, transkun_windows
 from pianoeval.audio.compat import import_transkun, torchaudio_shim
 
 
@@ -109,7 +110,7 @@ def test_mel_features_equal_transkun_front_end(transkun: SimpleNamespace) -> Non
         # What FastWindows computes before its ONNX graph, and the graph's first part (the projection).
         projection = transkun_fast.MelProjection(model.framewiseFeatureExtractor)
         windows = transkun_fast.analysis_windows(model)
-        power = transkun_fast.power_spectrum(frames, windows, (projection.lo, projection.hi))
+        power = transkun_windows.power_spectrum(frames.numpy(), windows, (projection.lo, projection.hi))
         got = projection(torch.from_numpy(power))
     assert got.shape == tuple(expected.shape) == (1, 41, 229, 6)
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-5)
@@ -135,24 +136,39 @@ def _fast_windows(transkun: SimpleNamespace) -> transkun_fast.FastWindows:
         backbone=torch.nn.Identity(),
         scorer=transkun.layers.ScaledInnerProductIntervalScorer(8),
         targetMIDIPitch=[-64, 60],
+        fs=44100,
+        hopSize=1024,
+        windowSize=4096,
+        segmentSizeInSecond=16.0,
     )
     return transkun_fast.FastWindows(model)
+
+
+def _fake_outputs(calls: list[tuple[int, int | None, bool]]) -> Any:
+    """Stands in for FastWindows.outputs: records (window id, threads, on a worker thread), returns outputs whose
+    ctx holds the window id."""
+    import threading
+
+    def outputs(frames: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        i = int(np.asarray(frames).flatten()[0])
+        calls.append((i, threads, threading.current_thread().name.startswith("transkun")))
+        return np.full((1, 1, 1, 1), i, np.float32), np.zeros((1, 1, 2, 2), np.float32), np.zeros((1, 1, 2), np.float32)
+
+    return outputs
+
+
+def _window_id(result: tuple[Any, torch.Tensor]) -> int:
+    """The window id a fake window's (CRF, ctx) carries."""
+    return int(result[1].flatten()[0])
 
 
 def test_prefetching_hands_out_each_window_once_in_order(transkun: SimpleNamespace) -> None:
     """Planned windows are computed on the worker threads, each once, read from the iterable as they are needed,
     and handed out in order: on one thread each, but the last of an odd count, which gets all the threads; a
     window that is not the planned one is computed at once, and so is everything after it."""
-    import threading
-
     fast = _fast_windows(transkun)
     calls: list[tuple[int, int | None, bool]] = []
-
-    def compute(frames: torch.Tensor, threads: int | None = None) -> tuple[str, int]:
-        calls.append((int(frames.flatten()[0]), threads, threading.current_thread().name.startswith("transkun")))
-        return "crf", int(frames.flatten()[0])
-
-    fast.compute = compute  # type: ignore[method-assign]
+    fast.outputs = _fake_outputs(calls)  # type: ignore[method-assign]
     windows = [torch.full((1, 2, 3, 4), float(i)) for i in range(1, 6)]
     read: list[int] = []
 
@@ -163,25 +179,52 @@ def test_prefetching_hands_out_each_window_once_in_order(transkun: SimpleNamespa
 
     with fast.prefetching(lazily(), n_windows=5, workers=2, threads=2):
         assert read == [1, 2]  # the first two, started at once
-        got = [fast(w.clone()) for w in windows]  # the decoding loop makes its own frames, the same values
-    assert got == [("crf", i) for i in range(1, 6)]
+        got = [_window_id(fast(w.clone())) for w in windows]  # the decoding loop makes its own frames
+    assert got == [1, 2, 3, 4, 5]
     assert sorted(calls) == [(1, 1, True), (2, 1, True), (3, 1, True), (4, 1, True), (5, 2, True)]
     calls.clear()
     with fast.prefetching(iter(windows), n_windows=5, workers=2, threads=1):
-        assert fast(windows[0]) == ("crf", 1)
-        assert fast(torch.full((1, 2, 3, 4), 9.0)) == ("crf", 9)  # not the planned window 2
-        assert fast(windows[2]) == ("crf", 3)
+        assert _window_id(fast(windows[0])) == 1
+        assert _window_id(fast(torch.full((1, 2, 3, 4), 9.0))) == 9  # not the planned window 2
+        assert _window_id(fast(windows[2])) == 3
     assert (9, None, False) in calls and (3, None, False) in calls  # computed on the caller's thread
     assert fast._pool is None and not fast._ahead and next(fast._pending, None) is None
+
+
+def test_prefetching_takes_over_windows_started_elsewhere(transkun: SimpleNamespace) -> None:
+    """Windows already started (`transcribe_ahead`) are handed out first, not computed again; the pool starts the
+    next ones as they are taken, and a single started window needs no second worker."""
+    from concurrent.futures import Future
+
+    fast = _fast_windows(transkun)
+    calls: list[tuple[int, int | None, bool]] = []
+    fast.outputs = _fake_outputs(calls)  # type: ignore[method-assign]
+    windows = [torch.full((1, 2, 3, 4), float(i)) for i in range(1, 5)]
+
+    def done(i: int) -> Future:
+        future: Future = Future()
+        future.set_result(_fake_outputs([])(np.full(1, i)))
+        return future
+
+    started = [(windows[k].numpy(), done(10 + k)) for k in range(2)]  # ids 10, 11: computed elsewhere
+    with fast.prefetching(iter(windows), n_windows=4, workers=2, threads=2, started=started):
+        assert calls == []  # both workers' windows are the started ones
+        got = [_window_id(fast(w.clone())) for w in windows]
+    assert got == [10, 11, 3, 4]
+    assert sorted(calls) == [(3, 1, True), (4, 1, True)]
+    calls.clear()
+    with fast.prefetching(iter(windows[:1]), n_windows=1, workers=1, threads=2, started=[started[0]]):
+        assert _window_id(fast(windows[0])) == 10
+    assert calls == [] and fast._pool is None
 
 
 def test_prefetching_passes_worker_errors_on(transkun: SimpleNamespace) -> None:
     fast = _fast_windows(transkun)
 
-    def compute(frames: torch.Tensor, threads: int | None = None) -> tuple[str, int]:
+    def outputs(frames: np.ndarray, threads: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         raise RuntimeError("ONNX Runtime failed")
 
-    fast.compute = compute  # type: ignore[method-assign]
+    fast.outputs = outputs  # type: ignore[method-assign]
     windows = [torch.ones(1, 2, 3, 4), torch.zeros(1, 2, 3, 4)]
     with pytest.raises(RuntimeError, match="ONNX Runtime failed"), fast.prefetching(windows, 2, workers=2, threads=2):
         fast(windows[0])

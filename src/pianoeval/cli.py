@@ -327,16 +327,22 @@ def cmd_score(args: argparse.Namespace) -> None:
     # Before torch is imported (it reads this once): large tensors (TransKun's 0.2 GB interval scores per
     # window) on transparent huge pages, which cut the page faults of a transcription from 3.7 M to 0.3 M.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    from pianoeval.core.device import resolve_device
-    from pianoeval.core.errors import ConfigError
-    from pianoeval.steps.score import run_score
+    from pianoeval.audio.transcribe_ahead import started
 
     if args.model:
+        from pianoeval.core.errors import ConfigError
+
         raise ConfigError("--model is gone: pass --results, the results folder (default: results)")
-    device = resolve_device(None, args.device).type
-    score = Path(args.score) if args.score else None
-    bundle = Path(args.bundle) if args.bundle else None
-    run_score(Path(args.recording), score, Path(args.results), Path(args.out), device, bundle=bundle)
+    recording = Path(args.recording)
+    # A recording's first TransKun windows start now, on the cores that importing PyTorch (below) leaves idle.
+    with started(recording, args.device) as ahead:
+        from pianoeval.core.device import resolve_device
+        from pianoeval.steps.score import run_score
+
+        device = resolve_device(None, args.device).type
+        score = Path(args.score) if args.score else None
+        bundle = Path(args.bundle) if args.bundle else None
+        run_score(recording, score, Path(args.results), Path(args.out), device, bundle=bundle, ahead=ahead)
 
 
 def cmd_export(args: argparse.Namespace) -> None:

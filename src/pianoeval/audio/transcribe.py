@@ -9,7 +9,9 @@ through PyTorch's fused CPU kernel, the interval scores built in place, the CRF 
 
 On CPU the encoder runs in ONNX Runtime by default (`audio.transkun_onnx`, engine "onnx"): about twice as
 fast, the same numbers to float rounding. `engine="torch"` (or PIANOEVAL_TRANSCRIBE_ENGINE=torch) gives the
-exact PyTorch path back.
+exact PyTorch path back. The window plan, frames and power spectra are NumPy (`audio.transkun_windows`), so
+`pianoeval score` can start a recording's first windows before it imports PyTorch (`audio.transcribe_ahead`);
+`transcribe_timed(ahead=...)` takes them over.
 """
 
 from __future__ import annotations
@@ -18,99 +20,51 @@ import contextlib
 import functools
 import logging
 import math
-import os
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pianoeval.audio import transkun_windows
+from pianoeval.audio.transkun_windows import (  # re-exported: the window plan and the engines are part of this API
+    EDGE_PAD_S,
+    ENGINE_ENV,
+    ENGINES,
+    MIN_OVERLAP_S,
+    TRANSKUN_HOP_S,
+    WindowPlan,
+    plan_windows,
+    resolve_engine,
+)
 from pianoeval.core.errors import InputError
 from pianoeval.core.threads import one_thread, threads_for_load, torch_threads
 from pianoeval.data.midi import Performance
+
+if TYPE_CHECKING:
+    from pianoeval.audio.transcribe_ahead import Ahead
+
+__all__ = [
+    "EDGE_PAD_S",
+    "ENGINES",
+    "ENGINE_ENV",
+    "MIN_OVERLAP_S",
+    "TRANSKUN_HOP_S",
+    "WindowPlan",
+    "plan_windows",
+    "resolve_engine",
+    "transcribe",
+    "transcribe_timed",
+]
 
 log = logging.getLogger(__name__)
 
 # TransKun's symbols for pedals are negated CC numbers; only the sustain pedal has a place in Performance.
 SUSTAIN_SYMBOL = -64
-# TransKun's own layout (`TRANSKUN_HOP_S` given as `hop_s`): 16 s windows hopping by hop_s, the audio padded by
-# (16 - hop_s) s of zeros on both sides, so a 30 s recording runs through 4 windows at a 10 s hop (64 s of
-# window for 30 s of audio). The default layout, `plan_windows`, runs the fewest windows that cover the audio
-# with EDGE_PAD_S of zeros before it and MIN_OVERLAP_S between neighbours: 2 windows for 30 s, 1 per 15 s
-# beyond. On PercePiano and ASAP renderings of 20-60 s it kept the note F1 of TransKun's layout with 43-50 %
-# fewer windows (docs/benchmarks.md, "Transcription window layout").
-EDGE_PAD_S: float = 1.0
-MIN_OVERLAP_S: float = 1.0
-# The hop of TransKun's layout before `plan_windows` (and a `hop_s` for comparisons): 10 s.
-TRANSKUN_HOP_S: float = 10.0
-# The engines that can run TransKun's encoder; ENGINE_ENV overrides the default for every caller.
-ENGINES: tuple[str, ...] = ("onnx", "torch")
-ENGINE_ENV = "PIANOEVAL_TRANSCRIBE_ENGINE"
-
-
-@dataclass(frozen=True)
-class WindowPlan:
-    """Where TransKun's windows sit on a recording, in samples at the model's rate: `pad_begin` zeros before
-    the audio, then windows of `size` samples starting every `step` (a whole number of frames, so every
-    window's frames fall on one grid), `n_windows` of them; past the audio's end, zeros."""
-
-    pad_begin: int
-    step: int
-    size: int
-    n_windows: int
-
-    def starts(self) -> range:
-        """Each window's first sample in the padded signal."""
-        return range(0, self.n_windows * self.step, self.step)
-
-
-def plan_windows(n_samples: int, fs: int, frame_hop: int, segment_s: float, hop_s: float | None = None) -> WindowPlan:
-    """The windows for `n_samples` of audio at `fs` Hz (frames every `frame_hop` samples, windows of
-    `segment_s`).
-
-    `hop_s` None: the fewest windows with EDGE_PAD_S before the audio (an onset at 0 s on a window's edge was
-    missed) and at least MIN_OVERLAP_S between neighbours (less one frame, the step being rounded up to whole
-    frames so the last window reaches the end), spread evenly. A recording that fits one window with that pad
-    is padded by (window - audio) / 3 s before it, at least EDGE_PAD_S, as before (bench_transcribe_short.py).
-    `hop_s` given: TransKun's own layout (its `transcribe`): padding (segment - hop) s on both sides, a window
-    every hop (rounded up to whole frames), those of padding only left out.
-    """
-    size = math.ceil(segment_s * fs)
-    audio_s = n_samples / fs
-    if hop_s is not None:
-        pad = math.ceil((segment_s - hop_s) * fs)
-        step = math.ceil(hop_s * fs / frame_hop) * frame_hop
-        # TransKun visits every start below the padded length; a window starting at or after the audio's end
-        # holds zeros only, and the model finds nothing there (tests/test_transcribe.py).
-        return WindowPlan(pad, step, size, max(len(range(0, pad + n_samples, step)), 1))
-    if audio_s + EDGE_PAD_S <= segment_s:
-        pad = math.ceil(max(EDGE_PAD_S, (segment_s - audio_s) / 3) * fs)
-        return WindowPlan(pad, size, size, 1)
-    pad = math.ceil(EDGE_PAD_S * fs)
-    span = pad + n_samples - size  # what the starts of the windows after the first must reach
-    n = math.ceil(span / ((segment_s - MIN_OVERLAP_S) * fs)) + 1
-    step = math.ceil(span / (n - 1) / frame_hop) * frame_hop
-    return WindowPlan(pad, step, size, n)
-
-
-def resolve_engine(engine: str | None, device: str = "cpu") -> str:
-    """The engine to run: `engine`, else $PIANOEVAL_TRANSCRIBE_ENGINE, else "onnx" on CPU when onnxruntime is
-    installed and "torch" otherwise. ConfigError for an unknown name or "onnx" on a GPU."""
-    from pianoeval.audio import transkun_onnx
-    from pianoeval.core.errors import ConfigError
-
-    engine = engine or os.environ.get(ENGINE_ENV) or None
-    if engine is None:
-        return "onnx" if device == "cpu" and transkun_onnx.available() else "torch"
-    if engine not in ENGINES:
-        raise ConfigError(f"unknown transcription engine {engine!r}; choose one of {list(ENGINES)} ({ENGINE_ENV})")
-    if engine == "onnx" and device != "cpu":
-        raise ConfigError(f"the onnx transcription engine runs on CPU only, not {device!r}; use engine 'torch'")
-    return engine
 
 
 @functools.lru_cache(maxsize=4)
@@ -120,9 +74,14 @@ def _model(device: str, engine: str = "torch") -> torch.nn.Module:
 
     model = _speed_up(load_transkun_model(pretrained=True).to(device))
     if engine == "onnx":
-        from pianoeval.audio.transkun_fast import use_fast_path
+        from pianoeval.audio import transcribe_ahead
+        from pianoeval.audio.transkun_fast import FastWindows, use_fast_path
 
-        use_fast_path(model)
+        fast = use_fast_path(model).processFramesBatch
+        ckpt = transcribe_ahead.checkpoint()
+        if isinstance(fast, FastWindows) and ckpt is not None:
+            # The next `pianoeval score` on this machine starts its windows before importing PyTorch.
+            transcribe_ahead.save_card(fast.card(), ckpt)
     return model
 
 
@@ -237,11 +196,14 @@ def transcribe_timed(
     hop_s: float | None = None,
     progress: bool = True,
     engine: str | None = None,
+    ahead: Ahead | None = None,
 ) -> tuple[Performance, dict[str, Any]]:
     """Like `transcribe`, also returning timing: {"audio_s", "wall_s", "real_time_factor", "n_windows",
     "window_step_s", "threads", "parallel_windows" (windows computed at a time, `_parallel_windows`),
-    "engine"}. `hop_s`: TransKun's own window layout with this hop instead of `plan_windows`' default.
-    `engine`: "onnx" or "torch" (the exact PyTorch path), default `resolve_engine`."""
+    "ahead_windows" (taken over from `ahead`), "engine"}. `hop_s`: TransKun's own window layout with this hop
+    instead of `plan_windows`' default. `engine`: "onnx" or "torch" (the exact PyTorch path), default
+    `resolve_engine`. `ahead`: the first windows of this audio, started before PyTorch was imported
+    (`transcribe_ahead.start`), taken over if they were started for this model and plan."""
     audio, rate, source = _read_audio(wave_or_path, sample_rate)
     engine = resolve_engine(engine, device)
     model = _model(device, engine)
@@ -252,11 +214,11 @@ def transcribe_timed(
     plan = plan_windows(audio.shape[0], model.fs, model.hopSize, segment_s or model.segmentSizeInSecond, hop_s)
     threads = threads_for_load(torch.get_num_threads())
     start = time.perf_counter()
-    wave = torch.from_numpy(audio).to(device)
+    started = _started_ahead(model, plan, ahead) if engine == "onnx" else []
     with torch.inference_mode(), torch_threads(threads):
-        parallel, workers = _parallel_windows(model, wave, plan, threads)
+        parallel, workers = _parallel_windows(model, audio, plan, threads, started)
         with parallel:
-            notes = _stitched(model, window_frames(model, wave, plan), plan, progress)
+            notes = _stitched(model, window_frames(model, audio, plan, device), plan, progress)
     wall = time.perf_counter() - start
     audio_s = audio.shape[0] / model.fs
     stats = {
@@ -267,6 +229,7 @@ def transcribe_timed(
         "window_step_s": plan.step / model.fs,
         "threads": float(threads),
         "parallel_windows": float(workers),
+        "ahead_windows": float(len(started)),
         "engine": engine,
     }
     log.info(
@@ -281,16 +244,24 @@ def transcribe_timed(
     return _to_performance(notes, source), stats
 
 
-def window_frames(model: torch.nn.Module, wave: torch.Tensor, plan: WindowPlan) -> Iterator[torch.Tensor]:
-    """The frames [1, C, T, W] of each of `plan`'s windows on `wave` [S, C], zeros padding it, one at a time
-    (22 MB a window: an hour's, all at once, would be 5 GB)."""
-    from transkun.Util import makeFrame
+def window_frames(
+    model: torch.nn.Module, audio: np.ndarray, plan: WindowPlan, device: str = "cpu"
+) -> Iterator[torch.Tensor]:
+    """The frames [1, C, T, W] of each of `plan`'s windows on `audio` [S, C], zeros padding it, one at a time
+    (22 MB a window: an hour's, all at once, would be 5 GB), on `device`: `transkun_windows.window_frames`,
+    TransKun's `makeFrame` of each window."""
+    for frames in transkun_windows.window_frames(audio, plan, model.hopSize, model.windowSize):
+        yield torch.from_numpy(frames).to(device)
 
-    x = F.pad(wave.transpose(-1, -2), (plan.pad_begin, 0))
-    for i in plan.starts():
-        window = x[:, i : i + plan.size]
-        window = F.pad(window, (0, plan.size - window.shape[-1]))
-        yield makeFrame(window, model.hopSize, model.windowSize).unsqueeze(0)
+
+def _started_ahead(model: torch.nn.Module, plan: WindowPlan, ahead: Ahead | None) -> list[tuple[np.ndarray, Future]]:
+    """The windows `ahead` started, if they were started for this model (its card) and `plan`; else none."""
+    from pianoeval.audio.transkun_fast import FastWindows
+
+    fast = model.__dict__.get("processFramesBatch")
+    if ahead is None or not isinstance(fast, FastWindows):
+        return []
+    return ahead.take(fast.card(), plan)
 
 
 def _stitched(model: torch.nn.Module, frames: Iterable[torch.Tensor], plan: WindowPlan, progress: bool) -> list[Any]:
@@ -333,18 +304,24 @@ def _stitched(model: torch.nn.Module, frames: Iterable[torch.Tensor], plan: Wind
 
 
 def _parallel_windows(
-    model: torch.nn.Module, wave: torch.Tensor, plan: WindowPlan, threads: int
+    model: torch.nn.Module,
+    audio: np.ndarray,
+    plan: WindowPlan,
+    threads: int,
+    started: Sequence[tuple[np.ndarray, Future]] = (),
 ) -> tuple[contextlib.AbstractContextManager[None], int]:
     """(context, windows at a time): with `threads` >= 2, two windows or more and the fast path
     (`transkun_fast.FastWindows`), the windows computed `threads` at a time on one intra-op thread each,
-    ahead of the decoding (which takes them in order); else nothing (1)."""
+    ahead of the decoding (which takes them in order), the first ones taken over from `started`; else
+    nothing (1), or only the windows `started`."""
     from pianoeval.audio.transkun_fast import FastWindows
 
     fast = model.__dict__.get("processFramesBatch")
     workers = min(threads, plan.n_windows)
-    if workers < 2 or not isinstance(fast, FastWindows):
+    if not isinstance(fast, FastWindows) or (workers < 2 and not started):
         return contextlib.nullcontext(), 1
-    return fast.prefetching(window_frames(model, wave, plan), plan.n_windows, workers, threads), workers
+    workers = max(workers, len(started))
+    return fast.prefetching(window_frames(model, audio, plan), plan.n_windows, workers, threads, started), workers
 
 
 def transcribe(

@@ -18,14 +18,21 @@ with TransKun's own code); `transcribe(engine="torch")` keeps the exact old path
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
+
+from pianoeval.audio.transcribe_ahead import Card
+from pianoeval.audio.transkun_windows import SCORED_OUTPUTS, power_spectrum
+
+# A window's graph outputs: ctx [N, P, T, D], raw [N, P, T, T], diag [N, P, T] (`transkun_onnx.OnnxWindow`).
+Outputs = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class MelProjection(torch.nn.Module):
@@ -54,20 +61,6 @@ def analysis_windows(model: torch.nn.Module) -> np.ndarray:
         if spectrum.nExtraWins > 0:
             wins = torch.cat([wins, spectrum.winGen.get().t()], dim=0)
     return wins.numpy().astype(np.float32)
-
-
-def power_spectrum(frames: torch.Tensor, windows: np.ndarray, bins: tuple[int, int]) -> np.ndarray:
-    """TransKun's gain normalisation and windowed power spectrum, averaged over channels (its toMono), of the
-    FFT bins in [lo, hi): frames [N, C, T, W], windows [K, W] → power [N, T, K, hi - lo] (float32).
-
-    NumPy's float32 FFT ran 3x faster here than torch.fft (MKL) on this AMD CPU, and the |z|² of the bins
-    the mel filters weigh skips the complex `abs` (a square root) of all 2,049.
-    """
-    x = frames.detach().numpy()
-    # torch.std's default: the unbiased estimate, as TransKun's processFramesBatch.
-    x = (x - x.mean(axis=(1, 2, 3), keepdims=True)) / (x.std(axis=(1, 2, 3), ddof=1, keepdims=True) + 1e-8)
-    z = np.fft.rfft(x[..., None, :] * windows, norm="ortho")[..., bins[0] : bins[1]]
-    return (np.square(z.real) + np.square(z.imag)).mean(axis=1)
 
 
 def _mel_bins(freq2mels: torch.Tensor) -> tuple[int, int]:
@@ -161,7 +154,8 @@ class FastWindows:
     """TransKun's `processFramesBatch` for one model, by the parts above: frames [N, C, T, W] → (CRF, ctx
     [N, P, T, D]); the power spectrum in NumPy, then mel projection, encoder and raw interval scores in one
     ONNX Runtime graph (`transkun_onnx.OnnxWindow`), then `FastIntervalCRF`. `use_fast_path` installs it;
-    `prefetching` computes a recording's windows ahead on worker threads."""
+    `prefetching` computes a recording's windows ahead on worker threads (and takes over those
+    `audio.transcribe_ahead` started before PyTorch was imported)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         from pianoeval.audio.transkun_onnx import OnnxWindow
@@ -169,23 +163,45 @@ class FastWindows:
         self.front = MelProjection(model.framewiseFeatureExtractor)
         self.windows = analysis_windows(model)
         self.graph = OnnxWindow(model.backbone, list(model.targetMIDIPitch), model.scorer, self.front)
-        self._ahead: deque[tuple[torch.Tensor, Future[tuple[FastIntervalCRF, torch.Tensor]]]] = deque()
-        self._pending: Iterator[tuple[torch.Tensor, int]] = iter(())
+        self.layout = (int(model.fs), int(model.hopSize), int(model.windowSize), float(model.segmentSizeInSecond))
+        self._card: Card | None = None
+        self._ahead: deque[tuple[np.ndarray, Future[Outputs]]] = deque()
+        self._pending: Iterator[tuple[np.ndarray, int]] = iter(())
         self._pool: ThreadPoolExecutor | None = None
 
-    def compute(self, frames: torch.Tensor, threads: int | None = None) -> tuple[FastIntervalCRF, torch.Tensor]:
-        """One window, its graph on `threads` intra-op threads (default: PyTorch's number)."""
+    def card(self) -> Card:
+        """What running this model's windows without PyTorch takes (`transcribe_ahead.Card`): its graph for a
+        whole window (exported now if missing), the window layout and the analysis windows."""
+        if self._card is None:
+            fs, hop, width, segment_s = self.layout
+            shape = (
+                math.ceil(math.ceil(segment_s * fs) / hop) + 1,
+                *self.windows.shape[:1],
+                self.front.hi - self.front.lo,
+            )
+            graph = self.graph.path_for(shape)
+            self._card = Card(str(graph), fs, hop, width, segment_s, self.front.lo, self.front.hi, self.windows)
+        return self._card
+
+    def outputs(self, frames: np.ndarray, threads: int | None = None) -> Outputs:
+        """One window's graph outputs (ctx, raw, diag), the graph on `threads` intra-op threads (default:
+        PyTorch's number)."""
         power = power_spectrum(frames, self.windows, (self.front.lo, self.front.hi))
-        ctx, raw, diag = self.graph(power, threads)
-        return FastIntervalCRF(raw.reshape(-1, *raw.shape[-2:]), diag.reshape(-1, diag.shape[-1])), ctx
+        return tuple(self.graph.run(power, SCORED_OUTPUTS, threads))
+
+    def compute(
+        self, frames: torch.Tensor | np.ndarray, threads: int | None = None
+    ) -> tuple[FastIntervalCRF, torch.Tensor]:
+        """One window's (CRF, ctx)."""
+        return decodable(self.outputs(np.asarray(frames), threads))
 
     def __call__(self, frames: torch.Tensor) -> tuple[FastIntervalCRF, torch.Tensor]:
         """The window's (CRF, ctx): prefetched if it is the next one `prefetching` expects, else computed now."""
         if self._ahead:
             expected, future = self._ahead.popleft()
             self._submit()
-            if expected.shape == frames.shape and torch.equal(expected, frames):
-                return future.result()
+            if expected.shape == tuple(frames.shape) and np.array_equal(expected, frames.numpy()):
+                return decodable(future.result())
             self._stop()  # asked for another window than planned: compute the rest one by one
         return self.compute(frames)
 
@@ -193,10 +209,11 @@ class FastWindows:
         """Start the next planned window on the pool."""
         frames, threads = next(self._pending, (None, 1))
         if self._pool is not None and frames is not None:
-            self._ahead.append((frames, self._pool.submit(self.compute, frames, threads)))
+            self._ahead.append((frames, self._pool.submit(self.outputs, frames, threads)))
 
     def _stop(self) -> None:
-        """Drop the plan and wait for the windows in flight (their results are not used)."""
+        """Drop the plan and wait for the windows in flight on our pool (their results are not used; windows
+        started elsewhere are their starter's to stop)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -205,23 +222,37 @@ class FastWindows:
 
     @contextlib.contextmanager
     def prefetching(
-        self, windows: Iterable[torch.Tensor], n_windows: int, workers: int, threads: int
+        self,
+        windows: Iterable[torch.Tensor],
+        n_windows: int,
+        workers: int,
+        threads: int,
+        started: Sequence[tuple[np.ndarray, Future[Outputs]]] = (),
     ) -> Iterator[None]:
         """Within the block, the `n_windows` of `windows` (frames, in the order TransKun will ask for them,
         read as they are needed) are computed up to `workers` ahead: on one intra-op thread each (on two idle
         cores, two windows on one thread each beat one window on two: the encoder's threads wait for each
         other at every op), except the last n_windows % workers, which get `threads` each (the third of
-        three windows would leave a core idle)."""
+        three windows would leave a core idle). `started`: (frames, future outputs) of the first windows,
+        already running (`transcribe_ahead`)."""
         self._stop()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="transkun")
         together = n_windows - n_windows % workers
-        self._pending = ((frames, 1 if k < together else threads) for k, frames in enumerate(windows))
-        for _ in range(workers):
+        planned = ((np.asarray(f), 1 if workers > 1 and k < together else threads) for k, f in enumerate(windows))
+        self._ahead.extend(started)
+        self._pending = itertools.islice(planned, len(started), None)
+        for _ in range(workers - len(started)):
             self._submit()
         try:
             yield
         finally:
             self._stop()
+
+
+def decodable(outputs: Outputs) -> tuple[FastIntervalCRF, torch.Tensor]:
+    """(CRF, ctx) of a window's graph outputs (ctx [N, P, T, D], raw [N, P, T, T], diag [N, P, T])."""
+    ctx, raw, diag = outputs
+    return FastIntervalCRF(raw.reshape(-1, *raw.shape[-2:]), diag.reshape(-1, diag.shape[-1])), torch.from_numpy(ctx)
 
 
 def supports(model: torch.nn.Module) -> bool:
@@ -240,7 +271,8 @@ def supports(model: torch.nn.Module) -> bool:
 def use_fast_path(model: torch.nn.Module) -> torch.nn.Module:
     """Run this (CPU, eval) TransKun model's windows by `FastWindows` where `supports`, else only its encoder
     in ONNX Runtime (`transkun_onnx.use_onnx_backbone`); the model is changed in place."""
-    from pianoeval.audio.transkun_onnx import check_available, use_onnx_backbone
+    from pianoeval.audio.onnx_runtime import check_available
+    from pianoeval.audio.transkun_onnx import use_onnx_backbone
 
     check_available()
     if supports(model):

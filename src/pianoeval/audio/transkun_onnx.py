@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import importlib.metadata
 import logging
-import os
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from pianoeval.audio.onnx_runtime import cache_dir, check_available, open_session
 from pianoeval.audio.transkun_fast import raw_interval_scores
+from pianoeval.audio.transkun_windows import SCORED_OUTPUTS
 from pianoeval.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -39,24 +41,6 @@ EXPORT_VERSION: int = 1
 OPSET: int = 17
 # The graph's outputs: the encoder's context, and with the interval scorer its raw scores (transkun_fast).
 OUTPUTS: tuple[str, ...] = ("ctx",)
-SCORED_OUTPUTS: tuple[str, ...] = ("ctx", "raw", "diag")
-# Where exported graphs go unless PIANOEVAL_CACHE_DIR says otherwise.
-CACHE_ENV = "PIANOEVAL_CACHE_DIR"
-
-
-def available() -> bool:
-    """Whether onnxruntime (to run the graph) and onnx (which torch's exporter needs) can be imported."""
-    import importlib.util
-
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
-
-
-def cache_dir() -> Path:
-    """$PIANOEVAL_CACHE_DIR, else $XDG_CACHE_HOME/pianoeval, else ~/.cache/pianoeval."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pianoeval"
 
 
 def graph_key(
@@ -174,50 +158,6 @@ def graph_path(
     return target
 
 
-def cpu_tag() -> str:
-    """Short hash of what an optimised graph is specific to: ONNX Runtime's version and the CPU's instruction
-    sets (its NCHWc layout transform picks the vector width)."""
-    import platform
-
-    import onnxruntime as ort
-
-    flags = f"{platform.machine()} {platform.processor()}"
-    with contextlib.suppress(OSError):
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        flags = next((line for line in lines if line.startswith("flags")), flags)
-    return hashlib.sha1(f"{ort.__version__} {flags}".encode()).hexdigest()[:10]
-
-
-def _session(path: Path, threads: int) -> Any:
-    """An ONNX Runtime CPU session on `path` with `threads` intra-op threads.
-
-    ONNX Runtime's graph optimisation takes 0.2-0.4 s at every session start; the optimised graph is kept
-    beside `path` (per CPU, `cpu_tag`) and later sessions load it as it is.
-    """
-    import onnxruntime as ort
-
-    from pianoeval.core.errors import OutputError
-    from pianoeval.core.io import atomic_path
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # warnings about unused initialisers and hardware-specific graphs are noise
-    optimised = path.with_name(f"{path.stem}.opt-{cpu_tag()}.onnx")
-    if optimised.is_file():
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        return ort.InferenceSession(str(optimised), options, providers=["CPUExecutionProvider"])
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        with atomic_path(optimised, suffix=".onnx") as tmp:
-            options.optimized_model_filepath = str(tmp)
-            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except OutputError as exc:  # a read-only cache: optimise at every start
-        log.warning("could not keep the optimised graph (%s)", exc)
-        options.optimized_model_filepath = ""
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class _OnnxGraph(nn.Module):
     """An exported `_Wrapped(backbone, output_indices, scorer, front)` run by ONNX Runtime: one session per
     (input shape, threads), the graph exported on first use (`graph_path`)."""
@@ -236,17 +176,26 @@ class _OnnxGraph(nn.Module):
         self.output_indices = list(output_indices)
         self._sessions: dict[tuple[tuple[int, ...], int], Any] = {}
         self._paths: dict[tuple[int, ...], Path] = {}  # hashing the weights takes a tenth of a second
+        # Windows computed on several threads at once share one session per thread count (ONNX Runtime runs
+        # concurrent calls on one session): created once, under this lock, instead of once per thread.
+        self._lock = threading.RLock()
+
+    def path_for(self, shape: tuple[int, ...]) -> Path:
+        """The graph for inputs [N, *shape] (exported first if missing)."""
+        with self._lock:
+            if shape not in self._paths:
+                self._paths[shape] = graph_path(
+                    self.torch_backbone, self.output_indices, shape, self.scorer, self.front
+                )
+            return self._paths[shape]
 
     def session(self, shape: tuple[int, ...], threads: int) -> Any:
         """The session for inputs [N, *shape] on `threads` threads (exporting the graph if needed)."""
         key = (tuple(shape), int(threads))
-        if key not in self._sessions:
-            if key[0] not in self._paths:
-                self._paths[key[0]] = graph_path(
-                    self.torch_backbone, self.output_indices, key[0], self.scorer, self.front
-                )
-            self._sessions[key] = _session(self._paths[key[0]], threads)
-        return self._sessions[key]
+        with self._lock:
+            if key not in self._sessions:
+                self._sessions[key] = open_session(self.path_for(key[0]), threads)
+            return self._sessions[key]
 
     def run(self, x: torch.Tensor | np.ndarray, outputs: tuple[str, ...], threads: int | None = None) -> list[Any]:
         """The graph's `outputs` (NumPy arrays) for the input x [N, ...], on `threads` intra-op threads
@@ -272,24 +221,10 @@ class OnnxBackbone(_OnnxGraph):
 class OnnxWindow(_OnnxGraph):
     """A TransKun window from the power spectrum on: mel projection (`front`), encoder and the raw interval
     scores of `scorer`, in one graph: power [N, T, windows, bins] → (ctx [N, P, T, D], raw [N, P, T, T],
-    diag [N, P, T]) (`transkun_fast`)."""
+    diag [N, P, T]) (`transkun_fast.FastWindows` runs it by `run(power, SCORED_OUTPUTS)`)."""
 
     def __init__(self, backbone: nn.Module, output_indices: list[int], scorer: nn.Module, front: nn.Module) -> None:
         super().__init__(backbone, output_indices, scorer, front)
-
-    def forward(self, power: np.ndarray, threads: int | None = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-        """(ctx, raw, diag) for the power spectrum [N, T, windows, bins]."""
-        ctx, raw, diag = self.run(power, SCORED_OUTPUTS, threads)
-        return torch.from_numpy(ctx), raw, diag
-
-
-def check_available() -> None:
-    """ConfigError saying what to install unless `available()`."""
-    if not available():
-        raise ConfigError(
-            "the onnx engine needs onnxruntime and onnx: pip install onnxruntime==1.31.1 onnx==1.16.1 "
-            "(or set PIANOEVAL_TRANSCRIBE_ENGINE=torch)"
-        )
 
 
 def use_onnx_backbone(model: nn.Module) -> nn.Module:

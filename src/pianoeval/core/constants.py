@@ -94,3 +94,13 @@ SCORE_STAT_NAMES: tuple[str, ...] = (
 ALL_STAT_NAMES: tuple[str, ...] = STAT_NAMES + SCORE_STAT_NAMES + ("score_aligned",)
 # Columns of the score part (score-relative statistics and the flag) in the full vector.
 SCORE_COLUMNS: slice = slice(len(STAT_NAMES), len(ALL_STAT_NAMES))
+
+# What `pianoeval score` takes (steps.score).
+AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg"}
+MIDI_SUFFIXES = {".mid", ".midi"}
+# Inputs shorter than this carry too little music to judge; longer ones are cut into segments
+# by the user for now (PercePiano segments are 4-16 bars).
+MIN_SECONDS, MAX_SECONDS = 2.0, 600.0
+# TransKun 2.0's input rate: reading the file straight at this rate avoids a round trip through the
+# project's 24 kHz, which would drop the partials above 12 kHz that the model was trained with.
+TRANSCRIPTION_SAMPLE_RATE: int = 44_100

@@ -17,12 +17,12 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import torch
-
 
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run the block with `n` intra-op threads, then restore the previous number."""
+    import torch  # here: threads_for_load serves code that runs before PyTorch is imported
+
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:

@@ -27,27 +27,31 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from pianoeval.core.constants import DIMENSIONS, LABEL_MAX, LABEL_MIN
+from pianoeval.core.constants import (  # the input limits live beside the constants: the CLI reads them before torch
+    AUDIO_SUFFIXES,
+    DIMENSIONS,
+    LABEL_MAX,
+    LABEL_MIN,
+    MAX_SECONDS,
+    MIDI_SUFFIXES,
+    MIN_SECONDS,
+    TRANSCRIPTION_SAMPLE_RATE,
+)
 from pianoeval.core.errors import InputError
 from pianoeval.core.io import atomic_path, read_json, write_json
 from pianoeval.core.layout import FoldDir, Results
 from pianoeval.evaluation.served import ServedModels, load_served
 
+if TYPE_CHECKING:
+    from pianoeval.audio.transcribe_ahead import Ahead
+
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg"}
-MIDI_SUFFIXES = {".mid", ".midi"}
-# Inputs shorter than this carry too little music to judge; longer ones are cut into segments
-# by the user for now (PercePiano segments are 4-16 bars).
-MIN_SECONDS, MAX_SECONDS = 2.0, 600.0
-# TransKun 2.0's input rate: reading the file straight at this rate avoids a round trip through the
-# project's 24 kHz, which would drop the partials above 12 kHz that the model was trained with.
-TRANSCRIPTION_SAMPLE_RATE: int = 44_100
 # Suffix of the transcription MIDI written beside the output JSON (not `.mid` alone, which could be the
 # user's own score file, e.g. `score.mid` beside the default `score.json`).
 TRANSCRIPTION_SUFFIX = ".transcription.mid"
@@ -316,16 +320,20 @@ def score_statistics_of(midi: Path, config: dict[str, Any], score: Path | None) 
     return item["stats"][SCORE_COLUMNS].float()
 
 
-def transcribe_recording(path: Path, device: str = "cpu") -> tuple[Any, dict[str, float]]:
-    """Check an audio file and transcribe it: (Performance, timing {audio_s, wall_s, ...}); InputError if unusable."""
+def transcribe_recording(path: Path, device: str = "cpu", ahead: Ahead | None = None) -> tuple[Any, dict[str, float]]:
+    """Check an audio file and transcribe it: (Performance, timing {audio_s, wall_s, ...}); InputError if unusable.
+    `ahead`: its first windows, started before PyTorch was imported (`audio.transcribe_ahead`)."""
     from pianoeval.audio.io import load_audio
     from pianoeval.audio.transcribe import transcribe_timed
 
-    # load_audio refuses unreadable, empty, NaN, clipped and silent audio, and (before resampling)
-    # anything over the length limit.
-    wave = load_audio(path, sample_rate=TRANSCRIPTION_SAMPLE_RATE, max_seconds=MAX_SECONDS)
+    if ahead is not None and ahead.card.fs == TRANSCRIPTION_SAMPLE_RATE:
+        wave = ahead.audio[:, 0]  # loaded by the same load_audio, at this rate, before the windows started
+    else:
+        # load_audio refuses unreadable, empty, NaN, clipped and silent audio, and (before resampling)
+        # anything over the length limit.
+        wave = load_audio(path, sample_rate=TRANSCRIPTION_SAMPLE_RATE, max_seconds=MAX_SECONDS)
     check_duration(wave.size / TRANSCRIPTION_SAMPLE_RATE, path, "audio")
-    perf, stats = transcribe_timed(wave, sample_rate=TRANSCRIPTION_SAMPLE_RATE, device=device)
+    perf, stats = transcribe_timed(wave, sample_rate=TRANSCRIPTION_SAMPLE_RATE, device=device, ahead=ahead)
     if len(perf.notes) == 0:
         raise InputError("no piano notes were found in the recording; is it a piano recording?", path)
     perf.path = str(path)
@@ -469,10 +477,11 @@ def served_models(results: Path | None, bundle: Path | None) -> Iterator[tuple[S
 
 
 def score_input(
-    recording: Path, score: Path | None, served: ServedModels, tmp: Path, device: str
+    recording: Path, score: Path | None, served: ServedModels, tmp: Path, device: str, ahead: Ahead | None = None
 ) -> tuple[dict[str, Any], dict[str, Any] | None, Path | None]:
     """(scores, transcription facts or None, transcription MIDI or None) of one input: a MIDI by the
-    symbolic winner; audio, transcribed, by the fusion winner (the symbolic winner when none is served)."""
+    symbolic winner; audio, transcribed, by the fusion winner (the symbolic winner when none is served).
+    `ahead`: the recording's first TransKun windows, already started (`audio.transcribe_ahead`)."""
     from pianoeval.data.midi import write_performance
 
     if recording.suffix.lower() not in AUDIO_SUFFIXES:
@@ -482,14 +491,14 @@ def score_input(
     networks = FoldNetworks()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pianoeval-prepare") as pool:
         # Loading the models and running the audio track do not need the transcription: they run beside it.
-        ahead = pool.submit(prepare_beside_transcription, recording, served, networks)
+        beside = pool.submit(prepare_beside_transcription, recording, served, networks)
         tick = time.perf_counter()
-        perf, stats = transcribe_recording(recording, device)
+        perf, stats = transcribe_recording(recording, device, ahead)
         # Scored from a private copy; the user-visible MIDI is written only once scoring succeeded.
         midi = write_performance(perf, tmp / "transcription.mid")
         seconds = time.perf_counter() - tick
         tick = time.perf_counter()
-        prepared = ahead.result()
+        prepared = beside.result()
         waited = time.perf_counter() - tick
     if served.fusion:
         scores = score_fused(midi, served, prepared["audio"], networks, score)
@@ -504,6 +513,7 @@ def score_input(
         "audio_s": stats["audio_s"],
         "wall_s": stats["wall_s"],
         "real_time_factor": stats["real_time_factor"],
+        "ahead_windows": int(stats.get("ahead_windows", 0)),
     }
     return scores, transcription, midi
 
@@ -556,9 +566,11 @@ def run_score(
     out: Path,
     device: str = "cpu",
     bundle: Path | None = None,
+    ahead: Ahead | None = None,
 ) -> dict[str, Any]:
     """Score `recording` (audio or MIDI) with the models the DAG chose: from `bundle` (pianoeval export)
-    when given, else from the results folder `results` (its fusion/winner.json and what it names)."""
+    when given, else from the results folder `results` (its fusion/winner.json and what it names).
+    `ahead`: the recording's first TransKun windows, started before PyTorch was imported (`cli.cmd_score`)."""
     start = time.perf_counter()
     check_inputs(recording, score, results, bundle, out)
     paths = output_paths(out)
@@ -566,7 +578,7 @@ def run_score(
     with served_models(results, bundle) as (served, origin), tempfile.TemporaryDirectory(prefix="pianoeval_") as tmp:
         # Seconds per phase (score.json `timings_s`); imports before run_score are not counted.
         timings = {"checks": time.perf_counter() - start, "transcribe": 0.0}
-        scores, transcription, midi = score_input(recording, score, served, Path(tmp), device)
+        scores, transcription, midi = score_input(recording, score, served, Path(tmp), device, ahead)
         result = score_record(recording, score, scores, served, origin, transcription, paths)
         timings.update(scores["timings_s"])
         tick = time.perf_counter()
