@@ -78,7 +78,9 @@ def score_chart_png(
     draw.text((left, top - 32 * s), title, fill=INK, font=normal, anchor="lm")
     _legend(draw, right - 242 * s, 6 * s, small)
     out = io.BytesIO()
-    image.resize((WIDTH, HEIGHT), Image.Resampling.LANCZOS).save(out, format="PNG", optimize=False)
+    # The mean of each s x s block (what supersampling means; LANCZOS took 0.065 s of a 0.3 s MIDI score), and
+    # zlib's fastest level: 0.04 s less to encode for a larger file.
+    image.reduce(s).save(out, format="PNG", optimize=False, compress_level=1)
     return out.getvalue()
 
 
