@@ -206,3 +206,41 @@ def test_the_console_script_leaves_with_mains_status_flushed_and_exit_handlers_r
     assert "exit handler ran" in proc.stderr
     assert ("ValueError: boom" in proc.stderr) == (argv == ["raise"])
     assert ("error: a message" in proc.stderr) == (argv == ["message"])
+
+
+def test_the_console_script_imports_with_the_collector_off_and_turns_it_on(tmp_path: Path) -> None:
+    """`entry` starts with the cyclic garbage collector off: every command but score turns it on (what the CLI
+    imported frozen) before it runs;
+    score turns it on once its imports are done, with what they loaded frozen (never collected or traversed).
+    Outside `entry` (a test calling main) nothing changes."""
+    missing = tmp_path / "take.wav"
+    code = """
+import gc, sys
+from pianoeval import cli
+seen = []
+real = cli.warm.gc_after_imports
+def spy():
+    real()
+    seen.append((gc.isenabled(), gc.get_freeze_count() > 0, "torch" in sys.modules))
+cli.warm.gc_after_imports = spy
+if sys.argv[1] == "entry":
+    sys.argv = ["pianoeval", *sys.argv[2:]]
+    import atexit
+    atexit.register(lambda: print(seen, gc.isenabled(), flush=True))
+    cli.entry()
+print(cli.main(sys.argv[2:]), seen, gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+    def run(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        return out.stdout.strip()
+
+    score = ["score", str(missing), "--results", str(tmp_path), "--out", str(tmp_path / "s.json")]
+    # score: on after torch and the scoring code were imported (then the missing file is refused).
+    assert run("entry", *score) == "[(True, True, True)] True"
+    # Another command: on before it runs (and imports torch).
+    assert run("entry", "report", "--results", str(tmp_path), "--out", str(tmp_path / "r.html")) == (
+        "[(True, True, False)] True"
+    )
+    # main alone (as tests call it): the collector was on and stays on, nothing frozen.
+    assert run("main", *score) == "1 [(True, False, True)] True False"

@@ -339,6 +339,7 @@ def cmd_score(args: argparse.Namespace) -> None:
         from pianoeval.core.device import resolve_device
         from pianoeval.steps.score import run_score
 
+        warm.gc_after_imports()
         device = resolve_device(None, args.device).type
         score = Path(args.score) if args.score else None
         bundle = Path(args.bundle) if args.bundle else None
@@ -402,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, func: Callable[[argparse.Namespace], None], config: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=func.__doc__)
-        p.set_defaults(func=func)
+        # gc_after_imports: the command turns the garbage collector on itself once its imports are done.
+        p.set_defaults(func=func, gc_after_imports=False)
         if config:
             p.add_argument("--config", help="resolved config YAML (defaults when omitted)")
         return p
@@ -589,6 +591,7 @@ def _evaluation_commands(add: AddCommand) -> None:
 def _tool_commands(add: AddCommand) -> None:
     """The commands outside the DAG (export is also a rule): score, export, align-check, transcribe-check, persist."""
     p = add("score", cmd_score, config=False)
+    p.set_defaults(gc_after_imports=True)  # seconds count here: torch is imported with the collector off
     p.add_argument("recording", help="WAV/FLAC/MP3/OGG audio or a MIDI file")
     p.add_argument("--score", help="score MIDI of the piece (optional)")
     p.add_argument("--results", default="results", help="the results folder the pipeline wrote (its final winner)")
@@ -642,6 +645,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_command(argv: Sequence[str]) -> int:
     """Run one subcommand in this process; expected failures print one line and return 1."""
     args = build_parser().parse_args(argv)
+    if not args.gc_after_imports:
+        warm.gc_after_imports()  # the command imports what it needs as it goes: the collector is on for all of it
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -668,7 +673,11 @@ def entry() -> NoReturn:
     """The `pianoeval` console script: `main`, then out as a warm-start child leaves (core/warm.py): the exit
     handlers run and the streams are flushed, but the interpreter's teardown is skipped. With torch loaded
     that teardown takes 0.5-0.7 s for nothing (a quarter of scoring a MIDI); every pool and thread the
-    commands start is shut down before they return."""
+    commands start is shut down before they return. The cyclic garbage collector is off until the command's
+    imports are done (`warm.gc_after_imports`)."""
+    import gc
+
+    gc.disable()
     status = warm.status_of(main, sys.argv[1:])
     warm.flush_streams()
     os._exit(status)
