@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from pianoeval.audio import onnx_runtime, transcribe_ahead
+from pianoeval.audio import onnx_runtime, transcribe, transcribe_ahead
 from pianoeval.audio.compat import import_transkun
 from pianoeval.audio.transkun_windows import WindowPlan, plan_windows, window_frames
 
@@ -52,6 +54,14 @@ def test_window_frames_equal_transkun_make_frame(seconds: float, channels: int, 
     for got, expected in zip(ours, theirs, strict=True):
         assert got.shape == tuple(expected.shape)
         np.testing.assert_array_equal(got, expected.numpy())
+    # What transcribe_timed feeds TransKun: the same frames as tensors, taken without a warning (a read-only
+    # NumPy view made torch print one on every `pianoeval score`).
+    model = SimpleNamespace(hopSize=HOP, windowSize=WIDTH)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensors = list(transcribe.window_frames(model, audio, plan))
+    for got, expected in zip(tensors, theirs, strict=True):
+        assert torch.equal(got, expected)
 
 
 def _card(graph: Path, **changes: object) -> transcribe_ahead.Card:

@@ -107,7 +107,9 @@ def window_frames(audio: np.ndarray, plan: WindowPlan, hop: int, width: int) -> 
         if end > begin:
             offset = left + max(plan.pad_begin - start, 0)
             window[:, offset : offset + end - begin] = signal[:, begin:end]
-        yield np.lib.stride_tricks.sliding_window_view(window, width, axis=-1)[:, ::hop][None]
+        # Writeable so that torch.from_numpy takes the view without a warning; nothing writes to frames (they
+        # overlap: a write would change its neighbours).
+        yield np.lib.stride_tricks.sliding_window_view(window, width, axis=-1, writeable=True)[:, ::hop][None]
 
 
 def power_spectrum(frames: np.ndarray, windows: np.ndarray, bins: tuple[int, int]) -> np.ndarray:
