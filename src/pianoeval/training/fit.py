@@ -240,6 +240,15 @@ def _trainer(training: TrainingSettings, devices: int, accumulate: int, callback
     )
 
 
+def training_stats_scale(data: FoldData) -> tuple[list[float], list[float]] | None:
+    """(mean, std) per column of the training rows' statistics (`stats`), or None when items carry none."""
+    rows = [data.items[i]["stats"] for i in data.splits["train"] if "stats" in data.items[i]]
+    if not rows:
+        return None
+    stats = torch.stack([torch.as_tensor(r, dtype=torch.float64) for r in rows])
+    return stats.mean(dim=0).tolist(), stats.std(dim=0, unbiased=False).tolist()
+
+
 def fit_module(
     net: torch.nn.Module,
     settings: FitSettings,
@@ -268,7 +277,13 @@ def fit_module(
     from pianoeval.training.registry import build_module
 
     training: TrainingSettings = settings.need("training")
-    module = build_module(model or "", net, settings, label_mean=data.labels("train").mean(axis=0).tolist())
+    module = build_module(
+        model or "",
+        net,
+        settings,
+        label_mean=data.labels("train").mean(axis=0).tolist(),
+        stats_scale=training_stats_scale(data),
+    )
     wide = init_wide_part(module, data, training.wide_part)
     batch_size, accumulate = batch_settings(model, settings)
     train_loader = make_loader(

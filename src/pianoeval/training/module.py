@@ -106,15 +106,27 @@ class PerformanceModule(ScoreModule):
         encoder_frozen_epochs: int = 0,
         lr_schedule: str = "epoch_cosine",
         warmup_epochs: float = 0.0,
+        stats_scale: tuple[list[float], list[float]] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoder"])
         from pianoeval.networks.heads import ProjectionHead
 
         self.net = ScoreNetwork(encoder, n_dims, dropout=dropout)
-        self.loss_weights = {"ranking": 1.0, "regression": 1.0, "ccc": 0.0, "contrastive": 0.0}
+        self.loss_weights = {"ranking": 1.0, "regression": 1.0, "ccc": 0.0, "contrastive": 0.0, "statistics": 0.0}
         self.loss_weights.update(loss_weights or {})
         self.projection = ProjectionHead(encoder.hidden_size, 64) if self.loss_weights["contrastive"] > 0 else None
+        # The statistics term: the embedding regresses the performance's hand-made statistics (standardised
+        # with the training rows' `stats_scale`, (mean, std) per column), an auxiliary target that every
+        # item carries. A training-only head: the served network (`net`) has no part of it.
+        self.stats_head: nn.Module | None = None
+        if self.loss_weights["statistics"] > 0:
+            if stats_scale is None:
+                raise ValueError("the statistics loss needs the training rows' statistics (stats_scale)")
+            mean, std = (torch.tensor(v, dtype=torch.float32) for v in stats_scale)
+            self.register_buffer("stats_mean", mean)
+            self.register_buffer("stats_std", std)
+            self.stats_head = nn.Linear(encoder.hidden_size, len(mean))
         if label_mean is not None:
             # Start the regression head at the training mean: the first epochs then learn deviations.
             mean = torch.tensor(label_mean, dtype=torch.float32)
@@ -145,6 +157,8 @@ class PerformanceModule(ScoreModule):
             parts["ranking"] = pairwise_ranking_loss(logits, labels, groups, threshold=self.hparams.threshold)
         if self.projection is not None:
             parts["contrastive"] = supervised_contrastive_loss(self.projection(z), groups, temperature=0.1)
+        if self.stats_head is not None:
+            parts["statistics"] = statistics_loss(self.stats_head(z), batch["stats"], self.stats_mean, self.stats_std)
         total = sum(w[name] * value for name, value in parts.items())
         return total, parts, scores
 
@@ -190,3 +204,15 @@ class PerformanceModule(ScoreModule):
         steps = self.trainer.estimated_stepping_batches if h.lr_schedule == "warmup_cosine" else None
         sched = lr_scheduler(opt, h.lr_schedule, h.max_epochs, warmup_epochs=h.warmup_epochs, total_steps=steps)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
+
+
+# Standardised statistics beyond this many standard deviations are clipped (a few are heavy-tailed ratios).
+STATS_CLIP: float = 5.0
+
+
+def statistics_loss(pred: torch.Tensor, stats: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """MSE between `pred` [B, S] and the statistics [B, S] standardised by `mean`, `std` [S] and clipped to
+    ±STATS_CLIP; columns constant on the training rows (std 0) are left out."""
+    used = std > 0
+    target = ((stats.float() - mean) / torch.where(used, std, torch.ones_like(std))).clamp(-STATS_CLIP, STATS_CLIP)
+    return torch.nn.functional.mse_loss(pred[:, used], target[:, used])

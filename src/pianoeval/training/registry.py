@@ -185,7 +185,13 @@ def backbone_fingerprint(name: str, settings: BackboneSettings) -> str:
     return f"small({small}),seed={settings.seed}"
 
 
-def build_module(model: str, net: nn.Module, settings: FitSettings, label_mean: list[float] | None) -> Any:
+def build_module(
+    model: str,
+    net: nn.Module,
+    settings: FitSettings,
+    label_mean: list[float] | None,
+    stats_scale: tuple[list[float], list[float]] | None = None,
+) -> Any:
     """The LightningModule that trains `net` for `model`: A1-A3's own modules, else PerformanceModule.
 
     Built before any state is loaded: A1/A2 add LoRA adapters to the backbone in their constructor.
@@ -211,6 +217,7 @@ def build_module(model: str, net: nn.Module, settings: FitSettings, label_mean: 
         encoder_frozen_epochs=training.encoder_frozen_epochs,
         lr_schedule=training.lr_schedule,
         warmup_epochs=training.warmup_epochs,
+        stats_scale=stats_scale if training.loss_weights.get("statistics", 0.0) > 0 else None,
     )
 
 
