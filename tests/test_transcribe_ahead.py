@@ -136,3 +136,30 @@ def test_nothing_starts_where_it_would_not_be_used(
     with transcribe_ahead.started(wav) as ahead:
         assert ahead is None
     assert json.loads(transcribe_ahead.card_path(ckpt).read_text())["graph"] == str(graph)
+
+
+def test_score_takes_the_started_windows_of_its_own_recording_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`transcribe_recording` reuses the audio the windows were started on, and hands them on, only when they
+    were started on this file at TransKun's rate; otherwise it reads the file itself and passes none."""
+    from pianoeval.audio import transcribe as transcribe_module
+    from pianoeval.data.midi import Performance
+    from pianoeval.steps import score
+
+    seen: list[tuple[object, int]] = []
+
+    def fake(wave: np.ndarray, sample_rate: int, device: str = "cpu", ahead: object = None) -> tuple:
+        seen.append((ahead, len(wave)))
+        return Performance(np.array([[0.5, 1.0, 60, 80]])), {"audio_s": len(wave) / sample_rate}
+
+    monkeypatch.setattr(transcribe_module, "transcribe_timed", fake)
+    wav, other = tmp_path / "take.wav", tmp_path / "other.wav"
+    for path, seconds in ((wav, 3), (other, 4)):
+        sf.write(str(path), np.random.default_rng(0).normal(0, 0.1, seconds * FS).astype(np.float32), FS)
+    started = SimpleNamespace(source=wav, card=SimpleNamespace(fs=FS), audio=np.zeros((5 * FS, 1), np.float32))
+    score.transcribe_recording(wav, ahead=started)
+    score.transcribe_recording(other, ahead=started)
+    started.card.fs = 22_050
+    score.transcribe_recording(wav, ahead=started)
+    assert seen == [(started, 5 * FS), (None, 4 * FS), (None, 3 * FS)]

@@ -141,14 +141,16 @@ def default_threads() -> int:
 
 
 class Ahead:
-    """The first windows of `plan` on `audio` [S, C] (at the card's rate), started on worker threads: the
-    first `workers` windows on one intra-op thread each when two or more run at once, else the first one on
-    `threads` (as `FastWindows.prefetching` would run them)."""
+    """The first windows of `plan` on `audio` [S, C] (at the card's rate; read from the file `source`), started
+    on worker threads: the first `workers` windows on one intra-op thread each when two or more run at once,
+    else the first one on `threads` (as `FastWindows.prefetching` would run them)."""
 
-    def __init__(self, audio: np.ndarray, card: Card, plan: WindowPlan, threads: int) -> None:
+    def __init__(
+        self, audio: np.ndarray, card: Card, plan: WindowPlan, threads: int, source: Path | None = None
+    ) -> None:
         import onnxruntime as ort
 
-        self.audio, self.card, self.plan = audio, card, plan
+        self.audio, self.card, self.plan, self.source = audio, card, plan, source
         workers = min(threads, plan.n_windows)
         per_window = 1 if workers > 1 else threads
         self._run_options = ort.RunOptions()
@@ -211,7 +213,7 @@ def start(recording: Path, device: str | None = None) -> Ahead | None:
         return None
     audio = audio[:, None] if audio.ndim == 1 else audio
     plan = plan_windows(audio.shape[0], card.fs, card.hop, card.segment_s)
-    return Ahead(audio, card, plan, threads_for_load(default_threads()))
+    return Ahead(audio, card, plan, threads_for_load(default_threads()), source=recording)
 
 
 def _gpu_present() -> bool:

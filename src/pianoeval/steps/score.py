@@ -326,7 +326,9 @@ def transcribe_recording(path: Path, device: str = "cpu", ahead: Ahead | None = 
     from pianoeval.audio.io import load_audio
     from pianoeval.audio.transcribe import transcribe_timed
 
-    if ahead is not None and ahead.card.fs == TRANSCRIPTION_SAMPLE_RATE:
+    if ahead is not None and (ahead.source != path or ahead.card.fs != TRANSCRIPTION_SAMPLE_RATE):
+        ahead = None  # started for another file or rate: not this recording's windows
+    if ahead is not None:
         wave = ahead.audio[:, 0]  # loaded by the same load_audio, at this rate, before the windows started
     else:
         # load_audio refuses unreadable, empty, NaN, clipped and silent audio, and (before resampling)
