@@ -125,15 +125,16 @@ wildcard_constraints:
     inner=_alternatives(INNER_FOLDS),
 
 
-def resolved_config(*sections):
+def resolved_config(*sections, model=None):
     """Path of the resolved config restricted to `sections` (content-addressed, so edits rerun).
 
     Only what the rule reads (`seed` and `max_skipped_fraction` are sections too); `run_name`, a
     label, is in none, so renaming an experiment or changing another rule's settings reruns nothing.
+    With `model`, `training` is merged with `training.by_model[model]`: one model's budget reruns it alone.
     """
     from pianoeval.core.config import write_resolved
 
-    return str(write_resolved(config, "results/config", sections))
+    return str(write_resolved(config, "results/config", sections, model=model))
 
 
 def _gpus():
@@ -304,13 +305,29 @@ TRAIN_SECTIONS = {
 
 
 def train_config(wildcards):
-    """The resolved config of the sections the train rule reads for this track."""
-    return resolved_config(*TRAIN_SECTIONS[wildcards.track])
+    """The resolved config of the sections the train rule reads for this track and model."""
+    return resolved_config(*TRAIN_SECTIONS[wildcards.track], model=wildcards.model)
 
 
 def train_inner_config(wildcards):
-    """train_inner: the train rule's sections for the track, and how the inner folds are cut."""
-    return resolved_config(*TRAIN_SECTIONS[wildcards.track], "stacking")
+    """train_inner: the train rule's sections for the track and model, and how the inner folds are cut."""
+    return resolved_config(
+        *TRAIN_SECTIONS[wildcards.track], "stacking", model=wildcards.model
+    )
+
+
+def pretrain_config(wildcards):
+    """pretrain: the sections it reads, `training` as this encoder's (its pretrain_epochs)."""
+    return resolved_config(
+        "features", "symbolic", "training", "seed", model=wildcards.model
+    )
+
+
+def fuse_config(wildcards):
+    """fuse: the sections it reads, `training` as this variant's (f1's entry for f1_score too)."""
+    return resolved_config(
+        "fusion", "training", "seed", model=wildcards.fusion.removesuffix("_score")
+    )
 
 
 def pretrain_inputs(wildcards):

@@ -34,7 +34,7 @@ rule fuse:
         gpu=1,
         runtime=60,
     params:
-        config=config_for("fusion", "training", "seed"),
+        config=fuse_config,
         persist=persist_push,
         stats=stats_flag,
     shell:

@@ -46,7 +46,7 @@ rule pretrain:
         gpu=1,
         runtime=120,
     params:
-        config=config_for("features", "symbolic", "training", "seed"),
+        config=pretrain_config,
         corpus=corpus_flag,
         persist=persist_push,
     shell:

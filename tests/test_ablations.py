@@ -76,13 +76,11 @@ def test_deep_variants_are_the_bare_encoders_on_the_same_features() -> None:
     assert "baseline_blend" in BASELINES
 
 
-def test_train_step_runs_both_ablations(tmp_path: Path) -> None:
-    """baseline_blend and s3_deep through `run_train` on a synthetic fold: outputs and records."""
+def write_fold_inputs(data: FoldData, folder: Path) -> tuple[Path, Path, Path]:
+    """`data` as the train step reads it: (manifest, folds with one fold, curves store) in `folder`."""
     from pianoeval.core.io import write_json
     from pianoeval.data.manifest import make_rows, write_manifest
-    from pianoeval.steps.train import run_train
 
-    data = _data(1)
     rows = [
         {
             "segment_id": it["segment_id"],
@@ -95,22 +93,30 @@ def test_train_step_runs_both_ablations(tmp_path: Path) -> None:
         }
         for it in data.items
     ]
-    write_manifest(make_rows(rows), tmp_path / "manifest.parquet")
+    write_manifest(make_rows(rows), folder / "manifest.parquet")
     folds = {
         "protocol": "segment",
         "k": 1,
         "seed": 0,
         "folds": [{"fold": 0, **{s: [data.items[i]["segment_id"] for i in idx] for s, idx in data.splits.items()}}],
     }
-    write_json(folds, tmp_path / "folds.json")
+    write_json(folds, folder / "folds.json")
     store = {
         "kind": "curves",
         "meta": META,
         "items": {it["segment_id"]: {"curves": it["curves"], "stats": it["stats"]} for it in data.items},
     }
-    torch.save(store, tmp_path / "curves.pt")
+    torch.save(store, folder / "curves.pt")
+    return folder / "manifest.parquet", folder / "folds.json", folder / "curves.pt"
+
+
+def test_train_step_runs_both_ablations(tmp_path: Path) -> None:
+    """baseline_blend and s3_deep through `run_train` on a synthetic fold: outputs and records."""
+    from pianoeval.steps.train import run_train
+
+    data = _data(1)
     config = validate_config({**CONFIG, "training": {**CONFIG["training"], "max_epochs": 2, "batch_size": 8}})
-    args = (config, 0, tmp_path / "manifest.parquet", tmp_path / "folds.json", tmp_path / "curves.pt")
+    args = (config, 0, *write_fold_inputs(data, tmp_path))
     blend = run_train("symbolic", "baseline_blend", *args, tmp_path / "blend")
     assert blend["wide"]["learned_from_groups"] == [f"g{g}" for g in range(8)]
     assert blend["n_parameters"] > 0 and 0.0 <= blend["pairwise_acc"] <= 1.0

@@ -194,7 +194,21 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def write_resolved(config: dict[str, Any], folder: str | Path, sections: tuple[str, ...]) -> Path:
+def for_model(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """`config` as `model` trains with it: `training.by_model[model]` merged into `training`, whose
+    `by_model` is then empty (so two models with the same budget share a resolved config)."""
+    training = config.get("training")
+    if not isinstance(training, dict) or "by_model" not in training:
+        return config
+    merged = {k: v for k, v in training.items() if k != "by_model"}
+    merged.update(copy.deepcopy(training["by_model"].get(model, {})))
+    merged["by_model"] = {}
+    return {**config, "training": merged}
+
+
+def write_resolved(
+    config: dict[str, Any], folder: str | Path, sections: tuple[str, ...], model: str | None = None
+) -> Path:
     """Write `sections` of a resolved config to `folder/<digest>.yaml` (idempotent); return the path.
 
     A section is named whole (`"audio"`) or by the keys a rule reads (`"audio.backbone"`): a rule that
@@ -203,9 +217,12 @@ def write_resolved(config: dict[str, Any], folder: str | Path, sections: tuple[s
     The file name is content-addressed so a rule that receives it as a parameter reruns exactly
     when the sections it depends on change. The file lists its sections (`_sections`): `load_config`
     then refuses any other section (RuleConfig), so a rule cannot read a setting its digest misses.
+    With `model`, `training` is that model's (`for_model`): another model's budget is not in its digest.
     """
     from pianoeval.core.io import atomic_path
 
+    if model is not None:
+        config = for_model(config, model)
     subset: dict[str, Any] = {}
     for name, keys in _parse_sections(sections).items():
         if name in config:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, TypeVar
 
 from pianoeval.core.config import RuleSection
@@ -70,6 +70,13 @@ class TrainingSettings(Section):
     wide_part: str
     num_workers: int
     loss_weights: dict[str, float]
+    by_model: dict[str, dict[str, Any]]  # per-model overrides of the keys above (for_model)
+
+    def for_model(self, model: str | None) -> TrainingSettings:
+        """The settings `model` trains with: its `by_model` entry over the shared keys."""
+        if model is None or not self.by_model:
+            return self
+        return replace(self, **copy.deepcopy(self.by_model.get(model, {})), by_model={})
 
 
 @dataclass(frozen=True)
@@ -267,6 +274,12 @@ class FitSettings:
         render = config.get("render", {})
         rate = int(render["sample_rate"]) if "sample_rate" in render else None
         return cls(seed=int(config["seed"]), sample_rate=rate, **given)
+
+    def for_model(self, model: str | None) -> FitSettings:
+        """These settings with `training` as `model` trains with it (TrainingSettings.for_model)."""
+        if self.training is None:
+            return self
+        return replace(self, training=self.training.for_model(model))
 
     def need(self, name: str) -> Any:
         """The section `name` (or `sample_rate`); ConfigError when the rule's config did not give it whole."""

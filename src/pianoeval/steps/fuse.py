@@ -76,7 +76,8 @@ def run_fuse(
     from pianoeval.training.predict import predict_network
 
     start = time.perf_counter()
-    settings = FitSettings.from_config(config)  # fusion, training and seed, built once
+    # fusion, training and seed, built once; training as this variant trains (by_model: f1 for f1_score too).
+    settings = FitSettings.from_config(config).for_model(fusion.removesuffix("_score"))
     seed = fold_seed(settings.seed, fold)
     L.seed_everything(seed, workers=True, verbose=False)
     # Inputs are checked before anything is written: bad input leaves no output folder.

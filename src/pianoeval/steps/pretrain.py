@@ -57,7 +57,7 @@ def run_pretrain(
     from pianoeval.training.registry import build_encoder
 
     start = time.perf_counter()
-    settings = FitSettings.from_config(config)  # features, symbolic, training and seed, built once
+    settings = FitSettings.from_config(config).for_model(model)  # features, symbolic, its training, seed
     training, sym = settings.need("training"), settings.need("symbolic")
     seed = fold_seed(settings.seed, fold)
     L.seed_everything(seed, workers=True, verbose=False)

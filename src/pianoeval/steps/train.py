@@ -48,7 +48,8 @@ def run_train(
     known = (SYMBOLIC_MODELS if track == "symbolic" else AUDIO_MODELS) + BASELINES
     if model not in known:
         raise ConfigError(f"unknown {track} model {model!r}; known: {', '.join(known)}")
-    settings = FitSettings.from_config(config)  # the sections fitting reads, built once
+    # The sections fitting reads, built once; training as this model trains (training.by_model).
+    settings = FitSettings.from_config(config).for_model(model)
     seed = fold_seed(settings.seed, fold)
     seed_everything(seed)  # Lightning's, call for call: a baseline's job then never imports Lightning
     # Inputs are read and checked before anything is written: bad input leaves no output folder.

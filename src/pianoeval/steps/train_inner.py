@@ -51,7 +51,8 @@ def run_train_inner(
         raise ConfigError(f"inner fold {inner} does not exist: stacking.inner_folds is {k}")
     if model.startswith("baseline_"):
         raise ConfigError(f"{model} is a baseline: only track winners are stacked")
-    settings = FitSettings.from_config(config)  # the sections fitting reads, built once
+    # The sections fitting reads, built once; training as this model trains (training.by_model).
+    settings = FitSettings.from_config(config).for_model(model)
     seed = inner_seed(settings.seed, fold, inner)
     L.seed_everything(seed, workers=True, verbose=False)
     manifest = read_manifest(manifest_path)
