@@ -221,6 +221,28 @@ def transcription_views(wildcards):
     return []
 
 
+# symbolic.deep_start: each wide & deep encoder and the deep-only model its deep part starts from.
+DEEP_START = (
+    {m: f"{m}_deep" for m in SYMBOLIC_MODELS if f"{m}_deep" in PRETRAINED}
+    if config["symbolic"]["deep_start"]
+    else {}
+)
+_no_deep = [m for m, deep in DEEP_START.items() if deep not in SYMBOLIC_MODELS]
+if _no_deep:
+    raise WorkflowError(
+        f"error: symbolic.deep_start: {', '.join(_no_deep)} start from "
+        f"{', '.join(DEEP_START[m] for m in _no_deep)}, which symbolic.models lacks; add it or turn deep_start off"
+    )
+
+
+def deep_start_model(wildcards):
+    """The model.ckpt the wide & deep model's deep part starts from (train, or train_inner's same inner fold)."""
+    deep = DEEP_START[wildcards.model]
+    if "inner" in wildcards.keys():
+        return f"results/train_inner/symbolic/{deep}/fold_{wildcards.fold}/inner_{wildcards.inner}/model.ckpt"
+    return f"results/train/symbolic/{deep}/fold_{wildcards.fold}/model.ckpt"
+
+
 def train_inputs(wildcards):
     """Features, folds and (for pretrained models) the fold's pretrained encoder."""
     inputs = {
@@ -238,7 +260,10 @@ def train_inputs(wildcards):
             inputs["unlabelled"] = "results/render_unlabelled/manifest.parquet"
     else:
         inputs["features"] = f"results/featurize/{FEATURE_KIND[wildcards.model]}.pt"
-        if wildcards.model in PRETRAINED and config["symbolic"]["pretrain"]:
+        if wildcards.model in DEEP_START:
+            # The deep part starts from the deep-only model of the same rows (an inner fold's for stacking).
+            inputs["pretrained"] = deep_start_model(wildcards)
+        elif wildcards.model in PRETRAINED and config["symbolic"]["pretrain"]:
             encoder = PRETRAINED[wildcards.model]
             inputs["pretrained"] = (
                 f"results/pretrain/{encoder}/fold_{wildcards.fold}/encoder.pt"

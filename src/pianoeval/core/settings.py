@@ -96,6 +96,7 @@ class SymbolicSettings(Section):
     corpus: dict[str, Any]
     objective: dict[str, Any]  # the self-supervised objectives' settings (symbolic/pretraining.py)
     stats_side_input: bool
+    deep_start: bool  # wide & deep encoders start from the fold's deep-only model (rules: train_inputs)
 
 
 @dataclass(frozen=True)

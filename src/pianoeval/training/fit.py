@@ -40,16 +40,11 @@ def train_network(
     net = build_network(model, data.meta, settings)
     write_json({"kind": "network", "model": model, "meta": data.meta}, FoldDir(out_dir).model_spec)
     if pretrained is not None:
-        state = torch.load(pretrained, weights_only=False)
-        # A side-input wrapper holds the pretrained encoder as `.base`.
-        target = getattr(net, "base", net)
-        missing, unexpected = target.load_state_dict(state["encoder"], strict=False)
-        log.info(
-            "loaded pretrained encoder %s (missing %d, unexpected %d keys)",
-            pretrained,
-            len(missing),
-            len(unexpected),
-        )
+        from pianoeval.training.start_weights import load_start
+
+        # A side-input wrapper holds the encoder as `.base`: a pretrained one, or the fold's deep-only model's.
+        missing, unexpected = load_start(net, pretrained)
+        log.info("started the encoder from %s (missing %d, unexpected %d keys)", pretrained, missing, unexpected)
     return fit_module(net, settings, data, out_dir, seed, model=model, devices=devices, checkpoint_dir=checkpoint_dir)
 
 

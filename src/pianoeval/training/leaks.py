@@ -7,9 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from pianoeval.data.leaks import KeyGroups, groups_of_keys, recorded_groups
+from pianoeval.data.leaks import KeyGroups, groups_of_keys
 from pianoeval.training.data import FoldData
 
 # The splits whose labels a fold model learns from: train (fit) and dev (early stopping, the wide
@@ -23,21 +21,20 @@ def data_groups(data: FoldData, index: KeyGroups, splits: Iterable[str] = LEARNI
     return groups_of_keys((data.items[i]["segment_id"] for s in splits for i in data.splits.get(s, [])), index)
 
 
-def pretrained_groups(path: Path | None) -> set[str]:
-    """The groups a pretrained encoder (steps/pretrain.py) was pretrained on; none without one."""
-    if path is None:
-        return set()
-    payload = torch.load(path, weights_only=False)
-    return set(recorded_groups(payload.get("info", {}), path))
-
-
 def learned_from_record(
     data: FoldData, index: KeyGroups, pretrained: Path | None = None, extra: Iterable[str] = ()
 ) -> dict[str, Any]:
-    """`learned_from_groups` (labels of train and dev, the pretrained encoder's music, `extra`) and
-    `labels_from_groups` (train and dev only: what a stacked model's out-of-fold rows must avoid)."""
+    """`learned_from_groups` (labels of train and dev, the start encoder's music, `extra`) and
+    `labels_from_groups` (train and dev, and a deep-only start model's: what a stacked model's
+    out-of-fold rows must avoid)."""
     labels = data_groups(data, index)
+    start_music: set[str] = set()
+    if pretrained is not None:
+        from pianoeval.training.start_weights import read_start
+
+        start = read_start(pretrained)
+        start_music, labels = set(start.learned_from), labels | set(start.labels_from)
     return {
-        "learned_from_groups": sorted(labels | pretrained_groups(pretrained) | set(extra)),
+        "learned_from_groups": sorted(labels | start_music | set(extra)),
         "labels_from_groups": sorted(labels),
     }
