@@ -80,6 +80,19 @@ def test_an_outer_deep_model_cannot_start_an_inner_fit(deep_fold: tuple[Path, tu
     assert not (tmp_path / "inner").exists()
 
 
+def test_turning_it_on_reruns_only_the_wide_and_deep_models(tmp_path: Path) -> None:
+    from pianoeval.core.config import write_resolved
+
+    sections = ("features", "symbolic", "training", "seed")
+    off = validate_config({"symbolic": {"models": ["s3", "s3_deep"]}})
+    on = validate_config({"symbolic": {"models": ["s3", "s3_deep"], "deep_start": True}})
+    for model in ("s3_deep", "baseline_blend"):
+        assert write_resolved(on, tmp_path, sections, model=model) == write_resolved(
+            off, tmp_path, sections, model=model
+        )
+    assert write_resolved(on, tmp_path, sections, model="s3") != write_resolved(off, tmp_path, sections, model="s3")
+
+
 def _dry_run(work: Path, overlay: dict, *targets: str) -> tuple[int, str]:
     from test_experiments import snakemake
 

@@ -194,16 +194,25 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
+# The models `symbolic.deep_start` acts on (the wide & deep encoders); for any other it is not a setting.
+DEEP_START_MODELS = ("s1", "s2", "s3")
+
+
 def for_model(config: dict[str, Any], model: str) -> dict[str, Any]:
     """`config` as `model` trains with it: `training.by_model[model]` merged into `training`, whose
-    `by_model` is then empty (so two models with the same budget share a resolved config)."""
+    `by_model` is then empty (so two models with the same budget share a resolved config), and
+    `symbolic.deep_start` false where it does not apply (a deep-only model is not rerun when it turns on)."""
+    out = dict(config)
     training = config.get("training")
-    if not isinstance(training, dict) or "by_model" not in training:
-        return config
-    merged = {k: v for k, v in training.items() if k != "by_model"}
-    merged.update(copy.deepcopy(training["by_model"].get(model, {})))
-    merged["by_model"] = {}
-    return {**config, "training": merged}
+    if isinstance(training, dict) and "by_model" in training:
+        merged = {k: v for k, v in training.items() if k != "by_model"}
+        merged.update(copy.deepcopy(training["by_model"].get(model, {})))
+        merged["by_model"] = {}
+        out["training"] = merged
+    symbolic = config.get("symbolic")
+    if isinstance(symbolic, dict) and symbolic.get("deep_start") and model not in DEEP_START_MODELS:
+        out["symbolic"] = {**symbolic, "deep_start": False}
+    return out
 
 
 def write_resolved(
