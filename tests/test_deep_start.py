@@ -80,6 +80,23 @@ def test_an_outer_deep_model_cannot_start_an_inner_fit(deep_fold: tuple[Path, tu
     assert not (tmp_path / "inner").exists()
 
 
+def test_an_inner_deep_model_starts_the_inner_fit(deep_fold: tuple[Path, tuple], tmp_path: Path) -> None:
+    """What the workflow runs for a stacked wide & deep winner: the inner deep-only model, then the inner
+    wide & deep model from it; the guard passes and records the inner rows only."""
+    from pianoeval.steps.train_inner import run_train_inner
+
+    _, inputs = deep_fold
+    config = validate_config({**_config(), "stacking": {"inner_folds": 2}})
+    run_train_inner("symbolic", "s3_deep", config, 0, 1, *inputs, tmp_path / "deep")
+    wide = run_train_inner(
+        "symbolic", "s3", config, 0, 1, *inputs, tmp_path / "wide", pretrained=tmp_path / "deep" / "model.ckpt"
+    )
+    deep = yaml.safe_load((tmp_path / "deep" / "metrics.json").read_text())
+    assert wide["labels_from_groups"] == deep["labels_from_groups"]
+    assert not set(wide["labels_from_groups"]) & set(wide["held_out_groups"])
+    assert (tmp_path / "wide" / "oof.pt").exists()
+
+
 def test_turning_it_on_reruns_only_the_wide_and_deep_models(tmp_path: Path) -> None:
     from pianoeval.core.config import write_resolved
 
