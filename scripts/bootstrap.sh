@@ -46,8 +46,11 @@ uv_install() {
     && SSL_CERT_FILE="$cert" .venv/bin/uv pip install "${flags[@]}" --no-deps $NO_DEPS
 }
 stamp=.venv/.pianoeval-installed
-# Reinstall only when the dependency pins change.
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.sh -nt "$stamp" ]; then
+# True when the venv's pianoeval is this checkout's (an editable install made from another clone, e.g. a
+# venv linked into a second checkout, points elsewhere and would run that code, or none once it is gone).
+ours() { .venv/bin/python -c "import pathlib, sys, pianoeval; sys.exit(pathlib.Path('src').resolve() not in pathlib.Path(pianoeval.__file__).resolve().parents)" 2>/dev/null; }
+# Reinstall only when the dependency pins change, or the installed package is not this checkout's.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/bootstrap.sh -nt "$stamp" ] || ! ours; then
   echo "bootstrap: installing Python packages (torch 2.13.0 CPU wheel first, so nothing pulls a CUDA build)"
   # This machine's pip config lists local indexes that may not exist; drop those warnings only.
   pipq() { .venv/bin/python -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }; }
@@ -72,4 +75,6 @@ fi
 # `snakemake --profile thunder ...` (a profile by name) from the repository root: link the profiles
 # where Snakemake looks them up.
 bash scripts/link_profiles.sh
-echo "bootstrap: ready ($(.venv/bin/python -c 'import torch, pianoeval; print("torch", torch.__version__, "pianoeval", pianoeval.__version__)'))"
+versions=$(.venv/bin/python -c 'import torch, pianoeval; print("torch", torch.__version__, "pianoeval", pianoeval.__version__)') \
+  || { echo "error: .venv: pianoeval does not import after the install; remove .venv and run again" >&2; exit 1; }
+echo "bootstrap: ready ($versions)"
