@@ -8,6 +8,7 @@ from snakemake.utils import validate
 
 from pianoeval.core import warm
 from pianoeval.core.errors import ConfigError
+from pianoeval.core.constants import SYMBOLIC_ENCODERS
 from pianoeval.core.experiment import check_experiment, record_experiment
 from pianoeval.core.provenance import EXPERIMENT_ENV
 from pianoeval.symbolic.featurize import FEATURIZER_VERSION
@@ -223,7 +224,7 @@ def transcription_views(wildcards):
 
 # symbolic.deep_start: each wide & deep encoder and the deep-only model its deep part starts from.
 DEEP_START = (
-    {m: f"{m}_deep" for m in SYMBOLIC_MODELS if f"{m}_deep" in PRETRAINED}
+    {m: f"{m}_deep" for m in SYMBOLIC_MODELS if m in SYMBOLIC_ENCODERS}
     if config["symbolic"]["deep_start"]
     else {}
 )
@@ -350,9 +351,7 @@ def pretrain_config(wildcards):
 
 def fuse_config(wildcards):
     """fuse: the sections it reads, `training` as this variant's (f1's entry for f1_score too)."""
-    return resolved_config(
-        "fusion", "training", "seed", model=wildcards.fusion.removesuffix("_score")
-    )
+    return resolved_config("fusion", "training", "seed", model=wildcards.fusion)
 
 
 def pretrain_inputs(wildcards):

@@ -28,6 +28,10 @@ def test_the_settings_merge_one_models_entry() -> None:
     assert (wide.max_epochs, wide.patience) == (4, 2)
     # Merged once, merged for good: the resolved config of a job says what it ran with.
     assert settings.for_model("s3_deep").for_model("s3_deep").training == deep
+    # A fusion variant's entry covers its score-conditioned twin, in the settings and the resolved config.
+    fused = validate_config({"training": {"max_epochs": 4, "by_model": {"f1": {"max_epochs": 7}}}})
+    assert FitSettings.from_config(fused).for_model("f1_score").training.max_epochs == 7
+    assert for_model(fused, "f1_score")["training"]["max_epochs"] == 7
     merged = for_model(config, "s3_deep")["training"]
     assert merged["max_epochs"] == 64 and merged["by_model"] == {} and config["training"]["max_epochs"] == 4
 

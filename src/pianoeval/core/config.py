@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from pianoeval.core.constants import SCORE_SUFFIX, SYMBOLIC_ENCODERS
 from pianoeval.core.errors import ConfigError
 
 _SCHEMA_NAME = "config.schema.yaml"
@@ -194,8 +195,9 @@ def config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-# The models `symbolic.deep_start` acts on (the wide & deep encoders); for any other it is not a setting.
-DEEP_START_MODELS = ("s1", "s2", "s3")
+def budget_key(model: str) -> str:
+    """`model`'s key in `training.by_model`: itself, or a fusion variant's (`f1` for `f1_score`)."""
+    return model.removesuffix(SCORE_SUFFIX)
 
 
 def for_model(config: dict[str, Any], model: str) -> dict[str, Any]:
@@ -206,11 +208,11 @@ def for_model(config: dict[str, Any], model: str) -> dict[str, Any]:
     training = config.get("training")
     if isinstance(training, dict) and "by_model" in training:
         merged = {k: v for k, v in training.items() if k != "by_model"}
-        merged.update(copy.deepcopy(training["by_model"].get(model, {})))
+        merged.update(copy.deepcopy(training["by_model"].get(budget_key(model), {})))
         merged["by_model"] = {}
         out["training"] = merged
     symbolic = config.get("symbolic")
-    if isinstance(symbolic, dict) and symbolic.get("deep_start") and model not in DEEP_START_MODELS:
+    if isinstance(symbolic, dict) and symbolic.get("deep_start") and model not in SYMBOLIC_ENCODERS:
         out["symbolic"] = {**symbolic, "deep_start": False}
     return out
 

@@ -104,3 +104,9 @@ MIN_SECONDS, MAX_SECONDS = 2.0, 600.0
 # TransKun 2.0's input rate: reading the file straight at this rate avoids a round trip through the
 # project's 24 kHz, which would drop the partials above 12 kHz that the model was trained with.
 TRANSCRIPTION_SAMPLE_RATE: int = 44_100
+
+# The symbolic encoders with a wide & deep form (`s3`) beside their deep-only one (`s3_deep`): the
+# models `symbolic.deep_start` acts on. Here, not in the registry, so that config code needs no torch.
+SYMBOLIC_ENCODERS: tuple[str, ...] = ("s1", "s2", "s3")
+# A fusion variant's score-conditioned twin (`f1_score`): it shares the variant's `training.by_model` entry.
+SCORE_SUFFIX = "_score"

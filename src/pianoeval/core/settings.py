@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, TypeVar
 
-from pianoeval.core.config import RuleSection
+from pianoeval.core.config import RuleSection, budget_key
 from pianoeval.core.errors import ConfigError
 
 S = TypeVar("S", bound="Section")
@@ -73,10 +73,10 @@ class TrainingSettings(Section):
     by_model: dict[str, dict[str, Any]]  # per-model overrides of the keys above (for_model)
 
     def for_model(self, model: str | None) -> TrainingSettings:
-        """The settings `model` trains with: its `by_model` entry over the shared keys."""
+        """The settings `model` trains with: its `by_model` entry (config.budget_key) over the shared keys."""
         if model is None or not self.by_model:
             return self
-        return replace(self, **copy.deepcopy(self.by_model.get(model, {})), by_model={})
+        return replace(self, **copy.deepcopy(self.by_model.get(budget_key(model), {})), by_model={})
 
 
 @dataclass(frozen=True)

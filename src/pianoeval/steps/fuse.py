@@ -77,7 +77,7 @@ def run_fuse(
 
     start = time.perf_counter()
     # fusion, training and seed, built once; training as this variant trains (by_model: f1 for f1_score too).
-    settings = FitSettings.from_config(config).for_model(fusion.removesuffix("_score"))
+    settings = FitSettings.from_config(config).for_model(fusion)
     seed = fold_seed(settings.seed, fold)
     L.seed_everything(seed, workers=True, verbose=False)
     # Inputs are checked before anything is written: bad input leaves no output folder.

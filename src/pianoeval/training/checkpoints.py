@@ -55,7 +55,7 @@ def load_trained_module(fold_dir: Path) -> Any:
     folder = FoldDir(fold_dir)
     spec = read_json(folder.model_spec)
     config = validate_config(yaml.safe_load(folder.config.read_text()), folder.config)
-    settings = FitSettings.from_config(config).for_model(str(spec["model"]).removesuffix("_score"))
+    settings = FitSettings.from_config(config).for_model(str(spec["model"]))
     if spec["kind"] == "network":
         from pianoeval.training.registry import build_network
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from torch import nn
 
+from pianoeval.core.constants import SYMBOLIC_ENCODERS
 from pianoeval.core.errors import ConfigError
 from pianoeval.core.settings import AudioSettings, BackboneSettings, FitSettings, SymbolicSettings, TrainingSettings
 
-SYMBOLIC_ENCODERS = ("s1", "s2", "s3")
 # The ablations: each encoder without its wide part and side input (`<encoder>_deep`), so that a
 # comparison shows what the deep part learns on its own.
 DEEP_SUFFIX = "_deep"
