@@ -77,12 +77,18 @@ def test_same_seed_and_config_give_identical_results(model: str, inputs: dict[st
     assert other[1] != a[1]
 
 
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
 def test_resumed_run_ends_where_the_uninterrupted_run_does(
-    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ema_decay: float,
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """With a weight average too (training.ema_decay): its shadow and the raw weights both resume."""
     from pianoeval.training.progress import EpochLog
 
-    config = validate_config(SMALL)
+    config = validate_config({**SMALL, "training": {**SMALL["training"], "ema_decay": ema_decay}})
     reference = _train("s3", config, inputs, tmp_path / "reference")
 
     class Killed(Exception):
@@ -117,3 +123,12 @@ def test_resumed_run_ends_where_the_uninterrupted_run_does(
     ]
     for name, value in final[0].items():
         assert torch.equal(value, final[1][name]), name
+    if ema_decay:
+        raw = [
+            torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["ema_raw"]
+            for run in (tmp_path / "reference", out)
+        ]
+        assert raw[0].keys() == raw[1].keys() and raw[0]
+        for name, value in raw[0].items():
+            assert torch.equal(value, raw[1][name]), name
+            assert not torch.equal(value, final[0][name]), name  # the average is not the raw weights

@@ -65,6 +65,7 @@ class TrainingSettings(Section):
     lr_schedule: str
     warmup_epochs: float
     weight_decay: float
+    ema_decay: float  # 0 = off; else dev selection and checkpoints use an EMA of the weights (averaging.py)
     patience: int
     precision: str
     wide_part: str

@@ -296,7 +296,19 @@ def fit_module(
     dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else FoldDir(out_dir).checkpoints
     stopping, checkpoint = _selection_callbacks(ckpt_dir, training.patience)
-    callbacks = [stopping, checkpoint, _epoch_seed(seed), EpochLog(f"train {model or 'network'}"), *callbacks]
+    averaging = []
+    if training.ema_decay > 0:
+        from pianoeval.training.averaging import WeightEMA
+
+        averaging = [WeightEMA(training.ema_decay)]
+    callbacks = [
+        stopping,
+        checkpoint,
+        _epoch_seed(seed),
+        *averaging,
+        EpochLog(f"train {model or 'network'}"),
+        *callbacks,
+    ]
     trainer = _trainer(training, devices, accumulate, callbacks, out_dir)
     last = ckpt_dir / "last.ckpt"
     # The checkpoint folder is a per-fold cache: keyed by the rows it learns from too.
