@@ -132,3 +132,25 @@ def test_resumed_run_ends_where_the_uninterrupted_run_does(
         for name, value in raw[0].items():
             assert torch.equal(value, raw[1][name]), name
             assert not torch.equal(value, final[0][name]), name  # the average is not the raw weights
+
+
+@pytest.mark.parametrize("budget", [{"patience": 4}, {"max_epochs": 12, "patience": 1}], ids=["max_epochs", "stopped"])
+def test_a_finished_run_whose_outputs_were_lost_is_not_trained_again(
+    budget: dict[str, int], inputs: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Training ended (all epochs, or early stopping) but the outputs are gone, e.g. killed while
+    predicting: the rerun reuses the cached chosen epoch and trains no epoch more (Lightning would)."""
+    config = validate_config({**SMALL, "training": {**SMALL["training"], **budget}})
+    out = tmp_path / "run"
+    reference = _train("s3", config, inputs, out)
+    epochs = reference[0]["epochs_run"]
+    # The case each parameter is for (deterministic under the seed).
+    assert epochs == 4 if "max_epochs" not in budget else epochs < budget["max_epochs"]
+    for name in ("metrics.json", "predictions.csv", "model.ckpt"):
+        (out / name).unlink()
+    with caplog.at_level("INFO"):
+        again = _train("s3", config, inputs, out)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("had finished" in m for m in messages)
+    assert not any(m.startswith("train s3 epoch") for m in messages)
+    assert again == reference  # the same epoch chosen, the same epochs_run, every prediction

@@ -198,6 +198,23 @@ def _same_run(
     return same
 
 
+def finished_run(last: Path, max_epochs: int) -> dict[str, Any] | None:
+    """{epochs_run, best_score} when `last` (a fold's last.ckpt) is the end of a run that had stopped (early
+    stopping fired, or max_epochs reached) and its best checkpoint lies beside it; None when the run has
+    epochs left to train (resume it) or its state cannot tell."""
+    # Memory-mapped: only the few entries read here leave the disk (an A1 checkpoint holds MuQ).
+    ckpt = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    epochs_run = int(ckpt.get("epoch", -1)) + 1
+    states = ckpt.get("callbacks", {})
+    stopped = any("EarlyStopping" in key and int(state.get("stopped_epoch", 0)) > 0 for key, state in states.items())
+    scores = [state.get("best_model_score") for key, state in states.items() if "Checkpoint" in key]
+    if not (stopped or epochs_run >= max_epochs) or not scores or scores[0] is None:
+        return None
+    if not (last.parent / "best.ckpt").is_file():
+        return None
+    return {"epochs_run": epochs_run, "best_score": float(scores[0])}
+
+
 def device_settings(devices: int) -> dict[str, Any]:
     """Trainer arguments for `devices` devices (a rule's `resources.gpu`): one device, GPU if there is
     one; or, for more than one, Lightning DDP with one process per device (CPU processes where there
@@ -314,12 +331,20 @@ def fit_module(
     # The checkpoint folder is a per-fold cache: keyed by the rows it learns from too.
     rows = {split: [data.items[i]["segment_id"] for i in data.splits[split]] for split in ("train", "dev")}
     resume = str(last) if _same_run(ckpt_dir, settings, net, seed, rows) and last.exists() else None
-    if resume:
-        log.info("resuming from %s", resume)  # a killed run continues from its last epoch
-    trainer.fit(module, train_loader, dev_loader, ckpt_path=resume)
-    if not trainer.is_global_zero:
-        return None, {}  # a DDP worker: rank 0 loads the best checkpoint and writes the outputs
-    best_path = checkpoint.best_model_path or str(last)
+    done = finished_run(last, training.max_epochs) if resume else None
+    if done is not None:
+        # Its outputs were lost after training ended (a kill while predicting, results deleted):
+        # Lightning would train one more epoch before its early stopping fires again.
+        log.info("the run in %s had finished (%d epochs): its chosen epoch is reused", ckpt_dir, done["epochs_run"])
+        best_path, epochs_run, best_score = str(ckpt_dir / "best.ckpt"), done["epochs_run"], done["best_score"]
+    else:
+        if resume:
+            log.info("resuming from %s", resume)  # a killed run continues from its last epoch
+        trainer.fit(module, train_loader, dev_loader, ckpt_path=resume)
+        if not trainer.is_global_zero:
+            return None, {}  # a DDP worker: rank 0 loads the best checkpoint and writes the outputs
+        best_path, epochs_run = checkpoint.best_model_path or str(last), int(trainer.current_epoch)
+        best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
     best = torch.load(best_path, weights_only=False)
     module.load_state_dict(best["state_dict"])
     from pianoeval.training.checkpoints import write_model
@@ -327,8 +352,8 @@ def fit_module(
     write_model(Path(best_path), out_dir)
     info = {
         "best_epoch": int(best.get("epoch", -1)),
-        "epochs_run": int(trainer.current_epoch),
-        "best_dev_selection": float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None,
+        "epochs_run": epochs_run,
+        "best_dev_selection": best_score,
         "n_parameters": int(sum(p.numel() for p in module.parameters())),
         **({"wide": wide} if wide else {}),
     }
