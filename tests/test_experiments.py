@@ -80,11 +80,12 @@ def test_the_rehearsal_differs_from_the_thunder_experiment_only_in_sizes() -> No
         "training.pretrain_epochs", "training.patience", "training.batch_size", "training.num_workers",
         "training.precision",
     }  # fmt: skip
-    # The per-model budgets are sizes too (the deep-only encoders' epochs, patience and batches).
+    # The per-model budgets are sizes too (the encoders' epochs, patience and batches, and the weight
+    # average's decay, a horizon in steps).
     sizes |= {
         f"training.by_model.{m}.{k}"
-        for m in ("s1_deep", "s2_deep", "s3_deep")
-        for k in ("batch_size", "max_epochs", "patience")
+        for m in ("s1_deep", "s2_deep", "s3_deep", "s1", "s2", "s3")
+        for k in ("batch_size", "max_epochs", "patience", "ema_decay")
     }
 
     def flat(d: dict, prefix: str = "") -> dict:
