@@ -261,6 +261,30 @@ def training_stats_scale(data: FoldData) -> tuple[list[float], list[float]] | No
     return stats.mean(dim=0).tolist(), stats.std(dim=0, unbiased=False).tolist()
 
 
+def _fold_loaders(
+    model: str | None, settings: FitSettings, data: FoldData, batch_size: int, seed: int
+) -> tuple[Any, Any]:
+    """The training loader (shuffled, sharded across DDP ranks) and the dev loader (the training split
+    when there is no dev split) of a fold."""
+    from pianoeval.training.audio_data import train_loader_options
+
+    training: TrainingSettings = settings.need("training")
+    train_loader = make_loader(
+        data.subset("train"),
+        batch_size,
+        True,
+        seed,
+        training.num_workers,
+        dataset=data.dataset("train", train=True),
+        shard=True,
+        # A1-A3: P segment groups x K performances; A2: unlabelled clips in its self-supervised epochs.
+        **train_loader_options(model, settings.audio, data, batch_size),
+    )
+    dev_split = "dev" if data.splits["dev"] else "train"
+    dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
+    return train_loader, dev_loader
+
+
 def fit_module(
     net: torch.nn.Module,
     settings: FitSettings,
@@ -284,7 +308,7 @@ def fit_module(
     rules: a cache under results/cache), by default the fold folder's `checkpoints/`; the chosen
     epoch's weights are written to the fold folder's `model.ckpt`.
     """
-    from pianoeval.training.audio_data import train_loader_options
+    from pianoeval.training.averaging import WeightEMA
     from pianoeval.training.progress import EpochLog
     from pianoeval.training.registry import build_module
 
@@ -298,26 +322,11 @@ def fit_module(
     )
     wide = init_wide_part(module, data, training.wide_part)
     batch_size, accumulate = batch_settings(model, settings)
-    train_loader = make_loader(
-        data.subset("train"),
-        batch_size,
-        True,
-        seed,
-        training.num_workers,
-        dataset=data.dataset("train", train=True),
-        shard=True,
-        # A1-A3: P segment groups x K performances; A2: unlabelled clips in its self-supervised epochs.
-        **train_loader_options(model, settings.audio, data, batch_size),
-    )
-    dev_split = "dev" if data.splits["dev"] else "train"
-    dev_loader = make_loader(data.subset(dev_split), batch_size, False, seed, dataset=data.dataset(dev_split))
+    train_loader, dev_loader = _fold_loaders(model, settings, data, batch_size, seed)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else FoldDir(out_dir).checkpoints
     stopping, checkpoint = _selection_callbacks(ckpt_dir, training.patience)
-    averaging = []
-    if training.ema_decay > 0:
-        from pianoeval.training.averaging import WeightEMA
-
-        averaging = [WeightEMA(training.ema_decay)]
+    # Early stopping and the checkpoints first: their hooks see the averaged weights (WeightEMA).
+    averaging = [WeightEMA(training.ema_decay)] if training.ema_decay > 0 else []
     callbacks = [
         stopping,
         checkpoint,
@@ -345,19 +354,25 @@ def fit_module(
             return None, {}  # a DDP worker: rank 0 loads the best checkpoint and writes the outputs
         best_path, epochs_run = checkpoint.best_model_path or str(last), int(trainer.current_epoch)
         best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
-    best = torch.load(best_path, weights_only=False)
-    module.load_state_dict(best["state_dict"])
+    return module, _take_chosen(module, Path(best_path), out_dir, epochs_run, best_score, wide)
+
+
+def _take_chosen(
+    module: Any, best_path: Path, out_dir: Path, epochs_run: int, best_score: float | None, wide: dict[str, Any]
+) -> dict[str, Any]:
+    """Load the chosen epoch's weights into `module`, write them as the fold's `model.ckpt`; the run's info."""
     from pianoeval.training.checkpoints import write_model
 
-    write_model(Path(best_path), out_dir)
-    info = {
+    best = torch.load(best_path, weights_only=False)
+    module.load_state_dict(best["state_dict"])
+    write_model(best_path, out_dir)
+    return {
         "best_epoch": int(best.get("epoch", -1)),
         "epochs_run": epochs_run,
         "best_dev_selection": best_score,
         "n_parameters": int(sum(p.numel() for p in module.parameters())),
         **({"wide": wide} if wide else {}),
     }
-    return module, info
 
 
 def fit_predict(
