@@ -325,7 +325,7 @@ def fit_module(
     train_loader, dev_loader = _fold_loaders(model, settings, data, batch_size, seed)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else FoldDir(out_dir).checkpoints
     stopping, checkpoint = _selection_callbacks(ckpt_dir, training.patience)
-    # Early stopping and the checkpoints first: their hooks see the averaged weights (WeightEMA).
+    # WeightEMA swaps the average in for each dev evaluation, so selection and checkpoints see it.
     averaging = [WeightEMA(training.ema_decay)] if training.ema_decay > 0 else []
     callbacks = [
         stopping,
