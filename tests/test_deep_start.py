@@ -57,6 +57,21 @@ def test_the_wide_and_deep_fold_records_what_its_start_learned(deep_fold: tuple[
     assert set(deep_groups) <= set(metrics["learned_from_groups"]) and metrics["n_parameters"] > 0
 
 
+def test_the_start_file_is_read_once(
+    deep_fold: tuple[Path, tuple], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leak guard and the fit share one read of the start model: what it checked is what is loaded."""
+    from pianoeval.steps.train import run_train
+    from pianoeval.training import start_weights
+
+    deep, inputs = deep_fold
+    reads: list[Path] = []
+    real = start_weights.read_start
+    monkeypatch.setattr(start_weights, "read_start", lambda path: reads.append(Path(path)) or real(path))
+    run_train("symbolic", "s3", _config(), 0, *inputs, tmp_path / "s3", pretrained=deep / "model.ckpt")
+    assert reads == [deep / "model.ckpt"]
+
+
 def test_a_start_of_another_width_is_one_line(deep_fold: tuple[Path, tuple]) -> None:
     from pianoeval.training.registry import build_network
     from pianoeval.training.start_weights import load_start

@@ -136,10 +136,17 @@ def test_resumed_run_ends_where_the_uninterrupted_run_does(
 
 @pytest.mark.parametrize("budget", [{"patience": 4}, {"max_epochs": 12, "patience": 1}], ids=["max_epochs", "stopped"])
 def test_a_finished_run_whose_outputs_were_lost_is_not_trained_again(
-    budget: dict[str, int], inputs: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    budget: dict[str, int],
+    inputs: dict[str, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Training ended (all epochs, or early stopping) but the outputs are gone, e.g. killed while
-    predicting: the rerun reuses the cached chosen epoch and trains no epoch more (Lightning would)."""
+    predicting: the rerun reuses the cached chosen epoch and trains no epoch more (Lightning would),
+    without building the loaders and trainer it does not need."""
+    from pianoeval.training import fit
+
     config = validate_config({**SMALL, "training": {**SMALL["training"], **budget}})
     out = tmp_path / "run"
     reference = _train("s3", config, inputs, out)
@@ -148,9 +155,33 @@ def test_a_finished_run_whose_outputs_were_lost_is_not_trained_again(
     assert epochs == 4 if "max_epochs" not in budget else epochs < budget["max_epochs"]
     for name in ("metrics.json", "predictions.csv", "model.ckpt"):
         (out / name).unlink()
+
+    def no_trainer(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a finished run built its loaders and trainer again")
+
+    monkeypatch.setattr(fit, "_fold_loaders", no_trainer)
+    monkeypatch.setattr(fit, "_trainer", no_trainer)
     with caplog.at_level("INFO"):
         again = _train("s3", config, inputs, out)
     messages = [r.getMessage() for r in caplog.records]
     assert any("had finished" in m for m in messages)
     assert not any(m.startswith("train s3 epoch") for m in messages)
     assert again == reference  # the same epoch chosen, the same epochs_run, every prediction
+
+
+def test_the_chosen_checkpoint_is_read_once(inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The chosen epoch's checkpoint is loaded once: into the module, and slimmed from that read into
+    model.ckpt (an A1 checkpoint holds MuQ), and model.ckpt holds CPU tensors whatever trained it."""
+    config = validate_config({**SMALL, "training": {**SMALL["training"], "max_epochs": 2}})
+    reads: list[str] = []
+    real = torch.load
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        reads.append(Path(path).name if isinstance(path, (str, Path)) else "<buffer>")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting)
+    _train("s3", config, inputs, tmp_path / "run")
+    assert reads.count("best.ckpt") == 1, reads
+    state = real(tmp_path / "run" / "model.ckpt", weights_only=False)["state_dict"]
+    assert state and all(v.device.type == "cpu" for v in state.values())

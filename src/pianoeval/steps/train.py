@@ -42,6 +42,7 @@ def run_train(
     from pianoeval.data.manifest import read_manifest
     from pianoeval.training.leaks import learned_from_record
     from pianoeval.training.registry import AUDIO_MODELS, BASELINES, SYMBOLIC_MODELS
+    from pianoeval.training.start_weights import as_start
 
     start = time.perf_counter()
     # Baselines run on either track: the symbolic statistics, or the audio frames' pooled statistics.
@@ -68,12 +69,14 @@ def run_train(
     # views, its pretrained encoder's music, A2's unlabelled clips) must hold no validation group.
     index = KeyGroups(manifest)
     clips = [c.segment_id for c in data.unlabelled.clips] if data.unlabelled is not None else []
-    record = learned_from_record(data, index, pretrained, extra=groups_of_keys(clips, index))
+    # The start weights are read once: the fit loads what the guard checked.
+    start_from = as_start(pretrained) if pretrained is not None else None
+    record = learned_from_record(data, index, start_from, extra=groups_of_keys(clips, index))
     check_no_leak(out_dir, fold, record["learned_from_groups"], split_groups(folds, fold, index))
     out_dir.mkdir(parents=True, exist_ok=True)
     origin = str(pretrained) if pretrained else None
     write_provenance(out_dir, config, seed, track=track, model=model, fold=fold, pretrained=origin)
-    fitted = fit_predict(track, model, settings, data, out_dir, seed, pretrained, devices, checkpoint_dir)
+    fitted = fit_predict(track, model, settings, data, out_dir, seed, start_from, devices, checkpoint_dir)
     if fitted is None:
         return {}  # a DDP worker: rank 0 writes the outputs
     preds, embs, info = fitted

@@ -44,6 +44,7 @@ def run_train_inner(
     from pianoeval.training.fit import fit_predict
     from pianoeval.training.leaks import learned_from_record
     from pianoeval.training.stacking import inner_fold_data, inner_seed, oof_payload
+    from pianoeval.training.start_weights import as_start
 
     start = time.perf_counter()
     k = StackingSettings.from_config(config).inner_folds
@@ -62,13 +63,15 @@ def run_train_inner(
     data, held = inner_fold_data(outer, index, k, inner, settings.seed + fold)
     if track == "audio":
         data.waveforms = waveform_spec(model, settings, manifest, seed)
-    record = learned_from_record(data, index, pretrained)
+    # The start weights are read once: the fit loads what the guards checked.
+    start_from = as_start(pretrained) if pretrained is not None else None
+    record = learned_from_record(data, index, start_from)
     # Two guards: no label of a held-out inner row, and nothing of the outer fold's validation music.
     check_no_leak(out_dir, f"{fold}/inner {inner}", record["labels_from_groups"], held, what="inner held-out")
     check_no_leak(out_dir, fold, record["learned_from_groups"], split_groups(folds, fold, index))
     out_dir.mkdir(parents=True, exist_ok=True)
     write_provenance(out_dir, config, seed, track=track, model=model, fold=fold, inner=inner)
-    fitted = fit_predict(track, model, settings, data, out_dir, seed, pretrained, devices, checkpoint_dir)
+    fitted = fit_predict(track, model, settings, data, out_dir, seed, start_from, devices, checkpoint_dir)
     if fitted is None:
         return {}
     preds, embs, info = fitted

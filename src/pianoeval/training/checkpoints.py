@@ -18,14 +18,18 @@ log = logging.getLogger(__name__)
 CHECKPOINT_KEYS = ("state_dict", "hyper_parameters")
 
 
-def slim_checkpoint(path: Path) -> dict[str, Any]:
-    """A Lightning checkpoint's weights and hyper-parameters (what scoring loads): the same tensors."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+def slim_checkpoint(checkpoint: Path | dict[str, Any]) -> dict[str, Any]:
+    """A Lightning checkpoint's weights and hyper-parameters (what scoring loads): the same tensors.
+    `checkpoint` is its path, or its contents already loaded onto the CPU."""
+    if isinstance(checkpoint, dict):
+        return {k: checkpoint[k] for k in CHECKPOINT_KEYS if k in checkpoint}
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     return {k: ckpt[k] for k in CHECKPOINT_KEYS if k in ckpt}
 
 
-def write_model(checkpoint: Path, out_dir: Path) -> Path:
-    """Write the fold folder's declared `model.ckpt` from Lightning's chosen `checkpoint` (slimmed), atomically."""
+def write_model(checkpoint: Path | dict[str, Any], out_dir: Path) -> Path:
+    """Write the fold folder's declared `model.ckpt` from Lightning's chosen `checkpoint` (its path or its
+    contents on the CPU; slimmed), atomically."""
     target = FoldDir(out_dir).model
     save_torch(slim_checkpoint(checkpoint), target)
     return target

@@ -15,6 +15,7 @@ from pianoeval.core.layout import FoldDir
 from pianoeval.core.settings import LIVE_BACKBONE_MODELS, FitSettings, TrainingSettings
 from pianoeval.training.baselines import stats_matrix, transcription_flags
 from pianoeval.training.data import FoldData, make_loader
+from pianoeval.training.start_weights import StartWeights
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +31,23 @@ def train_network(
     data: FoldData,
     out_dir: Path,
     seed: int,
-    pretrained: Path | None,
+    pretrained: Path | StartWeights | None,
     devices: int = 1,
     checkpoint_dir: Path | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """Build `model`'s encoder (loading a pretrained state if given) and fit it; see fit_module."""
+    """Build `model`'s encoder (loading a start state if given: its path, or its weights as read by
+    start_weights.read_start) and fit it; see fit_module."""
     from pianoeval.training.registry import build_network
 
     net = build_network(model, data.meta, settings)
     write_json({"kind": "network", "model": model, "meta": data.meta}, FoldDir(out_dir).model_spec)
     if pretrained is not None:
-        from pianoeval.training.start_weights import load_start
+        from pianoeval.training.start_weights import as_start, load_start
 
+        start = as_start(pretrained)
         # A side-input wrapper holds the encoder as `.base`: a pretrained one, or the fold's deep-only model's.
-        missing, unexpected = load_start(net, pretrained)
-        log.info("started the encoder from %s (missing %d, unexpected %d keys)", pretrained, missing, unexpected)
+        missing, unexpected = load_start(net, start)
+        log.info("started the encoder from %s (missing %d, unexpected %d keys)", start.path, missing, unexpected)
     return fit_module(net, settings, data, out_dir, seed, model=model, devices=devices, checkpoint_dir=checkpoint_dir)
 
 
@@ -308,8 +311,6 @@ def fit_module(
     rules: a cache under results/cache), by default the fold folder's `checkpoints/`; the chosen
     epoch's weights are written to the fold folder's `model.ckpt`.
     """
-    from pianoeval.training.averaging import WeightEMA
-    from pianoeval.training.progress import EpochLog
     from pianoeval.training.registry import build_module
 
     training: TrainingSettings = settings.need("training")
@@ -321,40 +322,58 @@ def fit_module(
         stats_scale=training_stats_scale(data),
     )
     wide = init_wide_part(module, data, training.wide_part)
-    batch_size, accumulate = batch_settings(model, settings)
-    train_loader, dev_loader = _fold_loaders(model, settings, data, batch_size, seed)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else FoldDir(out_dir).checkpoints
-    stopping, checkpoint = _selection_callbacks(ckpt_dir, training.patience)
-    # WeightEMA swaps the average in for each dev evaluation, so selection and checkpoints see it.
-    averaging = [WeightEMA(training.ema_decay)] if training.ema_decay > 0 else []
-    callbacks = [
-        stopping,
-        checkpoint,
-        _epoch_seed(seed),
-        *averaging,
-        EpochLog(f"train {model or 'network'}"),
-        *callbacks,
-    ]
-    trainer = _trainer(training, devices, accumulate, callbacks, out_dir)
     last = ckpt_dir / "last.ckpt"
     # The checkpoint folder is a per-fold cache: keyed by the rows it learns from too.
     rows = {split: [data.items[i]["segment_id"] for i in data.splits[split]] for split in ("train", "dev")}
     resume = str(last) if _same_run(ckpt_dir, settings, net, seed, rows) and last.exists() else None
     done = finished_run(last, training.max_epochs) if resume else None
     if done is not None:
-        # Its outputs were lost after training ended (a kill while predicting, results deleted):
-        # Lightning would train one more epoch before its early stopping fires again.
+        # Its outputs were lost after training ended (a kill while predicting, results deleted): Lightning
+        # would train one more epoch before its early stopping fires again. No loader or trainer is built.
         log.info("the run in %s had finished (%d epochs): its chosen epoch is reused", ckpt_dir, done["epochs_run"])
         best_path, epochs_run, best_score = str(ckpt_dir / "best.ckpt"), done["epochs_run"], done["best_score"]
     else:
         if resume:
             log.info("resuming from %s", resume)  # a killed run continues from its last epoch
-        trainer.fit(module, train_loader, dev_loader, ckpt_path=resume)
-        if not trainer.is_global_zero:
+        fitted = _run_trainer(module, model, settings, data, seed, devices, ckpt_dir, out_dir, resume, callbacks)
+        if fitted is None:
             return None, {}  # a DDP worker: rank 0 loads the best checkpoint and writes the outputs
-        best_path, epochs_run = checkpoint.best_model_path or str(last), int(trainer.current_epoch)
-        best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+        best_path, epochs_run, best_score = fitted
     return module, _take_chosen(module, Path(best_path), out_dir, epochs_run, best_score, wide)
+
+
+def _run_trainer(
+    module: Any,
+    model: str | None,
+    settings: FitSettings,
+    data: FoldData,
+    seed: int,
+    devices: int,
+    ckpt_dir: Path,
+    out_dir: Path,
+    resume: str | None,
+    extra: Sequence[Any],
+) -> tuple[str, int, float | None] | None:
+    """Train `module` with early stopping and checkpoints in `ckpt_dir` (resuming from `resume`);
+    (best checkpoint, epochs run, best dev selection), or None in a DDP worker (rank > 0)."""
+    from pianoeval.training.averaging import WeightEMA
+    from pianoeval.training.progress import EpochLog
+
+    training: TrainingSettings = settings.need("training")
+    batch_size, accumulate = batch_settings(model, settings)
+    train_loader, dev_loader = _fold_loaders(model, settings, data, batch_size, seed)
+    stopping, checkpoint = _selection_callbacks(ckpt_dir, training.patience)
+    # WeightEMA swaps the average in for each dev evaluation, so selection and checkpoints see it.
+    averaging = [WeightEMA(training.ema_decay)] if training.ema_decay > 0 else []
+    callbacks = [stopping, checkpoint, _epoch_seed(seed), *averaging, EpochLog(f"train {model or 'network'}"), *extra]
+    trainer = _trainer(training, devices, accumulate, callbacks, out_dir)
+    trainer.fit(module, train_loader, dev_loader, ckpt_path=resume)
+    if not trainer.is_global_zero:
+        return None
+    last = str(ckpt_dir / "last.ckpt")
+    best_score = float(checkpoint.best_model_score) if checkpoint.best_model_score is not None else None
+    return checkpoint.best_model_path or last, int(trainer.current_epoch), best_score
 
 
 def _take_chosen(
@@ -363,9 +382,10 @@ def _take_chosen(
     """Load the chosen epoch's weights into `module`, write them as the fold's `model.ckpt`; the run's info."""
     from pianoeval.training.checkpoints import write_model
 
-    best = torch.load(best_path, weights_only=False)
+    # Read once, onto the CPU: the module copies the weights to its device, model.ckpt keeps them portable.
+    best = torch.load(best_path, map_location="cpu", weights_only=False)
     module.load_state_dict(best["state_dict"])
-    write_model(best_path, out_dir)
+    write_model(best, out_dir)
     return {
         "best_epoch": int(best.get("epoch", -1)),
         "epochs_run": epochs_run,
@@ -382,7 +402,7 @@ def fit_predict(
     data: FoldData,
     out_dir: Path,
     seed: int,
-    pretrained: Path | None = None,
+    pretrained: Path | StartWeights | None = None,
     devices: int = 1,
     checkpoint_dir: Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]] | None:

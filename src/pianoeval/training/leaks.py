@@ -9,6 +9,7 @@ from typing import Any
 
 from pianoeval.data.leaks import KeyGroups, groups_of_keys
 from pianoeval.training.data import FoldData
+from pianoeval.training.start_weights import StartWeights, as_start
 
 # The splits whose labels a fold model learns from: train (fit) and dev (early stopping, the wide
 # part's choices). val and val_transcribed are only scored.
@@ -22,7 +23,7 @@ def data_groups(data: FoldData, index: KeyGroups, splits: Iterable[str] = LEARNI
 
 
 def learned_from_record(
-    data: FoldData, index: KeyGroups, pretrained: Path | None = None, extra: Iterable[str] = ()
+    data: FoldData, index: KeyGroups, pretrained: Path | StartWeights | None = None, extra: Iterable[str] = ()
 ) -> dict[str, Any]:
     """`learned_from_groups` (labels of train and dev, the start encoder's music, `extra`) and
     `labels_from_groups` (train and dev, and a deep-only start model's: what a stacked model's
@@ -30,9 +31,7 @@ def learned_from_record(
     labels = data_groups(data, index)
     start_music: set[str] = set()
     if pretrained is not None:
-        from pianoeval.training.start_weights import read_start
-
-        start = read_start(pretrained)
+        start = as_start(pretrained)
         start_music, labels = set(start.learned_from), labels | set(start.labels_from)
     return {
         "learned_from_groups": sorted(labels | start_music | set(extra)),
