@@ -55,16 +55,18 @@ def curve_batch(lengths: list[int], total: int | None = None, seed: int = 0) -> 
     return {"curves": curves, "curve_mask": mask}
 
 
-def make_s1() -> REMITransformer:
-    return REMITransformer(VOCAB, PAD, hidden=HIDDEN, layers=2, heads=4, ff=64, dropout=0.1, max_len=64)
+def make_s1(pooling: str = "attention") -> REMITransformer:
+    return REMITransformer(
+        VOCAB, PAD, hidden=HIDDEN, layers=2, heads=4, ff=64, dropout=0.1, max_len=64, pooling=pooling
+    )
 
 
-def make_s2() -> NoteGAT:
-    return NoteGAT(NODE_F, EDGE_T, hidden=HIDDEN, layers=2, heads=4, dropout=0.1)
+def make_s2(pooling: str = "attention") -> NoteGAT:
+    return NoteGAT(NODE_F, EDGE_T, hidden=HIDDEN, layers=2, heads=4, dropout=0.1, pooling=pooling)
 
 
-def make_s3() -> MultiScaleCurveEncoder:
-    return MultiScaleCurveEncoder(CURVE_C, hidden=HIDDEN, layers=2, heads=4, dropout=0.1, downsample=2)
+def make_s3(pooling: str = "attention") -> MultiScaleCurveEncoder:
+    return MultiScaleCurveEncoder(CURVE_C, hidden=HIDDEN, layers=2, heads=4, dropout=0.1, downsample=2, pooling=pooling)
 
 
 def s1_batch() -> dict[str, Any]:
@@ -91,11 +93,12 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.mark.parametrize("pooling", ["attention", "attention_stats"])
 @pytest.mark.parametrize(("make", "make_batch", "first_param"), CASES, ids=["S1", "S2", "S3"])
 def test_encoder_shape_gradients_and_determinism(
-    make: Callable[[], torch.nn.Module], make_batch: Callable[[], dict[str, Any]], first_param: str
+    make: Callable[..., torch.nn.Module], make_batch: Callable[[], dict[str, Any]], first_param: str, pooling: str
 ) -> None:
-    model = make()
+    model = make(pooling)
     batch = make_batch()
     assert model.hidden_size == HIDDEN
     z = model(batch)
@@ -121,8 +124,11 @@ def test_encoder_shape_gradients_and_determinism(
     ],
     ids=["S1", "S3"],
 )
-def test_padding_does_not_change_z(make: Callable[[], torch.nn.Module], batch_fn: Callable[[int | None], dict]) -> None:
-    model = make().eval()
+@pytest.mark.parametrize("pooling", ["attention", "attention_stats"])
+def test_padding_does_not_change_z(
+    make: Callable[..., torch.nn.Module], batch_fn: Callable[[int | None], dict], pooling: str
+) -> None:
+    model = make(pooling).eval()
     with torch.no_grad():
         alone = model(batch_fn(None))
         padded = model(batch_fn(40))
@@ -154,8 +160,9 @@ def test_s1_mask_defaults_to_non_pad_tokens_and_rejects_too_long() -> None:
         model(token_batch([65]))
 
 
-def test_s2_batched_graphs_match_each_alone() -> None:
-    model = make_s2().eval()
+@pytest.mark.parametrize("pooling", ["attention", "attention_stats"])
+def test_s2_batched_graphs_match_each_alone(pooling: str) -> None:
+    model = make_s2(pooling).eval()
     graphs = [random_graph(8, 12, 1), random_graph(5, 6, 2)]
     with torch.no_grad():
         together = model({"graph": Batch.from_data_list(graphs)})

@@ -203,7 +203,8 @@ def budget_key(model: str) -> str:
 def for_model(config: dict[str, Any], model: str) -> dict[str, Any]:
     """`config` as `model` trains with it: `training.by_model[model]` merged into `training`, whose
     `by_model` is then empty (so two models with the same budget share a resolved config), and
-    `symbolic.deep_start` false where it does not apply (a deep-only model is not rerun when it turns on)."""
+    `symbolic.deep_start` false where it does not apply (a deep-only model is not rerun when it turns on),
+    and `symbolic.pooling` at its default for models that pool nothing (the baselines)."""
     out = dict(config)
     training = config.get("training")
     if isinstance(training, dict) and "by_model" in training:
@@ -214,6 +215,9 @@ def for_model(config: dict[str, Any], model: str) -> dict[str, Any]:
     symbolic = config.get("symbolic")
     if isinstance(symbolic, dict) and symbolic.get("deep_start") and model not in SYMBOLIC_ENCODERS:
         out["symbolic"] = {**symbolic, "deep_start": False}
+    # Only the encoders pool (s1-s3 and their deep-only forms): a baseline is not rerun when it changes.
+    if isinstance(symbolic, dict) and "pooling" in symbolic and model.removesuffix("_deep") not in SYMBOLIC_ENCODERS:
+        out["symbolic"] = {**out["symbolic"], "pooling": "attention"}
     return out
 
 

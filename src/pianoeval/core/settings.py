@@ -98,6 +98,7 @@ class SymbolicSettings(Section):
     objective: dict[str, Any]  # the self-supervised objectives' settings (symbolic/pretraining.py)
     stats_side_input: bool
     deep_start: bool  # wide & deep encoders start from the fold's deep-only model (rules: train_inputs)
+    pooling: str  # attention (weighted mean) or attention_stats (mean and deviation): networks/heads.py
 
 
 @dataclass(frozen=True)

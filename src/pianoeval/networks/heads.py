@@ -13,17 +13,22 @@ from pianoeval.core.constants import LABEL_MAX, LABEL_MIN, N_DIMS
 
 
 class AttentionPooling(nn.Module):
-    """Masked attention pooling: states `[B, T, H]` and mask `[B, T]` (True = real) → `[B, H]`.
+    """Masked attention pooling: states `[B, T, H]` and mask `[B, T]` (True = real) → `[B, H]`, or with
+    `stats` → `[B, 2H]`: the weighted mean beside the weighted standard deviation of each channel
+    (attentive statistics pooling, Okabe et al. 2018). A weighted mean cannot carry how much a channel
+    varies over the piece (a velocity spread, a dynamic range); the deviation does (`out_size`).
 
     A learned scorer gives each step a weight; padded steps get exactly zero weight, and a row with
     no real step pools to the zero vector (rather than NaN).
     """
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, stats: bool = False) -> None:
         super().__init__()
         # A small tanh MLP scorer (Bahdanau-style) rather than a single vector: it lets the weight
         # depend on feature combinations at no real cost.
         self.score = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.stats = stats
+        self.out_size = 2 * hidden if stats else hidden
 
     def weights(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pooling weights `[B, T]`: sum to 1 over real steps, exactly 0 on padding (all 0 if no real step)."""
@@ -37,12 +42,21 @@ class AttentionPooling(nn.Module):
         return torch.softmax(logits, dim=1) * mask
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled `[B, H]` from `x [B, T, H]` and `mask [B, T]`."""
+        """Pooled `[B, out_size]` from `x [B, T, H]` and `mask [B, T]`."""
         w = self.weights(x, mask)
         # Padded states may be garbage (even NaN from fully padded attention rows): 0 * NaN is NaN, so zero them.
         if mask is not None:
             x = x.masked_fill(~mask.to(device=x.device, dtype=torch.bool).unsqueeze(-1), 0.0)
-        return torch.einsum("bt,bth->bh", w, x)
+        mean = torch.einsum("bt,bth->bh", w, x)
+        if not self.stats:
+            return mean
+        return torch.cat([mean, weighted_std(torch.einsum("bt,bth->bh", w, x * x), mean)], dim=-1)
+
+
+def weighted_std(second_moment: torch.Tensor, mean: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The standard deviation from a weighted second moment and mean; floored at sqrt(eps), where rounding
+    can make the variance slightly negative and the square root's gradient would be infinite."""
+    return torch.sqrt((second_moment - mean * mean).clamp(min=eps))
 
 
 def _mlp(hidden: int, n_dims: int, dropout: float) -> nn.Sequential:

@@ -98,15 +98,22 @@ class GATv2(nn.Module):
 
 
 class AttentionPool(nn.Module):
-    """Gated attention pooling: softmax of `gate_nn(x)` over each graph's nodes, then the weighted sum."""
+    """Gated attention pooling: softmax of `gate_nn(x)` over each graph's nodes, then the weighted sum;
+    with `stats`, the weighted standard deviation beside it (`[G, 2H]`; networks/heads.AttentionPooling)."""
 
-    def __init__(self, gate_nn: nn.Module):
+    def __init__(self, gate_nn: nn.Module, stats: bool = False):
         super().__init__()
         self.gate_nn = gate_nn
+        self.stats = stats
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
         gate = scatter_softmax(self.gate_nn(x), index, dim_size)
-        return scatter_sum(gate * x, index, dim_size)
+        mean = scatter_sum(gate * x, index, dim_size)
+        if not self.stats:
+            return mean
+        from pianoeval.networks.heads import weighted_std
+
+        return torch.cat([mean, weighted_std(scatter_sum(gate * x * x, index, dim_size), mean)], dim=-1)
 
 
 def to_dense_batch(x: torch.Tensor, index: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:

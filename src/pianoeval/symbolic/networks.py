@@ -46,9 +46,21 @@ def _attention_key_mask(mask: torch.Tensor) -> torch.Tensor:
     return ~keep
 
 
-def _out_projection(hidden: int) -> nn.Sequential:
-    """Pooled state → z: normalised, then one non-linear layer (same recipe as the audio encoder)."""
-    return nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU())
+def _out_projection(hidden: int, pooled: int | None = None) -> nn.Sequential:
+    """Pooled state (`pooled` wide, default `hidden`) → z [hidden]: normalised, then one non-linear layer
+    (same recipe as the audio encoder)."""
+    pooled = hidden if pooled is None else pooled
+    return nn.Sequential(nn.LayerNorm(pooled), nn.Linear(pooled, hidden), nn.GELU())
+
+
+POOLINGS = ("attention", "attention_stats")
+
+
+def _stats_pooling(pooling: str) -> bool:
+    """`symbolic.pooling`: attention (the weighted mean) or attention_stats (mean and deviation)."""
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
+    return pooling == "attention_stats"
 
 
 def sinusoidal_positions(length: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
@@ -78,6 +90,7 @@ class REMITransformer(nn.Module):
         ff: int = 256,
         dropout: float = 0.1,
         max_len: int = 1024,
+        pooling: str = "attention",
     ) -> None:
         super().__init__()
         _check_heads(hidden, heads)
@@ -99,8 +112,8 @@ class REMITransformer(nn.Module):
         self.context = _transformer(hidden, layers, heads, ff, dropout)
         # norm_first leaves the stack's output un-normalised; the MLM head and pooling expect a normalised state.
         self.final_norm = nn.LayerNorm(hidden)
-        self.pool = AttentionPooling(hidden)
-        self.out = _out_projection(hidden)
+        self.pool = AttentionPooling(hidden, stats=_stats_pooling(pooling))
+        self.out = _out_projection(hidden, self.pool.out_size)
 
     def _mask(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = batch["input_ids"]
@@ -143,6 +156,7 @@ class NoteGAT(nn.Module):
         layers: int = 3,
         heads: int = 4,
         dropout: float = 0.1,
+        pooling: str = "attention",
     ) -> None:
         super().__init__()
         _check_heads(hidden, heads)
@@ -157,8 +171,10 @@ class NoteGAT(nn.Module):
         )
         self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(layers))
         self.dropout = nn.Dropout(dropout)
-        self.pool = AttentionPool(nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1)))
-        self.out = _out_projection(hidden)
+        stats = _stats_pooling(pooling)
+        gate = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        self.pool = AttentionPool(gate, stats=stats)
+        self.out = _out_projection(hidden, 2 * hidden if stats else hidden)
 
     def _check(self, graph: Any) -> None:
         if graph.x is None or graph.x.dim() != 2 or graph.x.shape[1] != self.in_features:
@@ -223,6 +239,7 @@ class MultiScaleCurveEncoder(nn.Module):
         heads: int = 4,
         dropout: float = 0.1,
         downsample: int = 2,
+        pooling: str = "attention",
     ) -> None:
         super().__init__()
         _check_heads(hidden, heads)
@@ -239,8 +256,8 @@ class MultiScaleCurveEncoder(nn.Module):
         self.feature_dropout = nn.Dropout(dropout)
         self.context = _transformer(hidden, layers, heads, 2 * hidden, dropout)
         self.final_norm = nn.LayerNorm(hidden)
-        self.pool = AttentionPooling(hidden)
-        self.out = _out_projection(hidden)
+        self.pool = AttentionPooling(hidden, stats=_stats_pooling(pooling))
+        self.out = _out_projection(hidden, self.pool.out_size)
 
     def local_features(
         self, curves: torch.Tensor, mask: torch.Tensor | None = None

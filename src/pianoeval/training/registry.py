@@ -121,6 +121,7 @@ def _symbolic_encoder(model: str, meta: dict[str, Any], sym: SymbolicSettings) -
             ff=2 * sym.hidden,
             dropout=sym.dropout,
             max_len=meta["max_seq_len"] + 8,
+            pooling=sym.pooling,
         )
     if model == "s2":
         from pianoeval.symbolic.networks import NoteGAT
@@ -132,6 +133,7 @@ def _symbolic_encoder(model: str, meta: dict[str, Any], sym: SymbolicSettings) -
             layers=sym.layers,
             heads=sym.heads,
             dropout=sym.dropout,
+            pooling=sym.pooling,
         )
     if model == "s3":
         from pianoeval.symbolic.networks import MultiScaleCurveEncoder
@@ -142,6 +144,7 @@ def _symbolic_encoder(model: str, meta: dict[str, Any], sym: SymbolicSettings) -
             layers=max(1, sym.layers - 1),
             heads=sym.heads,
             dropout=sym.dropout,
+            pooling=sym.pooling,
         )
     raise ConfigError(f"unknown symbolic model {model!r}; known: {', '.join(SYMBOLIC_MODELS)}")
 
