@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pianoeval.networks.heads import weighted_std
+
 
 def glorot_(value: torch.Tensor) -> None:
     """Uniform in ±sqrt(6 / (fan_in + fan_out)) over the last two dimensions, in place."""
@@ -111,8 +113,6 @@ class AttentionPool(nn.Module):
         mean = scatter_sum(gate * x, index, dim_size)
         if not self.stats:
             return mean
-        from pianoeval.networks.heads import weighted_std
-
         return torch.cat([mean, weighted_std(scatter_sum(gate * x * x, index, dim_size), mean)], dim=-1)
 
 
