@@ -156,3 +156,16 @@ def test_the_workflow_trains_the_deep_only_model_first(tmp_path: Path) -> None:
     # Without its deep-only model in symbolic.models: one line, before any job.
     code, out = _dry_run(work, {"symbolic": {"models": ["s3"], "deep_start": True}}, "results/folds/folds.json")
     assert code != 0 and "symbolic.deep_start: s3 start from s3_deep, which symbolic.models lacks" in out
+
+
+def test_start_weights_are_read_onto_the_cpu(deep_fold: tuple[Path, tuple], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start file written on a GPU must not land on a GPU (or fail on a CPU-only machine) before the
+    network copies it: the read maps it onto the CPU."""
+    from pianoeval.training import start_weights
+
+    deep, _ = deep_fold
+    seen: list[object] = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k.get("map_location")) or real(*a, **k))
+    start = start_weights.read_start(deep / "model.ckpt")
+    assert seen == ["cpu"] and all(v.device.type == "cpu" for v in start.state.values())

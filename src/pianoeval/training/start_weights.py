@@ -31,7 +31,8 @@ def read_start(path: Path) -> StartWeights:
     from pianoeval.core.io import read_json
     from pianoeval.data.leaks import recorded_groups
 
-    payload = torch.load(path, weights_only=False)
+    # Onto the CPU: the network it loads into copies the weights to its own device.
+    payload = torch.load(path, map_location="cpu", weights_only=False)
     if "encoder" in payload:
         groups = recorded_groups(payload.get("info", {}), path)
         return StartWeights(payload["encoder"], groups, [], strict=False, path=str(path))
