@@ -11,7 +11,7 @@ from pianoeval.core.errors import ConfigError
 from pianoeval.core.constants import SYMBOLIC_ENCODERS
 from pianoeval.core.experiment import check_experiment, record_experiment
 from pianoeval.core.provenance import EXPERIMENT_ENV
-from pianoeval.symbolic.featurize import FEATURIZER_VERSION
+from pianoeval.symbolic.featurize import featurizer_version
 from pianoeval.training.registry import audio_backbone
 
 # The experiment: config/config.yaml (the demo) unless config files are named on the command line or

@@ -46,8 +46,8 @@ rule featurize:
         mem_mb=4000,
     params:
         config=config_for("features", "max_skipped_fraction"),
-        # A new featurizer version changes this param, so Snakemake reruns the rule.
-        version=FEATURIZER_VERSION,
+        # A new featurizer version of the kind changes this param, so Snakemake reruns the rule.
+        version=lambda wildcards: featurizer_version(wildcards.kind),
     shell:
         "pianoeval featurize {wildcards.kind} --config {params.config} --manifest {input.manifest}"
         " --extra-manifest {input.views} --out {output.features} --skipped {output.skipped}"

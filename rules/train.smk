@@ -21,6 +21,8 @@ rule pretrain_corpus:
         runtime=60,
     params:
         config=config_for("features", "symbolic", "seed"),
+        # The corpus is featurized in the step: a new featurizer version of its kind reruns it.
+        version=lambda wildcards: featurizer_version(FEATURE_KIND[wildcards.model]),
         persist=persist_push,
     shell:
         "pianoeval pretrain-corpus {wildcards.model} --config {params.config} --out {output.encoder}"

@@ -20,7 +20,7 @@ from pianoeval.core.errors import InputError, OutputError
 from pianoeval.core.io import read_input_bytes, save_torch, write_json
 from pianoeval.core.settings import FeaturesSettings
 from pianoeval.core.skipped import check_skipped, skip_entry, skipped_report, warn_skipped
-from pianoeval.symbolic.featurize import FEATURIZER_VERSION, featurize_file, kind_meta
+from pianoeval.symbolic.featurize import featurize_file, featurizer_version, kind_meta
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def _cache_key(kind: str, path: str, features: FeaturesSettings, score_path: str
     if score_path:
         h.update(b"|score|" + read_input_bytes(score_path, "score MIDI file"))
     # The section's keys and values, sorted (as when the featurizer took the section as a dict: same keys).
-    h.update(f"{kind}|{FEATURIZER_VERSION}|{sorted(dataclasses.asdict(features).items())}".encode())
+    h.update(f"{kind}|{featurizer_version(kind)}|{sorted(dataclasses.asdict(features).items())}".encode())
     return h.hexdigest()
 
 

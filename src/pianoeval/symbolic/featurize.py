@@ -22,6 +22,14 @@ log = logging.getLogger(__name__)
 # 3: `stats` adds the score-relative statistics (symbolic/score_stats.py) and their flag.
 # 4: graphs are `symbolic.graph.NoteGraph`s (plain tensors), not torch_geometric `Data`.
 FEATURIZER_VERSION = 4
+# A kind whose own output changed since: its cache entries are rebuilt, the other kinds' are kept.
+# curves 5: the voicing curves `velocity_quiet` and `velocity_top` (symbolic/features.py).
+_KIND_VERSIONS: dict[str, int] = {"curves": 5}
+
+
+def featurizer_version(kind: str) -> int:
+    """The version of `kind`'s featurizer output (the cache keys of the feature and corpus stores)."""
+    return _KIND_VERSIONS.get(kind, FEATURIZER_VERSION)
 
 
 _TOKENIZER = None

@@ -53,7 +53,11 @@ def _file_items(job: tuple[str, str, int, str, CorpusSettings, AugmentSettings, 
 
 def corpus_key(kind: str, settings: CorpusSettings, aug: AugmentSettings, features: FeaturesSettings, seed: int) -> str:
     """A digest of everything a corpus store depends on (its cache file's name)."""
-    what = [CORPUS_VERSION, kind, repr(settings), repr(aug), dataclasses.asdict(features), seed]
+    from pianoeval.symbolic.featurize import featurizer_version
+
+    # The featurizer's version too: a corpus of the old curves must not feed an encoder of the new ones.
+    version = featurizer_version(kind)
+    what = [CORPUS_VERSION, version, kind, repr(settings), repr(aug), dataclasses.asdict(features), seed]
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
