@@ -175,6 +175,22 @@ def test_the_corpus_is_featurized_once_and_cached(tmp_path: Path, monkeypatch: p
     assert all(torch.equal(again["items"][k]["input_ids"], v["input_ids"]) for k, v in store["items"].items())
 
 
+def test_a_new_featurizer_version_rebuilds_its_kind_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pianoeval.steps.featurize import _cache_key
+    from pianoeval.symbolic import featurize
+    from pianoeval.training.corpus import corpus_key
+
+    settings, aug, features = CorpusSettings(str(tmp_path)), AugmentSettings(), FeaturesSettings(64, 10)
+    midi = str(tmp_path / "a.mid")
+    write_performance(Performance([[0.0, 0.5, 60, 80], [0.5, 1.0, 64, 70]]), midi)
+    kinds = ("curves", "graphs", "stats")
+    before = {k: (corpus_key(k, settings, aug, features, 0), _cache_key(k, midi, features)) for k in kinds}
+    monkeypatch.setitem(featurize._KIND_VERSIONS, "curves", featurize.featurizer_version("curves") + 1)
+    after = {k: (corpus_key(k, settings, aug, features, 0), _cache_key(k, midi, features)) for k in kinds}
+    assert after["curves"][0] != before["curves"][0] and after["curves"][1] != before["curves"][1]
+    assert after["graphs"] == before["graphs"] and after["stats"] == before["stats"]
+
+
 @pytest.mark.parametrize("epochs", [0, 1], ids=["as-is", "continued-on-fold"])
 def test_the_fold_pretraining_starts_from_the_corpus_encoder(tmp_path: Path, epochs: int) -> None:
     from pianoeval.steps import pretrain as step
