@@ -19,6 +19,8 @@ encoder (same seed, same settings otherwise); dev and val metrics. Choices are m
 trees over the same folds, one trained from the corpus encoder and one not (two experiments run with
 `snakemake --directory`), through the compare step's paired bootstrap: each arm's interval, the
 with - without difference, and each wide & deep arm minus `baseline_blend` (the wide part alone).
+`--row NAME=DIR` (repeatable) adds a reference row from any tree over the same folds, e.g.
+`--row ridge=<tree>/results/train/symbolic/baseline_ridge`: every arm minus it is reported too.
 """
 
 from __future__ import annotations
@@ -212,11 +214,14 @@ def paired(
     config: dict[str, Any],
     models: list[str],
     names: tuple[str, str] = ("corpus", "random"),
+    extra: dict[str, Path] | None = None,
 ) -> dict[str, Any]:
     """The compare step's paired bootstrap over two results trees of the same folds: every model with the
     corpus pretraining (`with_root`) and without (`without_root`), each arm's interval, and per model
     the with - without difference and each arm minus the wide part alone (`baseline_blend`). `names`
-    label the two arms (two other settings: e.g. a dev-chosen setting against the reference run)."""
+    label the two arms (two other settings: e.g. a dev-chosen setting against the reference run). `extra`:
+    reference rows {name: a model's folder of fold_*/ outputs over the same folds}, each in the bootstrap,
+    and every model arm minus each of them (e.g. the deep-only models against a baseline of another tree)."""
     from pianoeval.evaluation.compare import difference, read_fold_predictions, read_runs
     from pianoeval.metrics import paired_bootstrap, percentile_interval
 
@@ -233,6 +238,13 @@ def paired(
             name = model if model == "baseline_blend" else f"{model} {arm}"
             rows[name] = read_runs(files)[model]
             predictions += [f.with_name("predictions.csv") for f in files]
+    for name, folder in (extra or {}).items():
+        files = sorted(Path(folder).glob("fold_*/metrics.json"))
+        if not files:
+            raise SystemExit(f"error: {folder}: no fold_*/metrics.json")
+        (runs,) = read_runs(files).values()
+        rows[name] = runs
+        predictions += [f.with_name("predictions.csv") for f in files]
     settings = config["compare"]
     boot = paired_bootstrap(
         read_fold_predictions(rows, predictions), n_resamples=int(settings["resamples"]), seed=int(config["seed"])
@@ -247,6 +259,7 @@ def paired(
     for model in models:
         pairs = [(f"{model} {names[0]}", f"{model} {names[1]}")]
         pairs += [(f"{model} {arm}", "baseline_blend") for arm, _ in arms if not model.endswith("_deep")]
+        pairs += [(f"{model} {arm}", name) for arm, _ in arms for name in extra or {}]
         for a, b in pairs:
             if a in boot and b in boot:
                 out["differences"] += [difference(boot, a, b, metric) for metric in ("pairwise_acc", "r2")]
@@ -267,8 +280,16 @@ def main() -> None:
     parser.add_argument(
         "--arms", nargs=2, default=["corpus", "random"], help="paired: labels of RESULTS and of --without"
     )
+    parser.add_argument(
+        "--row",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="paired: a reference row, a model's folder of fold_*/ outputs (every arm minus it is reported)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    extra = dict(r.split("=", 1) for r in args.row)
 
     from pianoeval.core.config import load_config
     from pianoeval.core.io import write_json
@@ -279,7 +300,7 @@ def main() -> None:
     if args.what == "probe":
         result = probe(args.results, config, args.models)
     elif args.what == "paired":
-        result = paired(args.results, args.without, config, args.models, tuple(args.arms))
+        result = paired(args.results, args.without, config, args.models, tuple(args.arms), extra)
     else:
         result = finetune(args.results, config, args.models, args.folds)
     payload = {
@@ -292,6 +313,7 @@ def main() -> None:
                 *(["--models", *args.models]),
                 *(["--set", *args.set] if args.set else []),
                 *(["--arms", *args.arms] if args.what == "paired" else []),
+                *[f"--row {r}" for r in args.row],
             ]
         ),
         "training": config["training"],
