@@ -56,7 +56,7 @@ def test_gatv2_isolated_node_keeps_a_self_loop():
 
 def test_attention_pool_and_dense_batch_match_torch_geometric():
     torch.manual_seed(5)
-    ours = AttentionPool(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1)))
+    ours = AttentionPool(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1)), 8)
     torch.manual_seed(5)
     theirs = AttentionalAggregation(gate_nn=nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 1)))
     for key, value in theirs.state_dict().items():

@@ -59,7 +59,8 @@ def test_the_graph_pool_matches_the_dense_pool() -> None:
     """S2's scatter form and S1/S3's dense form give the same statistics for the same gate and nodes."""
     torch.manual_seed(1)
     dense = AttentionPooling(4, stats=True)
-    graph = AttentionPool(dense.score, stats=True)
+    graph = AttentionPool(dense.score, 4, stats=True)
+    assert graph.out_size == dense.out_size == 8
     x = torch.randn(7, 4)
     index = torch.tensor([0, 0, 0, 1, 1, 1, 1])
     padded = torch.zeros(2, 4, 4)

@@ -100,13 +100,15 @@ class GATv2(nn.Module):
 
 
 class AttentionPool(nn.Module):
-    """Gated attention pooling: softmax of `gate_nn(x)` over each graph's nodes, then the weighted sum;
-    with `stats`, the weighted standard deviation beside it (`[G, 2H]`; networks/heads.AttentionPooling)."""
+    """Gated attention pooling of nodes of width `hidden`: softmax of `gate_nn(x)` over each graph's nodes,
+    then the weighted sum; with `stats`, the weighted standard deviation beside it (`[G, 2H]`;
+    networks/heads.AttentionPooling). `out_size`: the pooled width."""
 
-    def __init__(self, gate_nn: nn.Module, stats: bool = False):
+    def __init__(self, gate_nn: nn.Module, hidden: int, stats: bool = False):
         super().__init__()
         self.gate_nn = gate_nn
         self.stats = stats
+        self.out_size = 2 * hidden if stats else hidden
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, dim_size: int) -> torch.Tensor:
         gate = scatter_softmax(self.gate_nn(x), index, dim_size)

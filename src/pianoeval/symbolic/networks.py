@@ -173,8 +173,8 @@ class NoteGAT(nn.Module):
         self.dropout = nn.Dropout(dropout)
         stats = _stats_pooling(pooling)
         gate = nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
-        self.pool = AttentionPool(gate, stats=stats)
-        self.out = _out_projection(hidden, 2 * hidden if stats else hidden)
+        self.pool = AttentionPool(gate, hidden, stats=stats)
+        self.out = _out_projection(hidden, self.pool.out_size)
 
     def _check(self, graph: Any) -> None:
         if graph.x is None or graph.x.dim() != 2 or graph.x.shape[1] != self.in_features:
