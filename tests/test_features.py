@@ -71,34 +71,6 @@ def test_louder_performance_has_higher_velocity_curve() -> None:
     np.testing.assert_array_equal(loud[:, others], soft[:, others])
 
 
-def test_voicing_curves_hold_the_quietest_onset_and_the_top_voice() -> None:
-    # A chord of a loud middle note over a quiet top and a quieter bass, then one of a soft top over a loud bass.
-    perf = Performance(
-        [[0.0, 1.0, 48, 20], [0.0, 1.0, 60, 90], [0.01, 1.0, 72, 40], [1.0, 2.0, 50, 100], [1.0, 2.0, 55, 30]]
-    )
-    curves = extract_continuous_features(perf, frame_rate=10)
-    first, second = curves[5], curves[15]
-    assert first[COL["velocity"]] == pytest.approx(90 / 127)
-    assert first[COL["velocity_quiet"]] == pytest.approx(20 / 127)
-    assert first[COL["velocity_top"]] == pytest.approx(40 / 127)
-    assert second[COL["velocity"]] == pytest.approx(100 / 127)
-    assert second[COL["velocity_quiet"]] == pytest.approx(30 / 127)
-    assert second[COL["velocity_top"]] == pytest.approx(30 / 127)
-
-
-def test_the_top_voice_of_a_frame_is_its_highest_onset_whatever_the_note_order() -> None:
-    notes = np.array([[0.0, 0.5, 67, 50], [0.0, 0.5, 76, 80], [0.0, 0.5, 60, 110], [0.5, 1.0, 64, 70]])
-    forward = extract_continuous_features(Performance(notes), frame_rate=20)
-    backward = extract_continuous_features(Performance(notes[[2, 0, 1, 3]]), frame_rate=20)
-    np.testing.assert_array_equal(forward, backward)
-    assert forward[:10, COL["velocity_top"]] == pytest.approx(np.full(10, 80 / 127))
-    assert forward[10:, COL["velocity_top"]] == pytest.approx(np.full(len(forward) - 10, 70 / 127))
-    # A single voice: the quietest, the loudest and the top are one velocity.
-    mono = extract_continuous_features(scale(velocity=64))
-    for name in ("velocity_quiet", "velocity_top"):
-        np.testing.assert_array_equal(mono[:, COL[name]], mono[:, COL["velocity"]])
-
-
 def test_faster_performance_has_higher_tempo_and_lower_ioi() -> None:
     slow = extract_continuous_features(scale(step=0.5))
     fast = extract_continuous_features(scale(step=0.25))

@@ -10,9 +10,6 @@ Curves ("held" = the value of the last onset, kept until the next one):
 - onset: 1 on frames with a note onset, else 0.
 - onset_velocity: loudest onset velocity / 127 on onset frames, else 0.
 - velocity: onset_velocity held (0 before the first onset).
-- velocity_quiet: quietest onset velocity / 127 of the frame's onsets, held: with `velocity`, the spread
-  of a chord (the balance between voices and hands, which the loudest alone does not show).
-- velocity_top: velocity / 127 of the frame's highest onset (the top voice, usually the melody), held.
 - onset_density: onsets per second, smoothed over ONSET_DENSITY_WINDOW_S, / ONSET_DENSITY_SCALE.
 - pitch_mean: mean pitch of sounding notes, (p - 21) / 87; held through silences.
 - pitch_range: (highest - lowest sounding pitch) / 87; 0 with fewer than two notes.
@@ -50,8 +47,6 @@ FEATURE_NAMES: tuple[str, ...] = (
     "time_since_onset",
     "tempo",
     "articulation",
-    "velocity_quiet",
-    "velocity_top",
 )
 
 # Piano keys: A0 = 21 .. C8 = 108, so (p - 21) / 87 lies in [0, 1].
@@ -136,7 +131,6 @@ def extract_continuous_features(perf: Performance, frame_rate: int = FEATURE_FRA
     curves = np.zeros((n_frames, len(FEATURE_NAMES)), dtype=np.float64)
     col = {name: i for i, name in enumerate(FEATURE_NAMES)}
     _onset_curves(curves, col, on_idx, perf.notes[:, 3], fr)
-    _voicing_curves(curves, col, on_idx, perf.notes[:, 2], perf.notes[:, 3])
     _sounding_curves(curves, col, on_idx, off_idx, perf.notes[:, 2])
     if len(perf.pedal):
         # Sustain pedal: the last CC64 value at each frame time.
@@ -159,25 +153,6 @@ def _onset_curves(curves: np.ndarray, col: dict[str, int], on_idx: np.ndarray, v
     curves[:, col["velocity"]] = _hold(onset_vel, has_onset, 0.0)
     width = max(1, round(ONSET_DENSITY_WINDOW_S * fr))
     curves[:, col["onset_density"]] = _smooth(counts * fr, width) / ONSET_DENSITY_SCALE
-
-
-def _voicing_curves(
-    curves: np.ndarray, col: dict[str, int], on_idx: np.ndarray, pitches: np.ndarray, vels: np.ndarray
-) -> None:
-    """The quietest onset velocity and the top voice's velocity of each onset frame, both held."""
-    n_frames = len(curves)
-    has_onset = np.bincount(on_idx, minlength=n_frames) > 0
-    quiet = np.ones(n_frames)
-    np.minimum.at(quiet, on_idx, vels / 127.0)
-    # Onsets sorted by frame, then pitch, then velocity: the last of each frame is its top voice
-    # (the loudest of equal top pitches).
-    order = np.lexsort((vels, pitches, on_idx))
-    frames = on_idx[order]
-    last = order[np.r_[frames[1:] != frames[:-1], True]]
-    top = np.zeros(n_frames)
-    top[on_idx[last]] = vels[last] / 127.0
-    curves[:, col["velocity_quiet"]] = _hold(quiet, has_onset, 0.0)
-    curves[:, col["velocity_top"]] = _hold(top, has_onset, 0.0)
 
 
 def _sounding_curves(
