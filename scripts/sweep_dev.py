@@ -1,12 +1,16 @@
 """Compare training settings of one model on the folds' DEV slices: one results tree per setting.
 
-Usage: python scripts/sweep_dev.py --model s3_deep --tree NAME=RESULTS_DIR [--tree ...] --json OUT.json
+Usage: python scripts/sweep_dev.py --model s3_deep --tree NAME=RESULTS_DIR[,RESULTS_DIR...] [--tree ...] --json OUT.json
 
 For each tree it reads `RESULTS_DIR/train/symbolic/<model>/fold_<k>/metrics.json` and reports the dev
 pairwise accuracy and R² of each fold's chosen epoch (`dev`), mean ± std over folds, and the one
 number the fits select epochs by (`dev/selection` = pairwise + 0.5 × R², `training/module.py`), averaged
 over folds. The setting with the highest mean selection is the dev choice; the validation figures are
 written to the JSON but not printed, so that the choice is made on dev alone.
+
+Several results trees of one setting (comma-separated: the same settings with other `seed`s) are averaged:
+the selection is the mean over every tree's folds, a setting is ranked only when each tree has all its
+folds, and the table shows each tree's own mean selection beside it (how far one seed's dev figure moves).
 """
 
 from __future__ import annotations
@@ -65,19 +69,24 @@ def main() -> int:
     args = parser.parse_args()
     settings = {}
     for spec in args.tree:
-        name, _, folder = spec.partition("=")
-        rows = fold_rows(Path(folder), args.model)
+        name, _, folders = spec.partition("=")
+        per_tree = [fold_rows(Path(folder), args.model) for folder in folders.split(",")]
+        rows = [r for tree in per_tree for r in tree]
         if rows:
             settings[name] = {
-                "results": folder,
+                "results": folders,
                 "folds": rows,
                 "dev": summary(rows, "dev"),
                 "val": summary(rows, "val"),
+                "per_tree_selection": [summary(t, "dev")["selection"][0] if t else None for t in per_tree],
+                "complete": all(len(t) == args.folds for t in per_tree),
             }
-    complete = {n: s for n, s in settings.items() if len(s["folds"]) == args.folds}
+    complete = {n: s for n, s in settings.items() if s["complete"]}
     choice = max(complete, key=lambda n: complete[n]["dev"]["selection"][0]) if complete else None
-    print("| setting | dev pairwise | dev R² | dev selection | folds | best epochs | wall (s) | CPU (s) | params |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    columns = ["setting", "dev pairwise", "dev R²", "dev selection", "per tree", "folds", "best epochs"]
+    columns += ["wall (s)", "CPU (s)", "params"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
     for name, s in sorted(settings.items(), key=lambda kv: -kv[1]["dev"]["selection"][0]):
         d = s["dev"]
         cells = [
@@ -85,6 +94,7 @@ def main() -> int:
             "{:.3f} ± {:.3f}".format(*d["pairwise_acc"]),
             "{:.3f} ± {:.3f}".format(*d["r2"]),
             "{:.3f}".format(d["selection"][0]),
+            ", ".join("-" if v is None else f"{v:.3f}" for v in s["per_tree_selection"]),
             len(s["folds"]),
             ", ".join(str(r["best_epoch"]) for r in s["folds"]),
             f"{sum(r['wall_s'] for r in s['folds']):.0f}",
@@ -95,7 +105,7 @@ def main() -> int:
     out = {
         "model": args.model,
         "choice_on_dev": choice,
-        "rule": "max mean dev (pairwise + 0.5 R2)",
+        "rule": "max mean dev (pairwise + 0.5 R2), over the folds of every tree of a setting",
         "settings": settings,
     }
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
