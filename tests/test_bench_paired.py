@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 from test_compare import CONFIG, _model
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_pretraining.py"
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_pretraining", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_pretraining")
 
 
 def test_a_reference_row_from_another_tree_is_paired_with_every_arm(tmp_path: Path) -> None:

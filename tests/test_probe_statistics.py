@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "probe_statistics.py"
+from conftest import load_script
 
 
 def _probe():
-    spec = importlib.util.spec_from_file_location("probe_statistics", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("probe_statistics")
 
 
 def test_a_carried_statistic_scores_high_and_a_missing_one_does_not() -> None:
