@@ -227,24 +227,24 @@ def paired(
 
     rows: dict[str, list[dict[str, Any]]] = {}
     predictions: list[Path] = []
+
+    def add(name: str, folder: Path) -> bool:
+        """One model's fold outputs under `folder` as the bootstrap's row `name`; False when it has none."""
+        files = sorted(folder.glob("fold_*/metrics.json"))
+        if files:
+            (rows[name],) = read_runs(files).values()
+            predictions.extend(f.with_name("predictions.csv") for f in files)
+        return bool(files)
+
     arms = ((names[0], with_root), (names[1], without_root))
     for arm, root in arms:
         for model in [*models, "baseline_blend"]:
             if model == "baseline_blend" and arm == names[1]:
                 continue  # the same wide part in both trees: once
-            files = sorted((root / "train" / "symbolic" / model).glob("fold_*/metrics.json"))
-            if not files:
-                continue
-            name = model if model == "baseline_blend" else f"{model} {arm}"
-            rows[name] = read_runs(files)[model]
-            predictions += [f.with_name("predictions.csv") for f in files]
+            add(model if model == "baseline_blend" else f"{model} {arm}", root / "train" / "symbolic" / model)
     for name, folder in (extra or {}).items():
-        files = sorted(Path(folder).glob("fold_*/metrics.json"))
-        if not files:
+        if not add(name, Path(folder)):
             raise SystemExit(f"error: {folder}: no fold_*/metrics.json")
-        (runs,) = read_runs(files).values()
-        rows[name] = runs
-        predictions += [f.with_name("predictions.csv") for f in files]
     settings = config["compare"]
     boot = paired_bootstrap(
         read_fold_predictions(rows, predictions), n_resamples=int(settings["resamples"]), seed=int(config["seed"])
