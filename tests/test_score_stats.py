@@ -10,7 +10,8 @@ from torch import nn
 from pianoeval.core.constants import ALL_STAT_NAMES, SCORE_COLUMNS, SCORE_STAT_NAMES, STAT_NAMES
 from pianoeval.data.midi import Performance
 from pianoeval.networks.side_input import WithStatistics
-from pianoeval.symbolic.score_stats import score_relative_statistics
+from pianoeval.symbolic.features import FEATURE_NAMES, SCORE_CURVE_NAMES, extract_continuous_features
+from pianoeval.symbolic.score_stats import match_score, score_relative_statistics
 from pianoeval.symbolic.stats import performance_statistics
 
 
@@ -167,3 +168,60 @@ def test_wide_part_starts_at_the_ridge_fit() -> None:
     before = net.norm.running_mean.clone()
     net({"stats": x[:8] * 100})
     assert torch.equal(before, net.norm.running_mean)
+
+
+def _score_curves(perf: Performance, score: Performance | None, fr: int = 20) -> dict[str, np.ndarray]:
+    """The score-aligned curves of `perf` by name (score None: no score given)."""
+    match = match_score(perf, score) if score is not None else None
+    curves = extract_continuous_features(perf, fr, score, match)
+    return {name: curves[:, FEATURE_NAMES.index(name)] for name in SCORE_CURVE_NAMES}
+
+
+def test_score_curves_follow_the_score_frame_by_frame() -> None:
+    score = _score()
+    faithful = _score_curves(_play(score), score)
+    assert (faithful["score_aligned"] == 1.0).all()
+    for name in ("score_tempo", "score_timing", "score_articulation"):
+        assert np.abs(faithful[name]).max() < 0.05, name
+    # Notated dynamics, held: the first 8 beats (4 s) are marked 64, the next 8 are 96 (0.1 s offset).
+    assert faithful["score_velocity"][20 * 2] == pytest.approx(64 / 127)
+    assert faithful["score_velocity"][20 * 6] == pytest.approx(96 / 127)
+    faster = _score_curves(_play(score, tempo=1.25), score)
+    assert np.median(faster["score_tempo"]) == pytest.approx(np.log(1.25), abs=0.02)
+    assert np.median(_score_curves(_play(score, dur_scale=0.3), score)["score_articulation"]) == pytest.approx(
+        np.log(0.3) / 2, abs=0.05
+    )
+
+
+def test_a_late_chord_shows_on_its_own_frames() -> None:
+    score = _score()
+    perf = _play(score)
+    notes = perf.notes.copy()
+    beat = np.isclose(score.notes[:, 0], 5.0)  # the chord and melody note of beat 10 (score time 5 s)
+    notes[beat, :2] += 0.1
+    curves = _score_curves(Performance(notes), score)["score_timing"]
+    late = round((5.1 + 0.1) * 20)  # performed at 5.2 s (the rendition starts at 0.1 s)
+    assert curves[late] == pytest.approx(1.0, abs=0.15)
+    assert np.abs(curves[: late - 1]).max() < 0.05 and np.abs(curves[late + 6 :]).max() < 0.05
+
+
+def test_without_an_aligned_score_the_score_curves_are_zero(tiny_midi, tmp_path) -> None:
+    from pianoeval.core.settings import FeaturesSettings
+    from pianoeval.data.midi import load_performance, write_performance
+    from pianoeval.symbolic.featurize import featurize_file
+
+    score = _score()
+    assert all((c == 0).all() for c in _score_curves(_play(score), None).values())
+    features = FeaturesSettings(max_seq_len=512, frame_rate=20)
+    perf_path = write_performance(_play(score), tmp_path / "perf.mid")
+    score_path = write_performance(score, tmp_path / "score.mid")
+    item = featurize_file("curves", str(perf_path), features, str(score_path))
+    aligned = item["curves"][:, FEATURE_NAMES.index("score_aligned")]
+    assert (aligned == 1).all()
+    # The statistics read the same alignment as before the curves shared it.
+    perf, notated = load_performance(perf_path), load_performance(score_path)
+    assert np.array_equal(item["stats"].numpy(), performance_statistics(perf, notated))
+    # Another piece as "score" does not align: the score curves and the score statistics stay at 0.
+    other = featurize_file("curves", str(perf_path), features, str(tiny_midi()))
+    assert (other["curves"][:, len(FEATURE_NAMES) - len(SCORE_CURVE_NAMES) :] == 0).all()
+    assert other["stats"][-1] == 0

@@ -22,11 +22,25 @@ Curves ("held" = the value of the last onset, kept until the next one):
   / TEMPO_SCALE.
 - articulation: per chord, mean of note duration / gap to the next onset within REGISTER_SEMITONES
   of the note's pitch (1 = legato, < 1 detached, > 1 overlapping), clipped to [0, 2] and halved, held.
+
+Score-aligned curves (SCORE_CURVE_NAMES), when the score the performance plays is given and aligns
+(`score_stats.match_score`); all 0 otherwise (no score, or too few shared notes), `score_aligned` telling
+which. They hold what the curves above cannot: how the playing departs from what is written.
+- score_aligned: 1 on every frame when the score aligned, else 0.
+- score_tempo: local log(notated / performed duration) between matched score onsets at least 0.2 s
+  apart (> 0 faster than written), interpolated between the spans' performed middles, clipped to ±2.
+- score_timing: onset deviation from the smoothed tempo map (`score_stats.onset_deviations`) of the
+  last matched onset, / SCORE_TIMING_SCALE s, clipped to ±3, held.
+- score_velocity: the loudest notated velocity (score MIDI velocities follow the dynamics) of the
+  notes matched at the last onset / 127, held.
+- score_articulation: mean log(performed / notated duration) of the notes matched at the last onset,
+  clipped to ±2 and halved, held.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -34,7 +48,10 @@ from pianoeval.core.constants import FEATURE_FRAME_RATE
 from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance
 
-FEATURE_NAMES: tuple[str, ...] = (
+if TYPE_CHECKING:
+    from pianoeval.symbolic.score_stats import ScoreMatch
+
+PERFORMANCE_CURVE_NAMES: tuple[str, ...] = (
     "onset",
     "onset_velocity",
     "velocity",
@@ -48,6 +65,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "tempo",
     "articulation",
 )
+SCORE_CURVE_NAMES: tuple[str, ...] = (
+    "score_aligned",
+    "score_tempo",
+    "score_timing",
+    "score_velocity",
+    "score_articulation",
+)
+FEATURE_NAMES: tuple[str, ...] = PERFORMANCE_CURVE_NAMES + SCORE_CURVE_NAMES
 
 # Piano keys: A0 = 21 .. C8 = 108, so (p - 21) / 87 lies in [0, 1].
 PITCH_LOW: int = 21
@@ -69,6 +94,8 @@ TEMPO_SCALE: float = 10.0
 # Articulation compares a note with the next onset within a fifth of it (its voice or register).
 REGISTER_SEMITONES: int = 7
 ARTICULATION_MAX: float = 2.0
+# Onset deviations from the tempo map: 100 ms (a clearly audible early or late note) maps to 1.
+SCORE_TIMING_SCALE: float = 0.1
 
 
 def log_time(seconds: np.ndarray) -> np.ndarray:
@@ -117,8 +144,17 @@ def articulation_ratios(notes: np.ndarray) -> np.ndarray:
     return out
 
 
-def extract_continuous_features(perf: Performance, frame_rate: int = FEATURE_FRAME_RATE) -> np.ndarray:
-    """Performance -> curves [T, D] float32 (D = len(FEATURE_NAMES), T = ceil(duration * fr) + 1), no NaN."""
+def extract_continuous_features(
+    perf: Performance,
+    frame_rate: int = FEATURE_FRAME_RATE,
+    score: Performance | None = None,
+    match: ScoreMatch | None = None,
+) -> np.ndarray:
+    """Performance -> curves [T, D] float32 (D = len(FEATURE_NAMES), T = ceil(duration * fr) + 1), no NaN.
+
+    The score-aligned curves are filled when both `score` and its `match` (`score_stats.match_score`)
+    are given, else left at 0.
+    """
     if len(perf.notes) == 0:
         raise InputError("performance has no notes to turn into curves", perf.path)
     if frame_rate <= 0:
@@ -138,6 +174,8 @@ def extract_continuous_features(perf: Performance, frame_rate: int = FEATURE_FRA
         curves[:, col["pedal"]] = np.where(last >= 0, perf.pedal[np.maximum(last, 0), 1], 0.0) / 127.0
     _timing_curves(curves, col, perf.notes[:, 0], on_idx, times, fr)
     _articulation_curve(curves, col, perf.notes, on_idx)
+    if score is not None and match is not None:
+        _score_curves(curves, col, perf, score, match, times, fr)
     return np.nan_to_num(curves, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
 
 
@@ -215,3 +253,41 @@ def _articulation_curve(curves: np.ndarray, col: dict[str, int], notes: np.ndarr
     art = np.where(art_n > 0, art_sum / np.maximum(art_n, 1.0), 0.0)
     first_art = art[np.argmax(art_n > 0)] if ok.any() else 0.5
     curves[:, col["articulation"]] = _hold(art, art_n > 0, first_art)
+
+
+def _score_curves(
+    curves: np.ndarray,
+    col: dict[str, int],
+    perf: Performance,
+    score: Performance,
+    match: ScoreMatch,
+    times: np.ndarray,
+    fr: float,
+) -> None:
+    """The score-aligned curves of a performance matched to its score (see the module docstring)."""
+    from pianoeval.symbolic.score_stats import duration_ratios, local_tempo, onset_deviations
+
+    n_frames = len(curves)
+    curves[:, col["score_aligned"]] = 1.0
+    ratios, _, perf_mids = local_tempo(match)
+    tempo = np.interp(times, perf_mids, ratios) if len(ratios) else np.full(n_frames, match.log_tempo)
+    curves[:, col["score_tempo"]] = np.clip(tempo, -2.0, 2.0)
+    # Timing: one value per matched score onset, at the frame of its performed (median) onset.
+    group_idx = np.clip(np.round(match.perf_onsets * fr).astype(np.int64), 0, n_frames - 1)
+    deviation = np.zeros(n_frames)
+    has_group = np.zeros(n_frames, dtype=bool)
+    deviation[group_idx] = np.clip(onset_deviations(match) / SCORE_TIMING_SCALE, -3.0, 3.0)
+    has_group[group_idx] = True
+    curves[:, col["score_timing"]] = _hold(deviation, has_group, 0.0)
+    # Dynamics and articulation: per matched note, at its own onset frame.
+    s_idx, p_idx = match.pairs[:, 0], match.pairs[:, 1]
+    note_idx = np.clip(np.round(perf.onsets[p_idx] * fr).astype(np.int64), 0, n_frames - 1)
+    has_note = np.bincount(note_idx, minlength=n_frames) > 0
+    notated = np.zeros(n_frames)
+    np.maximum.at(notated, note_idx, score.notes[s_idx, 3] / 127.0)
+    curves[:, col["score_velocity"]] = _hold(notated, has_note, notated[note_idx[np.argmin(note_idx)]])
+    art = np.clip(duration_ratios(match, perf, score), -2.0, 2.0) / 2.0
+    art_sum = np.bincount(note_idx, weights=art, minlength=n_frames)
+    art_n = np.bincount(note_idx, minlength=n_frames)
+    art_mean = art_sum / np.maximum(art_n, 1)
+    curves[:, col["score_articulation"]] = _hold(art_mean, has_note, 0.0)

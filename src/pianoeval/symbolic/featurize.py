@@ -25,7 +25,8 @@ FEATURIZER_VERSION = 4
 # A kind whose own output changes from now on gets its own entry here (from FEATURIZER_VERSION + 1): its
 # cache entries are rebuilt, the other kinds' are kept. (Curves 5, two voicing curves, was tried in issue
 # 15's ninth pass and taken back: the 12 curves of version 4 are the current output again.)
-_KIND_VERSIONS: dict[str, int] = {}
+# Curves 6: the score-aligned curves (features.SCORE_CURVE_NAMES), zeros without a score.
+_KIND_VERSIONS: dict[str, int] = {"curves": 6}
 
 
 def featurizer_version(kind: str) -> int:
@@ -53,6 +54,7 @@ def featurize_file(kind: str, path: str, features: FeaturesSettings, score_path:
     that cannot be read or aligned leaves them at zero (with a warning), the performance is kept.
     """
     from pianoeval.data.midi import load_performance
+    from pianoeval.symbolic.score_stats import match_score
     from pianoeval.symbolic.stats import performance_statistics
 
     if kind not in ("tokens", "graphs", "curves", "stats"):
@@ -66,8 +68,15 @@ def featurize_file(kind: str, path: str, features: FeaturesSettings, score_path:
             # The score is auxiliary: without it the performance keeps its own statistics and the
             # score part stays at zero (flag 0), as for a manifest row with no score.
             log.warning("%s: score statistics skipped: %s", path, exc)
+    match = None
+    if score is not None:
+        try:
+            match = match_score(perf, score)  # aligned once, for the statistics and the curves
+        except InputError as exc:
+            log.warning("%s: score statistics skipped: %s", path, exc)
+            score = None
     # Every kind carries the statistics: the ridge baseline's input and the encoders' side input.
-    item: dict[str, Any] = {"stats": torch.from_numpy(performance_statistics(perf, score))}
+    item: dict[str, Any] = {"stats": torch.from_numpy(performance_statistics(perf, score, match))}
     if kind == "tokens":
         ids = _tokenizer(features.max_seq_len).encode(path)
         item["input_ids"] = torch.tensor(ids, dtype=torch.long)
@@ -78,7 +87,7 @@ def featurize_file(kind: str, path: str, features: FeaturesSettings, score_path:
     elif kind == "curves":
         from pianoeval.symbolic.features import extract_continuous_features
 
-        curves = extract_continuous_features(perf, frame_rate=features.frame_rate)
+        curves = extract_continuous_features(perf, features.frame_rate, score, match)
         item["curves"] = torch.from_numpy(np.ascontiguousarray(curves, dtype=np.float32))
     return item
 

@@ -10,7 +10,7 @@ from pianoeval.core.constants import SCORE_COLUMNS as SCORE_COLUMNS  # still rea
 from pianoeval.core.constants import SCORE_STAT_NAMES
 from pianoeval.core.errors import InputError
 from pianoeval.data.midi import Performance, pedal_down_mask
-from pianoeval.symbolic.score_stats import score_relative_statistics
+from pianoeval.symbolic.score_stats import ScoreMatch, score_relative_statistics
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +75,20 @@ def midi_statistics(perf: Performance) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def performance_statistics(perf: Performance, score: Performance | None = None) -> np.ndarray:
+def performance_statistics(
+    perf: Performance, score: Performance | None = None, match: ScoreMatch | None = None
+) -> np.ndarray:
     """The full statistics vector float32 [len(ALL_STAT_NAMES)] of a performance and (optionally) its score.
 
     A score that cannot be aligned (too few shared notes) leaves the score part at zeros with the flag
-    at 0, exactly as a missing score does: the performance statistics still stand.
+    at 0, exactly as a missing score does: the performance statistics still stand. `match`, the score's
+    `match_score` when the caller already has it (the alignment is then not run again).
     """
     own = midi_statistics(perf)
     rel = np.zeros(len(SCORE_STAT_NAMES) + 1, dtype=np.float32)
     if score is not None:
         try:
-            rel[:-1] = score_relative_statistics(perf, score)
+            rel[:-1] = score_relative_statistics(perf, score, match)
             rel[-1] = 1.0
         except InputError as exc:
             log.warning("score statistics skipped: %s", exc)
