@@ -95,3 +95,14 @@ def test_a_section_the_rule_was_not_given_is_a_config_error(settings: dict[str, 
     assert audio.symbolic is None and audio.features is None
     with pytest.raises(ConfigError, match="'symbolic' is not among"):
         build_network("s3", kind_meta("curves", FeaturesSettings(max_seq_len=64, frame_rate=20)), audio)
+
+
+def test_s3_knows_its_score_curves(settings: dict[str, FitSettings]) -> None:
+    """S3 is built knowing which curves are score-aligned, so that it drops them as the statistics are."""
+    from pianoeval.symbolic.features import FEATURE_NAMES, SCORE_CURVE_NAMES
+
+    s = settings["symbolic"]
+    encoder = build_encoder("s3", _meta("symbolic", "s3", s), s)
+    start, stop = encoder.score_channels
+    assert FEATURE_NAMES[start:stop] == SCORE_CURVE_NAMES
+    assert encoder.score_dropout == s.symbolic.score_dropout > 0

@@ -225,3 +225,49 @@ def test_without_an_aligned_score_the_score_curves_are_zero(tiny_midi, tmp_path)
     other = featurize_file("curves", str(perf_path), features, str(tiny_midi()))
     assert (other["curves"][:, len(FEATURE_NAMES) - len(SCORE_CURVE_NAMES) :] == 0).all()
     assert other["stats"][-1] == 0
+
+
+def _curve_encoder(score_dropout: float) -> nn.Module:
+    from pianoeval.symbolic.networks import MultiScaleCurveEncoder
+
+    n = len(FEATURE_NAMES)
+    start = n - len(SCORE_CURVE_NAMES)
+    return MultiScaleCurveEncoder(
+        n, hidden=16, layers=1, heads=2, dropout=0.0, score_channels=(start, n), score_dropout=score_dropout
+    )
+
+
+def test_curve_score_dropout_zeroes_whole_rows_and_only_in_training() -> None:
+    torch.manual_seed(0)
+    enc = _curve_encoder(score_dropout=0.5)
+    seen: list[torch.Tensor] = []
+    enc.branches[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].transpose(1, 2).clone()))
+    curves = torch.rand(200, 30, len(FEATURE_NAMES)) + 0.1
+    start = len(FEATURE_NAMES) - len(SCORE_CURVE_NAMES)
+    enc({"curves": curves})
+    score_part = seen[-1][:, :, start:]
+    dropped = (score_part == 0).all(dim=2).all(dim=1)
+    assert 0.35 < dropped.float().mean() < 0.65
+    assert ((score_part == 0).any(dim=2).any(dim=1) == dropped).all()  # a row loses all its score curves or none
+    assert torch.equal(seen[-1][:, :, :start], curves[:, :, :start])  # the performance curves are never touched
+    enc.eval()
+    enc({"curves": curves})
+    assert torch.equal(seen[-1], curves)
+
+
+def test_wide_and_deep_drops_the_score_curves_with_the_score_statistics() -> None:
+    """The rows whose score statistics are dropped are the rows whose score curves are dropped."""
+    torch.manual_seed(0)
+    enc = _curve_encoder(score_dropout=0.0)  # on its own it would never drop
+    net = WithStatistics(enc, n_stats=6, side=4, score_columns=slice(3, 6), score_dropout=0.5)
+    side = _side_inputs(net)
+    seen: list[torch.Tensor] = []
+    enc.branches[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0].transpose(1, 2).clone()))
+    stats = torch.randn(100, 6) + 3.0
+    stats[:, 5] = 1.0
+    net({"stats": stats, "curves": torch.rand(100, 20, len(FEATURE_NAMES)) + 0.1})
+    start = len(FEATURE_NAMES) - len(SCORE_CURVE_NAMES)
+    curves_dropped = (seen[-1][:, :, start:] == 0).all(dim=2).all(dim=1)
+    stats_dropped = (side[-1][:, 3:5] == 0).all(dim=1)
+    assert 0.3 < stats_dropped.float().mean() < 0.7
+    assert torch.equal(curves_dropped, stats_dropped)

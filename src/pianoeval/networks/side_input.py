@@ -259,10 +259,12 @@ class WithStatistics(nn.Module):
         `batch["wide_prior"]` (and `wide_prior_masked` for score-dropped rows) when the batch carries
         it: the out-of-fold predictions of training rows (`init_trees`).
         """
-        z = self.base(batch)
+        # The score part is dropped (or absent) first: an encoder with score inputs of its own (S3's
+        # score-aligned curves) drops the same rows' (`batch["score_missing"]`).
+        missing = self.score_missing(batch["stats"])
+        z = self.base(batch if missing is None else {**batch, "score_missing": missing[:, 0]})
         stats = batch["stats"].to(z.dtype)
         t = self.flag(batch, stats)
-        missing = self.score_missing(stats)
         x = self.bound(self.standardise(stats, missing), t)
         prior = batch.get("wide_prior")
         if prior is None:

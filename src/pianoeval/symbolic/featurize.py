@@ -128,9 +128,14 @@ def _kind_meta(kind: str, features: FeaturesSettings) -> dict[str, Any]:
             "max_seq_len": features.max_seq_len,
         }
     if kind == "curves":
-        from pianoeval.symbolic.features import FEATURE_NAMES
+        from pianoeval.symbolic.features import FEATURE_NAMES, SCORE_CURVE_NAMES
 
-        return {"feature_names": list(FEATURE_NAMES), "n_features": len(FEATURE_NAMES)}
+        start = FEATURE_NAMES.index(SCORE_CURVE_NAMES[0])
+        return {
+            "feature_names": list(FEATURE_NAMES),
+            "n_features": len(FEATURE_NAMES),
+            "score_channels": [start, start + len(SCORE_CURVE_NAMES)],
+        }
     if kind == "graphs":
         from pianoeval.symbolic.graph import EDGE_TYPES, NODE_FEATURES
 

@@ -228,6 +228,12 @@ class MultiScaleCurveEncoder(nn.Module):
     `downsample` → LayerNorm; `contextualise`: sinusoidal positions + a pre-norm Transformer.
     Padded frames are zeroed before every convolution, so a sample's features do not depend on how
     much padding follows it.
+
+    `score_channels` (start, stop): the score-aligned curves, all 0 when a performance has no score.
+    In training each sample's are zeroed with probability `score_dropout`, so that a model trained
+    on scored data still predicts sensibly for a recording without a score; `batch["score_missing"]
+    [B]` (set by a wide & deep side input that drops the score statistics) zeroes exactly those rows
+    instead, so that the statistics and the curves lose their score together.
     """
 
     def __init__(
@@ -240,9 +246,13 @@ class MultiScaleCurveEncoder(nn.Module):
         dropout: float = 0.1,
         downsample: int = 2,
         pooling: str = "attention",
+        score_channels: tuple[int, int] | None = None,
+        score_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         _check_heads(hidden, heads)
+        if score_channels is not None and not 0 <= score_channels[0] < score_channels[1] <= in_channels:
+            raise ConfigError(f"score_channels {score_channels} do not lie in the {in_channels} curves")
         if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
             raise ConfigError(f"curve kernels must be odd positive sizes (centred windows), got {kernels}")
         if downsample < 1:
@@ -250,6 +260,8 @@ class MultiScaleCurveEncoder(nn.Module):
         self.hidden_size = hidden
         self.in_channels = in_channels
         self.downsample = downsample
+        self.score_channels = tuple(score_channels) if score_channels is not None else None
+        self.score_dropout = float(score_dropout)
         self.branches = nn.ModuleList(nn.Conv1d(in_channels, hidden, k, padding=k // 2) for k in kernels)
         self.merge = nn.Conv1d(hidden * len(kernels), hidden, downsample, stride=downsample)
         self.feature_norm = nn.LayerNorm(hidden)
@@ -287,9 +299,24 @@ class MultiScaleCurveEncoder(nn.Module):
         h = self.context(self.feature_dropout(x), src_key_padding_mask=_attention_key_mask(mask))
         return self.final_norm(h)
 
+    def drop_score(self, curves: torch.Tensor, missing: torch.Tensor | None = None) -> torch.Tensor:
+        """`curves [B, T, C]` with the score channels of the `missing [B]` rows at 0 (absent: in
+        training, each row with probability `score_dropout`; in evaluation, none)."""
+        if self.score_channels is None:
+            return curves
+        if missing is None:
+            if not (self.training and self.score_dropout > 0):
+                return curves
+            missing = torch.rand(curves.shape[0], device=curves.device) < self.score_dropout
+        start, stop = self.score_channels
+        keep = torch.ones(curves.shape[0], 1, curves.shape[2], dtype=curves.dtype, device=curves.device)
+        keep[:, :, start:stop] = (~missing.to(device=curves.device, dtype=torch.bool)).to(curves.dtype).view(-1, 1, 1)
+        return curves * keep
+
     def encode_sequence(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """Contextual states `h [B, T', H]` and mask `[B, T']` (downsampled time)."""
-        feats, mask = self.local_features(batch["curves"], batch.get("curve_mask"))
+        curves = self.drop_score(batch["curves"], batch.get("score_missing"))
+        feats, mask = self.local_features(curves, batch.get("curve_mask"))
         return self.contextualise(feats, mask), mask
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -145,6 +145,8 @@ def _symbolic_encoder(model: str, meta: dict[str, Any], sym: SymbolicSettings) -
             heads=sym.heads,
             dropout=sym.dropout,
             pooling=sym.pooling,
+            score_channels=meta.get("score_channels"),
+            score_dropout=sym.score_dropout,
         )
     raise ConfigError(f"unknown symbolic model {model!r}; known: {', '.join(SYMBOLIC_MODELS)}")
 
