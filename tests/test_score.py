@@ -22,7 +22,7 @@ import torch
 
 from pianoeval.cli import main
 from pianoeval.core.constants import DIMENSIONS
-from pianoeval.core.errors import InputError
+from pianoeval.core.errors import ConfigError, InputError
 from pianoeval.core.io import write_json
 from pianoeval.steps.score import TRANSCRIPTION_SUFFIX, output_paths, percentiles, run_score, score_midi
 
@@ -373,3 +373,37 @@ def test_score_midi_with_its_score_uses_the_score_statistics(trained: dict[str, 
     unaligned = score_midi(trained["demo"], results, score=Path(other))
     assert not unaligned["score_aligned"]
     np.testing.assert_allclose(unaligned["mean"], plain["mean"], atol=1e-6)
+
+
+def test_an_s3_trained_on_fewer_curves_still_scores(trained: dict[str, Path], tmp_path: Path) -> None:
+    """A fold trained before the score-aligned curves (12 curves in its model_spec and its weights) scores
+    with this version, which computes 17: it gets its own curves by name. Built here from a trained fold by
+    cutting its first convolutions to the 12 performance curves, which without a score (its 5 score curves
+    are 0) gives the very same scores."""
+    import shutil
+
+    from pianoeval.core.io import read_json, write_json
+    from pianoeval.steps.score import symbolic_outputs
+    from pianoeval.symbolic.features import PERFORMANCE_CURVE_NAMES
+
+    fold = sorted((trained["s3"] / "train" / "symbolic" / "s3").glob("fold_*"))[0]
+    old = tmp_path / "s3" / "fold_0"
+    shutil.copytree(fold, old)
+    spec = read_json(old / "model_spec.json")
+    spec["meta"] |= {"feature_names": list(PERFORMANCE_CURVE_NAMES), "n_features": len(PERFORMANCE_CURVE_NAMES)}
+    spec["meta"].pop("score_channels")
+    write_json(spec, old / "model_spec.json")
+    ckpt = torch.load(old / "model.ckpt", map_location="cpu", weights_only=False)
+    convs = [k for k in ckpt["state_dict"] if ".branches." in k and k.endswith(".weight")]
+    assert convs
+    for k in convs:
+        ckpt["state_dict"][k] = ckpt["state_dict"][k][:, : len(PERFORMANCE_CURVE_NAMES)].clone()
+    torch.save(ckpt, old / "model.ckpt")
+    new = symbolic_outputs(trained["demo"], [fold])
+    got = symbolic_outputs(trained["demo"], [old])
+    torch.testing.assert_close(got["scores"], new["scores"], rtol=1e-5, atol=1e-6)
+    # A model that needs a curve this version does not compute is refused with its folder named.
+    spec["meta"]["feature_names"][0] = "velocity_quiet"
+    write_json(spec, old / "model_spec.json")
+    with pytest.raises(ConfigError, match=r"fold_0 was trained on curves .*velocity_quiet"):
+        symbolic_outputs(trained["demo"], [old])

@@ -71,6 +71,7 @@ class FoldNetworks:
         self._loaded: dict[Path, Any] = {}
         self._configs: dict[Path, dict[str, Any]] = {}
         self._by_text: dict[str, dict[str, Any]] = {}
+        self._curves: dict[Path, tuple[str, ...]] = {}
         self._lock = threading.RLock()  # get() reads the config under the same lock
 
     def config(self, fold_dir: Path) -> dict[str, Any]:
@@ -94,6 +95,14 @@ class FoldNetworks:
             if fold_dir not in self._loaded:
                 self._loaded[fold_dir] = load_scoring_network(fold_dir, self.config(fold_dir))
             return self._loaded[fold_dir]
+
+    def curve_names(self, fold_dir: Path) -> tuple[str, ...]:
+        """The curves the fold's S3 was trained on, in order (its model_spec.json meta)."""
+        with self._lock:
+            if fold_dir not in self._curves:
+                meta = read_json(FoldDir(fold_dir).model_spec).get("meta", {})
+                self._curves[fold_dir] = tuple(meta.get("feature_names", ()))
+            return self._curves[fold_dir]
 
     def load(self, fold_dirs: list[Path]) -> None:
         for fold_dir in fold_dirs:
@@ -127,12 +136,12 @@ def symbolic_outputs(
     from pianoeval.core.settings import FeaturesSettings
     from pianoeval.core.threads import torch_threads
     from pianoeval.data.datasets import multi_task_collate_fn
-    from pianoeval.symbolic.featurize import featurize_file
+    from pianoeval.symbolic.featurize import curves_for, featurize_file
     from pianoeval.training.registry import FEATURE_KIND
 
     timings = {"models": 0.0, "featurize": 0.0, "forward": 0.0}
     networks = networks or FoldNetworks()
-    batches: dict[tuple[str, FeaturesSettings], dict[str, Any]] = {}
+    batches: dict[tuple[str, FeaturesSettings, tuple[str, ...]], dict[str, Any]] = {}
     zs, preds = [], []
     # Small networks built, loaded and run on one performance: many small ops, faster on one thread
     # (pianoeval.core.threads).
@@ -144,9 +153,13 @@ def symbolic_outputs(
             kind = FEATURE_KIND[fold_model(fold_dir)]
             timings["models"] += time.perf_counter() - tick
             tick = time.perf_counter()
-            key = (kind, FeaturesSettings.from_config(config))
+            # A model trained on fewer curves than this version computes gets its own, by name.
+            names = networks.curve_names(fold_dir) if kind == "curves" else ()
+            key = (kind, FeaturesSettings.from_config(config), names)
             if key not in batches:
                 item = featurize_file(kind, str(midi), key[1], str(score) if score else None)
+                if names:
+                    item["curves"] = curves_for(item["curves"], names, str(fold_dir))
                 item["transcribed"] = torch.tensor(float(transcribed))
                 batches[key] = multi_task_collate_fn([item])
             timings["featurize"] += time.perf_counter() - tick

@@ -110,6 +110,23 @@ def featurize_performance(kind: str, perf: Any, features: FeaturesSettings) -> d
     raise ValueError(f"feature kind {kind!r} has no encoder input")
 
 
+def curves_for(curves: torch.Tensor, trained_names: list[str] | tuple[str, ...], model: str) -> torch.Tensor:
+    """`curves [T, len(FEATURE_NAMES)]` cut to the curves a model was trained on, in its order (its
+    meta's `feature_names`): a model trained before curves were added still scores with this version.
+    ConfigError, naming `model`, if it needs a curve this version does not compute."""
+    from pianoeval.core.errors import ConfigError
+    from pianoeval.symbolic.features import FEATURE_NAMES
+
+    if tuple(trained_names) == FEATURE_NAMES:
+        return curves
+    missing = [n for n in trained_names if n not in FEATURE_NAMES]
+    if missing:
+        raise ConfigError(
+            f"{model} was trained on curves this version does not compute ({', '.join(missing)}); retrain it"
+        )
+    return curves[:, [FEATURE_NAMES.index(n) for n in trained_names]]
+
+
 def kind_meta(kind: str, features: FeaturesSettings) -> dict[str, Any]:
     """Facts a model needs about a feature kind (vocabulary, channel count, statistics count)."""
     from pianoeval.core.constants import ALL_STAT_NAMES
