@@ -50,8 +50,9 @@ def _tokenizer(max_seq_len: int):  # -> PianoTokenizer
 def featurize_file(kind: str, path: str, features: FeaturesSettings, score_path: str | None = None) -> dict[str, Any]:
     """Compute the feature item of one MIDI file for `kind`; InputError if the file is unusable.
 
-    `score_path`, the score MIDI the performance plays, adds the score-relative statistics; a score
-    that cannot be read or aligned leaves them at zero (with a warning), the performance is kept.
+    `score_path`, the score MIDI the performance plays, adds the score-relative statistics (and, for
+    curves, the score-aligned curves); a score that cannot be read or aligned leaves them at zero (with
+    a warning), the performance is kept.
     """
     from pianoeval.data.midi import load_performance
     from pianoeval.symbolic.score_stats import match_score
@@ -73,7 +74,7 @@ def featurize_file(kind: str, path: str, features: FeaturesSettings, score_path:
         try:
             match = match_score(perf, score)  # aligned once, for the statistics and the curves
         except InputError as exc:
-            log.warning("%s: score statistics skipped: %s", path, exc)
+            log.warning("%s: score statistics and curves skipped: %s", path, exc)
             score = None
     # Every kind carries the statistics: the ridge baseline's input and the encoders' side input.
     item: dict[str, Any] = {"stats": torch.from_numpy(performance_statistics(perf, score, match))}
