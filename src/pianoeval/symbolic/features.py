@@ -245,14 +245,17 @@ def _articulation_curve(curves: np.ndarray, col: dict[str, int], notes: np.ndarr
     """Articulation per chord (mean over its notes that have a following note nearby), held."""
     n_frames = len(curves)
     ratio = np.clip(articulation_ratios(notes), 0.0, ARTICULATION_MAX) / ARTICULATION_MAX
-    art_sum = np.zeros(n_frames)
-    art_n = np.zeros(n_frames)
     ok = np.isfinite(ratio)
-    np.add.at(art_sum, on_idx[ok], ratio[ok])
-    np.add.at(art_n, on_idx[ok], 1.0)
-    art = np.where(art_n > 0, art_sum / np.maximum(art_n, 1.0), 0.0)
-    first_art = art[np.argmax(art_n > 0)] if ok.any() else 0.5
-    curves[:, col["articulation"]] = _hold(art, art_n > 0, first_art)
+    art, has_art = _frame_mean(ratio[ok], on_idx[ok], n_frames)
+    first_art = art[np.argmax(has_art)] if ok.any() else 0.5
+    curves[:, col["articulation"]] = _hold(art, has_art, first_art)
+
+
+def _frame_mean(values: np.ndarray, frame_idx: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of `values` [N] per frame of `frame_idx` [N] → (means [T], 0 where none; has [T] bool)."""
+    total = np.bincount(frame_idx, weights=values, minlength=n_frames)
+    count = np.bincount(frame_idx, minlength=n_frames)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0), count > 0
 
 
 def _score_curves(
@@ -282,12 +285,8 @@ def _score_curves(
     # Dynamics and articulation: per matched note, at its own onset frame.
     s_idx, p_idx = match.pairs[:, 0], match.pairs[:, 1]
     note_idx = np.clip(np.round(perf.onsets[p_idx] * fr).astype(np.int64), 0, n_frames - 1)
-    has_note = np.bincount(note_idx, minlength=n_frames) > 0
+    art, has_note = _frame_mean(np.clip(duration_ratios(match, perf, score), -2.0, 2.0) / 2.0, note_idx, n_frames)
+    curves[:, col["score_articulation"]] = _hold(art, has_note, 0.0)
     notated = np.zeros(n_frames)
     np.maximum.at(notated, note_idx, score.notes[s_idx, 3] / 127.0)
-    curves[:, col["score_velocity"]] = _hold(notated, has_note, notated[note_idx[np.argmin(note_idx)]])
-    art = np.clip(duration_ratios(match, perf, score), -2.0, 2.0) / 2.0
-    art_sum = np.bincount(note_idx, weights=art, minlength=n_frames)
-    art_n = np.bincount(note_idx, minlength=n_frames)
-    art_mean = art_sum / np.maximum(art_n, 1)
-    curves[:, col["score_articulation"]] = _hold(art_mean, has_note, 0.0)
+    curves[:, col["score_velocity"]] = _hold(notated, has_note, notated[note_idx.min()])

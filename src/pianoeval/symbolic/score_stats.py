@@ -74,11 +74,14 @@ class ScoreMatch:
     """
 
     alignment: Alignment
-    pairs: np.ndarray
     onsets: np.ndarray
     perf_onsets: np.ndarray
     group: np.ndarray
     log_tempo: float
+
+    @property
+    def pairs(self) -> np.ndarray:
+        return self.alignment.pairs
 
 
 def match_score(perf: Performance, score: Performance) -> ScoreMatch:
@@ -95,7 +98,7 @@ def match_score(perf: Performance, score: Performance) -> ScoreMatch:
     # One point per matched score onset (median performed onset of its notes), as in the alignment.
     onsets, group = np.unique(s_on, return_inverse=True)
     perf_med = np.array([np.median(p_on[group == k]) for k in range(len(onsets))])
-    return ScoreMatch(al, pairs, onsets, perf_med, group, float(np.log(s_span / p_span)))
+    return ScoreMatch(al, onsets, perf_med, group, float(np.log(s_span / p_span)))
 
 
 def local_tempo(match: ScoreMatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
